@@ -1,0 +1,244 @@
+"""Turn what a user passes as data into plain tensors, and draw reference sets from it.
+
+Users bring a bundled :class:`~xprune_nb.datasets.DataBundle`, their own ``DataLoader`` or
+``Dataset``, or ``(X, y)`` pairs of tensors or arrays. Everything is materialised once into
+:class:`Split` tensors: studies here are notebook-sized, and plain tensors make sampling,
+evaluation and saving deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import ConfigError, DataError
+
+__all__ = ["Split", "StudyData", "as_split", "resolve_data", "stratified_indices", "batches"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset as two tensors: inputs ``X`` and integer class labels ``y``."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+
+def _to_tensor(value, what: str, call: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a data error here
+        raise DataError(
+            f"{call}: could not turn {what} into a tensor ({type(value).__name__}): {exc}"
+        ) from exc
+
+
+def _from_pairs(pairs: Iterator, call: str, name: str, batched: bool) -> Split:
+    xs, ys = [], []
+    for item in pairs:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(
+                f"{call}({name}=...): each item or batch must be an (input, label) pair, "
+                f"got {type(item).__name__}."
+            )
+        xs.append(_to_tensor(item[0], "an input", call))
+        ys.append(_to_tensor(item[1], "a label", call))
+    if not xs:
+        raise DataError(f"{call}({name}=...): the data is empty; give at least one example.")
+    if batched:
+        return Split(torch.cat(xs), torch.cat([y.reshape(-1) for y in ys]))
+    return Split(torch.stack(xs), torch.stack([y.reshape(()) for y in ys]))
+
+
+def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
+    """Convert ``(X, y)``, a ``Dataset``, a ``DataLoader`` or an object with ``X``/``y`` to a Split.
+
+    Examples
+    --------
+    >>> import torch
+    >>> s = as_split((torch.zeros(4, 3), torch.tensor([0, 1, 0, 1])))
+    >>> len(s), s.X.dtype, s.y.dtype
+    (4, torch.float32, torch.int64)
+    """
+    if hasattr(value, "X") and hasattr(value, "y"):
+        X, y = _to_tensor(value.X, "X", call), _to_tensor(value.y, "y", call)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and not isinstance(
+        value[0], (tuple, list)
+    ):
+        X, y = _to_tensor(value[0], "X", call), _to_tensor(value[1], "y", call)
+    elif isinstance(value, DataLoader):
+        split = _from_pairs(iter(value), call, name, batched=value.batch_size is not None)
+        X, y = split.X, split.y
+    elif isinstance(value, Dataset) or (hasattr(value, "__getitem__")
+                                        and hasattr(value, "__len__")):
+        split = _from_pairs((value[i] for i in range(len(value))), call, name, batched=False)
+        X, y = split.X, split.y
+    else:
+        raise ConfigError.bad_value(
+            call, name, "a DataBundle, a DataLoader, a Dataset or an (X, y) pair", value
+        )
+    if X.shape[0] == 0:
+        raise DataError(f"{call}({name}=...): the data is empty; give at least one example.")
+    if y.dim() != 1 or y.shape[0] != X.shape[0]:
+        raise DataError(
+            f"{call}({name}=...): labels must be a 1-D tensor with one class index per example; "
+            f"got labels of shape {tuple(y.shape)} for {X.shape[0]} inputs."
+        )
+    if y.dtype.is_floating_point:
+        if not torch.equal(y, y.round()):
+            raise DataError(
+                f"{call}({name}=...): labels must be integer class indices (classification); "
+                "got non-integer values."
+            )
+    y = y.long()
+    if (y < 0).any():
+        raise DataError(f"{call}({name}=...): class indices must be >= 0, got {int(y.min())}.")
+    X = X.float() if not X.dtype.is_floating_point else X.to(torch.float32)
+    if not torch.isfinite(X).all():
+        raise DataError(f"{call}({name}=...): inputs contain NaN or infinite values.")
+    return Split(X.contiguous(), y.contiguous())
+
+
+@dataclass
+class StudyData:
+    """The splits a study works on, plus what is known about the classes and features."""
+
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: list[str]
+    feature_names: list[str] | None = None
+    kind: str = "custom"
+    source: dict | None = None
+    split_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.X.shape[1:])
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise ConfigError.unknown_name("Study", "split", ["train", "val", "test"], name)
+        return getattr(self, name)
+
+
+def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Study") -> StudyData:
+    """Build :class:`StudyData` from a bundle or from separate splits.
+
+    A missing validation split falls back to the test split and vice versa; with neither,
+    evaluation uses the training split (``split_names`` records which split stands in).
+    """
+    source = None
+    class_names = feature_names = None
+    kind = "custom"
+    if data is not None:
+        if any(v is not None for v in (train, val, test)):
+            raise ConfigError(
+                f"{call}: give either data=... (a bundle) or train=/val=/test=..., not both."
+            )
+        if all(hasattr(data, a) for a in ("train", "val", "test")):
+            train, val, test = data.train, data.val, data.test
+            class_names = list(getattr(data, "class_names", None) or []) or None
+            feature_names = getattr(data, "feature_names", None)
+            kind = getattr(data, "kind", "custom")
+            source = dict(getattr(data, "source", None) or {}) or None
+        else:
+            train = data
+    if train is None:
+        raise ConfigError.bad_value(call, "train", "training data (or data=a bundle)", None)
+    splits = {"train": as_split(train, call=call, name="train")}
+    for name, value in (("val", val), ("test", test)):
+        if value is not None:
+            splits[name] = as_split(value, call=call, name=name)
+    stand_in = {}
+    if "val" not in splits:
+        stand_in["val"] = "test" if "test" in splits else "train"
+    if "test" not in splits:
+        stand_in["test"] = "val" if "val" in splits else "train"
+    for name, other in stand_in.items():
+        splits[name] = splits[other]
+    shape = tuple(splits["train"].X.shape[1:])
+    for name in ("val", "test"):
+        if tuple(splits[name].X.shape[1:]) != shape:
+            raise DataError(
+                f"{call}({name}=...): inputs of shape {tuple(splits[name].X.shape[1:])} do not "
+                f"match the training inputs' shape {shape}."
+            )
+    num_classes = int(max(int(s.y.max()) for s in splits.values())) + 1
+    if class_names is not None and len(class_names) >= num_classes:
+        num_classes = len(class_names)
+    else:
+        class_names = [str(i) for i in range(num_classes)]
+    return StudyData(
+        train=splits["train"], val=splits["val"], test=splits["test"],
+        num_classes=num_classes, class_names=list(class_names),
+        feature_names=list(feature_names) if feature_names is not None else None,
+        kind=kind, source=source, split_names=stand_in,
+    )
+
+
+def stratified_indices(
+    y: torch.Tensor, n: int, *, seed: int, classes: Sequence[int] | None = None,
+    call: str = "Study.score",
+) -> torch.Tensor:
+    """Pick ``n`` example indices in total, spread over the classes as evenly as possible.
+
+    Deterministic under ``seed``. With ``classes``, only examples of those classes are drawn.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    >>> idx = stratified_indices(y, 6, seed=0)
+    >>> sorted(torch.bincount(y[idx]).tolist())
+    [2, 2, 2]
+    """
+    present = sorted(set(y.tolist()))
+    wanted = present if classes is None else list(classes)
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise ConfigError.bad_value(call, "classes", f"classes present in the data {present}",
+                                    list(classes))
+    pools = {c: torch.nonzero(y == c).flatten() for c in wanted}
+    available = sum(len(p) for p in pools.values())
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ConfigError.bad_value(call, "samples", "a positive integer", n)
+    if n > available:
+        raise ConfigError.bad_value(
+            call, "samples", f"at most {available} (the examples available"
+            + (f" in classes {wanted})" if classes is not None else ")"), n
+        )
+    gen = torch.Generator().manual_seed(int(seed))
+    perms = {c: p[torch.randperm(len(p), generator=gen)] for c, p in pools.items()}
+    # Round-robin over classes so every class gets its share; small classes run out first.
+    taken = {c: 0 for c in wanted}
+    picked: list[int] = []
+    while len(picked) < n:
+        for c in wanted:
+            if len(picked) == n:
+                break
+            if taken[c] < len(perms[c]):
+                picked.append(int(perms[c][taken[c]]))
+                taken[c] += 1
+    return torch.tensor(sorted(picked), dtype=torch.long)
+
+
+def batches(split: Split, batch_size: int, *, shuffle: bool = False,
+            generator: torch.Generator | None = None
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(X, y)`` mini-batches of a split (in order, or shuffled with ``generator``)."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield split.X[idx], split.y[idx]

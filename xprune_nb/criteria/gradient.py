@@ -1,0 +1,58 @@
+"""Gradient-based criteria: how much the loss reacts to a unit (sensitivity, Taylor)."""
+
+from __future__ import annotations
+
+import torch
+
+from .._model import weight_tensor
+from ._hooks import accumulated_weight_grads, output_unit_stats
+from .base import Criterion, ScoringContext
+
+
+class GradientCriterion(Criterion):
+    """Gradient sensitivity: mean absolute gradient of the loss w.r.t. each unit's output.
+
+    For ``weight`` granularity, the absolute gradient of the summed loss over the reference set
+    w.r.t. each weight (Mozer & Smolensky 1989; Yeom et al. 2021 use it as a baseline).
+
+    Examples
+    --------
+    >>> import xprune_nb as xp   # doctest: +SKIP
+    >>> study.score("gradient", samples=128)  # doctest: +SKIP
+    """
+
+    name = "gradient"
+    reference = "Mozer & Smolensky, Skeletonization, NeurIPS 1989"
+
+    def channel_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return output_unit_stats(
+            ctx, lambda a, g: g.abs().mean(dim=1).sum(dim=0), backward=True)
+
+    def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return {name: g.abs() for name, g in accumulated_weight_grads(ctx).items()}
+
+
+class TaylorCriterion(Criterion):
+    """First-order Taylor estimate of the loss change when a unit is removed.
+
+    Channels: per example, the absolute value of the mean over positions of activation ×
+    gradient, averaged over the reference set (Molchanov et al., ICLR 2017). Weights:
+    ``|w · dL/dw|`` with the gradient accumulated over the reference set.
+
+    Examples
+    --------
+    >>> study.score("taylor", granularity="channel", samples=256)  # doctest: +SKIP
+    """
+
+    name = "taylor"
+    reference = ("Molchanov et al., Pruning Convolutional Neural Networks for Resource "
+                 "Efficient Inference, ICLR 2017")
+
+    def channel_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return output_unit_stats(
+            ctx, lambda a, g: (a * g).mean(dim=1).abs().sum(dim=0), backward=True)
+
+    def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        grads = accumulated_weight_grads(ctx)
+        return {name: (weight_tensor(ctx.layers[name]).detach() * g).abs()
+                for name, g in grads.items()}

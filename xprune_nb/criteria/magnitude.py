@@ -1,0 +1,44 @@
+"""Magnitude criterion: units with small weights matter little (Han et al. 2015; Li et al. 2017)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Criterion, ScoringContext
+
+
+class MagnitudeCriterion(Criterion):
+    """Norm of each unit's weights (``p=1`` as in Li et al., ICLR 2017, or ``p=2``).
+
+    For ``weight`` granularity each weight's absolute value (Han et al., NeurIPS 2015). Needs
+    no data: the cheapest criterion and the usual baseline.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from xprune_nb.criteria.base import ScoringContext
+    >>> layer = nn.Linear(2, 2)
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.0]]))
+    >>> ctx = ScoringContext(layer, "channel", {"fc": layer}, torch.zeros(1, 2),
+    ...                      torch.zeros(1, dtype=torch.long), None, 2, lambda m, x: m(x))
+    >>> MagnitudeCriterion(p=1).score(ctx)["fc"].tolist()
+    [2.0, 0.5]
+    """
+
+    name = "magnitude"
+    options = {"p": 1}
+    choices = {"p": (1, 2)}
+    needs_data = False
+    reference = "Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017"
+
+    def channel_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        p = self.params["p"]
+        return {name: layer.weight.detach().flatten(1).norm(p=p, dim=1)
+                if not isinstance(layer, torch.nn.Linear)
+                else layer.weight.detach().norm(p=p, dim=1)
+                for name, layer in ctx.layers.items()}
+
+    def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return {name: layer.weight.detach().abs().clone() for name, layer in ctx.layers.items()}

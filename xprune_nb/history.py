@@ -1,0 +1,112 @@
+"""The record of a study: one :class:`Step` per model-changing action, kept in a tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Step", "History"]
+
+_TABLE_METRICS = ("accuracy", "val_accuracy", "params", "nonzero_params", "macs", "sparsity")
+
+
+@dataclass
+class Step:
+    """One action on the model and its result.
+
+    Attributes
+    ----------
+    index : int
+        Position in the history (0 is the original model).
+    kind : str
+        ``"original"``, ``"prune"`` or ``"retrain"``.
+    parent : int | None
+        The step this one was applied to (steps form a tree: after ``goto``/``undo`` a new
+        action branches off and nothing is lost).
+    config : dict
+        Every parameter of the action (for recipes and exported scripts).
+    metrics : dict
+        Accuracy, parameters, MACs, sparsity... of the model after the step.
+    removed : dict[str, list[int]]
+        Units removed in this step, per group (channel: indices in the parent's numbering;
+        weight: flat weight indices).
+    structure : list[dict]
+        The structural removals from the original model to this step, in order; with
+        ``masked`` and the saved weights this restores the exact model.
+    """
+
+    index: int
+    kind: str
+    parent: int | None
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    removed: dict[str, list[int]] = field(default_factory=dict)
+    structure: list[dict[str, list[int]]] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)
+    drift: dict = field(default_factory=dict)
+    per_class_accuracy: list[float] = field(default_factory=list)
+    stopped: bool = False
+    seconds: float = 0.0
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        if self.kind == "prune":
+            return (f"prune {c.get('criterion', '?')}/{c.get('granularity', '?')} "
+                    f"{100 * c.get('amount', 0):.0f}%")
+        if self.kind == "retrain":
+            return f"retrain {c.get('epochs', '?')} ep" + (" (stopped)" if self.stopped else "")
+        return self.kind
+
+    def row(self) -> dict[str, Any]:
+        row = {"step": self.index, "parent": self.parent, "action": self.label}
+        row.update({k: self.metrics.get(k) for k in _TABLE_METRICS})
+        if self.drift:
+            row["saliency_similarity"] = self.drift.get("spearman")
+        return row
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON- and weights_only-safe)."""
+        return {
+            "index": self.index, "kind": self.kind, "parent": self.parent,
+            "config": self.config, "metrics": self.metrics, "removed": self.removed,
+            "structure": self.structure, "masked": self.masked, "drift": self.drift,
+            "per_class_accuracy": self.per_class_accuracy, "stopped": self.stopped,
+            "seconds": self.seconds, "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Step:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def _repr_html_(self) -> str:
+        import pandas as pd
+
+        return (f"<b>Step {self.index}</b>: {self.label}"
+                + pd.DataFrame([self.row()]).to_html(index=False))
+
+
+class History(list):
+    """The list of :class:`Step` records, with a table view.
+
+    Examples
+    --------
+    >>> h = History([Step(0, "original", None, metrics={"accuracy": 0.9})])
+    >>> h.to_frame()["accuracy"].tolist()
+    [0.9]
+    """
+
+    current: int = 0
+
+    def to_frame(self):
+        """One row per step: action, parent, accuracy, parameters, MACs, sparsity, drift."""
+        import pandas as pd
+
+        frame = pd.DataFrame([s.row() for s in self])
+        if len(frame):
+            frame["current"] = frame["step"] == self.current
+        return frame.set_index("step") if len(frame) else frame
+
+    def _repr_html_(self) -> str:
+        return "<b>History</b>" + self.to_frame().to_html(float_format=lambda x: f"{x:.4g}")

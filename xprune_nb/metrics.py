@@ -1,0 +1,186 @@
+"""Measure a model: accuracy and loss, size, MACs, latency and sparsity."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from ._data import StudyData
+from ._model import eval_mode
+
+__all__ = ["Metrics", "count_params", "count_macs", "measure_latency", "layer_sparsity",
+           "evaluate_model"]
+
+
+def _effective_params(model: nn.Module):
+    """(qualified name, effective tensor) for every parameter, masks applied."""
+    for mod_name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if p_name.endswith("_orig") and hasattr(module, p_name[:-5] + "_mask"):
+                p_name = p_name[:-5]
+                p = getattr(module, p_name)
+            yield (f"{mod_name}.{p_name}" if mod_name else p_name), p
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, non-zero) parameter counts; masked weights count as zero.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> count_params(nn.Linear(3, 2))
+    (8, 8)
+    """
+    total = nonzero = 0
+    for _, p in _effective_params(model):
+        total += p.numel()
+        nonzero += int((p != 0).sum())
+    return total, nonzero
+
+
+def size_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers, stored densely (masks not counted)."""
+    n = sum(p.numel() * p.element_size() for _, p in _effective_params(model))
+    n += sum(b.numel() * b.element_size() for name, b in model.named_buffers()
+             if not name.endswith("_mask"))
+    return int(n)
+
+
+def count_macs(model: nn.Module, example: torch.Tensor, forward) -> int:
+    """Multiply-accumulates of one forward pass on ``example`` (FLOPs / 2, dense).
+
+    Counted with :class:`torch.utils.flop_counter.FlopCounterMode`; masked weights still count
+    because dense kernels multiply the zeros too.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), eval_mode(model), counter:
+        forward(model, example)
+    return int(counter.get_total_flops() // 2)
+
+
+def measure_latency(model: nn.Module, example: torch.Tensor, forward, *, repeats: int = 20,
+                    warmup: int = 3) -> float:
+    """Median wall time of one forward pass on ``example`` in milliseconds (after warm-up)."""
+    times = []
+    with torch.inference_mode(), eval_mode(model):
+        for _ in range(warmup):
+            forward(model, example)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward(model, example)
+            times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, dict]:
+    """Per parameter tensor: shape, count, non-zero count and sparsity (fraction of zeros)."""
+    out = {}
+    for name, p in _effective_params(model):
+        if p.dim() < 2:
+            continue
+        nz = int((p != 0).sum())
+        out[name] = {"shape": tuple(p.shape), "params": p.numel(), "nonzero": nz,
+                     "sparsity": 1.0 - nz / max(p.numel(), 1)}
+    return out
+
+
+@dataclass
+class Metrics:
+    """Measurements of one model. Readable as attributes or as ``m["accuracy"]``.
+
+    ``accuracy``/``loss`` are on the test split, ``val_accuracy``/``val_loss`` on validation;
+    ``latency_ms`` maps batch size to the median forward time in milliseconds (empty when not
+    measured); ``sparsity`` is the fraction of zero weights in Conv/Linear/... weight tensors.
+    """
+
+    accuracy: float
+    loss: float
+    val_accuracy: float
+    val_loss: float
+    params: int
+    nonzero_params: int
+    macs: int
+    size_bytes: int
+    sparsity: float
+    latency_ms: dict[int, float] = field(default_factory=dict)
+    per_class_accuracy: list[float] = field(default_factory=list)
+    per_layer: dict[str, dict] = field(default_factory=dict)
+
+    def __getitem__(self, key: str):
+        if key in ("latency_b1_ms", "latency_b64_ms"):
+            return self.latency_ms.get(int(key[len("latency_b"):-3]))
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def keys(self) -> list[str]:
+        return [k for k in asdict(self) if k not in ("per_layer", "per_class_accuracy")]
+
+    def as_dict(self) -> dict:
+        """Plain scalars (JSON-friendly)."""
+        d = {k: getattr(self, k) for k in self.keys() if k != "latency_ms"}
+        for bs, ms in self.latency_ms.items():
+            d[f"latency_b{bs}_ms"] = ms
+        return d
+
+    def to_frame(self):
+        """One row per metric."""
+        import pandas as pd
+
+        return pd.DataFrame({"value": self.as_dict()})
+
+    def layers_frame(self):
+        """One row per weight tensor: shape, params, non-zero, sparsity."""
+        import pandas as pd
+
+        return pd.DataFrame.from_dict(self.per_layer, orient="index")
+
+    def _repr_html_(self) -> str:
+        return "<b>Metrics</b>" + self.to_frame().to_html(float_format=lambda x: f"{x:.4g}")
+
+    def __repr__(self) -> str:
+        lat = ", ".join(f"b{k}={v:.3g}ms" for k, v in self.latency_ms.items())
+        return (f"Metrics(accuracy={self.accuracy:.4f}, loss={self.loss:.4f}, "
+                f"params={self.params}, nonzero={self.nonzero_params}, macs={self.macs}, "
+                f"sparsity={self.sparsity:.3f}" + (f", latency: {lat}" if lat else "") + ")")
+
+
+def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool = True,
+                   batch_sizes: tuple[int, ...] = (1, 64), repeats: int = 20) -> Metrics:
+    """Measure ``model`` on the study's data (test and validation splits)."""
+    from .training import evaluate_split
+
+    acc, loss = evaluate_split(model, data.test, forward)
+    val_acc, val_loss = evaluate_split(model, data.val, forward)
+    with torch.no_grad(), eval_mode(model):
+        preds = torch.cat([forward(model, data.test.X[i:i + 512]).argmax(1)
+                           for i in range(0, len(data.test), 512)])
+    per_class = []
+    for c in range(data.num_classes):
+        sel = data.test.y == c
+        per_class.append(float((preds[sel] == c).float().mean()) if sel.any() else float("nan"))
+    total, nonzero = count_params(model)
+    layers = layer_sparsity(model)
+    weights = sum(v["params"] for v in layers.values())
+    zeros = sum(v["params"] - v["nonzero"] for v in layers.values())
+    example = data.train.X[:1]
+    lat = {}
+    if latency:
+        for bs in batch_sizes:
+            x = data.train.X[:bs]
+            if len(x) < bs:
+                x = x.repeat((bs + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:bs]
+            lat[bs] = measure_latency(model, x, forward, repeats=repeats)
+    return Metrics(
+        accuracy=acc, loss=loss, val_accuracy=val_acc, val_loss=val_loss,
+        params=total, nonzero_params=nonzero, macs=count_macs(model, example, forward),
+        size_bytes=size_bytes(model), sparsity=zeros / max(weights, 1), latency_ms=lat,
+        per_class_accuracy=per_class, per_layer=layers,
+    )

@@ -1,0 +1,190 @@
+"""Prunable groups: which units can be removed together without breaking the model.
+
+Channel groups come from torch-pruning's dependency graph: removing output channel ``i`` of a
+convolution also removes input channel ``i`` of the next layer, the matching BatchNorm entries,
+and — through residual additions and concatenations — the coupled channels of other layers.
+A group is named after its root layer (the Conv/Linear layer whose outputs it removes).
+
+Some groups cannot shrink one unit at a time (attention projections, whose width must stay a
+multiple of the number of heads; layers whose width is hard-coded in a ``view``). Rather than
+guess from module types, :func:`safe_channel_groups` removes one channel from each candidate group
+on a copy of the model and keeps the groups after which the model still runs and returns logits
+of the same shape.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from .._model import PRUNABLE_TYPES, eval_mode, logits_of, prunable_layers
+
+__all__ = [
+    "ChannelGroup",
+    "build_graph",
+    "channel_groups",
+    "safe_channel_groups",
+    "apply_channel_plan",
+]
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Coupled output channels, named by the root layer; ``layers`` lists every layer whose
+    output channels the group removes (several for residual additions)."""
+
+    key: str
+    layers: tuple[str, ...]
+    size: int
+
+
+def _forward_fn(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    return model(inputs)
+
+
+def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    """Trace ``model`` on ``example`` into a torch-pruning dependency graph (in eval mode)."""
+    with eval_mode(model):
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=example, forward_fn=_forward_fn,
+            output_transform=logits_of, verbose=False,
+        )
+
+
+def channel_groups(model: nn.Module, graph: tp.DependencyGraph,
+                   ignored: Iterable[str] = ()) -> list[ChannelGroup]:
+    """Every channel group of ``model`` whose root is a Conv/Linear layer not in ``ignored``."""
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
+    ignored_modules = [modules[n] for n in ignored if n in modules]
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=ignored_modules,
+                                      root_module_types=PRUNABLE_TYPES):
+        root = group[0].dep.target.module
+        members = []
+        for dep, _ in group:
+            module = dep.target.module
+            if (isinstance(module, PRUNABLE_TYPES) and graph.is_out_channel_pruning_fn(dep.handler)
+                    and module in names and names[module] not in members):
+                members.append(names[module])
+        if root not in names:
+            continue
+        key = names[root]
+        if key not in members:
+            members.insert(0, key)
+        size = graph.get_pruner_of_module(root).get_out_channels(root)
+        groups.append(ChannelGroup(key=key, layers=tuple(members), size=int(size)))
+    return groups
+
+
+def _runs_like(model: nn.Module, example: torch.Tensor, shape: torch.Size) -> bool:
+    try:
+        with torch.no_grad(), eval_mode(model):
+            out = logits_of(model(example))
+            out2 = logits_of(model(torch.cat([example, example])))
+    except Exception:  # noqa: BLE001 - any failure means the group is not safe to shrink
+        return False
+    return out.shape == shape and out2.shape[1:] == shape[1:]
+
+
+def _trial(model: nn.Module, example: torch.Tensor, keys: list[str], shape: torch.Size) -> bool:
+    trial = copy.deepcopy(model)
+    try:
+        apply_channel_plan(trial, example, {k: [0] for k in keys})
+    except Exception:  # noqa: BLE001 - torch-pruning refuses: not safe
+        return False
+    return _runs_like(trial, example, shape)
+
+
+def safe_channel_groups(
+    model: nn.Module, example: torch.Tensor, ignored: Iterable[str] = (),
+) -> tuple[list[ChannelGroup], dict[str, str]]:
+    """Channel groups that can lose one unit and leave a model that still runs.
+
+    Returns the safe groups and, for every other Conv/Linear layer, why it is not prunable.
+    One trial removes a channel from all groups at once; only when that fails is each group
+    tried alone, so plain CNNs pay for a single trial.
+    """
+    ignored = list(ignored)
+    with torch.no_grad(), eval_mode(model):
+        shape = logits_of(model(example)).shape
+    graph = build_graph(model, example)
+    candidates = channel_groups(model, graph, ignored)
+    skipped: dict[str, str] = {n: "ignored (output layer or user choice)" for n in ignored}
+    sizable = []
+    for g in candidates:
+        if g.size < 2:
+            skipped[g.key] = "has a single unit"
+        else:
+            sizable.append(g)
+    if sizable and _trial(model, example, [g.key for g in sizable], shape):
+        safe = sizable
+    else:
+        safe = []
+        for g in sizable:
+            if _trial(model, example, [g.key], shape):
+                safe.append(g)
+            else:
+                skipped[g.key] = ("removing a unit breaks the model (e.g. attention heads or "
+                                  "a hard-coded reshape)")
+    covered = {name for g in safe for name in g.layers} | set(skipped)
+    for name in prunable_layers(model):
+        if name not in covered:
+            skipped[name] = "its outputs are tied to a layer that cannot be pruned"
+    return safe, skipped
+
+
+def apply_channel_plan(model: nn.Module, example: torch.Tensor,
+                       plan: dict[str, list[int]],
+                       graph: tp.DependencyGraph | None = None) -> None:
+    """Remove, in place, the output channels ``plan[root]`` of each group (and what depends on
+    them). Indices refer to the model as it is before this call."""
+    plan = {k: sorted(int(i) for i in v) for k, v in plan.items() if len(v)}
+    if not plan:
+        return
+    masked = _bake_masks(model)
+    graph = graph or build_graph(model, example)
+    modules = dict(model.named_modules())
+    # Each group is built right before it is pruned: a root's own channel indices do not move
+    # when another group is pruned, but coupled indices (e.g. behind a concatenation) do.
+    for key, idxs in plan.items():
+        module = modules[key]
+        pruner = graph.get_pruner_of_module(module)
+        graph.get_pruning_group(module, pruner.prune_out_channels, idxs).prune()
+    _restore_masks(model, masked)
+
+
+def _bake_masks(model: nn.Module) -> list[str]:
+    """Make torch.nn.utils.prune masks permanent so torch-pruning sees plain weights."""
+    from torch.nn.utils import prune
+
+    masked = []
+    for name, module in model.named_modules():
+        if hasattr(module, "weight_mask"):
+            prune.remove(module, "weight")
+            masked.append(name)
+    return masked
+
+
+def _restore_masks(model: nn.Module, names: list[str]) -> None:
+    """Re-mask the layers that were masked: the zeros baked in before are the mask."""
+    from torch.nn.utils import prune
+
+    modules = dict(model.named_modules())
+    for name in names:
+        module = modules[name]
+        prune.custom_from_mask(module, "weight", module.weight.detach() != 0)
+
+
+def make_forward(output_fn: Callable | None = None) -> Callable[[nn.Module, torch.Tensor],
+                                                                   torch.Tensor]:
+    """A ``forward(model, x) -> logits`` function."""
+    def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        return output_fn(out) if output_fn is not None else logits_of(out)
+    return forward
