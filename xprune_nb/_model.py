@@ -20,6 +20,7 @@ __all__ = [
     "weight_tensor",
     "weight_param",
     "model_device",
+    "copy_model",
 ]
 
 #: Layers whose output units (channels / neurons) and weights xprune_nb can score and prune.
@@ -49,6 +50,22 @@ def logits_of(output) -> torch.Tensor:
         f"the model returned {type(output).__name__}, not logits: return a tensor of shape "
         "(batch, classes), a tuple whose first item is one, or an object with a .logits tensor."
     )
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works on models masked by torch.nn.utils.prune.
+
+    A masked layer's ``weight`` is recomputed from ``weight_orig * weight_mask`` at every
+    forward; after a forward with autograd it is a non-leaf tensor, which deepcopy refuses.
+    Detaching it is harmless: the next forward recomputes it.
+    """
+    import copy
+
+    for module in model.modules():
+        if hasattr(module, "weight_mask") and hasattr(module, "weight_orig"):
+            with torch.no_grad():
+                module.weight = (module.weight_orig * module.weight_mask).detach()
+    return copy.deepcopy(model)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -15,12 +15,15 @@ from ._data import StudyData, resolve_data, stratified_indices
 from ._model import (
     check_finite,
     check_fits,
+    copy_model,
     eval_mode,
     find_output_layers,
     logits_of,
     prunable_layers,
 )
 from ._snapshots import SnapshotStore
+from ._study_explain import ExplainMixin
+from ._study_export import ExportMixin
 from .errors import ConfigError, ModelError, NotScoredError, PruneError
 from .history import History, Step
 from .metrics import Metrics, evaluate_model
@@ -39,7 +42,7 @@ def _is_fraction(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1
 
 
-class Study:
+class Study(ExplainMixin, ExportMixin):
     """A pruning study: the untouched original model, the current model, data and history.
 
     Parameters
@@ -83,7 +86,7 @@ class Study:
         self.data: StudyData = resolve_data(data, train=train, val=val, test=test)
         self.seed = seed
         self._output_fn = output_fn
-        original = copy.deepcopy(model).cpu()
+        original = copy_model(model).cpu()
         check_finite(original, "Study")
         check_fits(original, self.data.train.X[:2], self.data.num_classes, self.forward, "Study")
         if not prunable_layers(original):
@@ -166,7 +169,7 @@ class Study:
         return [g for g in channel_groups(model, graph, self.output_layers) if g.key in keys]
 
     def score(self, criterion: str = "magnitude", granularity: str = "channel", *,
-              samples: int = 256, classes: Sequence[int] | None = None,
+              samples: int | None = None, classes: Sequence[int] | None = None,
               prune_output: bool = False, batch_size: int = 64,
               progress: Callable[[int, int], None] | None = None, **options) -> Scores:
         """Score every prunable unit of the current model with ``criterion``.
@@ -180,8 +183,9 @@ class Study:
         granularity : {"channel", "weight"}
             ``channel`` scores conv channels / linear neurons (removed for real by
             :meth:`prune`); ``weight`` scores individual weights (masked).
-        samples : int
-            Reference examples in total, drawn stratified by class from the training split.
+        samples : int, optional
+            Reference examples in total, drawn stratified by class from the training split
+            (default: 256, or every example available if fewer).
         classes : list of int, optional
             Only examples of these classes are used: relevance for these classes.
         prune_output : bool
@@ -213,6 +217,10 @@ class Study:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError.bad_value(call, "batch_size", "a positive integer", batch_size)
         scorer = cls(**options)
+        if samples is None:
+            pool = self.data.train.y if classes is None else self.data.train.y[
+                torch.isin(self.data.train.y, torch.tensor(classes))]
+            samples = min(256, len(pool))
         idx = stratified_indices(self.data.train.y, samples, seed=self.seed, classes=classes,
                                  call=call)
         check_finite(self.model, call)
@@ -245,9 +253,13 @@ class Study:
         if _fingerprint(self.model) != before:   # a criterion must never change the model
             raise ModelError(f"{call}: criterion {criterion!r} changed the model's weights.")
         if granularity == "channel":
-            values = {g.key: _mean_over(raw, g.layers) for g in groups}
-            per_class = ({g.key: _mean_over(per_class_raw, g.layers) for g in groups}
-                         if per_class_raw else None)
+            try:
+                values = {g.key: g.combine(raw) for g in groups}
+                per_class = ({g.key: g.combine(per_class_raw) for g in groups}
+                             if per_class_raw else None)
+            except KeyError as exc:
+                raise ModelError(f"{call}: criterion {criterion!r} returned no scores for "
+                                 f"layer group {exc.args[0]!r}.") from None
         else:
             values, per_class = {k: v.detach().float() for k, v in raw.items()}, None
         for key, v in values.items():
@@ -264,6 +276,7 @@ class Study:
             skipped=dict(self._skipped) if granularity == "channel" else {},
             seconds=time.perf_counter() - start,
         )
+        scores._channel_groups = {g.key: g for g in groups}
         self._scores[self.current] = scores
         return scores
 
@@ -372,7 +385,7 @@ class Study:
                     ignore, config, rewind_index) -> Step:
         start = time.perf_counter()
         values = {k: v for k, v in scores.values.items() if k not in ignore}
-        model = copy.deepcopy(self.model)
+        model = copy_model(self.model)
         structure = [dict(op) for op in self.step.structure]
         if scores.granularity == "weight":
             layers = {n: m for n, m in model.named_modules() if n in values}
@@ -382,9 +395,13 @@ class Study:
         else:
             from .pruning.groups import apply_channel_plan
 
+            groups = getattr(scores, "_channel_groups", None) or {
+                g.key: g for g in self._channel_groups(self.model)}
+            keep_sets = {k: [list(root) for _, _, root in g.mapping] for k, g in groups.items()}
             removal = select_units(values, fraction, scope=scope, normalize=normalize,
-                                   layer_amounts=layer_amounts)
+                                   layer_amounts=layer_amounts, keep_sets=keep_sets)
             plan = {k: v.tolist() for k, v in removal.items()}
+            self._check_members_keep_units(scores, plan)
             apply_channel_plan(model, self._example(), plan)
             if plan:
                 structure.append(plan)
@@ -400,6 +417,21 @@ class Study:
         self._finish_step(step, seconds=time.perf_counter() - start)
         self._append(step)
         return step
+
+    def _check_members_keep_units(self, scores: Scores, plan: dict[str, list[int]]) -> None:
+        """A group behind a concatenation spans several layers: none of them may be emptied."""
+        groups = getattr(scores, "_channel_groups", None)
+        if groups is None:
+            groups = {g.key: g for g in self._channel_groups(self.model)}
+        for key, idxs in plan.items():
+            removed = set(idxs)
+            for name, _, root in groups[key].mapping:
+                if root and removed.issuperset(root):
+                    raise PruneError(
+                        f"Study.prune: this request would remove every unit of {name!r} (its "
+                        f"channels are part of group {key!r}), which breaks the model. Use a "
+                        f"smaller amount, scope='layer', or ignore=[{key!r}]."
+                    )
 
     def _check_runs(self, model: nn.Module) -> None:
         try:
@@ -465,7 +497,7 @@ class Study:
             raise ConfigError.bad_value(call, "batch_size", "a positive integer", batch_size)
         if train_fn is not None and not callable(train_fn):
             raise ConfigError.bad_value(call, "train_fn", "a callable(model, data)", train_fn)
-        model = copy.deepcopy(self.model)
+        model = copy_model(self.model)
         start = time.perf_counter()
         result = TrainResult()
         if train_fn is not None:
@@ -614,13 +646,6 @@ class Study:
     def _repr_html_(self) -> str:
         return (f"<b>Study</b>: step {self.current} of {len(self.history)}"
                 + self.history.to_frame().to_html(float_format=lambda x: f"{x:.4g}"))
-
-
-def _mean_over(raw: dict[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
-    present = [raw[n].double() for n in layers if n in raw]
-    if not present:
-        raise ModelError(f"Study.score: the criterion returned no scores for {layers[0]!r}.")
-    return torch.stack(present).mean(0).float()
 
 
 def _executed_layers(model: nn.Module, example: torch.Tensor, forward) -> set[str]:

@@ -41,6 +41,29 @@ class ChannelGroup:
     key: str
     layers: tuple[str, ...]
     size: int
+    #: per member layer: (name, its own channel indices, the matching root indices); these
+    #: differ behind concatenations, where a layer holds only part of the group's channels
+    mapping: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
+
+    def combine(self, per_layer: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One score per group channel: the mean of the member layers' scores for it.
+
+        ``per_layer`` maps layer names to tensors whose dimension 0 (or last, for (classes,
+        units) tensors) indexes that layer's output units.
+        """
+        total = count = None
+        for name, local, root in self.mapping:
+            if name not in per_layer:
+                continue
+            v = per_layer[name].double()
+            if total is None:
+                total = torch.zeros(*v.shape[:-1], self.size, dtype=torch.float64)
+                count = torch.zeros(self.size, dtype=torch.float64)
+            total[..., list(root)] += v[..., list(local)]
+            count[list(root)] += 1
+        if total is None:
+            raise KeyError(self.key)
+        return (total / count.clamp(min=1)).float()
 
 
 def _forward_fn(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -66,20 +89,25 @@ def channel_groups(model: nn.Module, graph: tp.DependencyGraph,
     for group in graph.get_all_groups(ignored_layers=ignored_modules,
                                       root_module_types=PRUNABLE_TYPES):
         root = group[0].dep.target.module
-        members = []
-        for dep, _ in group:
-            module = dep.target.module
+        members, mapping = [], []
+        for item in group:
+            dep, module = item.dep, item.dep.target.module
             if (isinstance(module, PRUNABLE_TYPES) and graph.is_out_channel_pruning_fn(dep.handler)
                     and module in names and names[module] not in members):
                 members.append(names[module])
+                root_idxs = getattr(item, "root_idxs", None) or list(item.idxs)
+                mapping.append((names[module], tuple(int(i) for i in item.idxs),
+                                tuple(int(i) for i in root_idxs)))
         if root not in names:
             continue
         key = names[root]
         if key not in members:
             members.insert(0, key)
         size = graph.get_pruner_of_module(root).get_out_channels(root)
-        groups.append(ChannelGroup(key=key, layers=tuple(members), size=int(size)))
-    return groups
+        groups.append(ChannelGroup(key=key, layers=tuple(members), size=int(size),
+                                   mapping=tuple(mapping)))
+    order = {name: i for i, name in enumerate(modules)}
+    return sorted(groups, key=lambda g: order[g.key])
 
 
 def _runs_like(model: nn.Module, example: torch.Tensor, shape: torch.Size) -> bool:

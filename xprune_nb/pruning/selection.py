@@ -27,6 +27,7 @@ def select_units(
     normalize: str | None = "mean",
     layer_amounts: dict[str, float] | None = None,
     alive: dict[str, torch.Tensor] | None = None,
+    keep_sets: dict[str, list[list[int]]] | None = None,
     call: str = "Study.prune",
 ) -> dict[str, torch.Tensor]:
     """Indices (flat) of the least important units to remove, per group.
@@ -45,6 +46,13 @@ def select_units(
     alive : dict[str, Tensor of bool]
         Units still present (e.g. weights not masked yet); dead ones are never chosen again and
         do not count in the fraction.
+    keep_sets : dict[str, list[list[int]]]
+        Extra index sets per group of which a global ranking must leave at least one unit
+        (e.g. the part of a group that belongs to one branch of a concatenation).
+
+    A global ranking never empties a group: the most important unit of a group that would be
+    emptied is kept and the next least important unit elsewhere is taken instead. Explicit
+    per-layer requests (``scope="layer"``, ``layer_amounts``) that empty a layer are errors.
 
     Ties are broken by position, so the selection is deterministic.
 
@@ -82,19 +90,7 @@ def select_units(
         for key in pool:
             chosen[key] = lowest(key, _count(amount, int(live[key].sum())))
     elif pool:
-        keys, idxs, scores = [], [], []
-        for gi, key in enumerate(pool):
-            idx = torch.nonzero(live[key]).flatten()
-            keys.append(torch.full((len(idx),), gi, dtype=torch.long))
-            idxs.append(idx)
-            scores.append(norm[key][idx])
-        all_keys, all_idx, all_scores = torch.cat(keys), torch.cat(idxs), torch.cat(scores)
-        k = _count(amount, len(all_scores))
-        # stable sort over (score, group order, position): deterministic ties
-        order = torch.sort(all_scores, stable=True).indices[:k]
-        for gi, key in enumerate(pool):
-            sel = order[all_keys[order] == gi]
-            chosen[key] = all_idx[sel]
+        chosen.update(_global_lowest(pool, norm, live, amount, keep_sets or {}))
     for key, idx in chosen.items():
         remaining = int(live[key].sum()) - len(idx)
         if remaining <= 0 and len(idx) > 0:
@@ -105,3 +101,50 @@ def select_units(
                 f"(layer_amounts={{{key!r}: 0.5}}) or ignore it (ignore=[{key!r}])."
             )
     return {k: torch.sort(v).values for k, v in chosen.items() if len(v)}
+
+
+def _global_lowest(pool, norm, live, amount, keep_sets) -> dict[str, torch.Tensor]:
+    keys, idxs, scores = [], [], []
+    offsets = {}
+    start = 0
+    for gi, key in enumerate(pool):
+        idx = torch.nonzero(live[key]).flatten()
+        keys.append(torch.full((len(idx),), gi, dtype=torch.long))
+        idxs.append(idx)
+        scores.append(norm[key][idx])
+        offsets[key] = (start, idx)
+        start += len(idx)
+    all_keys, all_idx, all_scores = torch.cat(keys), torch.cat(idxs), torch.cat(scores)
+    k = _count(amount, len(all_scores))
+    # stable sort: deterministic ties (by group order, then position)
+    order = torch.sort(all_scores, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    # sets (as positions in the flat candidate list) that must keep at least one unit
+    sets = []
+    for key in pool:
+        first, idx = offsets[key]
+        sets.append(torch.arange(first, first + len(idx)))
+        position = {int(i): first + j for j, i in enumerate(idx.tolist())}
+        for members in keep_sets.get(key, []):
+            pos = [position[i] for i in members if i in position]
+            if pos:
+                sets.append(torch.tensor(pos))
+    selected = torch.zeros(len(all_scores), dtype=torch.bool)
+    selected[order[:k]] = True
+    protected = torch.zeros_like(selected)
+    for _ in range(len(sets) + 1):
+        violated = [s for s in sets if len(s) and bool(selected[s].all())]
+        if not violated:
+            break
+        for s in violated:
+            keep = s[torch.argmax(rank[s])]        # the set's most important unit stays
+            selected[keep] = False
+            protected[keep] = True
+        missing = k - int(selected.sum())
+        free = order[~selected[order] & ~protected[order]]
+        selected[free[:missing]] = True
+    out = {}
+    for gi, key in enumerate(pool):
+        out[key] = all_idx[selected & (all_keys == gi)]
+    return out

@@ -1,0 +1,106 @@
+"""Structured (channel) pruning really shrinks tensors and keeps every architecture valid."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import MODEL_FACTORIES, make_study
+
+
+@pytest.mark.parametrize("kind", list(MODEL_FACTORIES))
+def test_channel_pruning_shrinks_and_keeps_output_shape(kind, small_digits):
+    study = make_study(kind, small_digits)
+    x = study.data.test.X[:5]
+    before_params = study.step.metrics["params"]
+    study.score("magnitude", granularity="channel")
+    study.prune(0.4)
+    out = study.forward(study.model, x)
+    assert out.shape == (5, 10)
+    assert study.step.metrics["params"] < before_params
+    assert study.step.metrics["macs"] < study.history[0].metrics["macs"]
+
+
+def test_residual_groups_are_coupled(small_digits):
+    study = make_study("residual", small_digits)
+    scores = study.score("magnitude")
+    coupled = [layers for layers in scores.groups.values() if len(layers) > 1]
+    # stem and c2 feed the same identity addition: one group removes both
+    assert any({"stem", "c2"} <= set(layers) for layers in coupled)
+    study.prune(0.5)
+    assert study.model.stem.out_channels == study.model.c2.out_channels
+    assert study.model.bn.num_features == study.model.stem.out_channels
+
+
+def test_concat_and_depthwise_stay_consistent(small_digits):
+    study = make_study("concat", small_digits)
+    study.score("taylor", samples=64)
+    study.prune(0.5, scope="layer")
+    m = study.model
+    assert m.dw.in_channels == m.dw.out_channels == m.dw.groups
+    assert m.a.out_channels + m.b.out_channels == m.dw.in_channels
+    assert m.grouped.out_channels % m.grouped.groups == 0
+
+
+def test_transformer_keeps_attention_and_prunes_mlp(small_digits):
+    study = make_study("transformer", small_digits)
+    scores = study.score("activation", samples=64)
+    assert "fc1" in scores.values
+    assert not any(k.startswith("attn") for k in scores.values)
+    assert "embed" in scores.skipped or "fc2" in scores.skipped
+    study.prune(0.5)
+    assert study.model.fc1.out_features == 16
+    assert study.model.attn.embed_dim == 16
+
+
+def test_wrapped_library_model_with_hard_coded_heads(small_digits):
+    study = make_study("wrapped", small_digits)
+    scores = study.score("gradient", samples=64)
+    assert "inner.fc1" in scores.values
+    assert "inner.attn.qkv" not in scores.values
+    study.prune(0.5)
+    assert study.model.inner.fc1.out_features == 12
+    assert study.forward(study.model, study.data.test.X[:3]).shape == (3, 10)
+
+
+def test_output_layer_never_pruned(small_digits):
+    study = make_study("mlp", small_digits)
+    assert study.output_layers == ["head"]
+    scores = study.score("magnitude")
+    assert "head" not in scores.values
+    scores_w = study.score("magnitude", granularity="weight")
+    assert "head" not in scores_w.values
+    assert "head" in study.score("magnitude", granularity="weight", prune_output=True).values
+
+
+def test_global_normalisation_vs_raw(small_digits):
+    study = make_study("mlp", small_digits)
+    study.score("magnitude")
+    norm = study.prune(0.5, normalize="mean").removed
+    study.undo()
+    raw = study.prune(0.5, normalize=None).removed
+    assert norm != raw
+
+
+def test_layer_scope_removes_same_fraction(small_digits):
+    study = make_study("mlp", small_digits)
+    study.score("taylor", samples=64)
+    step = study.prune(0.25, scope="layer")
+    assert len(step.removed["fc1"]) == 8 and len(step.removed["fc2"]) == 4
+
+
+def test_layer_amounts_and_ignore(small_digits):
+    study = make_study("mlp", small_digits)
+    study.score("magnitude")
+    step = study.prune(0.3, layer_amounts={"fc1": 0.5}, ignore=["fc2"])
+    assert len(step.removed["fc1"]) == 16
+    assert "fc2" not in step.removed
+    assert study.model.fc2.out_features == 16
+
+
+def test_pruned_indices_are_the_lowest_scores(small_digits):
+    study = make_study("mlp", small_digits)
+    scores = study.score("magnitude")
+    step = study.prune(0.25, scope="layer")
+    removed = set(step.removed["fc1"])
+    order = torch.argsort(scores.values["fc1"])[:8].tolist()
+    assert removed == set(order)
