@@ -147,6 +147,8 @@ def load_study(cls, path, *, model=None, data=None):
         arch.eval()
         study.original = arch
         study.output_layers = list(payload["output_layers"])
+        with torch.no_grad():
+            study._num_logits = int(study.forward(arch.eval(), study_data.train.X[:2]).shape[1])
         study.model_source = payload["model_source"]
         from ._snapshots import SnapshotStore
 

@@ -157,11 +157,11 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
     """Measure ``model`` on the study's data (test and validation splits)."""
     from .training import evaluate_split
 
-    acc, loss = evaluate_split(model, data.test, forward)
-    val_acc, val_loss = evaluate_split(model, data.val, forward)
-    with torch.no_grad(), eval_mode(model):
-        preds = torch.cat([forward(model, data.test.X[i:i + 512]).argmax(1)
-                           for i in range(0, len(data.test), 512)])
+    acc, loss, preds = evaluate_split(model, data.test, forward, return_predictions=True)
+    if data.val is data.test:
+        val_acc, val_loss = acc, loss
+    else:
+        val_acc, val_loss = evaluate_split(model, data.val, forward)
     per_class = []
     for c in range(data.num_classes):
         sel = data.test.y == c

@@ -88,7 +88,8 @@ class Study(ExplainMixin, ExportMixin):
         self._output_fn = output_fn
         original = copy_model(model).cpu()
         check_finite(original, "Study")
-        check_fits(original, self.data.train.X[:2], self.data.num_classes, self.forward, "Study")
+        self._num_logits = check_fits(original, self.data.train.X[:2], self.data.num_classes,
+                                      self.forward, "Study")
         if not prunable_layers(original):
             raise ModelError("Study: the model has no Conv or Linear layer, so nothing to prune.")
         original.eval()
@@ -156,15 +157,28 @@ class Study(ExplainMixin, ExportMixin):
         del build_graph, channel_groups
         return pd.DataFrame(rows)
 
+    def _graph_for(self, model: nn.Module):
+        """The dependency graph of ``model``, built once per (model, step): scoring and the
+        pruning that follows share it."""
+        from .pruning.groups import build_graph
+
+        cached = getattr(self, "_graph_cache", None)
+        if cached is not None and cached[0] is model and cached[1] == self.current:
+            return cached[2]
+        graph = build_graph(model, self._example())
+        if model is self.model:
+            self._graph_cache = (model, self.current, graph)
+        return graph
+
     def _channel_groups(self, model: nn.Module):
-        from .pruning.groups import build_graph, channel_groups, safe_channel_groups
+        from .pruning.groups import channel_groups, safe_channel_groups
 
         if self._safe_channel_keys is None:
             safe, skipped = safe_channel_groups(self.original, self._example(),
                                                 ignored=self.output_layers)
             self._safe_channel_keys = [g.key for g in safe]
             self._skipped = skipped
-        graph = build_graph(model, self._example())
+        graph = self._graph_for(model)
         keys = set(self._safe_channel_keys)
         return [g for g in channel_groups(model, graph, self.output_layers) if g.key in keys]
 
@@ -385,16 +399,15 @@ class Study(ExplainMixin, ExportMixin):
                     ignore, config, rewind_index) -> Step:
         start = time.perf_counter()
         values = {k: v for k, v in scores.values.items() if k not in ignore}
-        model = copy_model(self.model)
+        # the model is pruned in place (no copy, and the dependency graph built while scoring
+        # is reused); if anything fails, the exact model is restored from the step's snapshot
+        model = self.model
         structure = [dict(op) for op in self.step.structure]
         if scores.granularity == "weight":
             layers = {n: m for n, m in model.named_modules() if n in values}
             removal = select_units(values, fraction, scope=scope, normalize=normalize,
                                    layer_amounts=layer_amounts, alive=alive_weights(layers))
-            apply_weight_removal(layers, removal)
         else:
-            from .pruning.groups import apply_channel_plan
-
             groups = getattr(scores, "_channel_groups", None) or {
                 g.key: g for g in self._channel_groups(self.model)}
             keep_sets = {k: [list(root) for _, _, root in g.mapping] for k, g in groups.items()}
@@ -402,19 +415,30 @@ class Study(ExplainMixin, ExportMixin):
                                    layer_amounts=layer_amounts, keep_sets=keep_sets)
             plan = {k: v.tolist() for k, v in removal.items()}
             self._check_members_keep_units(scores, plan)
-            apply_channel_plan(model, self._example(), plan)
-            if plan:
-                structure.append(plan)
-            self._check_runs(model)
         step = Step(len(self.history), "prune", self.current,
                     config={"criterion": scores.criterion, "granularity": scores.granularity,
                             "score_options": dict(scores.options), **config},
-                    removed={k: v.tolist() for k, v in removal.items()},
-                    structure=structure)
-        if rewind_index is not None:
-            self._rewind(model, rewind_index, structure)
-        self.model = model
-        self._finish_step(step, seconds=time.perf_counter() - start)
+                    removed={k: v.tolist() for k, v in removal.items()})
+        try:
+            if scores.granularity == "weight":
+                apply_weight_removal(layers, removal)
+            else:
+                from .pruning.groups import apply_channel_plan
+
+                graph = self._graph_for(model)
+                self._graph_cache = None
+                apply_channel_plan(model, self._example(), plan, graph=graph)
+                if plan:
+                    structure.append(plan)
+                self._check_runs(model)
+            step.structure = structure
+            if rewind_index is not None:
+                self._rewind(model, rewind_index, structure)
+            self._finish_step(step, seconds=time.perf_counter() - start)
+        except BaseException:
+            self._graph_cache = None
+            self.model = self.model_at(self.current)
+            raise
         self._append(step)
         return step
 
@@ -440,7 +464,7 @@ class Study(ExplainMixin, ExportMixin):
         except Exception as exc:  # noqa: BLE001
             raise PruneError(f"Study.prune: the pruned model no longer runs ({exc}); "
                              "nothing was changed. Ignore the layers involved.") from exc
-        if out.shape[1] != self.forward(self.original, self._example()).shape[1]:
+        if out.shape[1] != self._num_logits:
             raise PruneError("Study.prune: pruning changed the number of logits; "
                              "nothing was changed.")
 
@@ -465,7 +489,8 @@ class Study(ExplainMixin, ExportMixin):
                 batch_size: int = 64, weight_decay: float = 0.0,
                 callbacks: Sequence[Callback] = (), progress: bool = True,
                 stop: StopSignal | None = None,
-                train_fn: Callable[[nn.Module, StudyData], None] | None = None) -> Step:
+                train_fn: Callable[[nn.Module, StudyData], None] | None = None,
+                seed: int | None = None) -> Step:
         """Fine-tune the current model on the training split; records a ``retrain`` step.
 
         Masks from unstructured pruning stay in force (pruned weights stay zero).
@@ -483,6 +508,10 @@ class Study(ExplainMixin, ExportMixin):
             ``stopped=True`` and the weights of the last complete batch.
         train_fn : callable, optional
             Your own training function ``train_fn(model, data)``, called instead of ours.
+        seed : int, optional
+            Seed of the shuffling (default: the study's seed plus the new step's index). It is
+            recorded, so a recipe replays this step exactly even on another history branch.
+            Under ``torchrun`` the training is data-parallel (see :mod:`xprune_nb.distributed`).
         """
         call = "Study.retrain"
         from .training import OPTIMIZERS
@@ -495,6 +524,10 @@ class Study(ExplainMixin, ExportMixin):
             raise ConfigError.unknown_name(call, "optimizer", OPTIMIZERS, optimizer)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError.bad_value(call, "batch_size", "a positive integer", batch_size)
+        if seed is None:
+            seed = self.seed + len(self.history)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError.bad_value(call, "seed", "an integer or None", seed)
         if train_fn is not None and not callable(train_fn):
             raise ConfigError.bad_value(call, "train_fn", "a callable(model, data)", train_fn)
         model = copy_model(self.model)
@@ -507,12 +540,13 @@ class Study(ExplainMixin, ExportMixin):
             cbs = list(callbacks) + ([ProgressBar()] if progress else [])
             result = train(model, self.data.train, epochs=epochs, lr=lr, optimizer=optimizer,
                            batch_size=batch_size, weight_decay=weight_decay,
-                           seed=self.seed + len(self.history), forward=self.forward,
+                           seed=seed, forward=self.forward,
                            val_split=self.data.val, callbacks=cbs, stop=stop)
             model.eval()
         check_finite(model, call)
         config = {"epochs": epochs, "lr": lr, "optimizer": optimizer, "batch_size": batch_size,
-                  "weight_decay": weight_decay, "custom_train_fn": train_fn is not None}
+                  "weight_decay": weight_decay, "custom_train_fn": train_fn is not None,
+                  "seed": seed}
         step = Step(len(self.history), "retrain", self.current, config=config,
                     structure=[dict(op) for op in self.step.structure],
                     stopped=result.stopped)
@@ -550,12 +584,14 @@ class Study(ExplainMixin, ExportMixin):
         return (self.model, len(self.history), self.history.current, dict(self._scores))
 
     def _restore_state(self, saved) -> None:
-        model, length, current, scores = saved
+        _, length, current, scores = saved
         for step in self.history[length:]:
             self._snapshots.drop(step.index)
         del self.history[length:]
         self.history.current = current
-        self.model = model
+        self._graph_cache = None
+        # steps prune in place: rebuild the exact model of the step we return to
+        self.model = self.model_at(current)
         self._scores = scores
 
     def model_at(self, index: int) -> nn.Module:
@@ -584,6 +620,7 @@ class Study(ExplainMixin, ExportMixin):
         index = self._index(index, "Study.goto")
         self.model = self.model_at(index)
         self.history.current = index
+        self._graph_cache = None
         return self.history[index]
 
     def undo(self) -> Step:

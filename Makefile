@@ -1,0 +1,54 @@
+# xprune_nb — everything runs from a local virtual environment that `make` creates.
+#   make lab    install and open JupyterLab on notebooks/
+#   make demo   headless run of the quick-start notebook and the CLI demo, outputs in build/
+#   make test   install with dev extras, run ruff and the whole test suite (notebooks included)
+#   make bench  run the benchmarks by hand (results go to docs/benchmarks.md)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+# torch==2.13.0 in the constraints is the CPU build; a looser pin would pull CUDA (GBs)
+PIN    := -c constraints.txt
+
+.PHONY: lab demo test lint bench install install-dev clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed-lab: $(PY) pyproject.toml constraints.txt requirements-nodeps.txt
+	$(PIP) install $(PIN) -e '.[lab]'
+	# zennit (LRP) declares torchvision, which has no CPU build for torch 2.13: no deps
+	$(PIP) install --no-deps -r requirements-nodeps.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-lab
+	$(PIP) install $(PIN) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed-lab
+install-dev: $(VENV)/.installed-dev
+
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+demo: install
+	mkdir -p build/demo
+	MPLBACKEND=Agg $(VENV)/bin/jupyter nbconvert --to notebook --execute \
+		notebooks/01_quickstart.ipynb --output-dir build/demo --output 01_quickstart.ipynb
+	MPLBACKEND=Agg $(VENV)/bin/xprune-nb demo --out build/demo
+	@echo "demo outputs are in build/demo/"
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+
+test: install-dev
+	$(VENV)/bin/ruff check .
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest -q --nbmake tests notebooks
+
+bench: install-dev
+	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
