@@ -161,6 +161,8 @@ def load_study(cls, path, *, model=None, data=None):
         for step, state in zip(study.history, payload["states"], strict=True):
             study._snapshots.put(step.index, state)
         study._scores = {int(i): _scores_from_dict(d) for i, d in payload["scores"].items()}
+        study._all_scores = {i: {f"{s.criterion}/{s.granularity}": s}
+                             for i, s in study._scores.items()}
         study.history.current = 0
         study.model = copy.deepcopy(arch)
         study.goto(int(payload["current"]))

@@ -100,6 +100,7 @@ class Study(ExplainMixin, ExportMixin):
         self.model_source = _model_source(model)
         self._snapshots = SnapshotStore(max_snapshots, snapshot_dir)
         self._scores: dict[int, Scores] = {}
+        self._all_scores: dict[int, dict[str, Scores]] = {}
         self._safe_channel_keys: list[str] | None = None
         self._skipped: dict[str, str] = {}
         probe = stratified_indices(self.data.test.y, min(probe_size, len(self.data.test)),
@@ -292,6 +293,7 @@ class Study(ExplainMixin, ExportMixin):
         )
         scores._channel_groups = {g.key: g for g in groups}
         self._scores[self.current] = scores
+        self._all_scores.setdefault(self.current, {})[f"{criterion}/{granularity}"] = scores
         return scores
 
     # ------------------------------------------------------------------ pruning
