@@ -187,7 +187,8 @@ class ExplainMixin:
             row = {"step": s.index, "action": s.label, "parent": s.parent,
                    "fraction_pruned": 1 - s.metrics["nonzero_params"] / base["nonzero_params"],
                    "accuracy": s.metrics["accuracy"]}
-            row.update({f"saliency_{k}": v for k, v in s.drift.items()})
+            row.update({k: v for k, v in s.drift.items()
+                        if k in ("saliency_spearman", "saliency_topk_iou", "agreement")})
             for name, acc in zip(self.data.class_names, s.per_class_accuracy, strict=False):
                 row[f"accuracy[{name}]"] = acc
             rows.append(row)

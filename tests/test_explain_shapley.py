@@ -1,0 +1,136 @@
+"""Shapley comparisons: our exact values equal shap's ExactExplainer (Independent masker), the
+permutation estimator is efficient and converges to them, and the comparison is fast."""
+
+from __future__ import annotations
+
+import time
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xprune_nb import explain
+from xprune_nb.errors import ConfigError
+
+matplotlib.use("Agg")
+torch.set_num_threads(1)
+shap = pytest.importorskip("shap")
+
+
+def mlp(features: int = 6, classes: int = 3, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(features, 16), nn.ReLU(), nn.Linear(16, classes)).eval()
+
+
+def rows(n: int, features: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, features, generator=torch.Generator().manual_seed(seed))
+
+
+def shap_exact(model: nn.Module, x: torch.Tensor, background: torch.Tensor, output: str):
+    def f(a: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = model(torch.as_tensor(a, dtype=torch.float32))
+            return (torch.softmax(out, 1) if output == "probability" else out).numpy()
+
+    masker = shap.maskers.Independent(background.numpy(), max_samples=100)
+    return shap.explainers.Exact(f, masker)(x.numpy())
+
+
+@pytest.mark.parametrize("output", ["logits", "probability"])
+def test_exact_equals_shap_exact_explainer(output):
+    model = mlp()
+    x, background = rows(7), rows(30, seed=1)
+    phi, expected, fx, used = explain.shapley_values(model, x, background, explainer="exact",
+                                                     output=output)
+    ref = shap_exact(model, x, background, output)
+    assert used == "exact"
+    np.testing.assert_allclose(phi, ref.values, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.tile(expected, (7, 1)), ref.base_values, atol=1e-6, rtol=0)
+    total = phi.sum(axis=1)
+    np.testing.assert_allclose(total, fx - expected, atol=1e-6)
+
+
+def test_permutation_is_efficient_and_converges_to_exact():
+    model = mlp()
+    x, background = rows(5), rows(20, seed=1)
+    exact, expected, fx, _ = explain.shapley_values(model, x, background, explainer="exact")
+    few, *_ = explain.shapley_values(model, x, background, explainer="permutation",
+                                     permutations=4)
+    many, *_ = explain.shapley_values(model, x, background, explainer="permutation",
+                                      permutations=200)
+    np.testing.assert_allclose(few.sum(axis=1), fx - expected, atol=1e-5)
+    err_few, err_many = np.abs(few - exact).max(), np.abs(many - exact).max()
+    assert err_many < err_few and err_many < 0.02 * np.abs(exact).max()
+    again, *_ = explain.shapley_values(model, x, background, explainer="permutation",
+                                       permutations=4)
+    np.testing.assert_array_equal(few, again)
+
+
+def test_compare_returns_shap_explanations_and_drift():
+    before, after = mlp(seed=0), mlp(seed=0)
+    with torch.no_grad():
+        after[0].weight[:, 0] = 0                # feature 0 no longer used after "pruning"
+    x, background = rows(10), rows(25, seed=1)
+    names = [f"f{i}" for i in range(6)]
+    comp = explain.compare_shapley(before, after, x, background, feature_names=names,
+                                   class_names=["a", "b", "c"])
+    assert isinstance(comp.before, shap.Explanation) and comp.explainer == "exact"
+    assert comp.before.values.shape == (10, 6, 3)
+    assert comp.before.feature_names == names and list(comp.before.output_names) == ["a", "b",
+                                                                                       "c"]
+    np.testing.assert_allclose(np.asarray(comp.after.values)[:, 0], 0.0, atol=1e-7)
+    assert comp.importance_after[0] == pytest.approx(0.0, abs=1e-7)
+    gaps = comp.efficiency_gap
+    assert gaps["before"] < 1e-5 and gaps["after"] < 1e-5
+    frame = comp.to_frame()
+    assert list(frame.columns) == ["feature", "importance_before", "importance_after",
+                                   "rank_before", "rank_after", "rank_shift"]
+    moved = comp.moved_most(3)
+    assert "f0" in set(moved["feature"]) or frame.loc[frame.feature == "f0",
+                                                      "rank_shift"].item() == 0
+    same = explain.compare_shapley(before, before, x, background)
+    assert same.rank_correlation == pytest.approx(1.0)
+    assert "rank_correlation" in comp._repr_html_()
+    fig = comp.plot()
+    assert len(fig.axes) >= 3
+
+
+def test_fifty_rows_thirty_features_two_models_is_fast():
+    before, after = mlp(30, 2, seed=0), mlp(30, 2, seed=1)
+    x, background = rows(50, 30), rows(100, 30, seed=1)
+    start = time.perf_counter()
+    comp = explain.compare_shapley(before, after, x, background)
+    seconds = time.perf_counter() - start
+    assert comp.explainer == "permutation"
+    assert max(comp.efficiency_gap.values()) < 1e-4
+    assert seconds < 10, f"Shapley comparison took {seconds:.1f} s"
+
+
+def test_image_model_uses_shap_gradient_explainer_on_a_copy():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(3 * 16, 2))
+    model.train()                     # shap calls .eval(); it must not reach the user's model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, background = torch.rand(3, 1, 4, 4), torch.rand(10, 1, 4, 4)
+    comp = explain.compare_shapley(model, model, x, background, seed=0)
+    assert comp.explainer == "gradient"
+    assert np.asarray(comp.before.values).shape == (3, 1, 4, 4, 2)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert len(comp.to_frame()) == 16
+    fig = comp.plot()
+    assert len(fig.axes) == 9
+
+
+def test_errors_name_the_parameter():
+    model = mlp(16)
+    with pytest.raises(ConfigError, match=r"explainer=\.\.\.\): unknown name 'tree'"):
+        explain.compare_shapley(model, model, rows(2, 16), rows(4, 16), explainer="tree")
+    with pytest.raises(ConfigError, match="at most 14 features"):
+        explain.compare_shapley(model, model, rows(2, 16), rows(4, 16), explainer="exact")
+    with pytest.raises(ConfigError, match=r"output=\.\.\.\): unknown name 'margin'"):
+        explain.compare_shapley(model, model, rows(2, 16), rows(4, 16), output="margin")
+    with pytest.raises(ConfigError, match=r"background=\.\.\.\): expected rows shaped like"):
+        explain.compare_shapley(model, model, rows(2, 16), rows(4, 5))

@@ -1,0 +1,306 @@
+"""Saliency maps of two models on the same inputs, and how far they drifted apart.
+
+Methods: ``saliency`` (absolute input gradient, Simonyan et al. 2014), ``integrated_gradients``
+(Sundararajan et al. 2017), ``gradcam`` (Selvaraju et al. 2017, on the last convolution),
+``occlusion`` (Zeiler & Fergus 2014) through captum with captum's defaults, and ``lrp`` through
+zennit (the same propagation as the ``lrp`` criterion). ``saliency`` is computed directly in
+torch — it is one gradient, identical to ``captum.attr.Saliency`` (tested) — so the default
+comparison does not pay captum's two-second import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._model import eval_mode, logits_of
+from ..errors import ConfigError, MissingDependencyError, ModelError
+from .compare import deletion_insertion_auc, prediction_agreement, rank_correlation, topk_iou
+
+__all__ = ["METHODS", "gradient_saliency", "attribute", "compare_saliency", "SaliencyComparison"]
+
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+#: Method name -> the options it accepts (passed on to captum / zennit).
+METHODS: dict[str, tuple[str, ...]] = {
+    "saliency": ("abs",),
+    "integrated_gradients": ("n_steps", "baselines", "method", "internal_batch_size"),
+    "gradcam": ("layer", "relu_attributions", "attr_dim_summation", "interpolate_mode"),
+    "lrp": ("rule", "epsilon", "gamma", "alpha"),
+    "occlusion": ("sliding_window_shapes", "strides", "baselines", "perturbations_per_eval"),
+}
+
+
+def _default_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return logits_of(model(x))
+
+
+def gradient_saliency(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
+                      forward: Forward | None = None, *, abs: bool = True
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of each input's target logit w.r.t. the input (absolute by default), and the
+    logits. Same numbers as ``captum.attr.Saliency(f).attribute(x, target=targets)``."""
+    forward = forward or _default_forward
+    x = x.detach().clone().requires_grad_(True)
+    with eval_mode(model), torch.enable_grad():
+        logits = forward(model, x)
+        chosen = logits.gather(1, targets.view(-1, 1).long()).sum()
+        (grad,) = torch.autograd.grad(chosen, x)
+    return (grad.abs() if abs else grad), logits.detach()
+
+
+def _captum():
+    try:
+        import captum.attr as attr
+    except ImportError as exc:
+        raise MissingDependencyError.for_package("captum", "This saliency method",
+                                                 "explain") from exc
+    return attr
+
+
+def _last_conv(model: nn.Module, x: torch.Tensor, forward: Forward) -> nn.Module:
+    """The convolution that runs last in the forward pass (definition order can differ)."""
+    ran: list[nn.Module] = []
+    handles = [m.register_forward_hook(lambda mod, i, o: ran.append(mod))
+               for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    try:
+        with torch.no_grad():
+            forward(model, x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not ran:
+        raise ConfigError.bad_value("study.saliency", "method",
+                                    "a method other than 'gradcam' (the model has no "
+                                    "convolution)", "gradcam")
+    return ran[-1]
+
+
+def _occlusion_defaults(shape: Sequence[int]) -> dict:
+    if len(shape) == 3:
+        c, h, w = shape
+        wh, ww = max(1, round(h / 4)), max(1, round(w / 4))
+        return {"sliding_window_shapes": (c, wh, ww),
+                "strides": (c, max(1, wh // 2), max(1, ww // 2))}
+    return {"sliding_window_shapes": (1,) * len(shape), "strides": 1}
+
+
+def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str = "saliency",
+              *, forward: Forward | None = None, **options
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Attributions shaped like ``x`` for ``targets``, and the completeness gap of Integrated
+    Gradients (``|sum of attributions - (f(x) - f(baseline))|`` per input, else ``None``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 2))
+    >>> maps, _ = attribute(net, torch.ones(2, 3), torch.tensor([0, 1]))
+    >>> maps.shape
+    (2, 3)
+    """
+    if method not in METHODS:
+        raise ConfigError.unknown_name("study.saliency", "method", METHODS, method)
+    unknown = sorted(set(options) - set(METHODS[method]))
+    if unknown:
+        raise ConfigError(
+            f"study.saliency(method={method!r}): unknown option(s) {unknown}; options of "
+            f"{method!r} are: {', '.join(METHODS[method])}.")
+    forward = forward or _default_forward
+    x = x.detach().float()
+    targets = targets.long()
+    completeness = None
+    if method == "saliency":
+        maps, _ = gradient_saliency(model, x, targets, forward, abs=options.get("abs", True))
+        return maps.numpy(), None
+    if method == "lrp":
+        from .._zennit import LRPRunner
+
+        runner = LRPRunner(model, forward, call="study.saliency(method='lrp')", **options)
+        return runner.run(x, targets, input_relevance=True).input_relevance.numpy(), None
+    attr = _captum()
+
+    def f(inp: torch.Tensor) -> torch.Tensor:
+        return forward(model, inp)
+
+    with eval_mode(model):
+        if method == "integrated_gradients":
+            maps, delta = attr.IntegratedGradients(f).attribute(
+                x, target=targets, return_convergence_delta=True, **options)
+            completeness = delta.detach().abs().numpy()
+        elif method == "gradcam":
+            opts = dict(options)
+            layer = opts.pop("layer", None) or _last_conv(model, x, forward)
+            if isinstance(layer, str):
+                layer = dict(model.named_modules())[layer]
+            mode = opts.pop("interpolate_mode", "nearest")
+            cam = attr.LayerGradCam(f, layer).attribute(x, target=targets, **opts)
+            if x.dim() != 4 or cam.dim() != 4:
+                raise ConfigError.bad_value("study.saliency", "method",
+                                            "'gradcam' only for image inputs (N, C, H, W)",
+                                            method)
+            cam = attr.LayerAttribution.interpolate(cam, tuple(x.shape[2:]), mode)
+            maps = cam.expand_as(x)
+        else:
+            opts = {**_occlusion_defaults(x.shape[1:]), "perturbations_per_eval": 16, **options}
+            maps = attr.Occlusion(f).attribute(x, target=targets, **opts)
+    return maps.detach().numpy().astype(np.float32), completeness
+
+
+@dataclass
+class SaliencyComparison:
+    """Saliency maps of two models on the same inputs for the same targets, with drift numbers.
+
+    Attributes
+    ----------
+    method : str
+    inputs, before, after : ndarray
+        The inputs and both models' maps, all shaped like the inputs.
+    targets, pred_before, pred_after : ndarray of int
+    spearman, topk_iou : ndarray
+        Per input: rank correlation of the two maps, and intersection-over-union of their top
+        ``top_k`` fraction of features (pixels for images).
+    deletion_before, deletion_after, insertion_before, insertion_after : ndarray
+        Per input, each model's deletion (lower is better) and insertion (higher is better)
+        AUC with its own map.
+    completeness_before, completeness_after : ndarray or None
+        Integrated Gradients only: ``|sum(map) - (f(x) - f(baseline))|`` per input.
+    """
+
+    method: str
+    inputs: np.ndarray
+    targets: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    pred_before: np.ndarray
+    pred_after: np.ndarray
+    spearman: np.ndarray
+    topk_iou: np.ndarray
+    deletion_before: np.ndarray
+    deletion_after: np.ndarray
+    insertion_before: np.ndarray
+    insertion_after: np.ndarray
+    completeness_before: np.ndarray | None = None
+    completeness_after: np.ndarray | None = None
+    class_names: list[str] | None = None
+    feature_names: list[str] | None = None
+    steps: tuple = (0, -1)
+    top_k: float = 0.1
+    options: dict = field(default_factory=dict)
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of inputs on which both models predict the same class."""
+        return prediction_agreement(self.pred_before, self.pred_after)
+
+    def label(self, index) -> str:
+        index = int(index)
+        if self.class_names and 0 <= index < len(self.class_names):
+            return str(self.class_names[index])
+        return str(index)
+
+    def to_frame(self):
+        """One row per input: target, both predictions and every drift number."""
+        import pandas as pd
+
+        frame = pd.DataFrame({
+            "target": [self.label(t) for t in self.targets],
+            "pred_before": [self.label(p) for p in self.pred_before],
+            "pred_after": [self.label(p) for p in self.pred_after],
+            "spearman": self.spearman, f"top{round(100 * self.top_k)}%_iou": self.topk_iou,
+            "deletion_before": self.deletion_before, "deletion_after": self.deletion_after,
+            "insertion_before": self.insertion_before, "insertion_after": self.insertion_after,
+        })
+        if self.completeness_before is not None:
+            frame["completeness_before"] = self.completeness_before
+            frame["completeness_after"] = self.completeness_after
+        frame.index.name = "input"
+        return frame
+
+    def summary(self) -> dict[str, float]:
+        """Mean of every drift number over the inputs, plus the prediction agreement."""
+        frame = self.to_frame().drop(columns=["target", "pred_before", "pred_after"])
+        out = {"agreement": self.agreement}
+        out.update({k: float(np.nanmean(v)) for k, v in frame.items()})
+        return out
+
+    def plot(self, ax=None, max_inputs: int = 8):
+        """Images: a grid input / before / after / difference (returns the figure). Tabular:
+        mean absolute attribution per feature before vs after (returns the axes)."""
+        from .plots import plot_saliency
+
+        return plot_saliency(self, ax=ax, max_inputs=max_inputs)
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"SaliencyComparison(method={self.method!r}, inputs={len(self.targets)}, "
+                f"steps={self.steps}, spearman={s['spearman']:.3f}, "
+                f"agreement={s['agreement']:.3f})")
+
+    def _repr_html_(self) -> str:
+        from .plots import html_report
+
+        title = (f"Saliency comparison ({self.method}), step {self.steps[0]} vs "
+                 f"{self.steps[1]}, {len(self.targets)} inputs")
+        return html_report(title, self.summary(), self.to_frame())
+
+
+def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *, labels=None,
+                     method: str = "saliency", forward: Forward | None = None,
+                     class_names: Sequence[str] | None = None, steps: tuple = (0, -1),
+                     top_k: float = 0.1, feature_names: Sequence[str] | None = None,
+                     **method_options) -> SaliencyComparison:
+    """Compare two models' saliency maps on the same inputs, for the same target classes.
+
+    The target of each input is its label when ``labels`` are given, else the prediction of
+    ``model_before``; both models are explained for that same class. Method options default to
+    captum's (e.g. Integrated Gradients: zero baseline, 50 steps).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> a = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> b = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> comp = compare_saliency(a, b, torch.randn(5, 4), labels=torch.tensor([0, 1, 2, 0, 1]))
+    >>> comp.before.shape, comp.spearman.shape
+    ((5, 4), (5,))
+    """
+    if not 0 < top_k <= 1:
+        raise ConfigError.bad_value("study.saliency", "top_k", "a fraction in (0, 1]", top_k)
+    forward = forward or _default_forward
+    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
+    x = x.detach().float()
+    if x.dim() < 2 or len(x) == 0:
+        raise ConfigError.bad_value("study.saliency", "inputs", "a non-empty batch (N, ...)",
+                                    tuple(x.shape))
+    with torch.no_grad(), eval_mode(model_before), eval_mode(model_after):
+        logits_b, logits_a = forward(model_before, x), forward(model_after, x)
+    if logits_b.dim() != 2:
+        raise ModelError(f"study.saliency: expected logits (batch, classes), got "
+                         f"{tuple(logits_b.shape)}.")
+    pred_b, pred_a = logits_b.argmax(1), logits_a.argmax(1)
+    targets = pred_b if labels is None else torch.as_tensor(np.asarray(labels)).long().view(-1)
+    if len(targets) != len(x):
+        raise ConfigError.bad_value("study.saliency", "labels", f"{len(x)} labels", len(targets))
+    before, comp_b = attribute(model_before, x, targets, method, forward=forward,
+                               **method_options)
+    after, comp_a = attribute(model_after, x, targets, method, forward=forward, **method_options)
+    del_b, ins_b = deletion_insertion_auc(model_before, x, before, targets, forward=forward)
+    del_a, ins_a = deletion_insertion_auc(model_after, x, after, targets, forward=forward)
+    return SaliencyComparison(
+        method=method, inputs=x.numpy(), targets=targets.numpy(), before=before, after=after,
+        pred_before=pred_b.numpy(), pred_after=pred_a.numpy(),
+        spearman=rank_correlation(before, after), topk_iou=topk_iou(before, after, top_k),
+        deletion_before=del_b, deletion_after=del_a, insertion_before=ins_b,
+        insertion_after=ins_a, completeness_before=comp_b, completeness_after=comp_a,
+        class_names=list(class_names) if class_names is not None else None,
+        feature_names=list(feature_names) if feature_names is not None else None,
+        steps=tuple(steps), top_k=top_k, options=dict(method_options))

@@ -1,0 +1,334 @@
+"""Shapley values of two models on the same rows and background, and what changed between them.
+
+Tabular models get interventional Shapley values, the ones shap's ``ExactExplainer`` and
+``PermutationExplainer`` compute with an ``Independent`` masker: the value of a coalition ``S``
+for row ``x`` is the mean model output over the background rows with the features in ``S`` taken
+from ``x``. We evaluate all coalitions of all rows (and all permutations) in a few large batched
+forward passes instead of shap's per-row loop, which makes a 50-row, 30-feature comparison of two
+models take about a second instead of a minute; the exact values equal shap's to 1e-6 (tested).
+``kernel`` and, for images, ``gradient`` (expected gradients) and ``deep`` (DeepSHAP) use shap's
+own explainers. Results are ``shap.Explanation`` objects, usable with ``shap.plots.*``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._model import logits_of
+from ..errors import ConfigError, MissingDependencyError
+from .compare import rank_correlation
+
+__all__ = ["EXPLAINERS", "OUTPUTS", "shapley_values", "compare_shapley", "ShapleyComparison"]
+
+EXPLAINERS = ("auto", "exact", "permutation", "kernel", "gradient", "deep")
+OUTPUTS = ("logits", "probability")
+_EXACT_MAX_FEATURES = 14
+_SAMPLES_PER_FORWARD = 1 << 16
+
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def _shap():
+    try:
+        import shap
+    except ImportError as exc:
+        raise MissingDependencyError.for_package("shap", "Shapley comparisons", "explain") from exc
+    return shap
+
+
+class _Output(nn.Module):
+    """The model as shap sees it: inputs -> logits or probabilities."""
+
+    def __init__(self, model: nn.Module, forward: Forward, output: str) -> None:
+        super().__init__()
+        self.model, self.forward_fn, self.output = model, forward, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.forward_fn(self.model, x)
+        return torch.softmax(out, dim=1) if self.output == "probability" else out
+
+
+def _evaluate(f: nn.Module, samples: torch.Tensor) -> torch.Tensor:
+    """f on a large (..., F) batch of samples, in chunks; returns (..., K) in float64."""
+    flat = samples.reshape(-1, samples.shape[-1])
+    outs = [f(flat[i:i + _SAMPLES_PER_FORWARD]).double()
+            for i in range(0, len(flat), _SAMPLES_PER_FORWARD)]
+    return torch.cat(outs).reshape(*samples.shape[:-1], -1)
+
+
+def _coalition_values(f, x, background, masks) -> torch.Tensor:
+    """(rows, coalitions, K): mean over the background of f with masked features from x."""
+    n, m = len(x), len(background)
+    per_chunk = max(1, _SAMPLES_PER_FORWARD // max(1, n * m))
+    out = []
+    for start in range(0, len(masks), per_chunk):
+        mk = masks[start:start + per_chunk]                         # (c, F)
+        samples = torch.where(mk[None, :, None, :], x[:, None, None, :],
+                              background[None, None, :, :])         # (n, c, m, F)
+        out.append(_evaluate(f, samples).mean(dim=2))
+    return torch.cat(out, dim=1)
+
+
+def _exact(f, x, background) -> torch.Tensor:
+    features = x.shape[1]
+    if features > _EXACT_MAX_FEATURES:
+        raise ConfigError.bad_value(
+            "study.shapley", "explainer",
+            f"'permutation' or 'kernel' for {features} features ('exact' enumerates all "
+            f"2**features coalitions; at most {_EXACT_MAX_FEATURES} features)", "exact")
+    codes = torch.arange(2 ** features)
+    masks = ((codes[:, None] >> torch.arange(features)) & 1).bool()
+    v = _coalition_values(f, x, background, masks)                 # (n, 2^F, K)
+    sizes = masks.sum(dim=1)
+    weight = torch.tensor([math.factorial(s) * math.factorial(features - s - 1)
+                           / math.factorial(features) for s in range(features)],
+                          dtype=torch.float64)
+    phi = torch.zeros(len(x), features, v.shape[2], dtype=torch.float64)
+    for j in range(features):
+        without = codes[~masks[:, j]]
+        gain = v[:, without | (1 << j)] - v[:, without]
+        phi[:, j] = (gain * weight[sizes[without]].view(1, -1, 1)).sum(dim=1)
+    return phi
+
+
+def _permutation(f, x, background, permutations: int, seed: int) -> torch.Tensor:
+    """Antithetic permutation sampling: each sampled order is also used reversed, as shap's
+    PermutationExplainer does; every permutation satisfies efficiency exactly."""
+    features = x.shape[1]
+    gen = torch.Generator().manual_seed(int(seed))
+    orders = []
+    for _ in range((permutations + 1) // 2):
+        order = torch.randperm(features, generator=gen)
+        orders += [order, order.flip(0)]
+    orders = orders[:permutations]
+    phi = torch.zeros(len(x), features, 0, dtype=torch.float64)
+    steps = torch.arange(features + 1)
+    for order in orders:
+        rank = torch.empty(features, dtype=torch.long)
+        rank[order] = torch.arange(features)
+        masks = rank[None, :] < steps[:, None]                      # prefixes of the order
+        v = _coalition_values(f, x, background, masks)             # (n, F+1, K)
+        if phi.shape[2] == 0:
+            phi = torch.zeros(len(x), features, v.shape[2], dtype=torch.float64)
+        phi[:, order] += v[:, 1:] - v[:, :-1]
+    return phi / len(orders)
+
+
+def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "auto",
+                   output: str = "logits", forward: Forward | None = None, seed: int = 0,
+                   permutations: int = 16, nsamples: int | str = "auto"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Shapley values of ``model`` on ``inputs`` against ``background``.
+
+    Returns
+    -------
+    values : ndarray (n, *input_shape, K)
+    expected : ndarray (K,)
+        Mean output over the background (the base value).
+    fx : ndarray (n, K)
+        The model's output on each row.
+    explainer : str
+        The explainer used (``auto`` resolved).
+    """
+    if explainer not in EXPLAINERS:
+        raise ConfigError.unknown_name("study.shapley", "explainer", EXPLAINERS, explainer)
+    if output not in OUTPUTS:
+        raise ConfigError.unknown_name("study.shapley", "output", OUTPUTS, output)
+    forward = forward or (lambda m, x: logits_of(m(x)))
+    x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+    bg = torch.as_tensor(np.asarray(background), dtype=torch.float32)
+    if x.dim() < 2 or bg.dim() != x.dim() or bg.shape[1:] != x.shape[1:] or not len(bg):
+        raise ConfigError.bad_value("study.shapley", "background",
+                                    f"rows shaped like the inputs {tuple(x.shape[1:])}",
+                                    tuple(bg.shape))
+    tabular = x.dim() == 2
+    if explainer == "auto":
+        explainer = ("exact" if x.shape[1] <= 10 else "permutation") if tabular else "gradient"
+    if explainer in ("exact", "permutation", "kernel") and not tabular:
+        raise ConfigError.bad_value("study.shapley", "explainer",
+                                    "'gradient' or 'deep' for non-tabular inputs", explainer)
+    from .._zennit import detached_copy
+
+    f = _Output(detached_copy(model), forward, output).eval()
+    with torch.no_grad():
+        dtype = next(iter(f.parameters()), torch.zeros(())).dtype
+        x, bg = x.to(dtype), bg.to(dtype)
+        fx = f(x).double()
+        expected = f(bg).double().mean(dim=0)
+        if explainer == "exact":
+            phi = _exact(f, x, bg).numpy()
+        elif explainer == "permutation":
+            phi = _permutation(f, x, bg, permutations, seed).numpy()
+    if explainer == "kernel":
+        shap = _shap()
+
+        def f_np(a: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return f(torch.as_tensor(a, dtype=dtype)).double().numpy()
+        phi = shap.KernelExplainer(f_np, bg.numpy()).shap_values(
+            x.numpy(), nsamples=nsamples, silent=True)
+    elif explainer == "gradient":
+        shap = _shap()
+        phi = shap.GradientExplainer(f, bg).shap_values(x, rseed=seed)
+    elif explainer == "deep":
+        shap = _shap()
+        phi = shap.DeepExplainer(f, bg).shap_values(x, check_additivity=False)
+    phi = np.asarray(phi, dtype=np.float64)
+    if phi.ndim == x.dim():           # single-output models come back without the K axis
+        phi = phi[..., None]
+    return phi, expected.numpy(), fx.numpy(), explainer
+
+
+@dataclass
+class ShapleyComparison:
+    """Shapley values of two models on the same rows and background.
+
+    ``before`` and ``after`` are ``shap.Explanation`` objects with values shaped
+    ``(rows, *input_shape, outputs)``: pass them to ``shap.plots.*`` (select an output first,
+    e.g. ``comp.before[..., 1]``).
+    """
+
+    before: object
+    after: object
+    explainer: str
+    output: str
+    fx_before: np.ndarray
+    fx_after: np.ndarray
+    feature_names: list[str]
+    class_names: list[str]
+    steps: tuple = (0, -1)
+
+    @staticmethod
+    def _importance(expl) -> np.ndarray:
+        v = np.abs(np.asarray(expl.values))
+        return v.reshape(v.shape[0], -1, v.shape[-1]).mean(axis=(0, 2))
+
+    @property
+    def importance_before(self) -> np.ndarray:
+        """Global importance of each feature: mean |SHAP value| over rows and outputs."""
+        return self._importance(self.before)
+
+    @property
+    def importance_after(self) -> np.ndarray:
+        return self._importance(self.after)
+
+    @property
+    def rank_correlation(self) -> float:
+        """Spearman correlation of the global importances before and after."""
+        return float(rank_correlation(self.importance_before[None],
+                                      self.importance_after[None])[0])
+
+    @staticmethod
+    def _efficiency(expl, fx: np.ndarray) -> float:
+        v = np.asarray(expl.values)
+        total = v.reshape(v.shape[0], -1, v.shape[-1]).sum(axis=1)
+        return float(np.abs(total - (fx - np.asarray(expl.base_values))).max())
+
+    @property
+    def efficiency_gap(self) -> dict[str, float]:
+        """Largest ``|sum of values - (f(x) - E f(background))|`` for each model (0 up to
+        rounding for ``exact`` and ``permutation``; sampling error for the others)."""
+        return {"before": self._efficiency(self.before, self.fx_before),
+                "after": self._efficiency(self.after, self.fx_after)}
+
+    def to_frame(self):
+        """One row per feature: importance and rank (1 = most important) before and after, and
+        the rank shift (positive = gained importance); sorted by importance before."""
+        import pandas as pd
+
+        ib, ia = self.importance_before, self.importance_after
+        frame = pd.DataFrame({"feature": self.feature_names, "importance_before": ib,
+                              "importance_after": ia})
+        frame["rank_before"] = frame["importance_before"].rank(ascending=False,
+                                                               method="first").astype(int)
+        frame["rank_after"] = frame["importance_after"].rank(ascending=False,
+                                                             method="first").astype(int)
+        frame["rank_shift"] = frame["rank_before"] - frame["rank_after"]
+        return frame.sort_values("rank_before").reset_index(drop=True)
+
+    def moved_most(self, n: int = 10):
+        """The ``n`` features whose importance rank changed most."""
+        frame = self.to_frame()
+        order = frame["rank_shift"].abs().sort_values(ascending=False, kind="stable").index
+        return frame.loc[order[:n]].reset_index(drop=True)
+
+    def summary(self) -> dict[str, float]:
+        gaps = self.efficiency_gap
+        return {"rank_correlation": self.rank_correlation,
+                "efficiency_gap_before": gaps["before"], "efficiency_gap_after": gaps["after"],
+                "rows": float(len(self.fx_before))}
+
+    def plot(self, ax=None, output: int | None = None, max_display: int = 12):
+        """Tabular: global importance before/after (bars) and a beeswarm per model for one
+        output (default: class 1 of a binary model, else class 0). Images: input and both
+        models' maps for each row's predicted class. Returns the figure."""
+        from .plots import plot_shapley
+
+        return plot_shapley(self, ax=ax, output=output, max_display=max_display)
+
+    def __repr__(self) -> str:
+        return (f"ShapleyComparison(explainer={self.explainer!r}, output={self.output!r}, "
+                f"rows={len(self.fx_before)}, rank_correlation={self.rank_correlation:.3f})")
+
+    def _repr_html_(self) -> str:
+        from .plots import html_report
+
+        title = (f"Shapley comparison ({self.explainer}, {self.output}), step {self.steps[0]} "
+                 f"vs {self.steps[1]}")
+        return html_report(title, self.summary(), self.moved_most())
+
+
+def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, background, *,
+                    explainer: str = "auto", output: str = "logits",
+                    forward: Forward | None = None,
+                    feature_names: Sequence[str] | None = None,
+                    class_names: Sequence[str] | None = None, seed: int = 0,
+                    steps: tuple = (0, -1), permutations: int = 16,
+                    nsamples: int | str = "auto") -> ShapleyComparison:
+    """Shapley values of two models on the same rows, against the same background.
+
+    ``explainer``: ``exact`` (all coalitions, up to 14 features), ``permutation`` (antithetic
+    permutation sampling, ``permutations`` orders), ``kernel`` (shap's KernelExplainer,
+    ``nsamples``), ``gradient`` or ``deep`` (shap's, for images); ``auto`` picks ``exact`` up to
+    10 features, ``permutation`` above, and ``gradient`` for images. Both models see the same
+    permutations. ``output`` explains ``"logits"`` or ``"probability"`` (softmax).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> a = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> comp = compare_shapley(a, a, torch.randn(5, 3), torch.randn(8, 3))
+    >>> comp.explainer, comp.before.values.shape, round(comp.rank_correlation, 6)
+    ('exact', (5, 3, 2), 1.0)
+    """
+    shap = _shap()
+    common = dict(explainer=explainer, output=output, forward=forward, seed=seed,
+                  permutations=permutations, nsamples=nsamples)
+    phi_b, base_b, fx_b, used = shapley_values(model_before, inputs, background, **common)
+    phi_a, base_a, fx_a, _ = shapley_values(model_after, inputs, background, **common)
+    data = np.asarray(inputs, dtype=np.float32)
+    shape = data.shape[1:]
+    k = phi_b.shape[-1]
+    if feature_names is None or len(feature_names) != int(np.prod(shape)):
+        feature_names = ([f"x{i}" for i in range(shape[0])] if len(shape) == 1 else
+                         [str(idx) for idx in np.ndindex(*shape)])
+    names = list(class_names) if class_names is not None and len(class_names) == k \
+        else [str(i) for i in range(k)]
+
+    def explanation(phi, base):
+        return shap.Explanation(
+            values=phi, base_values=np.tile(base, (len(data), 1)), data=data,
+            feature_names=list(feature_names) if len(shape) == 1 else None,
+            output_names=names)
+
+    return ShapleyComparison(
+        before=explanation(phi_b, base_b), after=explanation(phi_a, base_a), explainer=used,
+        output=output, fx_before=fx_b, fx_after=fx_a, feature_names=list(feature_names),
+        class_names=names, steps=tuple(steps))
