@@ -1,0 +1,182 @@
+"""Explain section: saliency and Shapley comparisons between two steps, and why units went."""
+
+from __future__ import annotations
+
+import html
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as W
+
+from ..errors import ConfigError
+from ._common import frame_html, note_html
+from ._plots import plot_to_png
+
+__all__ = ["ExplainView", "call_supported", "misclassified_rows", "why_step"]
+
+_KINDS = ("saliency", "shapley", "why", "drift")
+_INPUT_MODES = [("first n test examples", "first"),
+                ("misclassified after pruning", "misclassified"),
+                ("these test indices", "indices")]
+
+
+def _names(module: str, attr: str, fallback: tuple[str, ...]) -> list[str]:
+    import importlib
+
+    try:
+        return list(getattr(importlib.import_module(module), attr))
+    except Exception:  # noqa: BLE001 - the explain extra may be missing; fall back to defaults
+        return list(fallback)
+
+
+def call_supported(func: Callable, **kwargs: Any) -> Any:
+    """Call ``func`` with the keyword arguments its signature names (``None`` ones dropped).
+
+    Catch-all ``**options`` of a study method are for the method's own options, so only named
+    parameters are passed.
+
+    Examples
+    --------
+    >>> call_supported(lambda a=1: a, a=2, b=3)
+    2
+    """
+    params = inspect.signature(func).parameters
+    return func(**{k: v for k, v in kwargs.items() if v is not None and k in params
+                   and params[k].kind is not inspect.Parameter.VAR_KEYWORD})
+
+
+def misclassified_rows(study, step: int, n: int) -> list[int]:
+    """Indices of the first ``n`` test rows that the model of ``step`` gets wrong.
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"))
+    >>> rows = misclassified_rows(study, 0, 3)
+    >>> len(rows) <= 3
+    True
+    """
+    import torch
+
+    model = study.model if step in (study.current, None) else study.model_at(step)
+    test = study.data.test
+    with torch.no_grad():
+        model.eval()
+        wrong = (study.forward(model, test.X).argmax(1) != test.y).nonzero().flatten()
+    if len(wrong) == 0:
+        raise ConfigError(f"Panel.explain(inputs='misclassified after pruning'): the model of "
+                          f"step {step} classifies every test example correctly; pick the "
+                          "first n test examples or give indices instead.")
+    return wrong[:n].tolist()
+
+
+def why_step(study, step: int) -> int:
+    """The prune step that ``step`` is, or that it descends from most recently."""
+    index: int | None = step
+    while index is not None:
+        if study.history[index].kind == "prune":
+            return index
+        index = study.history[index].parent
+    raise ConfigError(f"Panel.why(step=...): step {step} is not a prune step and has no prune "
+                      "step before it; prune first.")
+
+
+class ExplainView:
+    """Controls mapped to ``Study.saliency``, ``Study.shapley`` and ``Study.why``; their plots
+    and drift numbers."""
+
+    def __init__(self) -> None:
+        self.before = W.Dropdown(options=[], description="before")
+        self.after = W.Dropdown(options=[], description="after")
+        self.inputs = W.Dropdown(options=_INPUT_MODES, value="first", description="inputs")
+        self.n = W.BoundedIntText(value=4, min=1, max=256, description="n")
+        self.indices = W.Text(value="", description="indices", placeholder="e.g. 0, 5, 17")
+        self.method = W.Dropdown(
+            options=_names("xprune_nb.explain.saliency", "METHODS",
+                           ("saliency", "integrated_gradients", "gradcam", "occlusion")),
+            value="saliency", description="saliency")
+        self.explainer = W.Dropdown(
+            options=_names("xprune_nb.explain.shapley", "EXPLAINERS", ("auto",)),
+            value="auto", description="shapley")
+        self.saliency_button = W.Button(description="Saliency", icon="eye")
+        self.saliency_button.add_class("xprune-saliency")
+        self.shapley_button = W.Button(description="Shapley", icon="balance-scale")
+        self.shapley_button.add_class("xprune-shapley")
+        self.why_button = W.Button(description="Why removed", icon="question")
+        self.why_button.add_class("xprune-why")
+        self.drift_button = W.Button(description="Drift", icon="line-chart",
+                                     tooltip="Accuracy and saliency similarity along the history")
+        self.drift_button.add_class("xprune-drift")
+        self.html = {k: W.HTML() for k in _KINDS}
+        # one row per probe input can make tall figures: keep them within a screen
+        self.plots = {k: W.Image(format="png", layout=W.Layout(
+            max_width="760px", max_height="640px", object_fit="contain", display="none"))
+            for k in _KINDS}
+        help_text = note_html(
+            "How did pruning change what the model looks at? Compare two steps on probe inputs "
+            "from the test split: saliency maps and Shapley values, with drift numbers "
+            "(rank correlation, top-k overlap, prediction agreement). <i>Why removed</i> "
+            "explains the last prune step.")
+        self.widget = W.VBox([
+            W.HTML(help_text),
+            W.HBox([self.before, self.after]),
+            W.HBox([self.inputs, self.n, self.indices]),
+            W.HBox([self.method, self.saliency_button]),
+            W.HBox([self.explainer, self.shapley_button, self.why_button, self.drift_button]),
+            *[w for k in _KINDS for w in (self.html[k], self.plots[k])],
+        ])
+
+    def refresh(self, study) -> None:
+        options = [(f"{s.index}: {s.label}", s.index) for s in study.history]
+        for dd, value in ((self.before, 0), (self.after, study.current)):
+            dd.options = options
+            dd.value = value
+
+    def _inputs(self, study) -> list[int] | None:
+        mode = self.inputs.value
+        if mode == "indices":
+            tokens = [t for t in re.split(r"[,\s]+", self.indices.value.strip()) if t]
+            if not tokens or not all(t.isdigit() for t in tokens):
+                raise ConfigError.bad_value("Panel.explain", "indices",
+                                            "test-split indices separated by commas, e.g. "
+                                            "'0, 5, 17'", self.indices.value)
+            return [int(t) for t in tokens]
+        if mode == "misclassified":
+            return misclassified_rows(study, self.after.value, int(self.n.value))
+        return None
+
+    def saliency_config(self, study) -> dict[str, Any]:
+        """Keyword arguments of ``Study.saliency``."""
+        return {"before": self.before.value, "after": self.after.value,
+                "method": self.method.value, "inputs": self._inputs(study),
+                "n": int(self.n.value)}
+
+    def shapley_config(self, study) -> dict[str, Any]:
+        """Keyword arguments of ``Study.shapley``."""
+        return {"before": self.before.value, "after": self.after.value,
+                "explainer": self.explainer.value, "inputs": self._inputs(study),
+                "n": int(self.n.value)}
+
+    def why_config(self, study) -> dict[str, Any]:
+        """Keyword arguments of ``Study.why``: the prune step behind *after*."""
+        return {"step": why_step(study, self.after.value)}
+
+    def show(self, kind: str, result) -> None:
+        """Show a comparison (``saliency``/``shapley``), a why-report or the drift table."""
+        text, plot = self.html[kind], self.plots[kind]
+        head = f"<b>{html.escape(kind.capitalize())}</b>"
+        summary = getattr(result, "summary", None)
+        if callable(summary):
+            numbers = summary()
+            if isinstance(numbers, dict):
+                head += ": " + html.escape(", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in numbers.items()))
+        if kind in ("why", "drift") and hasattr(result, "to_frame"):
+            head += frame_html(result.to_frame().head(20), index=kind == "drift")
+        text.value = head
+        if hasattr(result, "plot"):
+            plot.value = plot_to_png(result.plot)
+            plot.layout.display = None

@@ -1,0 +1,380 @@
+"""The panel: a metrics strip, a toolbar of actions, a status line, and one tab per section.
+
+Every action calls one method of the headless core (``Study.score``, ``Study.prune``...) with
+the values of the controls; the panel keeps no state of its own beyond what it displays.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+
+from ..errors import ConfigError, XPruneError
+from ..metrics import measure_latency
+from ._plots import prewarm
+from ._preview import PrunePreview, preview_prune
+from ._runner import Runner, Task
+from .explain import ExplainView, call_supported
+from .export import ExportView
+from .history import HistoryView
+from .prune import PruneView
+from .retrain import RetrainView
+from .score import ScoreView
+from .strip import MetricsStrip, StatusLine
+
+__all__ = ["Panel"]
+
+_TABS = ("Score", "Prune", "Retrain", "Explain", "History", "Export")
+#: toolbar: action -> (label, icon, button style, tooltip)
+_BUTTONS = {
+    "score": ("Score", "calculator", "primary", "Score every prunable unit (Score tab)"),
+    "preview": ("Preview", "eye", "", "What Prune would remove, without changing anything"),
+    "prune": ("Prune", "scissors", "warning", "Remove the least important units (Prune tab)"),
+    "retrain": ("Retrain", "refresh", "info", "Fine-tune the current model (Retrain tab)"),
+    "stop": ("Stop", "stop", "danger", "Stop the running work between batches"),
+    "undo": ("Undo", "undo", "", "Go back to the step before the current one"),
+    "export": ("Export", "download", "success", "Write a script that reproduces this step"),
+}
+
+
+class Panel:
+    """Interactive panel over a :class:`~xprune_nb.Study` (ipywidgets 8).
+
+    The toolbar's buttons (CSS classes ``xprune-score``, ``xprune-preview``, ``xprune-prune``,
+    ``xprune-retrain``, ``xprune-stop``, ``xprune-undo``, ``xprune-export``) act on the study
+    with the settings of the tabs below; the metrics strip (``xprune-metrics``) and the status
+    line (``xprune-status``) stay on top; the History tab holds the table of steps
+    (``xprune-history``). Each button is also a method, for scripts and tests.
+
+    Work runs in a background thread when started from a button, so the progress display
+    updates, *Stop* works, and a second click while busy is refused with a message. The methods
+    wait for the work by default (``block=True``) and return what the study returned, or
+    ``None`` when the action failed or was refused; the status line says why, and
+    :attr:`last_error` holds the exception.
+
+    Parameters
+    ----------
+    study : Study
+        The study to show and drive. The panel never copies it: what you do in the panel is
+        in ``study`` and vice versa (call :meth:`refresh` after changing it from code).
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"), seed=0)
+    >>> panel = xp.Panel(study)
+    >>> panel.prune_view.amount.value = 0.3
+    >>> scores = panel.score()
+    >>> step = panel.prune()
+    >>> study.current, "params" in panel.metrics_text
+    (1, True)
+    >>> _ = panel.undo(); study.current
+    0
+    """
+
+    def __init__(self, study) -> None:
+        from ..study import Study
+
+        if not isinstance(study, Study):
+            raise ConfigError.bad_value("Panel", "study", "an xprune_nb.Study", study)
+        self.study = study
+        # the first plot would otherwise pay matplotlib's import and font cache (~0.7 s)
+        # inside the first click; this runs while the panel renders and the user reads it
+        threading.Thread(target=prewarm, name="xprune-prewarm", daemon=True).start()
+        self.metrics = MetricsStrip()
+        self.status_line = StatusLine()
+        self.runner = Runner(self.status_line.set, self.status_line.progress)
+        self.score_view = ScoreView(study)
+        self.prune_view = PruneView(study)
+        self.retrain_view = RetrainView(study)
+        self.explain_view = ExplainView()
+        self.history_view = HistoryView()
+        self.export_view = ExportView()
+        self.buttons: dict[str, W.Button] = {}
+        for action, (label, icon, style, tip) in _BUTTONS.items():
+            button = W.Button(description=label, icon=icon, button_style=style, tooltip=tip,
+                              layout=W.Layout(width="auto"))
+            button.add_class(f"xprune-{action}")
+            self.buttons[action] = button
+        clicks = {"score": self.score, "preview": self.preview, "prune": self.prune,
+                  "retrain": self.retrain, "undo": self.undo, "export": self.export}
+        for action, method in clicks.items():
+            self.buttons[action].on_click(lambda _b, m=method: m(block=False))
+        self.buttons["stop"].on_click(lambda _b: self.stop())
+        self.history_view.goto_button.on_click(lambda _b: self.goto(block=False))
+        self.history_view.compare_button.on_click(lambda _b: self.compare(block=False))
+        self.export_view.recipe_button.on_click(lambda _b: self.export_recipe(block=False))
+        self.explain_view.saliency_button.on_click(lambda _b: self.saliency(block=False))
+        self.explain_view.shapley_button.on_click(lambda _b: self.shapley(block=False))
+        self.explain_view.why_button.on_click(lambda _b: self.why(block=False))
+        self.explain_view.drift_button.on_click(lambda _b: self.drift(block=False))
+        self.tabs = W.Tab(children=[self.score_view.widget, self.prune_view.widget,
+                                    self.retrain_view.widget, self.explain_view.widget,
+                                    self.history_view.widget, self.export_view.widget],
+                          titles=list(_TABS))
+        model_name = type(study.original).__name__
+        title = W.HTML(f"<b>xprune_nb</b> · {model_name} · seed {study.seed}",
+                       layout=W.Layout(flex="0 0 auto", margin="0 12px 0 0"))
+        self.metrics.widget.layout.flex = "1 1 auto"
+        self.widget = W.VBox([
+            W.HBox([title, self.metrics.widget]),
+            W.HBox(list(self.buttons.values()), layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.status_line.bar, self.status_line.bar_text, self.status_line.widget],
+                   layout=W.Layout(align_items="center")),
+            self.tabs,
+        ])
+        self.widget.add_class("xprune-panel")
+        self.tabs.observe(self._on_tab, names="selected_index")
+        self._latency: dict[int, float] = {}
+        self._latency_original = self._measure(study.original)
+        self.refresh()
+
+    def _on_tab(self, change) -> None:
+        self.history_view.visible = change["new"] == _TABS.index("History")
+        if self.history_view.visible and not self.busy:   # else the running task's refresh
+            try:
+                self.history_view.draw(self.study)
+            except Exception as exc:  # noqa: BLE001 - a callback must not fail silently
+                self.status_line.set("error", f"Drawing the history plot failed: "
+                                              f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ display
+    def _repr_mimebundle_(self, **kwargs: Any):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"Panel({self.study!r})"
+
+    @property
+    def status(self) -> str:
+        """The status line as plain text."""
+        return self.status_line.text
+
+    @property
+    def metrics_text(self) -> str:
+        """The metrics strip as plain text (contains ``params N`` and ``accuracy X``)."""
+        return self.metrics.text
+
+    @property
+    def busy(self) -> bool:
+        return self.runner.busy
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The exception of the last action that failed (``None`` after a success)."""
+        return self.runner.last_error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for work started from a button; True when the panel is idle."""
+        return self.runner.wait(timeout)
+
+    def close(self) -> None:
+        """Close every widget of the panel (it disappears from the notebook)."""
+        def close(w: W.Widget) -> None:
+            for child in getattr(w, "children", ()):
+                close(child)
+            w.close()
+
+        close(self.widget)
+
+    def refresh(self) -> None:
+        """Redraw everything that shows the study's state (after changing it from code)."""
+        study = self.study
+        if study.current not in self._latency:
+            self._latency[study.current] = self._measure(study.model)
+        self.metrics.update(study, self._latency[study.current], self._latency_original)
+        self.history_view.refresh(study)
+        self.explain_view.refresh(study)
+        self.score_view.sync(study)
+        scores = study.scores_at(study.current)
+        self.prune_view.set_groups(list(scores.values) if scores is not None else [])
+
+    def _measure(self, model) -> float | None:
+        try:
+            return measure_latency(model, self.study.data.train.X[:1], self.study.forward,
+                                   repeats=10, warmup=2)
+        except Exception:  # noqa: BLE001 - latency is informative only; the strip omits it
+            return None
+
+    def _run(self, action: str, label: str, work, done, block: bool, tab: str | None = None):
+        if tab is not None and not self.busy:
+            self.tabs.selected_index = _TABS.index(tab)
+        return self.runner.run(action, label, work, done, block=block, after=self.refresh)
+
+    # ------------------------------------------------------------------ actions
+    def score(self, *, block: bool = True):
+        """Score the current model with the Score tab's settings (:meth:`Study.score`)."""
+        view = self.score_view
+
+        def work(task: Task):
+            return self.study.score(**view.config(), progress=task.progress)
+
+        def done(scores) -> str:
+            view.show(scores)
+            self.prune_view.set_groups(list(scores.values))
+            unit = "channels/neurons" if scores.granularity == "channel" else "weights"
+            return (f"Scored {scores.num_units} {unit} in {len(scores.values)} groups with "
+                    f"{scores.criterion} in {scores.seconds:.2f} s. Next: Preview or Prune.")
+
+        return self._run("score", f"Scoring with {view.criterion.value}", work, done, block,
+                         "Score")
+
+    def preview(self, *, block: bool = True) -> PrunePreview | None:
+        """What :meth:`prune` would remove per layer, and the predicted size; changes nothing."""
+        view = self.prune_view
+
+        def done(preview: PrunePreview) -> str:
+            view.show_preview(preview)
+            return preview.summary() + " Nothing was changed yet; press Prune to commit."
+
+        return self._run("preview", "Computing the preview",
+                         lambda task: preview_prune(self.study, **view.config()), done, block,
+                         "Prune")
+
+    def prune(self, *, block: bool = True):
+        """Prune the current model with the Prune tab's settings (:meth:`Study.prune`)."""
+        view = self.prune_view
+        before = self.study.step.metrics
+
+        def done(step) -> str:
+            view.show_step(step)
+            m = step.metrics
+            return (f"Pruned: step {step.index} ({step.label}), params {before.get('params')} "
+                    f"→ {m.get('params')}, MACs {before.get('macs')} → {m.get('macs')}, "
+                    f"accuracy {before.get('accuracy', 0):.4f} → {m.get('accuracy', 0):.4f}.")
+
+        return self._run("prune", f"Pruning {100 * view.amount.value:.0f}%",
+                         lambda task: self.study.prune(**view.config()), done, block, "Prune")
+
+    def retrain(self, *, block: bool = True):
+        """Fine-tune with the Retrain tab's settings (:meth:`Study.retrain`), with a live plot;
+        :meth:`stop` (or *Stop*) stops between batches and the step is still recorded."""
+        view = self.retrain_view
+        before = self.study.step.metrics.get("accuracy", 0.0)
+
+        def work(task: Task):
+            live = view.callback(task.update)
+            return self.study.retrain(**view.config(), callbacks=[live], progress=False,
+                                      stop=task.stop)
+
+        def done(step) -> str:
+            acc = step.metrics.get("accuracy", 0.0)
+            if step.stopped:
+                return (f"Retraining was stopped by you ({step.note}); step {step.index} "
+                        f"keeps the weights of the last complete batch: accuracy {before:.4f} "
+                        f"→ {acc:.4f}.")
+            return (f"Retrained: step {step.index} ({step.note}) in {step.seconds:.1f} s, "
+                    f"accuracy {before:.4f} → {acc:.4f}.")
+
+        return self._run("retrain", f"Retraining for {view.epochs.value} epoch(s)", work, done,
+                         block, "Retrain")
+
+    def stop(self) -> bool:
+        """Ask the running work to stop between batches; False when nothing is running."""
+        return self.runner.stop()
+
+    def undo(self, *, block: bool = True):
+        """Go back to the parent of the current step (:meth:`Study.undo`)."""
+        return self._run("undo", "Undoing", lambda task: self.study.undo(), self._arrived,
+                         block)
+
+    def goto(self, index: int | None = None, *, block: bool = True):
+        """Restore step ``index`` (default: the one picked in the History tab)."""
+        target = self.history_view.step.value if index is None else index
+        return self._run("go to", f"Restoring step {target}",
+                         lambda task: self.study.goto(target), self._arrived, block)
+
+    def _arrived(self, step) -> str:
+        m = step.metrics
+        return (f"Now at step {step.index} ({step.label}): params {m.get('params')}, "
+                f"accuracy {m.get('accuracy', 0):.4f}. A new action from here starts a branch; "
+                "later steps are kept.")
+
+    def compare(self, a: int | None = None, b: int | None = None, *, block: bool = True):
+        """Metrics of two steps side by side (:meth:`Study.compare`), in the History tab."""
+        a = self.history_view.a.value if a is None else a
+        b = self.history_view.b.value if b is None else b
+
+        def done(frame) -> str:
+            self.history_view.show_compare(frame, a, b)
+            return f"Compared step {a} with step {b} (History tab)."
+
+        return self._run("compare", f"Comparing steps {a} and {b}",
+                         lambda task: self.study.compare(a, b), done, block, "History")
+
+    def export(self, path: str | Path | None = None, *, block: bool = True) -> Path | None:
+        """Write a standalone script reproducing the current step (:meth:`Study.export_script`)."""
+        target = self._path(path, self.export_view.script_path, "script")
+
+        def work(task: Task) -> Path:
+            if not hasattr(self.study, "export_script"):
+                raise XPruneError("Panel.export: this installation's Study has no "
+                                  "export_script(); update xprune_nb.")
+            out = self.study.export_script(target)
+            return Path(out) if isinstance(out, (str, Path)) else target
+
+        def done(out: Path) -> str:
+            self.export_view.show_file(out, "Script")
+            return f"Exported the script to {out}; run it with: python {out}"
+
+        return self._run("export", f"Exporting the script to {target}", work, done, block,
+                         "Export")
+
+    def export_recipe(self, path: str | Path | None = None, *, block: bool = True
+                      ) -> Path | None:
+        """Save the study's recipe (:meth:`Study.recipe`) as YAML or JSON."""
+        target = self._path(path, self.export_view.recipe_path, "recipe")
+
+        def work(task: Task) -> Path:
+            if not hasattr(self.study, "recipe"):
+                raise XPruneError("Panel.export_recipe: this installation's Study has no "
+                                  "recipe(); update xprune_nb.")
+            out = self.study.recipe().save(target)
+            return Path(out) if isinstance(out, (str, Path)) else target
+
+        def done(out: Path) -> str:
+            self.export_view.show_file(out, "Recipe")
+            return f"Saved the recipe to {out}; replay it with: xprune-nb run {out}"
+
+        return self._run("export recipe", f"Saving the recipe to {target}", work, done, block,
+                         "Export")
+
+    @staticmethod
+    def _path(path, control: W.Text, what: str) -> Path:
+        text = str(path) if path is not None else control.value.strip()
+        return Path(text) if text else Path(control.placeholder or f"pruned_study.{what}")
+
+    # ------------------------------------------------------------------ explanations
+    def saliency(self, *, block: bool = True):
+        """Saliency maps of two steps on probe inputs, with drift numbers (``Study.saliency``)."""
+        return self._explain("saliency", self.explain_view.saliency_config, block)
+
+    def shapley(self, *, block: bool = True):
+        """Shapley values of two steps on probe inputs (``Study.shapley``)."""
+        return self._explain("shapley", self.explain_view.shapley_config, block)
+
+    def why(self, *, block: bool = True):
+        """Why the prune step behind *after* removed what it removed (``Study.why``)."""
+        return self._explain("why", self.explain_view.why_config, block)
+
+    def drift(self, *, block: bool = True):
+        """Accuracy and saliency similarity to the original along the history
+        (``Study.drift``)."""
+        return self._explain("drift", lambda study: {}, block)
+
+    def _explain(self, kind: str, config, block: bool):
+        def work(task: Task):
+            func = getattr(self.study, kind, None)
+            if func is None:
+                raise XPruneError(f"Panel.{kind}: this installation's Study has no "
+                                  f"{kind}(); install xprune_nb[explain] and update it.")
+            return call_supported(func, **config(self.study), progress=task.progress)
+
+        def done(result) -> str:
+            self.explain_view.show(kind, result)
+            return f"{kind.capitalize()}: done, see the Explain tab."
+
+        return self._run(kind, f"Computing {kind}", work, done, block, "Explain")
