@@ -50,15 +50,23 @@ class WideResNet(nn.Module):
 
 
 def latency(model, x, repeats=30):
+    return interleaved_latency([model], x, repeats)[0]
+
+
+def interleaved_latency(models, x, repeats=40):
+    """Median forward time (ms) of each model, timed in alternation so that load changes on
+    the machine hit every model alike."""
+    times = [[] for _ in models]
     with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        times = []
+        for m in models:
+            for _ in range(3):
+                m(x)
         for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+            for i, m in enumerate(models):
+                t = time.perf_counter()
+                m(x)
+                times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) * 1000 for t in times]
 
 
 def bench_speedup():
@@ -69,19 +77,16 @@ def bench_speedup():
     X = torch.randn(n, 3, 32, 32)
     y = torch.randint(0, 10, (n,))
     study = xp.Study(WideResNet(), train=(X, y), test=(X[:128], y[:128]))
-    dense = study.model
     study.score("magnitude", granularity="channel")
     study.prune(0.5, scope="layer")
-    pruned = study.model
     study.goto(0)
     study.score("magnitude", granularity="weight")
     study.prune(0.5, scope="layer")
-    masked = study.model
+    dense, pruned, masked = study.model_at(0), study.model_at(1), study.model_at(2)
     rows = {}
     for bs in (64, 1):
         x = torch.randn(bs, 3, 32, 32)
-        t_dense, t_pruned, t_masked = (latency(dense, x), latency(pruned, x),
-                                       latency(masked, x))
+        t_dense, t_pruned, t_masked = interleaved_latency([dense, pruned, masked], x)
         macs_d = xp.metrics.count_macs(dense, x[:1], lambda m, v: m(v))
         macs_p = xp.metrics.count_macs(pruned, x[:1], lambda m, v: m(v))
         mac_ratio = macs_d / macs_p
