@@ -29,7 +29,13 @@ from .history import History, Step
 from .metrics import Metrics, evaluate_model
 from .pruning.schedules import step_fractions
 from .pruning.selection import SCOPES, select_units
-from .pruning.unstructured import alive_weights, apply_weight_removal, ensure_masks, masked_layers
+from .pruning.unstructured import (
+    alive_weights,
+    apply_weight_removal,
+    ensure_masks,
+    masked_layers,
+    refresh_masked_weights,
+)
 from .scores import NORMALIZATIONS, Scores
 from .training import Callback, ProgressBar, StopSignal, TrainResult, train
 
@@ -287,7 +293,8 @@ class Study(ExplainMixin, ExportMixin):
             criterion=criterion, granularity=granularity, values=values,
             groups={g.key: g.layers for g in groups}, step=self.current, per_class=per_class,
             options={**scorer.params, "samples": samples, "classes": classes,
-                     "prune_output": prune_output, "seed": self.seed},
+                     "prune_output": prune_output, "seed": self.seed,
+                     "batch_size": batch_size},
             skipped=dict(self._skipped) if granularity == "channel" else {},
             seconds=time.perf_counter() - start,
         )
@@ -607,6 +614,7 @@ class Study(ExplainMixin, ExportMixin):
             apply_channel_plan(model, self._example(), plan)
         ensure_masks(model, step.masked)
         model.load_state_dict(self._snapshots.get(index))
+        refresh_masked_weights(model)
         model.eval()
         return model
 

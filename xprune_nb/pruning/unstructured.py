@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-__all__ = ["alive_weights", "apply_weight_removal", "masked_layers", "ensure_masks"]
+__all__ = ["alive_weights", "apply_weight_removal", "masked_layers", "ensure_masks",
+           "refresh_masked_weights"]
 
 
 def alive_weights(layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
@@ -48,3 +49,12 @@ def ensure_masks(model: nn.Module, names: list[str]) -> None:
     for name in names:
         if not hasattr(modules[name], "weight_mask"):
             prune.identity(modules[name], "weight")
+
+
+def refresh_masked_weights(model: nn.Module) -> None:
+    """Recompute ``weight = weight_orig * weight_mask`` now (the pruning hook only does it at the
+    next forward), e.g. after loading a state dict, so ``.weight`` is never stale."""
+    for module in model.modules():
+        if hasattr(module, "weight_mask") and hasattr(module, "weight_orig"):
+            with torch.no_grad():
+                module.weight = module.weight_orig * module.weight_mask
