@@ -3,6 +3,10 @@
 Callbacks have no-op hooks, so a progress bar, a live plot or a panel's stop button plug in
 without special cases. Stopping is checked between batches: a stopped run leaves the model with
 the weights of its last complete batch, which is a consistent state to record.
+
+Under ``torchrun`` (see :mod:`xprune_nb.distributed`) the same loop is data-parallel: the model is
+wrapped in DistributedDataParallel, each rank trains on its shard of every global batch, and the
+loss is scaled so that the averaged gradient is exactly the gradient of the global batch.
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ class ProgressBar(Callback):
     def on_train_start(self, epochs: int, batches_per_epoch: int) -> None:
         from tqdm.auto import tqdm
 
+        from . import distributed
+
+        if not distributed.is_main():
+            return  # one bar for the whole run, not one per rank
+
         self.bar = tqdm(total=epochs * batches_per_epoch, desc=self.desc, leave=False)
 
     def on_batch_end(self, epoch: int, batch: int, loss: float, accuracy: float) -> None:
@@ -146,10 +155,14 @@ def train(
     val_split: Split | None = None,
     callbacks: Sequence[Callback] = (),
     stop: StopSignal | None = None,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``train_split`` with cross-entropy.
 
     Shuffling uses a generator seeded with ``seed``: the same call gives the same weights.
+    ``device`` (default: :func:`xprune_nb.distributed.training_device`, the CPU unless set) is
+    used for the training only: the model is back on the CPU afterwards. Under ``torchrun`` the
+    training is data-parallel (DistributedDataParallel); the result is rank 0's, on every rank.
 
     Examples
     --------
@@ -165,11 +178,33 @@ def train(
     """
     import time
 
+    from . import distributed
+
     start = time.perf_counter()
+    world, rank = distributed.world_size(), distributed.rank()
+    dev = torch.device(device) if device is not None else distributed.training_device()
+    home = next(iter(model.parameters()), torch.empty(0)).device
+    model.to(dev)
+    distributed._refresh_masked(model)
+    net, synced = model, distributed.sync_batchnorm(model)
+    if world > 1:
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # BatchNorm statistics are global already (synced): no buffer broadcast per step
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                   inspect.signature(DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda"
+                                      else None, **no_sync)
     gen = torch.Generator().manual_seed(int(seed))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr, weight_decay)
     per_epoch = (len(train_split) + batch_size - 1) // batch_size
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    val_forward = forward if dev.type == "cpu" else (
+        lambda m, x: forward(m, x.to(dev)).cpu())
     result = TrainResult()
     for cb in callbacks:
         cb.on_train_start(epochs, per_epoch)
@@ -177,22 +212,38 @@ def train(
     model.train()
     try:
         for epoch in range(epochs):
+            # every rank draws the same global batches (same generator), then keeps its shard
             for b, (x, y) in enumerate(batches(train_split, batch_size, shuffle=True,
                                                generator=gen)):
                 if stop is not None and stop.requested:
                     result.stopped = True
+                if world > 1:  # stop together, or the other ranks would wait forever
+                    result.stopped = distributed.all_reduce_sum([float(result.stopped)])[0] > 0
+                if result.stopped:
                     break
-                if len(x) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                      for m in model.modules()):
-                    continue  # BatchNorm cannot train on a batch of one
+                if len(x) < world * (2 if has_bn else 1):
+                    continue  # BatchNorm cannot train on a batch of one; no rank may be empty
+                n = len(x)
+                x, y = x[rank::world].to(dev), y[rank::world].to(dev)
                 opt.zero_grad(set_to_none=True)
-                logits = forward(model, x)
-                loss = F.cross_entropy(logits, y)
+                logits = forward(net, x)
+                if world == 1:
+                    loss = F.cross_entropy(logits, y)
+                else:
+                    # sum / global batch * world: DDP averages over ranks, which gives the
+                    # mean-loss gradient of the whole global batch even for unequal shards
+                    loss = F.cross_entropy(logits, y, reduction="sum") * (world / n)
                 loss.backward()
                 opt.step()
                 result.batches_done += 1
-                loss_v = float(loss.detach())
-                acc_v = float((logits.detach().argmax(1) == y).float().mean())
+                if world == 1:
+                    loss_v = float(loss.detach())
+                    acc_v = float((logits.detach().argmax(1) == y).float().mean())
+                else:  # the whole global batch's numbers, as one process would report them
+                    loss_sum, correct = distributed.all_reduce_sum(
+                        [float(loss.detach()) * n / world,
+                         float((logits.detach().argmax(1) == y).sum())])
+                    loss_v, acc_v = loss_sum / n, correct / n
                 result.losses.append(loss_v)
                 result.accuracies.append(acc_v)
                 for cb in callbacks:
@@ -203,13 +254,19 @@ def train(
             logs = {"epoch": epoch + 1, "train_loss": (sum(result.losses[-per_epoch:])
                                                        / max(len(result.losses[-per_epoch:]), 1))}
             if val_split is not None:
-                logs["val_accuracy"], logs["val_loss"] = evaluate_split(model, val_split, forward)
+                logs["val_accuracy"], logs["val_loss"] = evaluate_split(model, val_split,
+                                                                        val_forward)
             result.val.append(logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
     finally:
         opt.zero_grad(set_to_none=True)
         model.train(was_training)
+        distributed.unsync_batchnorm(synced)
+        if world > 1:  # identical already, up to float reduction order: take rank 0's
+            distributed.broadcast_module(model)
+        model.to(home)
+        distributed._refresh_masked(model)
         result.seconds = time.perf_counter() - start
     for cb in callbacks:
         cb.on_train_end(result)

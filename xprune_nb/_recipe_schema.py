@@ -1,0 +1,209 @@
+"""The recipe schema: allowed keys and value checks, one message shape for every error.
+
+Every check names the step and the field (``steps[1].prune.amount``), says what is allowed and
+what was given; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+
+from .errors import ConfigError
+
+_TOP_KEYS = ("format", "version", "seed", "model", "data", "steps")
+_MODEL_KINDS = ("zoo", "factory", "source")
+_MODEL_KEYS = {"zoo": ("zoo", "weights"),
+               "factory": ("factory", "kwargs", "weights"),
+               "source": ("source", "class_name", "kwargs", "weights")}
+_DATA_KINDS = ("dataset", "factory", "file")
+_DATA_KEYS = {"dataset": ("dataset", "options"), "factory": ("factory", "kwargs"),
+              "file": ("file",)}
+_SCORE_KEYS = ("criterion", "granularity", "samples", "classes", "prune_output", "batch_size")
+_RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed")
+_PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
+               "retrain", "rewind")
+
+
+# ------------------------------------------------------------------ value checks
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pos_int(v) -> bool:
+    return _int(v) and v >= 1
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fraction(v) -> bool:
+    return _number(v) and 0 <= v < 1
+
+
+def _identifier(v) -> bool:
+    return isinstance(v, str) and v.isidentifier() and not keyword.iskeyword(v)
+
+
+def is_import_path(value) -> bool:
+    """True for ``"package.module:attribute"`` made only of Python identifiers.
+
+    Import paths end up as ``from package.module import attribute`` in exported scripts, so
+    nothing but identifiers may pass.
+
+    Examples
+    --------
+    >>> is_import_path("mypkg.models:make_net"), is_import_path("os; rm:x")
+    (True, False)
+    """
+    if not isinstance(value, str) or value.count(":") != 1:
+        return False
+    module, attr = value.split(":")
+    return all(_identifier(p) for p in module.split(".")) and all(
+        _identifier(p) for p in attr.split("."))
+
+
+def _check(ok: bool, call: str, where: str, allowed: str, got) -> None:
+    if not ok:
+        raise ConfigError.bad_value(call, where, allowed, got)
+
+
+def _known(d, keys, call: str, where: str, required=()) -> dict:
+    if not isinstance(d, dict):
+        raise ConfigError.bad_value(call, where, "a mapping of " + ", ".join(keys), d)
+    for key in d:
+        if key not in keys:
+            raise ConfigError.unknown_name(call, where, keys, key)
+    for key in required:
+        if key not in d:
+            raise ConfigError.bad_value(call, f"{where}.{key}", "a value (it is required)",
+                                        None)
+    return d
+
+
+def _kind(d, kinds, call: str, where: str) -> str:
+    present = [k for k in kinds if isinstance(d, dict) and k in d]
+    if len(present) != 1:
+        raise ConfigError.bad_value(call, where, f"a mapping with exactly one of {list(kinds)}",
+                                    d)
+    return present[0]
+
+
+def _check_retrain(p, call: str, where: str) -> None:
+    _known(p, _RETRAIN_KEYS, call, where)
+    from .training import OPTIMIZERS
+
+    checks = {"epochs": (_pos_int, "a positive integer"),
+              "lr": (lambda v: _number(v) and v > 0, "a positive number"),
+              "optimizer": (lambda v: v in OPTIMIZERS, f"one of {list(OPTIMIZERS)}"),
+              "batch_size": (_pos_int, "a positive integer"),
+              "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+              "seed": (_int, "an integer")}
+    for key, value in p.items():
+        test, allowed = checks[key]
+        _check(test(value), call, f"{where}.{key}", allowed, value)
+
+
+def _check_prune(p, call: str, where: str) -> None:
+    from .pruning.schedules import SCHEDULES
+    from .pruning.selection import SCOPES
+    from .scores import NORMALIZATIONS
+
+    _known(p, _PRUNE_KEYS, call, where, required=("amount",))
+    la = p.get("layer_amounts", {})
+    checks = {
+        "amount": (_fraction(p.get("amount")), "a number in [0, 1)"),
+        "scope": (p.get("scope", "global") in SCOPES, f"one of {list(SCOPES)}"),
+        "normalize": (p.get("normalize", "mean") in NORMALIZATIONS,
+                      f"one of {list(NORMALIZATIONS)}"),
+        "layer_amounts": (isinstance(la, dict) and all(
+            isinstance(k, str) and _fraction(v) for k, v in la.items()),
+            "a mapping of layer name -> number in [0, 1)"),
+        "ignore": (isinstance(p.get("ignore", []), list) and all(
+            isinstance(n, str) for n in p.get("ignore", [])), "a list of layer names"),
+        "steps": (_pos_int(p.get("steps", 1)), "a positive integer"),
+        "schedule": (p.get("schedule", "linear") in SCHEDULES, f"one of {list(SCHEDULES)}"),
+        "rewind": (p.get("rewind") in (None, "original") or (
+            _int(p.get("rewind")) and p["rewind"] >= 0),
+            "null, 'original' or a step index >= 0"),
+    }
+    for key, (ok, allowed) in checks.items():
+        _check(ok, call, f"{where}.{key}", allowed, p.get(key))
+    if p.get("retrain") is not None:
+        _check_retrain(p["retrain"], call, f"{where}.retrain")
+
+
+def _check_score(p, call: str, where: str) -> None:
+    from . import criteria
+
+    if not isinstance(p, dict):
+        raise ConfigError.bad_value(call, where, "a mapping with at least 'criterion'", p)
+    name = p.get("criterion")
+    if name not in criteria.available():
+        raise ConfigError.unknown_name(call, f"{where}.criterion", criteria.available(), name)
+    # a criterion's own options (e.g. p for magnitude) are keys of the step too
+    _known(p, _SCORE_KEYS + tuple(criteria.get(name, call).options), call, where)
+    classes = p.get("classes")
+    checks = {
+        "granularity": (p.get("granularity", "channel") in ("channel", "weight"),
+                        "one of ['channel', 'weight']"),
+        "samples": (_pos_int(p.get("samples", 1)), "a positive integer"),
+        "classes": (classes is None or (isinstance(classes, list) and classes and all(
+            _int(c) and c >= 0 for c in classes)), "null or a list of class indices"),
+        "prune_output": (isinstance(p.get("prune_output", False), bool), "true or false"),
+        "batch_size": (_pos_int(p.get("batch_size", 1)), "a positive integer"),
+    }
+    for key, (ok, allowed) in checks.items():
+        _check(ok, call, f"{where}.{key}", allowed, p.get(key))
+
+
+_STEP_CHECKS = {"score": _check_score, "prune": _check_prune, "retrain": _check_retrain}
+
+
+def _check_model(m, call: str) -> dict:
+    kind = _kind(m, _MODEL_KINDS, call, "model")
+    _known(m, _MODEL_KEYS[kind], call, "model",
+           required=("class_name",) if kind == "source" else ())
+    if kind == "zoo":
+        from . import zoo
+
+        if m["zoo"] not in zoo.available():
+            raise ConfigError.unknown_name(call, "model.zoo", zoo.available(), m["zoo"])
+    elif kind == "factory":
+        _check(is_import_path(m["factory"]), call, "model.factory",
+               "'package.module:callable' made of Python identifiers", m["factory"])
+    else:
+        _check(isinstance(m["source"], str) and m["source"].strip() != "", call,
+               "model.source", "the source code of the model class", m["source"])
+        _check(_identifier(m["class_name"]), call, "model.class_name",
+               "a Python identifier defined in model.source", m["class_name"])
+    _check(isinstance(m.get("kwargs", {}), dict) and all(
+        _identifier(k) for k in m.get("kwargs", {})), call, "model.kwargs",
+        "a mapping of argument name -> value", m.get("kwargs"))
+    w = m.get("weights")
+    _check(w is None or (isinstance(w, str) and w != ""), call, "model.weights",
+           "null or the path of a state-dict file", w)
+    return m
+
+
+def _check_data(d, call: str) -> dict:
+    kind = _kind(d, _DATA_KINDS, call, "data")
+    _known(d, _DATA_KEYS[kind], call, "data")
+    if kind == "dataset":
+        from . import datasets
+
+        if d["dataset"] not in datasets.available():
+            raise ConfigError.unknown_name(call, "data.dataset", datasets.available(),
+                                           d["dataset"])
+        _check(isinstance(d.get("options", {}), dict), call, "data.options",
+               "a mapping of datasets.load options", d.get("options"))
+    elif kind == "factory":
+        _check(is_import_path(d["factory"]), call, "data.factory",
+               "'package.module:callable' made of Python identifiers", d["factory"])
+        _check(isinstance(d.get("kwargs", {}), dict), call, "data.kwargs",
+               "a mapping of argument name -> value", d.get("kwargs"))
+    else:
+        _check(isinstance(d["file"], str) and d["file"] != "", call, "data.file",
+               "the path of a tensor file", d["file"])
+    return d

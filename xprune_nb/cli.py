@@ -1,0 +1,227 @@
+"""The ``xprune-nb`` command line: ``demo``, ``run``, ``export`` and ``lab``.
+
+Every command runs headless. Errors print one line and exit with status 2; ``--debug`` shows
+the traceback instead.
+
+Examples
+--------
+>>> from xprune_nb.cli import main
+>>> main(["run", "no_such_recipe.yaml"])  # the error line goes to stderr
+2
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+PROG = "xprune-nb"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="Explainable pruning of PyTorch models, from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", parents=[common], help="run the quick-start study headless",
+                          description="Score, prune and retrain the bundled digits CNN; write "
+                          "the exported script, the recipe, an HTML report and the model.")
+    demo.add_argument("--out", type=Path, default=Path("xprune_demo"), help="output folder")
+    demo.add_argument("--criterion", default="taylor", help="importance criterion")
+    demo.add_argument("--amount", type=_fraction, default=0.3, help="fraction to prune")
+    demo.add_argument("--epochs", type=_positive_int, default=2, help="retraining epochs")
+    demo.add_argument("--samples", type=_positive_int, default=256,
+                      help="reference examples for scoring")
+
+    run = sub.add_parser("run", parents=[common], help="run a recipe (YAML or JSON) headless")
+    run.add_argument("recipe", type=Path, help="recipe file (.yaml, .yml or .json)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="output folder (default: RECIPE's name without suffix + '_out')")
+    run.add_argument("--epochs", type=_positive_int, default=None,
+                     help="epochs of every retraining (default: as in the recipe)")
+    run.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    run.add_argument("--trust-source", action="store_true",
+                     help="allow running model source code carried by the recipe")
+
+    export = sub.add_parser("export", parents=[common], help="script from a saved study")
+    export.add_argument("study", type=Path, help="a study file written by Study.save")
+    export.add_argument("script", type=Path, help="the script to write (.py)")
+
+    lab = sub.add_parser("lab", parents=[common],
+                         help="JupyterLab on a copy of the bundled notebooks")
+    lab.add_argument("--dir", type=Path, default=Path("."),
+                     help="where to copy the notebooks (default: the current folder)")
+    lab.add_argument("--force", action="store_true", help="overwrite existing notebooks")
+    lab.add_argument("--no-launch", action="store_true",
+                     help="copy the notebooks and print the command, but do not start Jupyter")
+    return parser
+
+
+# ------------------------------------------------------------------ commands
+def _write_all(study, out: Path, script_name: str, *, report: bool = True) -> dict:
+    from .export import write_outputs
+    from .export.report import write_report
+
+    metrics = write_outputs(study, out)
+    study.export_script(out / script_name)
+    if report:
+        write_report(study, out)
+    return metrics
+
+
+def _summary(study, out: Path) -> None:
+    frame = study.compare(0, study.current)
+    print(frame.to_string(float_format=lambda x: f"{x:.4g}"))
+    print(f"\nwritten to {out}: " + ", ".join(sorted(p.name for p in out.iterdir()
+                                                      if p.is_file())))
+
+
+def _demo(args) -> int:
+    import xprune_nb as xp
+
+    xp.criteria.get(args.criterion, "Study.score")  # fail before any work on a typo
+    print(f"{PROG} demo: digits_cnn on digits, {args.criterion} scores, prune "
+          f"{args.amount:.0%}, retrain {args.epochs} epochs", flush=True)
+    study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"), seed=0)
+    bars = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            from tqdm.auto import tqdm
+
+            bars.append(tqdm(total=total, desc="score", leave=False))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        study.score(args.criterion, samples=args.samples, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    study.prune(args.amount)
+    study.retrain(epochs=args.epochs)
+    _write_all(study, args.out, "prune_digits.py")
+    _summary(study, args.out)
+    return 0
+
+
+def _run(args) -> int:
+    import xprune_nb as xp
+
+    from . import distributed
+    from .recipe import Recipe
+
+    recipe = Recipe.load(args.recipe)
+    distributed.setup(args.device)
+    try:
+        study = xp.Study.from_recipe(recipe, epochs=args.epochs,
+                                     trust_source=args.trust_source)
+        out = args.out or args.recipe.with_name(args.recipe.stem + "_out")
+        if distributed.is_main():
+            _write_all(study, out, "reproduce.py")
+            _summary(study, out)
+    finally:
+        distributed.teardown()
+    return 0
+
+
+def _export(args) -> int:
+    import xprune_nb as xp
+
+    study = xp.Study.load(args.study)
+    path = study.export_script(args.script)
+    print(f"wrote {path}")
+    return 0
+
+
+def bundled_notebooks() -> Path:
+    """The notebooks shipped with the package (or, in a source checkout, the repository's)."""
+    from importlib import resources
+
+    from .errors import StudyFileError
+
+    installed = Path(str(resources.files("xprune_nb"))) / "notebooks"
+    checkout = Path(__file__).resolve().parent.parent / "notebooks"
+    for folder in (installed, checkout):
+        if folder.is_dir() and any(folder.glob("*.ipynb")):
+            return folder
+    raise StudyFileError("xprune-nb lab: no bundled notebooks found in this installation.")
+
+
+def _lab(args) -> int:
+    source = bundled_notebooks()
+    target = args.dir
+    target.mkdir(parents=True, exist_ok=True)
+    for nb in sorted(source.glob("*.ipynb")):
+        dest = target / nb.name
+        if dest.exists() and not args.force:
+            print(f"kept {dest} (exists; --force overwrites it)")
+            continue
+        shutil.copyfile(nb, dest)
+        print(f"copied {dest}")
+    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={target}"]
+    if args.no_launch:
+        print("start it with: " + " ".join(command))
+        return 0
+    import importlib.util
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError.for_package("jupyterlab", "xprune-nb lab", "lab")
+    return subprocess.call(command)
+
+
+_COMMANDS = {"demo": _demo, "run": _run, "export": _export, "lab": _lab}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``xprune-nb``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
+        if args.debug:
+            raise
+        from .errors import XPruneError
+
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, XPruneError):
+            text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+        print(f"{PROG}: error: {text}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

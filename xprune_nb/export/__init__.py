@@ -1,0 +1,18 @@
+"""Export: standalone scripts, pruned-model checkpoints and recipe replay.
+
+* :func:`write_script` — a readable ``.py`` file that reproduces a study (``study.export_script``).
+* :func:`save_pruned` / :func:`load_pruned` — pruned models as plain tensors and data.
+* :func:`write_outputs`, :func:`load_weights`, :func:`load_data` — what exported scripts call.
+
+Nothing here imports widgets; scripts need only this headless core and torch.
+"""
+
+from __future__ import annotations
+
+from .checkpoint import load_pruned, save_pruned
+from .outputs import load_data, load_weights, summary_metrics, write_outputs
+from .replay import as_bundle
+from .script import write_script
+
+__all__ = ["write_script", "save_pruned", "load_pruned", "write_outputs", "load_weights",
+           "load_data", "summary_metrics", "as_bundle"]

@@ -1,0 +1,209 @@
+"""Turn a study's history (the path from the original model to the current step) into a Recipe.
+
+Only the path to the current step is replayed: steps on abandoned branches (after ``undo`` or
+``goto``) are not part of the model the user has now. Every parameter comes from the steps'
+recorded ``config``; retraining seeds are written out, so the replay does not depend on where a
+step sat in a branching history. A ``prune(steps=N)`` call is written as one step when the path
+holds all of its rounds, and as one step per round otherwise (e.g. after ``goto`` into the
+middle of it).
+"""
+
+from __future__ import annotations
+
+from .._recipe_schema import _RETRAIN_KEYS
+from ..errors import ConfigError
+from ..recipe import Recipe, StepConfig
+from .replay import IN_MEMORY
+
+__all__ = ["study_recipe", "model_spec", "data_spec"]
+
+_CALL = "Study.recipe"
+_SCORE_DROP = ("seed",)
+_PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
+               "retrain", "rewind")
+
+
+def _path(study) -> list:
+    steps, index = [], study.current
+    while index is not None:
+        steps.append(study.history[index])
+        index = study.history[index].parent
+    return steps[::-1]
+
+
+def _score_params(config: dict) -> dict:
+    options = {k: v for k, v in config.get("score_options", {}).items() if k not in _SCORE_DROP}
+    out = {"criterion": config["criterion"], "granularity": config["granularity"]}
+    for key in ("samples", "classes", "prune_output"):
+        if key in options:
+            out[key] = options.pop(key)
+    if isinstance(out.get("classes"), tuple):
+        out["classes"] = list(out["classes"])
+    out.update(options)
+    return out
+
+
+def _retrain_params(config: dict, seed: int, where: str) -> dict:
+    if config.get("custom_train_fn") or "train_fn" in config:
+        raise ConfigError(f"{_CALL}: {where} retrained with your own train_fn, which a recipe "
+                          "cannot reproduce; retrain with Study.retrain's own loop instead.")
+    out = {k: config[k] for k in _RETRAIN_KEYS if k in config}
+    out.setdefault("seed", seed)
+    return out
+
+
+def _same_call(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in _PRUNE_KEYS + ("criterion", "granularity"))
+
+
+def _whole_call(path: list, i: int, seed: int) -> int:
+    """Length of the iterative prune call starting at ``path[i]`` if the path holds all of it
+    (and its retraining seeds replay as recorded); 0 otherwise."""
+    first = path[i].config
+    n, retrain = first.get("steps", 1), first.get("retrain")
+    length = n * (2 if retrain else 1)
+    if first.get("round", 1) != 1 or i + length > len(path):
+        return 0
+    for k in range(length):
+        s = path[i + k]
+        if retrain and k % 2 == 1:
+            if s.kind != "retrain" or s.config.get("seed", seed + s.index) != seed + i + k:
+                return 0
+        elif s.kind != "prune" or not _same_call(s.config, first) or (
+                s.config.get("round") != k // (2 if retrain else 1) + 1):
+            return 0
+    return length
+
+
+def _steps(study) -> list[StepConfig]:
+    path = _path(study)
+    position = {s.index: i for i, s in enumerate(path)}
+    seed = study.seed
+    out: list[StepConfig] = []
+
+    def rewind(value):
+        return value if value in (None, "original") else position[value]
+
+    i = 1
+    while i < len(path):
+        s, c = path[i], path[i].config
+        where = f"step {s.index} ({s.label})"
+        if s.stopped:
+            raise ConfigError(f"{_CALL}: {where} was stopped before it finished, which a "
+                              "recipe cannot reproduce; go back to its parent with "
+                              f"study.goto({s.parent}) and retrain to the end.")
+        if s.kind == "retrain":
+            out.append(StepConfig("retrain", _retrain_params(c, seed + s.index, where)))
+            i += 1
+            continue
+        out.append(StepConfig("score", _score_params(c)))
+        length = _whole_call(path, i, seed)
+        params = {k: c[k] for k in _PRUNE_KEYS if k in c}
+        params["rewind"] = rewind(params.get("rewind"))
+        if params.get("retrain") is not None:
+            params["retrain"] = {k: v for k, v in params["retrain"].items()
+                                 if k in _RETRAIN_KEYS}
+        if length:
+            i += length
+        else:  # one round of a call the path does not hold entirely: replay it on its own
+            n = c.get("steps", 1)
+            params.update(amount=c.get("fraction", c["amount"]), steps=1, retrain=None,
+                          layer_amounts={k: 1 - (1 - v) ** (1 / n)
+                                         for k, v in c.get("layer_amounts", {}).items()})
+            i += 1
+        out.append(StepConfig("prune", params))
+    scores = study._scores.get(study.current)
+    if scores is not None:  # scored but not pruned yet: keep the scores in the replay
+        out.append(StepConfig("score", _score_params(
+            {"criterion": scores.criterion, "granularity": scores.granularity,
+             "score_options": scores.options})))
+    return out
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _check_rebuilds(study, kwargs: dict) -> None:
+    """The recorded class + kwargs must rebuild the original architecture."""
+    import torch
+
+    cls = type(study.original)
+    try:
+        with torch.random.fork_rng(devices=[]):  # building it must not move the user's RNG
+            fresh = cls(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user must tell us the arguments
+        raise ConfigError(
+            f"{_CALL}(model=...): cannot rebuild {cls.__name__}(**{kwargs!r}) "
+            f"({type(exc).__name__}: {exc}); give its constructor arguments, e.g. "
+            "study.recipe(model={'kwargs': {...}}).") from exc
+    want = {k: tuple(v.shape) for k, v in study.original.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    if want != got:
+        raise ConfigError(
+            f"{_CALL}(model=...): {cls.__name__}(**{kwargs!r}) does not rebuild the study's "
+            "architecture (its tensors differ); give the constructor arguments used, e.g. "
+            "study.recipe(model={'kwargs': {...}}).")
+
+
+def model_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
+    """The recipe's ``model`` entry and the original weights to store (None: not needed)."""
+    from .source import capture_model_source, is_importable
+
+    override = dict(override or {})
+    state = {k: v.detach().clone() for k, v in study.original.state_dict().items()}
+    kinds = [k for k in ("zoo", "factory", "source") if k in override]
+    if kinds:
+        return override, (None if override.get("weights") else state)
+    known = dict(getattr(study, "_recipe_model", None) or {})
+    source = study.model_source
+    if "kwargs" in override:
+        known["kwargs"] = override["kwargs"]
+    if source.get("kind") == "zoo":
+        from .. import zoo
+
+        shipped = zoo.load(source["name"]).state_dict()
+        return {"zoo": source["name"]}, (None if _same_state(shipped, state) else state)
+    kwargs = dict(known.get("kwargs", {}))
+    cls = type(study.original)
+    if "source" in known and "class_name" in known:
+        return {"source": known["source"], "class_name": known["class_name"],
+                "kwargs": kwargs}, state
+    if "factory" in known:  # built by a recipe: keep its factory (maybe a function)
+        return {"factory": known["factory"], "kwargs": kwargs}, state
+    _check_rebuilds(study, kwargs)
+    if is_importable(cls):
+        return {"factory": f"{cls.__module__}:{cls.__qualname__}", "kwargs": kwargs}, state
+    captured = capture_model_source(study.original)
+    return {"source": captured.text(), "class_name": captured.class_name,
+            "kwargs": kwargs}, state
+
+
+def data_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
+    """The recipe's ``data`` entry and the splits to store (None: not needed)."""
+    if override:
+        return dict(override), None
+    src = study.data.source
+    if src:
+        return {"dataset": src["name"],
+                "options": {k: v for k, v in src.items() if k != "name"}}, None
+    d = study.data
+    splits = {name: {"X": d.split(name).X, "y": d.split(name).y}
+              for name in ("train", "val", "test")}
+    splits["meta"] = {"class_names": list(d.class_names), "feature_names": d.feature_names,
+                      "kind": d.kind}
+    return {"file": IN_MEMORY}, splits
+
+
+def study_recipe(study, *, model: dict | None = None, data: dict | None = None) -> Recipe:
+    """The recipe that rebuilds ``study``'s current model from its original one."""
+    if getattr(study, "_output_fn", None) is not None:
+        raise ConfigError(f"{_CALL}: the study uses a custom output_fn, which a recipe cannot "
+                          "carry; wrap the model so that it returns logits instead.")
+    m, state = model_spec(study, model)
+    d, splits = data_spec(study, data)
+    recipe = Recipe(model=m, data=d, steps=_steps(study), seed=study.seed)
+    recipe.model_state, recipe.data_splits = state, splits
+    return recipe

@@ -1,0 +1,220 @@
+"""Run a recipe: build its model and data, then replay its steps on a Study.
+
+:func:`plan` turns the recipe's steps into the exact calls to make (the same list drives
+``Study.from_recipe`` and the code of exported scripts, so both do the same thing), and
+:func:`run` makes them: under ``torchrun``, scoring and pruning on rank 0 only, followed by a
+broadcast of the result; retraining on every rank (data-parallel).
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, DataError, StudyFileError
+from ..recipe import Recipe
+
+__all__ = ["Op", "plan", "run", "build_model", "build_data", "as_bundle", "import_object"]
+
+IN_MEMORY = "(in memory; written by Recipe.save)"
+
+
+@dataclass
+class Op:
+    """One call to make on the study: ``getattr(study, action)(**params)``."""
+
+    action: str
+    params: dict[str, Any] = field(default_factory=dict)
+    #: False for retraining (every rank takes part); True for scoring and pruning (rank 0)
+    on_main: bool = True
+
+
+def import_object(path: str, call: str):
+    """Import ``"package.module:attribute"`` (validated as identifiers by the recipe)."""
+    module, _, attr = path.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # noqa: BLE001 - ImportError, AttributeError, errors in the module
+        raise ConfigError(f"{call}: cannot import {path!r}: {type(exc).__name__}: {exc}") from exc
+    return obj
+
+
+def _load_weights(recipe: Recipe, model: nn.Module, call: str) -> None:
+    state = recipe.model_state
+    weights = recipe.model.get("weights")
+    if state is None and weights:
+        path = recipe.resolve(weights)
+        if not path.is_file():
+            raise StudyFileError(f"{call}(model.weights=...): no such file {str(path)!r}.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - unpickling refused or corrupt file
+            raise StudyFileError(f"{call}(model.weights=...): {str(path)!r} is not a readable "
+                                 f"state dict: {' '.join(str(exc).split())}") from exc
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise StudyFileError(f"{call}(model.weights=...): the weights do not fit the model: "
+                                 f"{' '.join(str(exc).split())[:300]}") from exc
+
+
+def build_model(recipe: Recipe, *, trust_source: bool = False,
+                call: str = "Study.from_recipe") -> nn.Module:
+    """The recipe's original model, with its weights.
+
+    A model given as source code is executed only with ``trust_source=True``: the recipe file
+    then runs code, like a script would.
+    """
+    spec = recipe.model
+    if "zoo" in spec:
+        from .. import zoo
+
+        model = zoo.load(spec["zoo"], pretrained=not spec.get("weights") and (
+            recipe.model_state is None))
+    elif "factory" in spec:
+        factory = import_object(spec["factory"], f"{call}(model.factory=...)")
+        model = factory(**spec.get("kwargs", {}))
+    else:
+        if not trust_source:
+            raise ConfigError(
+                f"{call}(model.source=...): this recipe carries the model's source code, and "
+                "building the model runs it. Pass trust_source=True (command line: "
+                "--trust-source) if you trust the recipe, or pass model=<an instance>.")
+        # a module of its own, so the classes do not land in (or clash with) the caller's
+        module = types.ModuleType("xprune_nb_recipe_model")
+        exec(compile(spec["source"], "<recipe model.source>", "exec"), module.__dict__)
+        cls = module.__dict__.get(spec["class_name"])
+        if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+            raise ConfigError.bad_value(call, "model.class_name",
+                                        "an nn.Module class defined in model.source",
+                                        spec["class_name"])
+        model = cls(**spec.get("kwargs", {}))
+    if not isinstance(model, nn.Module):
+        raise ConfigError.bad_value(call, "model", "a factory returning a torch.nn.Module",
+                                    type(model).__name__)
+    _load_weights(recipe, model, call)
+    return model.eval()
+
+
+def as_bundle(data):
+    """What a data factory returns, as something :class:`Study` takes as ``data``: a
+    DataBundle (or any object with ``train``/``val``/``test``) as is, a ``(train, val, test)``
+    tuple or a ``{"train": ..., "val": ..., "test": ...}`` dict wrapped.
+
+    Examples
+    --------
+    >>> import torch
+    >>> split = (torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))
+    >>> as_bundle((split, split, split)).val is split
+    True
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 3:
+        return types.SimpleNamespace(train=data[0], val=data[1], test=data[2])
+    if isinstance(data, dict):
+        return types.SimpleNamespace(**data)
+    return data
+
+
+def build_data(recipe: Recipe, call: str = "Study.from_recipe"):
+    """The recipe's data: a DataBundle, or an object with ``train``/``val``/``test``."""
+    spec = recipe.data
+    if "dataset" in spec:
+        from .. import datasets
+
+        options = dict(spec.get("options", {}))
+        try:
+            return datasets.load(spec["dataset"], **options)
+        except TypeError as exc:
+            raise ConfigError(f"{call}(data.options=...): {exc}") from exc
+    if "factory" in spec:
+        return as_bundle(import_object(spec["factory"], f"{call}(data.factory=...)")(
+            **spec.get("kwargs", {})))
+    stored = recipe.data_splits
+    if stored is None:
+        path = recipe.resolve(spec["file"])
+        if not path.is_file():
+            raise StudyFileError(f"{call}(data.file=...): no such file {str(path)!r}.")
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise StudyFileError(f"{call}(data.file=...): {str(path)!r} is not a readable "
+                                 f"data file: {' '.join(str(exc).split())}") from exc
+    try:
+        return types.SimpleNamespace(
+            **{k: (v["X"], v["y"]) for k, v in stored.items() if k in ("train", "val", "test")},
+            **stored.get("meta", {}))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{call}(data.file=...): the data file is damaged ({exc}).") from exc
+
+
+def plan(recipe: Recipe, *, expand: bool = False, epochs: int | None = None) -> list[Op]:
+    """The calls that replay ``recipe`` on a fresh study.
+
+    With ``expand``, an iterative ``prune`` that retrains between rounds is written as its
+    rounds (score → prune one round → retrain), so that the retraining can run on every rank
+    while scoring and pruning stay on rank 0. The rounds are the very computations the single
+    call makes, with the retraining seeds it would use.
+    """
+    from ..pruning.schedules import step_fractions
+
+    if epochs is not None:
+        recipe = recipe.with_epochs(epochs)
+    ops: list[Op] = []
+    index = 1          # history index of the next step; step 0 is the original model
+    last_score: dict = {}
+    for step in recipe.steps:
+        p = dict(step.params)
+        if step.action == "score":
+            last_score = p
+            ops.append(Op("score", p))
+        elif step.action == "retrain":
+            ops.append(Op("retrain", {**p, "seed": p.get("seed", recipe.seed + index)}, False))
+            index += 1
+        elif not (expand and p.get("retrain")):
+            ops.append(Op("prune", p))
+            n = p.get("steps", 1)
+            index += n * (2 if p.get("retrain") else 1)
+        else:
+            n = p.get("steps", 1)
+            fractions = step_fractions(p["amount"], n, p.get("schedule", "linear"))
+            la = {k: 1 - (1 - v) ** (1 / n) for k, v in p.get("layer_amounts", {}).items()}
+            for i, frac in enumerate(fractions):
+                if i > 0:  # Study.prune re-scores with the same options (batch size default)
+                    ops.append(Op("score", {k: v for k, v in last_score.items()
+                                            if k != "batch_size"}))
+                ops.append(Op("prune", {**{k: v for k, v in p.items() if k != "retrain"},
+                                        "amount": frac, "steps": 1, "layer_amounts": la}))
+                index += 1
+                r = dict(p["retrain"])
+                ops.append(Op("retrain", {**r, "seed": r.get("seed", recipe.seed + index)},
+                              False))
+                index += 1
+    return ops
+
+
+def run(study, ops: list[Op], *, progress: bool = True):
+    """Make the calls ``ops`` on ``study``; under torchrun, rank 0 scores and prunes."""
+    from .. import distributed
+
+    pending_sync = False
+    for op in ops:
+        if op.on_main:
+            if distributed.is_main():
+                getattr(study, op.action)(**op.params)
+            pending_sync = True
+            continue
+        if pending_sync:
+            distributed.broadcast_study(study)
+            pending_sync = False
+        study.retrain(**op.params, progress=progress)
+    if pending_sync:
+        distributed.broadcast_study(study)
+    return study

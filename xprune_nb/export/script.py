@@ -1,0 +1,361 @@
+"""Write a recipe as a standalone, readable Python script.
+
+No user string is ever pasted as code: names, labels, file names and values are written with
+``repr()`` (and checked to read back as the same literal), keyword names and import paths must
+be Python identifiers. The one exception is deliberate: the source code of a model class that
+lived only in a notebook is carried verbatim, because a script is code its user reads and runs
+on purpose.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import keyword
+import re
+import textwrap
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..recipe import Recipe
+from .replay import Op, plan
+
+__all__ = ["write_script", "render_script"]
+
+_CALL = "Study.export_script"
+_WIDTH = 88
+#: names the script defines or imports itself; notebook code must not redefine them
+_RESERVED = {"argparse", "Path", "xp", "dist", "load_weights", "load_data", "write_outputs",
+             "HERE", "SEED", "MODEL", "DATA", "build_model", "build_data", "main",
+             "model_factory", "data_factory", "as_bundle"}
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def _lit(value, where: str) -> str:
+    """``repr(value)``, checked to be a plain literal that reads back as ``value``."""
+    text = repr(value)
+    try:
+        ok = ast.literal_eval(text) == value
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        ok = False
+    if not ok:
+        raise ConfigError.bad_value(_CALL, where, "a plain value (number, string, bool, None, "
+                                    "list or dict of those)", value)
+    return text
+
+
+def _ident(name, where: str) -> str:
+    if not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)):
+        raise ConfigError.bad_value(_CALL, where, "a Python identifier", name)
+    return name
+
+
+def _call(head: str, args: list[str], indent: str) -> list[str]:
+    """``head(args...)`` on one line, or wrapped with one argument list per line block."""
+    one = f"{indent}{head}({', '.join(args)})"
+    if len(one) <= _WIDTH:
+        return [one]
+    lines, line, inner = [f"{indent}{head}("], "", indent + "    "
+    for arg in args:
+        piece = arg + ","
+        if "\n" in arg or len(inner) + len(line) + len(piece) + 1 > _WIDTH:
+            if line:
+                lines.append(inner + line)
+            line = ""
+            if "\n" in arg or len(inner) + len(piece) > _WIDTH:
+                lines.append(inner + piece.replace("\n", "\n" + inner))
+                continue
+        line = f"{line} {piece}" if line else piece
+    if line:
+        lines.append(inner + line)
+    lines.append(f"{indent})")
+    return lines
+
+
+def _kwargs(params: dict, where: str, skip=()) -> list[str]:
+    import pprint
+
+    out = []
+    for key, value in params.items():
+        if key in skip:
+            continue
+        text = _lit(value, f"{where}.{key}")
+        if len(text) > 60 and isinstance(value, (dict, list)):
+            text = pprint.pformat(value, width=_WIDTH - 16, sort_dicts=False)
+        out.append(f"{_ident(key, where)}={text}")
+    return out
+
+
+def _shown(name: str) -> str:
+    return name if _SAFE_NAME.fullmatch(name) else repr(name)
+
+
+def _import(path: str, alias: str) -> tuple[str, str]:
+    """``from module import first as alias`` and the expression naming the object."""
+    module, attr = path.split(":")
+    first, *rest = attr.split(".")
+    for part in module.split(".") + attr.split("."):
+        _ident(part, "factory")
+    return f"from {module} import {first} as {alias}", ".".join([alias, *rest])
+
+
+def _defined_names(source: str) -> set[str]:
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+def _split_imports(source: str) -> tuple[list[str], str]:
+    """The leading import statements of ``source`` (re-written from the syntax tree, so only
+    identifiers) and the rest of the text, verbatim."""
+    tree = ast.parse(source)
+    hoisted, end = [], 0
+    for node in tree.body:
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or getattr(node, "level", 0):
+            break
+        hoisted += [ast.unparse(type(node)(**{**node.__dict__, "names": [a]}))
+                    for a in node.names]
+        end = node.end_lineno
+    return hoisted, "\n".join(source.splitlines()[end:])
+
+
+def _sorted_block(lines: list[str]) -> list[str]:
+    """Import lines grouped and ordered as isort (and ruff's ``I`` rules) want them: standard
+    library, third party, then xprune_nb; ``import x`` before ``from x import y``."""
+    import sys
+
+    def module(line: str) -> str:
+        return line.split()[1]
+
+    def section(line: str) -> int:
+        top = module(line).split(".")[0]
+        return 0 if top in sys.stdlib_module_names else 2 if top == "xprune_nb" else 1
+
+    out: list[str] = []
+    for sec in range(3):
+        block = sorted({ln for ln in lines if section(ln) == sec},
+                       key=lambda ln: (ln.startswith("from "), module(ln).lower(), ln))
+        if block:
+            out += ([""] if out else []) + block
+    return out
+
+
+def _model_code(recipe: Recipe, stem: str, imports: list[str], top: list[str]):
+    spec = recipe.model
+    kwargs = spec.get("kwargs", {})
+    body: list[str] = []
+    uses_here = False
+    if "zoo" in spec:
+        body.append(f"    model = xp.zoo.load({_lit(spec['zoo'], 'model.zoo')})")
+        override = None
+    elif "factory" in spec:
+        line, expr = _import(spec["factory"], "model_factory")
+        imports.append(line)
+        body.append(f"    model = {expr}(**MODEL['kwargs'])")
+        override = {"factory": spec["factory"], "kwargs": kwargs}
+    else:
+        source = spec["source"]
+        try:
+            clash = _defined_names(source) & _RESERVED
+        except SyntaxError as exc:
+            raise ConfigError(f"{_CALL}: the model's source code does not parse: {exc}") from exc
+        if clash:
+            raise ConfigError(f"{_CALL}: the notebook code defines {sorted(clash)}, names the "
+                              "script needs; rename them in the notebook.")
+        name = _ident(spec["class_name"], "model.class_name")
+        if name not in _defined_names(source):
+            raise ConfigError.bad_value(_CALL, "model.class_name", "a class defined in the "
+                                        "model's source", name)
+        hoisted, rest = _split_imports(source)
+        imports.extend(hoisted)
+        top.append(rest.strip("\n"))
+        body.append(f"    model = {name}(**MODEL['kwargs'])")
+        override = {"kwargs": kwargs}
+    if recipe.model_state is not None or spec.get("weights"):
+        body.append(f"    load_weights(model, HERE / {_lit(stem + '.weights.pt', 'weights')})")
+        uses_here = True
+    body.append("    return model.eval()")
+    return body, override, uses_here
+
+
+def _data_code(recipe: Recipe, stem: str, imports: list[str]):
+    spec = recipe.data
+    if "dataset" in spec:
+        args = [_lit(spec["dataset"], "data.dataset")] + _kwargs(spec.get("options", {}),
+                                                                  "data.options")
+        return _call("return xp.datasets.load", args, "    "), None, False
+    if "factory" in spec:
+        line, expr = _import(spec["factory"], "data_factory")
+        imports.append(line)
+        return ([f"    return as_bundle({expr}(**DATA['kwargs']))"],
+                {"factory": spec["factory"], "kwargs": spec.get("kwargs", {})}, False)
+    return [f"    return load_data(HERE / {_lit(stem + '.data.pt', 'data file')})"], None, True
+
+
+def _steps_code(ops: list[Op]) -> list[str]:
+    lines: list[str] = []
+    in_main = False
+    for op in ops:
+        if op.on_main and not in_main:
+            lines += ["", "    # scoring and pruning run once, on rank 0; under torchrun the "
+                      "others", "    # receive the pruned model from it",
+                      "    if dist.is_main():"]
+            in_main = True
+        elif not op.on_main and in_main:
+            lines.append("    dist.broadcast_study(study)")
+            in_main = False
+        if op.action == "retrain":
+            p = dict(op.params)
+            epochs = _lit(p.pop("epochs", 1), "retrain.epochs")
+            args = [f"epochs=args.epochs or {epochs}"] + _kwargs(p, "retrain")
+            lines += ["", "    # data-parallel (DistributedDataParallel) under torchrun"]
+            lines += _call("study.retrain", args + ["progress=not args.quiet"], "    ")
+            continue
+        indent = "        "
+        if op.action == "score":
+            p = dict(op.params)
+            args = [_lit(p.pop("criterion"), "score.criterion")] + _kwargs(p, "score")
+        else:
+            p = dict(op.params)
+            args = [_lit(p.pop("amount"), "prune.amount")] + _kwargs(p, "prune")
+        lines += _call(f"study.{op.action}", args, indent)
+    if in_main:
+        lines.append("    dist.broadcast_study(study)")
+    return lines
+
+
+def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -> str:
+    """The text of the script for ``recipe`` (``name`` is the script's file name)."""
+    from .. import __version__
+
+    stem = Path(name).stem
+    imports: list[str] = []
+    top: list[str] = []
+    model_body, model_override, here1 = _model_code(recipe, stem, imports, top)
+    data_body, data_override, here2 = _data_code(recipe, stem, imports)
+    ops = plan(recipe, expand=True)
+    kinds = "\n".join(textwrap.wrap("Steps: " + (", ".join(op.action for op in ops) or "none")
+                                    + ".", _WIDTH - 2, initial_indent="# ",
+                                    subsequent_indent="#   "))
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    origin = ""
+    if study is not None:
+        origin = (f"# from a study at step {int(study.current)} of {len(study.history)} "
+                  f"(test accuracy {float(study.step.metrics.get('accuracy', 0)):.4f}, "
+                  f"{int(study.step.metrics.get('params', 0))} parameters).\n")
+    model_desc = (f"zoo model {_lit(recipe.model['zoo'], 'zoo')}" if "zoo" in recipe.model
+                  else f"factory {_lit(recipe.model['factory'], 'factory')}"
+                  if "factory" in recipe.model
+                  else f"notebook class {_ident(recipe.model['class_name'], 'class_name')}")
+    data_desc = (f"dataset {_lit(recipe.data['dataset'], 'dataset')}" if "dataset" in recipe.data
+                 else f"factory {_lit(recipe.data['factory'], 'factory')}"
+                 if "factory" in recipe.data else "tensors stored next to this script")
+    shown = _shown(Path(name).name)
+    header = (
+        "#!/usr/bin/env python3\n"
+        "# Reproduces a pruned model made with xprune_nb, outside the notebook.\n"
+        f"# Made by xprune_nb {__version__} (Study.export_script) on {when},\n"
+        + origin +
+        f"# Model: {model_desc}.\n# Data: {data_desc}. Seed: {int(recipe.seed)}.\n"
+        f"{kinds}\n#\n"
+        "# It rebuilds the original model, loads its weights, replays the recorded steps,\n"
+        "# evaluates the result and writes into --out:\n"
+        "#   model.pt      the pruned model: xprune_nb.load_pruned('OUT/model.pt')\n"
+        "#   recipe.yaml   the same steps as a recipe: xprune-nb run OUT/recipe.yaml\n"
+        "#   metrics.json  parameters, MACs, accuracy, world size...\n#\n"
+        "# Usage:\n"
+        f"#   python {shown} --out OUT [--epochs N] [--device cpu|cuda]\n"
+        f"#   torchrun --nproc_per_node=2 {shown} --out OUT   (data-parallel retraining)\n"
+    )
+    helpers = ["write_outputs"] + (["load_weights"] if any(
+        "load_weights" in line for line in model_body) else []) + (
+        ["load_data"] if any("load_data" in line for line in data_body) else []) + (
+        ["as_bundle"] if any("as_bundle" in line for line in data_body) else [])
+    lines = [header + '"""Reproduce a pruned model with xprune_nb (see the comments above)."""',
+             ""]
+    lines += _sorted_block(imports + [
+        "import argparse", "from pathlib import Path", "import xprune_nb as xp",
+        "from xprune_nb import distributed as dist",
+        f"from xprune_nb.export import {', '.join(sorted(helpers))}"])
+    if top:
+        lines += ["", "# " + "-" * 20 + " the model's code, as defined in the notebook",
+                  "", "\n".join(top), "", "", "# " + "-" * 68]
+    lines += [""] if not top else ["", ""]
+    if here1 or here2:
+        lines.append("HERE = Path(__file__).resolve().parent")
+    lines.append(f"SEED = {int(recipe.seed)}")
+    if model_override is not None:  # the constructor arguments (and factory), as recorded
+        lines.append("MODEL = " + _lit({k: v for k, v in recipe.model.items()
+                                        if k in ("factory", "class_name", "kwargs")}, "model"))
+    if data_override is not None:
+        lines.append("DATA = " + _lit(data_override, "data"))
+    lines += ["", "", "def build_model():", '    """The original model, with its weights."""']
+    lines += model_body
+    lines += ["", "", "def build_data():", '    """The train/val/test data of the study."""']
+    lines += data_body
+    overrides = []
+    if model_override is not None:
+        overrides.append("model=" + ("MODEL" if "factory" in model_override
+                                     else "{'kwargs': MODEL['kwargs']}"))
+    if data_override is not None:
+        overrides.append("data=DATA")
+    lines += [
+        "", "", "def main(argv=None):",
+        "    parser = argparse.ArgumentParser(description=__doc__)",
+        "    parser.add_argument('--out', type=Path, default=Path('xprune_out'),",
+        "                        help='folder for model.pt, recipe.yaml, metrics.json')",
+        "    parser.add_argument('--epochs', type=int, default=None,",
+        "                        help='epochs of every retraining (default: as recorded)')",
+        "    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')",
+        "    parser.add_argument('--quiet', action='store_true', help='no progress bars')",
+        "    args = parser.parse_args(argv)",
+        "    if args.epochs is not None and args.epochs < 1:",
+        "        parser.error('--epochs must be a positive integer')",
+        "    dist.setup(args.device)",
+        "    study = xp.Study(build_model(), build_data(), seed=SEED)",
+    ]
+    lines += _steps_code(ops)
+    lines += ["", "    if dist.is_main():"]
+    lines += _call("metrics = write_outputs", ["study", "args.out"] + overrides, "        ")
+    lines += ["        for key in ('params', 'macs', 'accuracy', 'world_size'):",
+              "            print(f'{key}: {metrics[key]}')",
+              "    dist.teardown()", "", "",
+              "if __name__ == '__main__':", "    main()", ""]
+    text = "\n".join(lines)
+    ast.parse(text)  # a generated script that does not parse is a bug here, not the user's
+    return text
+
+
+def write_script(recipe: Recipe, path: str | Path, *, study=None) -> Path:
+    """Write the script for ``recipe`` to ``path`` (plus ``<name>.weights.pt`` /
+    ``<name>.data.pt`` next to it when the recipe holds weights or data in memory)."""
+    path = Path(path)
+    if path.suffix != ".py":
+        raise ConfigError.bad_value(_CALL, "path", "a file name ending in .py", str(path))
+    text = render_script(recipe, path.name, study=study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    import torch
+
+    stem = path.stem
+    if recipe.model_state is not None:
+        torch.save({k: v.detach().cpu() for k, v in recipe.model_state.items()},
+                   path.with_name(stem + ".weights.pt"))
+    elif recipe.model.get("weights"):
+        shutil.copyfile(recipe.resolve(recipe.model["weights"]),
+                        path.with_name(stem + ".weights.pt"))
+    if recipe.data_splits is not None:
+        torch.save(recipe.data_splits, path.with_name(stem + ".data.pt"))
+    elif "file" in recipe.data:
+        shutil.copyfile(recipe.resolve(recipe.data["file"]), path.with_name(stem + ".data.pt"))
+    path.write_text(text, encoding="utf-8")
+    path.chmod(path.stat().st_mode | 0o111)  # it starts with a shebang: make it runnable
+    return path
