@@ -129,3 +129,17 @@ def test_taylor_matches_definition(small_digits):
     expected = (a * a.grad).abs().mean(0)
     model.zero_grad(set_to_none=True)
     assert torch.allclose(scores.values["fc1"], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_sampled_scores_carry_standard_errors(small_digits, tmp_path):
+    study = make_study("mlp", small_digits)
+    scores = study.score("shapley", samples=30, permutations=3)
+    assert scores.errors is not None and scores.errors.keys() == scores.values.keys()
+    assert all((e >= 0).all() for e in scores.errors.values())
+    assert "stderr" in scores.to_frame().columns
+    assert study.score("taylor", samples=30).errors is None
+    path = study.save(tmp_path / "s.xprune")
+    import xprune_nb as xp_
+
+    loaded = xp_.Study.load(path, model=type(study.original)())
+    assert loaded.scores_at(0).criterion == "taylor"

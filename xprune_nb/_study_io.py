@@ -29,14 +29,14 @@ def _scores_to_dict(s: Scores) -> dict:
     return {"criterion": s.criterion, "granularity": s.granularity, "values": s.values,
             "groups": {k: list(v) for k, v in s.groups.items()}, "options": s.options,
             "step": s.step, "per_class": s.per_class, "skipped": s.skipped,
-            "seconds": s.seconds}
+            "seconds": s.seconds, "errors": s.errors}
 
 
 def _scores_from_dict(d: dict) -> Scores:
     return Scores(criterion=d["criterion"], granularity=d["granularity"], values=d["values"],
                   groups={k: tuple(v) for k, v in d["groups"].items()}, options=d["options"],
                   step=d["step"], per_class=d["per_class"], skipped=d["skipped"],
-                  seconds=d["seconds"])
+                  seconds=d["seconds"], errors=d.get("errors"))
 
 
 def save_study(study, path) -> Path:

@@ -69,6 +69,8 @@ class Scores:
         For class-aware criteria: group key -> (classes, units) relevance per class.
     skipped : dict[str, str]
         Layers that are not prunable and why.
+    errors : dict[str, torch.Tensor] | None
+        Standard errors of sampled scores (``shapley``), shaped like ``values``.
 
     Examples
     --------
@@ -89,6 +91,7 @@ class Scores:
     per_class: dict[str, torch.Tensor] | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    errors: dict[str, torch.Tensor] | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -114,6 +117,9 @@ class Scores:
             for i in range(flat.numel()):
                 rows.append((key, i, float(flat[i]), float(nflat[i])))
         frame = pd.DataFrame(rows, columns=["layer", "unit", "score", "normalized"])
+        if self.errors:
+            frame["stderr"] = [float(e) for key in self.values
+                               for e in self.errors[key].flatten()]
         order = frame["normalized"].rank(method="first").astype(int) - 1
         frame["rank"] = order
         frame["percentile"] = 100.0 * order / max(len(frame) - 1, 1)

@@ -273,8 +273,17 @@ class Study(ExplainMixin, ExportMixin):
                 granularity == "channel" and cls.class_aware) else None
         if _fingerprint(self.model) != before:   # a criterion must never change the model
             raise ModelError(f"{call}: criterion {criterion!r} changed the model's weights.")
+        errors_raw = None
+        if getattr(type(scorer), "standard_errors_", None) is not None:
+            try:
+                errors_raw = scorer.standard_errors_
+            except NotScoredError:
+                errors_raw = None
         if granularity == "channel":
             try:
+                # standard errors of a mean over coupled layers: a conservative mean of errors
+                errors = ({g.key: g.combine(errors_raw) for g in groups}
+                          if errors_raw else None)
                 values = {g.key: g.combine(raw) for g in groups}
                 per_class = ({g.key: g.combine(per_class_raw) for g in groups}
                              if per_class_raw else None)
@@ -283,6 +292,8 @@ class Study(ExplainMixin, ExportMixin):
                                  f"layer group {exc.args[0]!r}.") from None
         else:
             values, per_class = {k: v.detach().float() for k, v in raw.items()}, None
+            errors = ({k: v.detach().float() for k, v in errors_raw.items()}
+                      if errors_raw else None)
         for key, v in values.items():
             if not torch.isfinite(v).all():
                 raise ModelError(
@@ -296,6 +307,7 @@ class Study(ExplainMixin, ExportMixin):
                      "prune_output": prune_output, "seed": self.seed,
                      "batch_size": batch_size},
             skipped=dict(self._skipped) if granularity == "channel" else {},
+            errors=errors,
             seconds=time.perf_counter() - start,
         )
         scores._channel_groups = {g.key: g for g in groups}
