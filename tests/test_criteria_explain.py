@@ -3,6 +3,7 @@ class contract: right shapes, deterministic, class-aware, and the model left exa
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -299,12 +300,39 @@ def test_invalid_options(name, options, match):
         criteria.create(name, **options)
 
 
-@pytest.mark.parametrize("name", ["conductance", "shapley"])
-def test_unit_only_criteria_reject_weight_granularity(name):
+def test_shapley_rejects_weight_granularity():
     model = mlp()
     x, y = data((5,))
     with pytest.raises(ConfigError, match=r"granularity=\.\.\.\): expected 'channel'"):
-        criteria.create(name).score(context(model, x, y, granularity="weight"))
+        criteria.create("shapley").score(context(model, x, y, granularity="weight"))
+
+
+def test_weight_conductance_is_complete():
+    """Integrated Gradients in weight space: attributions add up to f(w) - f(0)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    ctx = criteria.ScoringContext(net, "weight", {"0": net[0], "2": net[2]}, x, y, None, 3,
+                                  lambda m, v: m(v))
+    scores = criteria.create("conductance", steps=200, signed=True).score(ctx)
+    total = sum(float(v.sum()) for v in scores.values())
+    with torch.no_grad():
+        f1 = net(x).gather(1, y[:, None]).sum()
+        zeroed = copy.deepcopy(net)
+        zeroed[0].weight.zero_()
+        zeroed[2].weight.zero_()
+        f0 = zeroed(x).gather(1, y[:, None]).sum()
+    assert total == pytest.approx(float(f1 - f0), rel=1e-2)
+
+
+def test_conductance_needs_float_inputs():
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 4), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 3))
+    x = torch.randint(0, 5, (4, 2))
+    ctx = criteria.ScoringContext(model, "channel", {"2": model[2]}, x, torch.tensor([0, 1, 2, 0]),
+                                  None, 3, lambda m, v: m(v))
+    with pytest.raises(ConfigError, match="floating-point inputs"):
+        criteria.create("conductance").score(ctx)
 
 
 def test_zennit_imports_without_torchvision_and_leaves_no_stub():

@@ -102,9 +102,12 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
     y = y.long()
     if (y < 0).any():
         raise DataError(f"{call}({name}=...): class indices must be >= 0, got {int(y.min())}.")
-    X = X.float() if not X.dtype.is_floating_point else X.to(torch.float32)
-    if not torch.isfinite(X).all():
-        raise DataError(f"{call}({name}=...): inputs contain NaN or infinite values.")
+    if X.dtype.is_floating_point:
+        X = X.to(torch.float32)
+        if not torch.isfinite(X).all():
+            raise DataError(f"{call}({name}=...): inputs contain NaN or infinite values.")
+    elif X.dtype != torch.bool:
+        X = X.long()   # token ids and other integer inputs stay integers (nn.Embedding)
     return Split(X.contiguous(), y.contiguous())
 
 

@@ -7,7 +7,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .._model import weight_param
 from .base import ScoringContext
 
 UnitStat = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -71,25 +70,90 @@ def output_unit_stats(ctx: ScoringContext, stat: UnitStat, *, backward: bool) ->
     return {name: (t / max(count, 1)).float() for name, t in totals.items() if t is not None}
 
 
-def accumulated_weight_grads(ctx: ScoringContext) -> dict[str, torch.Tensor]:
-    """Gradient of the summed loss over the whole reference set w.r.t. each layer's weight."""
-    params = {name: weight_param(layer) for name, layer in ctx.layers.items()}
-    sums = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in params.items()}
-    flags = {name: p.requires_grad for name, p in params.items()}
+def per_example_weight_stats(ctx: ScoringContext, stat: Callable[[str, torch.Tensor],
+                              torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mean over the reference examples of ``stat(layer, g_i)``, where ``g_i`` is the gradient
+    of example i's loss w.r.t. the layer's (effective) weight.
+
+    Per-example gradients matter: at a trained optimum the loss gradient summed over many
+    examples nearly cancels, so a summed gradient scores weights by noise. They are computed
+    with ``torch.func`` (vmap over examples); models that vmap cannot trace fall back to one
+    backward pass per example.
+    """
+    names = {}
+    for layer_name, layer in ctx.layers.items():
+        param = "weight_orig" if hasattr(layer, "weight_orig") else "weight"
+        names[layer_name] = f"{layer_name}.{param}" if layer_name else param
+    params = {k: v.detach() for k, v in ctx.model.named_parameters()}
+    buffers = {k: v.detach() for k, v in ctx.model.named_buffers()}
+    totals = {layer: torch.zeros_like(params[full], dtype=torch.float64)
+              for layer, full in names.items()}
+    count = 0
     try:
-        for p in params.values():
-            p.requires_grad_(True)
+        grads_of = _vmapped_grads(ctx, names, params, buffers)
         for x, y in ctx.batches():
-            ctx.model.zero_grad(set_to_none=True)
-            objective(ctx, ctx.forward(ctx.model, x), y).backward()
-            for name, p in params.items():
-                if p.grad is not None:
-                    sums[name] += p.grad.double()
+            grads = grads_of(x, y)
+            for layer, g in grads.items():
+                totals[layer] += stat(layer, g).double().sum(0)
+            count += len(x)
+    except Exception:  # noqa: BLE001 - vmap cannot trace every model: loop over examples
+        totals = {k: torch.zeros_like(v) for k, v in totals.items()}
+        count = 0
+        for x, y in ctx.batches():
+            for i in range(len(x)):
+                grads = _single_grads(ctx, names, params, x[i:i + 1], y[i:i + 1])
+                for layer, g in grads.items():
+                    totals[layer] += stat(layer, g[None]).double().sum(0)
+            count += len(x)
     finally:
         ctx.model.zero_grad(set_to_none=True)
-        for name, p in params.items():
-            p.requires_grad_(flags[name])
-    return {name: s.float() for name, s in sums.items()}
+    return {layer: (t / max(count, 1)).float() for layer, t in totals.items()}
+
+
+def _vmapped_grads(ctx, names, params, buffers):
+    from torch.func import functional_call, grad, vmap
+
+    scored = {full: params[full] for full in names.values()}
+    fixed = {k: v for k, v in params.items() if k not in scored}
+
+    def loss(trainable, x, y):
+        out = functional_call(ctx.model, ({**fixed, **trainable}, buffers), (x[None],))
+        logits = ctx.forward(_Given(out), x) if not torch.is_tensor(out) else out
+        return F.cross_entropy(logits, y[None], reduction="sum")
+
+    per_example = vmap(grad(loss), in_dims=(None, 0, 0))
+
+    def grads_of(x, y):
+        g = per_example(scored, x, y)
+        return {layer: g[full] for layer, full in names.items()}
+    return grads_of
+
+
+def _single_grads(ctx, names, params, x, y):
+    tensors = dict(ctx.model.named_parameters())
+    wanted = [tensors[full] for full in names.values()]
+    flags = [t.requires_grad for t in wanted]
+    try:
+        for t in wanted:
+            t.requires_grad_(True)
+        grads = torch.autograd.grad(objective(ctx, ctx.forward(ctx.model, x), y), wanted,
+                                    allow_unused=True)
+    finally:
+        for t, f in zip(wanted, flags, strict=True):
+            t.requires_grad_(f)
+    return {layer: (g if g is not None else torch.zeros_like(t))
+            for layer, g, t in zip(names, grads, wanted, strict=True)}
+
+
+class _Given(torch.nn.Module):
+    """Hands an already computed model output to ``ctx.forward`` to extract its logits."""
+
+    def __init__(self, out) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return self.out
 
 
 def input_feature_norms(ctx: ScoringContext) -> dict[str, torch.Tensor]:

@@ -43,6 +43,9 @@ class ConductanceCriterion(UnitRelevanceMixin, Criterion):
     Cost: ``steps`` forward+backward passes per batch and per scored layer (captum hooks one
     layer at a time), e.g. 4 layers x 50 steps = 200 forward+backward equivalents per batch.
 
+    For ``weight`` granularity, Integrated Gradients in weight space (see
+    :meth:`weight_scores`): ``steps`` forward+backward passes per batch for all layers at once.
+
     References
     ----------
     Dhamdhere, Sundararajan, Yan. How Important Is a Neuron? arXiv:1805.12233, 2018 (ICLR 2019).
@@ -61,7 +64,7 @@ class ConductanceCriterion(UnitRelevanceMixin, Criterion):
     """
 
     name = "conductance"
-    granularities = ("channel",)
+    granularities = ("channel", "weight")
     options = {"steps": 50, "signed": False}
     choices = {"signed": (False, True)}
     class_aware = True
@@ -91,6 +94,61 @@ class ConductanceCriterion(UnitRelevanceMixin, Criterion):
                 acc.count(y)
         return acc
 
+    def score(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        if not ctx.inputs.is_floating_point():
+            raise ConfigError(
+                "Study.score('conductance'): conductance integrates along a path from a zero "
+                f"baseline input, which needs floating-point inputs; these are {ctx.inputs.dtype}"
+                " (e.g. token ids). Use 'lrp', 'taylor' or 'gradient' instead."
+            )
+        return super().score(ctx)
+
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
-        raise ConfigError.bad_value("Study.score('conductance')", "granularity",
-                                    "'channel' (conductance is defined for units)", "weight")
+        """Integrated Gradients in weight space: each weight's share of ``f(w) - f(0)``.
+
+        The scored layers' weights are scaled together from zero to their values; a weight's
+        attribution is ``w * mean over the path of d f_target / d w`` (Sundararajan et al.'s
+        IG with the weights as the input, the parameter-space analogue of conductance). The
+        attribution is summed over the reference set (per class target), then its absolute
+        value is taken (``signed=True`` keeps the sign).
+        """
+        from torch.func import functional_call
+
+        steps = self.params["steps"]
+        # midpoint Riemann sum over the path alpha in (0, 1)
+        alphas = [(i + 0.5) / steps for i in range(steps)]
+        names = {}
+        for layer_name, layer in ctx.layers.items():
+            param = "weight_orig" if hasattr(layer, "weight_orig") else "weight"
+            names[layer_name] = f"{layer_name}.{param}" if layer_name else param
+        params = dict(ctx.model.named_parameters())
+        base = {layer: params[full].detach() for layer, full in names.items()}
+        totals = {layer: torch.zeros_like(w, dtype=torch.float64) for layer, w in base.items()}
+        with eval_mode(ctx.model):
+            for x, y in ctx.batches():
+                for alpha in alphas:
+                    scaled = {layer: (alpha * w).requires_grad_(True) for layer, w in base.items()}
+                    override = {names[layer]: t for layer, t in scaled.items()}
+                    out = functional_call(ctx.model, override, (x,))
+                    logits = ctx.forward(_Const(out), x) if not torch.is_tensor(out) else out
+                    picked = logits.gather(1, y[:, None]).sum()
+                    grads = torch.autograd.grad(picked, list(scaled.values()))
+                    for layer, g in zip(scaled, grads, strict=True):
+                        totals[layer] += g.double()
+        out = {}
+        for layer_name, layer in ctx.layers.items():
+            w = layer.weight.detach().double()          # effective (masked) weight
+            attr = w * totals[layer_name] / steps
+            out[layer_name] = (attr if self.params["signed"] else attr.abs()).float()
+        return out
+
+
+class _Const(nn.Module):
+    """Hands an already computed model output to ``ctx.forward`` to extract its logits."""
+
+    def __init__(self, out) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return self.out

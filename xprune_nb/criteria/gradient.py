@@ -5,15 +5,16 @@ from __future__ import annotations
 import torch
 
 from .._model import weight_tensor
-from ._hooks import accumulated_weight_grads, output_unit_stats
+from ._hooks import output_unit_stats, per_example_weight_stats
 from .base import Criterion, ScoringContext
 
 
 class GradientCriterion(Criterion):
     """Gradient sensitivity: mean absolute gradient of the loss w.r.t. each unit's output.
 
-    For ``weight`` granularity, the absolute gradient of the summed loss over the reference set
-    w.r.t. each weight (Mozer & Smolensky 1989; Yeom et al. 2021 use it as a baseline).
+    For ``weight`` granularity, the absolute gradient of each reference example's loss w.r.t.
+    each weight, averaged over the examples (Mozer & Smolensky 1989; Yeom et al. 2021 use it as
+    a baseline).
 
     Examples
     --------
@@ -29,7 +30,7 @@ class GradientCriterion(Criterion):
             ctx, lambda a, g: g.abs().mean(dim=1).sum(dim=0), backward=True)
 
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
-        return {name: g.abs() for name, g in accumulated_weight_grads(ctx).items()}
+        return per_example_weight_stats(ctx, lambda layer, g: g.abs())
 
 
 class TaylorCriterion(Criterion):
@@ -37,7 +38,8 @@ class TaylorCriterion(Criterion):
 
     Channels: per example, the absolute value of the mean over positions of activation ×
     gradient, averaged over the reference set (Molchanov et al., ICLR 2017). Weights:
-    ``|w · dL/dw|`` with the gradient accumulated over the reference set.
+    ``|w · dL_i/dw|`` averaged over the reference examples i (per-example gradients: summed
+    over a trained model's data they nearly cancel).
 
     Examples
     --------
@@ -53,6 +55,5 @@ class TaylorCriterion(Criterion):
             ctx, lambda a, g: (a * g).mean(dim=1).abs().sum(dim=0), backward=True)
 
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
-        grads = accumulated_weight_grads(ctx)
-        return {name: (weight_tensor(ctx.layers[name]).detach() * g).abs()
-                for name, g in grads.items()}
+        weights = {name: weight_tensor(layer).detach() for name, layer in ctx.layers.items()}
+        return per_example_weight_stats(ctx, lambda layer, g: (weights[layer] * g).abs())

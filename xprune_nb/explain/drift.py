@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._model import logits_of
 from .compare import rank_correlation, topk_iou
 from .saliency import gradient_saliency
 
@@ -37,23 +38,35 @@ def probe_drift(model_original: nn.Module, model: nn.Module, probe_x: torch.Tens
     (1.0, 1.0)
     """
     y = torch.as_tensor(probe_y).long()
-    x = torch.as_tensor(probe_x).float()
-    sal_o, logits_o = gradient_saliency(model_original, x, y, forward)
-    sal_m, logits_m = gradient_saliency(model, x, y, forward)
+    x = torch.as_tensor(probe_x)
+    if not x.is_floating_point():
+        # integer inputs (token ids) have no input gradient: report accuracy drift only
+        fwd = forward or (lambda m, v: logits_of(m(v)))
+        with torch.no_grad():
+            logits_o, logits_m = fwd(model_original, x), fwd(model, x)
+        sal_o = sal_m = None
+    else:
+        x = x.float()
+        sal_o, logits_o = gradient_saliency(model_original, x, y, forward)
+        sal_m, logits_m = gradient_saliency(model, x, y, forward)
     pred = logits_m.argmax(dim=1)
     k = num_classes or int(max(logits_m.shape[1], int(y.max()) + 1))
     correct = (pred == y).double()
     counts = torch.bincount(y, minlength=k).double()
     per_class = torch.zeros(k, dtype=torch.float64).index_add_(0, y, correct) / counts.clamp(min=1)
     per_class[counts == 0] = float("nan")
-    rho = rank_correlation(sal_o, sal_m)
-    # constant maps (a model whose saliency vanished) have no ranking: report NaN, not a warning
-    spearman = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
+    if sal_o is None:
+        spearman = iou = float("nan")
+    else:
+        rho = rank_correlation(sal_o, sal_m)
+        # constant maps (a model whose saliency vanished) have no ranking: NaN, not a warning
+        spearman = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
+        iou = float(topk_iou(sal_o, sal_m, top_k).mean())
     return {
         "accuracy": float(correct.mean()),
         "agreement": float((pred == logits_o.argmax(dim=1)).double().mean()),
         "saliency_spearman": spearman,
-        "saliency_topk_iou": float(topk_iou(sal_o, sal_m, top_k).mean()),
+        "saliency_topk_iou": iou,
         "accuracy_per_class": per_class.tolist(),
     }
 
