@@ -91,18 +91,78 @@ def comparison_speed() -> dict:
         method: median_time(lambda m=method: explain.compare_saliency(before, after, x, labels=y,
                                                                       method=m))
         for method in explain.METHODS}
+    out.update(shapley_speed())
+    for n in (32, 200):
+        px, py = digits.test.X[:n], digits.test.y[:n]
+        out[f"probe_drift_{n}_digits"] = median_time(
+            lambda px=px, py=py: explain.probe_drift(before, after, px, py), repeats=20)
+    return out
+
+
+SHAPLEY_COLD = """
+import copy, time, torch
+torch.set_num_threads(1)
+import shap, xprune_nb as xp
+from xprune_nb import explain
+cancer = xp.datasets.load("breast_cancer")
+model = xp.zoo.load("tabular_mlp")
+t = time.perf_counter()
+explain.compare_shapley(model, copy.deepcopy(model), cancer.test.X[:50], cancer.train.X[:50])
+print(time.perf_counter() - t)
+"""
+
+
+def _wine_mlp(seed: int = 0) -> nn.Module:
+    """A 13-64-32-3 MLP on wine, trained briefly (the zoo has no wine model; the time of an
+    exact explanation depends on the layer sizes, not on the weights)."""
+    wine = xp.datasets.load("wine")
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(13, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(),
+                          nn.Linear(32, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(wine.train.X), wine.train.y).backward()
+        opt.step()
+    return model.eval()
+
+
+def shapley_speed() -> dict:
+    """Shapley comparisons of two models, all by shap's explainers (Independent masker, every
+    background row): ``permutation`` (the default 16 permutations, each also reversed) on
+    tabular_mlp, 50 test rows, 50 and 100 background rows; ``exact`` on a 13-feature wine MLP
+    (2**13 coalitions per row), the Study's default 20 rows and all 36 test rows, 50 background
+    rows. Warm medians; ``cold`` is the first call in a fresh interpreter (shap's numba
+    functions compile then, once per process), shap's import excluded."""
+    out: dict = {}
     cancer = xp.datasets.load("breast_cancer")
     tab_b = xp.zoo.load("tabular_mlp")
     tab_a = copy.deepcopy(tab_b)
     with torch.no_grad():
         tab_a.hidden[0].weight[::3] = 0
-    rows, background = cancer.test.X[:50], cancer.train.X[:100]
-    out["shapley_50_rows_tabular_mlp"] = median_time(
-        lambda: explain.compare_shapley(tab_b, tab_a, rows, background), repeats=3)
-    for n in (32, 200):
-        px, py = digits.test.X[:n], digits.test.y[:n]
-        out[f"probe_drift_{n}_digits"] = median_time(
-            lambda px=px, py=py: explain.probe_drift(before, after, px, py), repeats=20)
+    rows = cancer.test.X[:50]
+    for n_bg in (50, 100):
+        background = cancer.train.X[:n_bg]
+        key = "shapley_50_rows_tabular_mlp" + ("" if n_bg == 100 else f"_{n_bg}_background")
+        out[key] = median_time(
+            lambda background=background: explain.compare_shapley(tab_b, tab_a, rows,
+                                                                  background), repeats=3)
+    out["shapley_50_rows_tabular_mlp_cold"] = statistics.median(
+        float(subprocess.run([sys.executable, "-c", SHAPLEY_COLD], capture_output=True,
+                             text=True, check=True).stdout) for _ in range(2))
+    wine = xp.datasets.load("wine")
+    wine_b = _wine_mlp()
+    wine_a = copy.deepcopy(wine_b)
+    with torch.no_grad():
+        wine_a[0].weight[::3] = 0
+    for n in (20, 36):
+        x, background = wine.test.X[:n], wine.train.X[:50]
+        out[f"shapley_exact_{n}_rows_wine"] = median_time(
+            lambda x=x, background=background: explain.compare_shapley(
+                wine_b, wine_a, x, background, explainer="exact"), repeats=1)
+        out[f"shapley_permutation_{n}_rows_wine"] = median_time(
+            lambda x=x, background=background: explain.compare_shapley(
+                wine_b, wine_a, x, background, explainer="permutation"), repeats=3)
     return out
 
 
@@ -213,8 +273,19 @@ def markdown(results: dict) -> str:
               "| what | seconds |", "|---|---|"]
     for method, sec in speed["saliency_16_digits"].items():
         lines.append(f"| saliency comparison, 16 digits, 2 models, `{method}` | {sec:.3f} |")
-    lines.append(f"| Shapley comparison, tabular_mlp, 50 rows, 2 models (permutation, 16 "
-                 f"orders, 100 background rows) | {speed['shapley_50_rows_tabular_mlp']:.2f} |")
+    lines += [
+        f"| Shapley comparison, tabular_mlp, 50 rows, 2 models (shap permutation, 16 "
+        f"permutations each also reversed, 100 background rows) | "
+        f"{speed['shapley_50_rows_tabular_mlp']:.2f} |",
+        f"| the same, 50 background rows (the Study's default) | "
+        f"{speed['shapley_50_rows_tabular_mlp_50_background']:.2f} |",
+        f"| the same, 50 background rows, first call of a process (shap's numba compiles) | "
+        f"{speed['shapley_50_rows_tabular_mlp_cold']:.2f} |"]
+    for n in (20, 36):
+        lines.append(f"| Shapley comparison, wine MLP (13 features), {n} rows, 2 models, 50 "
+                     f"background rows: shap exact / permutation | "
+                     f"{speed[f'shapley_exact_{n}_rows_wine']:.2f} / "
+                     f"{speed[f'shapley_permutation_{n}_rows_wine']:.2f} |")
     for n in (32, 200):
         lines.append(f"| probe_drift, {n} digits | {speed[f'probe_drift_{n}_digits']:.4f} |")
     lines += ["", "### Import cost (fresh interpreter, median of 3)", "",

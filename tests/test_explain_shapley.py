@@ -1,9 +1,9 @@
-"""Shapley comparisons: our exact values equal shap's ExactExplainer (Independent masker), the
-permutation estimator is efficient and converges to them, and the comparison is fast."""
+"""Shapley comparisons: the values are shap's own (ExactExplainer / PermutationExplainer with an
+Independent masker over the whole background), the permutation estimate is efficient,
+reproducible under a seed and converges to the exact values. The speed of the 50-row comparison
+is measured in benchmarks/bench_explain.py, not asserted here."""
 
 from __future__ import annotations
-
-import time
 
 import matplotlib
 import numpy as np
@@ -57,15 +57,37 @@ def test_permutation_is_efficient_and_converges_to_exact():
     x, background = rows(5), rows(20, seed=1)
     exact, expected, fx, _ = explain.shapley_values(model, x, background, explainer="exact")
     few, *_ = explain.shapley_values(model, x, background, explainer="permutation",
-                                     permutations=4)
+                                     permutations=2)
     many, *_ = explain.shapley_values(model, x, background, explainer="permutation",
-                                      permutations=200)
+                                      permutations=100)
     np.testing.assert_allclose(few.sum(axis=1), fx - expected, atol=1e-5)
+    np.testing.assert_allclose(many.sum(axis=1), fx - expected, atol=1e-5)
     err_few, err_many = np.abs(few - exact).max(), np.abs(many - exact).max()
     assert err_many < err_few and err_many < 0.02 * np.abs(exact).max()
+
+
+def test_permutation_is_shaps_and_reproducible_under_the_seed():
+    model = mlp()
+    x, background = rows(4), rows(15, seed=1)
+    np.random.seed(123)
+    state = np.random.get_state()
+    phi, *_ = explain.shapley_values(model, x, background, explainer="permutation",
+                                     permutations=3, seed=7)
+    assert np.array_equal(np.random.get_state()[1], state[1])  # global generator left alone
     again, *_ = explain.shapley_values(model, x, background, explainer="permutation",
-                                       permutations=4)
-    np.testing.assert_array_equal(few, again)
+                                       permutations=3, seed=7)
+    other, *_ = explain.shapley_values(model, x, background, explainer="permutation",
+                                       permutations=3, seed=8)
+    np.testing.assert_array_equal(phi, again)
+    assert not np.allclose(phi, other)
+
+    def f(a: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.as_tensor(a, dtype=torch.float32)).numpy()
+
+    masker = shap.maskers.Independent(background.numpy(), max_samples=len(background))
+    ref = shap.explainers.Permutation(f, masker, seed=7)(x.numpy(), max_evals=3 * (2 * 6 + 1))
+    np.testing.assert_allclose(phi, ref.values, atol=1e-6, rtol=0)
 
 
 def test_compare_returns_shap_explanations_and_drift():
@@ -97,15 +119,16 @@ def test_compare_returns_shap_explanations_and_drift():
     assert len(fig.axes) >= 3
 
 
-def test_fifty_rows_thirty_features_two_models_is_fast():
-    before, after = mlp(30, 2, seed=0), mlp(30, 2, seed=1)
-    x, background = rows(50, 30), rows(100, 30, seed=1)
-    start = time.perf_counter()
-    comp = explain.compare_shapley(before, after, x, background)
-    seconds = time.perf_counter() - start
-    assert comp.explainer == "permutation"
-    assert max(comp.efficiency_gap.values()) < 1e-4
-    assert seconds < 10, f"Shapley comparison took {seconds:.1f} s"
+def test_auto_picks_exact_up_to_12_features_and_permutation_above():
+    for features, expected in ((12, "exact"), (13, "permutation"), (30, "permutation")):
+        model = mlp(features, 2)
+        x, background = rows(3, features), rows(4, features, seed=1)
+        comp = explain.compare_shapley(model, mlp(features, 2, seed=1), x, background)
+        assert comp.explainer == expected
+        assert comp.before.values.shape == (3, features, 2)
+        assert max(comp.efficiency_gap.values()) < 1e-5
+    same = explain.compare_shapley(model, model, x, background)     # same permutations for both
+    np.testing.assert_array_equal(same.before.values, same.after.values)
 
 
 def test_image_model_uses_shap_gradient_explainer_on_a_copy():
@@ -134,3 +157,5 @@ def test_errors_name_the_parameter():
         explain.compare_shapley(model, model, rows(2, 16), rows(4, 16), output="margin")
     with pytest.raises(ConfigError, match=r"background=\.\.\.\): expected rows shaped like"):
         explain.compare_shapley(model, model, rows(2, 16), rows(4, 5))
+    with pytest.raises(ConfigError, match=r"permutations=\.\.\.\): expected an integer >= 1"):
+        explain.compare_shapley(model, model, rows(2, 16), rows(4, 16), permutations=0)

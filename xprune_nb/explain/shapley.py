@@ -1,18 +1,22 @@
 """Shapley values of two models on the same rows and background, and what changed between them.
 
-Tabular models get interventional Shapley values, the ones shap's ``ExactExplainer`` and
-``PermutationExplainer`` compute with an ``Independent`` masker: the value of a coalition ``S``
-for row ``x`` is the mean model output over the background rows with the features in ``S`` taken
-from ``x``. We evaluate all coalitions of all rows (and all permutations) in a few large batched
-forward passes instead of shap's per-row loop, which makes a 50-row, 30-feature comparison of two
-models take about a second instead of a minute; the exact values equal shap's to 1e-6 (tested).
-``kernel`` and, for images, ``gradient`` (expected gradients) and ``deep`` (DeepSHAP) use shap's
-own explainers. Results are ``shap.Explanation`` objects, usable with ``shap.plots.*``.
+Every explainer is shap's own. Tabular models get interventional Shapley values from shap's
+``ExactExplainer`` (``exact``) or ``PermutationExplainer`` (``permutation``) with an
+``Independent`` masker over all the background rows given: the value of a coalition ``S`` for
+row ``x`` is the mean model output over the background rows with the features in ``S`` taken from
+``x``. The model function shap calls converts its NumPy batch to a tensor once and runs it under
+``torch.no_grad()``; shap's tabular masker hands it every coalition of a row (``exact``) or every
+step of a permutation and its reverse (``permutation``) in one batch of ``coalitions x
+background`` rows, so a 50-row, 30-feature comparison of two models takes one to three seconds
+(plus a few seconds of numba compilation inside shap on the first call of a process); the
+model function splits larger batches into forward passes of ``_ROWS_PER_FORWARD`` rows to bound
+memory. ``kernel`` and, for images, ``gradient`` (expected gradients) and ``deep`` (DeepSHAP)
+are shap's too. Results are ``shap.Explanation`` objects, usable with ``shap.plots.*``.
 """
 
 from __future__ import annotations
 
-import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,8 +32,11 @@ __all__ = ["EXPLAINERS", "OUTPUTS", "shapley_values", "compare_shapley", "Shaple
 
 EXPLAINERS = ("auto", "exact", "permutation", "kernel", "gradient", "deep")
 OUTPUTS = ("logits", "probability")
-_EXACT_MAX_FEATURES = 14
-_SAMPLES_PER_FORWARD = 1 << 16
+_EXACT_MAX_FEATURES = 14        # explainer="exact": 2**14 coalitions per row at most
+_AUTO_EXACT_FEATURES = 12       # explainer="auto": exact up to here, permutation above
+_ROWS_PER_FORWARD = 1 << 17     # largest batch the model function runs in one forward pass
+_MASKS_PER_CALL = 1 << 16       # shap's batch_size (masks per model call); the Independent
+                                # masker (delta masking) sends all of a call's masks at once
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -54,83 +61,66 @@ class _Output(nn.Module):
         return torch.softmax(out, dim=1) if self.output == "probability" else out
 
 
-def _evaluate(f: nn.Module, samples: torch.Tensor) -> torch.Tensor:
-    """f on a large (..., F) batch of samples, in chunks; returns (..., K) in float64."""
-    flat = samples.reshape(-1, samples.shape[-1])
-    outs = [f(flat[i:i + _SAMPLES_PER_FORWARD]).double()
-            for i in range(0, len(flat), _SAMPLES_PER_FORWARD)]
-    return torch.cat(outs).reshape(*samples.shape[:-1], -1)
+def _numpy_model(f: nn.Module, dtype: torch.dtype) -> Callable[[np.ndarray], np.ndarray]:
+    """The function shap's explainers call: one NumPy->torch conversion per call, no autograd,
+    forward passes of up to ``_ROWS_PER_FORWARD`` rows, float64 out."""
+
+    def call(a: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+        with torch.no_grad():
+            outs = [f(t[i:i + _ROWS_PER_FORWARD]) for i in range(0, len(t), _ROWS_PER_FORWARD)]
+        return torch.cat(outs).double().numpy()
+
+    return call
 
 
-def _coalition_values(f, x, background, masks) -> torch.Tensor:
-    """(rows, coalitions, K): mean over the background of f with masked features from x."""
-    n, m = len(x), len(background)
-    per_chunk = max(1, _SAMPLES_PER_FORWARD // max(1, n * m))
-    out = []
-    for start in range(0, len(masks), per_chunk):
-        mk = masks[start:start + per_chunk]                         # (c, F)
-        samples = torch.where(mk[None, :, None, :], x[:, None, None, :],
-                              background[None, None, :, :])         # (n, c, m, F)
-        out.append(_evaluate(f, samples).mean(dim=2))
-    return torch.cat(out, dim=1)
-
-
-def _exact(f, x, background) -> torch.Tensor:
+def _tabular(shap, f: nn.Module, dtype: torch.dtype, x: np.ndarray, background: np.ndarray,
+             explainer: str, permutations: int, seed: int):
+    """shap's Exact or Permutation explainer, Independent masker over every background row."""
     features = x.shape[1]
-    if features > _EXACT_MAX_FEATURES:
-        raise ConfigError.bad_value(
-            "study.shapley", "explainer",
-            f"'permutation' or 'kernel' for {features} features ('exact' enumerates all "
-            f"2**features coalitions; at most {_EXACT_MAX_FEATURES} features)", "exact")
-    codes = torch.arange(2 ** features)
-    masks = ((codes[:, None] >> torch.arange(features)) & 1).bool()
-    v = _coalition_values(f, x, background, masks)                 # (n, 2^F, K)
-    sizes = masks.sum(dim=1)
-    weight = torch.tensor([math.factorial(s) * math.factorial(features - s - 1)
-                           / math.factorial(features) for s in range(features)],
-                          dtype=torch.float64)
-    phi = torch.zeros(len(x), features, v.shape[2], dtype=torch.float64)
-    for j in range(features):
-        without = codes[~masks[:, j]]
-        gain = v[:, without | (1 << j)] - v[:, without]
-        phi[:, j] = (gain * weight[sizes[without]].view(1, -1, 1)).sum(dim=1)
-    return phi
-
-
-def _permutation(f, x, background, permutations: int, seed: int) -> torch.Tensor:
-    """Antithetic permutation sampling: each sampled order is also used reversed, as shap's
-    PermutationExplainer does; every permutation satisfies efficiency exactly."""
-    features = x.shape[1]
-    gen = torch.Generator().manual_seed(int(seed))
-    orders = []
-    for _ in range((permutations + 1) // 2):
-        order = torch.randperm(features, generator=gen)
-        orders += [order, order.flip(0)]
-    orders = orders[:permutations]
-    phi = torch.zeros(len(x), features, 0, dtype=torch.float64)
-    steps = torch.arange(features + 1)
-    for order in orders:
-        rank = torch.empty(features, dtype=torch.long)
-        rank[order] = torch.arange(features)
-        masks = rank[None, :] < steps[:, None]                      # prefixes of the order
-        v = _coalition_values(f, x, background, masks)             # (n, F+1, K)
-        if phi.shape[2] == 0:
-            phi = torch.zeros(len(x), features, v.shape[2], dtype=torch.float64)
-        phi[:, order] += v[:, 1:] - v[:, :-1]
-    return phi / len(orders)
+    masker = shap.maskers.Independent(background, max_samples=len(background))
+    fn = _numpy_model(f, dtype)
+    if explainer == "exact":
+        if features > _EXACT_MAX_FEATURES:
+            raise ConfigError.bad_value(
+                "study.shapley", "explainer",
+                f"'permutation' or 'kernel' for {features} features ('exact' enumerates all "
+                f"2**features coalitions; at most {_EXACT_MAX_FEATURES} features)", "exact")
+        return shap.explainers.Exact(fn, masker)(
+            x, max_evals=max(2 ** features, 2), batch_size=_MASKS_PER_CALL, silent=True)
+    if (isinstance(permutations, bool) or not isinstance(permutations, numbers.Integral)
+            or permutations < 1):
+        raise ConfigError.bad_value("study.shapley", "permutations", "an integer >= 1",
+                                    permutations)
+    # shap's PermutationExplainer seeds NumPy's global generator in its constructor and shuffles
+    # with it; keep the caller's global state as it was.
+    state = np.random.get_state()
+    try:
+        explainer_ = shap.explainers.Permutation(fn, masker, seed=int(seed))
+        return explainer_(x, max_evals=int(permutations) * (2 * features + 1),
+                          batch_size=_MASKS_PER_CALL, silent=True)
+    finally:
+        np.random.set_state(state)
 
 
 def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "auto",
                    output: str = "logits", forward: Forward | None = None, seed: int = 0,
                    permutations: int = 16, nsamples: int | str = "auto"
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Shapley values of ``model`` on ``inputs`` against ``background``.
+    """Shapley values of ``model`` on ``inputs`` against ``background``, by shap's explainers.
+
+    ``exact`` and ``permutation`` are shap's ``ExactExplainer`` and ``PermutationExplainer`` with
+    ``shap.maskers.Independent(background, max_samples=len(background))``; ``permutations`` is
+    the number of shap permutations, each evaluated forward and reversed (shap's
+    ``max_evals = permutations * (2 * features + 1)``), drawn by shap from ``seed``. ``kernel``
+    is shap's ``KernelExplainer`` (``nsamples``), ``gradient`` and ``deep`` shap's
+    ``GradientExplainer`` (``rseed=seed``) and ``DeepExplainer``.
 
     Returns
     -------
     values : ndarray (n, *input_shape, K)
     expected : ndarray (K,)
-        Mean output over the background (the base value).
+        The base value: mean output over the background.
     fx : ndarray (n, K)
         The model's output on each row.
     explainer : str
@@ -149,35 +139,31 @@ def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "au
                                     tuple(bg.shape))
     tabular = x.dim() == 2
     if explainer == "auto":
-        explainer = ("exact" if x.shape[1] <= 10 else "permutation") if tabular else "gradient"
+        explainer = (("exact" if x.shape[1] <= _AUTO_EXACT_FEATURES else "permutation")
+                     if tabular else "gradient")
     if explainer in ("exact", "permutation", "kernel") and not tabular:
         raise ConfigError.bad_value("study.shapley", "explainer",
                                     "'gradient' or 'deep' for non-tabular inputs", explainer)
     from .._zennit import detached_copy
 
+    shap = _shap()
     f = _Output(detached_copy(model), forward, output).eval()
+    dtype = next(iter(f.parameters()), torch.zeros(())).dtype
+    x, bg = x.to(dtype), bg.to(dtype)
     with torch.no_grad():
-        dtype = next(iter(f.parameters()), torch.zeros(())).dtype
-        x, bg = x.to(dtype), bg.to(dtype)
         fx = f(x).double()
         expected = f(bg).double().mean(dim=0)
-        if explainer == "exact":
-            phi = _exact(f, x, bg).numpy()
-        elif explainer == "permutation":
-            phi = _permutation(f, x, bg, permutations, seed).numpy()
-    if explainer == "kernel":
-        shap = _shap()
-
-        def f_np(a: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return f(torch.as_tensor(a, dtype=dtype)).double().numpy()
-        phi = shap.KernelExplainer(f_np, bg.numpy()).shap_values(
+    if explainer in ("exact", "permutation"):
+        result = _tabular(shap, f, dtype, x.numpy(), bg.numpy(), explainer, permutations, seed)
+        phi = result.values
+        expected = torch.as_tensor(np.asarray(result.base_values, dtype=np.float64)
+                                   .reshape(len(x), -1).mean(axis=0))
+    elif explainer == "kernel":
+        phi = shap.KernelExplainer(_numpy_model(f, dtype), bg.numpy()).shap_values(
             x.numpy(), nsamples=nsamples, silent=True)
     elif explainer == "gradient":
-        shap = _shap()
         phi = shap.GradientExplainer(f, bg).shap_values(x, rseed=seed)
-    elif explainer == "deep":
-        shap = _shap()
+    else:
         phi = shap.DeepExplainer(f, bg).shap_values(x, check_additivity=False)
     phi = np.asarray(phi, dtype=np.float64)
     if phi.ndim == x.dim():           # single-output models come back without the K axis
@@ -293,11 +279,14 @@ def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, bac
                     nsamples: int | str = "auto") -> ShapleyComparison:
     """Shapley values of two models on the same rows, against the same background.
 
-    ``explainer``: ``exact`` (all coalitions, up to 14 features), ``permutation`` (antithetic
-    permutation sampling, ``permutations`` orders), ``kernel`` (shap's KernelExplainer,
-    ``nsamples``), ``gradient`` or ``deep`` (shap's, for images); ``auto`` picks ``exact`` up to
-    10 features, ``permutation`` above, and ``gradient`` for images. Both models see the same
-    permutations. ``output`` explains ``"logits"`` or ``"probability"`` (softmax).
+    ``explainer`` (all shap's): ``exact`` (ExactExplainer, every coalition, up to 14
+    features), ``permutation`` (PermutationExplainer, ``permutations`` random orders each also
+    evaluated reversed, i.e. ``max_evals = permutations * (2 * features + 1)``, seeded by
+    ``seed``), ``kernel`` (KernelExplainer, ``nsamples``), ``gradient`` or ``deep`` (for images);
+    ``auto`` picks ``exact`` up to 12 features, ``permutation`` above, and ``gradient`` for
+    images. Tabular explainers use an ``Independent`` masker over every background row. Both
+    models see the same permutations. ``output`` explains ``"logits"`` or ``"probability"``
+    (softmax).
 
     Examples
     --------
