@@ -173,22 +173,29 @@ def bench_import():
 
 def bench_memory():
     code = """
-import resource, torch, xprune_nb as xp
+import os, resource, torch, xprune_nb as xp
 torch.set_num_threads(1)
+page = os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * page
 data = xp.datasets.load("digits")
 study = xp.Study(xp.zoo.load("digits_resnet"), data, max_snapshots=8)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+study.score("magnitude"); study.prune(0.0); study.undo()   # warm up every code path once
+start = rss()
 for i in range(10):
     study.score("magnitude", granularity="channel" if i % 2 == 0 else "weight")
     study.prune(0.1)
     study.retrain(epochs=1, progress=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(len(study.history) - 1, base / 1024, peak / 1024, len(study._snapshots.on_disk))
+end = rss()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(len(study.history) - 2, start, end, peak, len(study._snapshots.on_disk))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    steps, base, peak, disk = res.stdout.split()
-    return {"steps": int(steps), "rss_before_mib": float(base), "peak_rss_mib": float(peak),
-            "snapshots_on_disk": int(disk)}
+    steps, start, end, peak, disk = res.stdout.split()
+    return {"steps": int(steps), "rss_after_warmup_mib": float(start),
+            "rss_after_steps_mib": float(end), "growth_mib": float(end) - float(start),
+            "peak_rss_mib": float(peak), "snapshots_on_disk": int(disk)}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ the drift probe, and accuracy-vs-fraction-pruned curves for every criterion agai
 torch-pruning's own importances.
 
 Run by hand: ``.venv/bin/python benchmarks/bench_explain.py [--out results.json]``; results go
-to docs/benchmarks_explain.md. One thread (``torch.set_num_threads(1)``), timings are the median
+to docs/benchmarks.md. One thread (``torch.set_num_threads(1)``), timings are the median
 of repeated warm calls; imports are measured separately in fresh interpreters.
 """
 

@@ -12,7 +12,7 @@ Criteria come from the xprune_nb registry; the selection and pruning are done he
 neurons (weights and bias), which for an MLP is exactly removing them.
 
 Run: ``.venv/bin/python benchmarks/yeom_toy.py --seeds 50 --out yeom.json``
-(about 1 s per seed on one core after training; see docs/benchmarks_explain.md).
+(about 1 s per seed on one core after training; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
