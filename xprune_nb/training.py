@@ -11,6 +11,7 @@ loss is scaled so that the averaged gradient is exactly the gradient of the glob
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -210,6 +211,12 @@ def train(
         cb.on_train_start(epochs, per_epoch)
     was_training = model.training
     model.train()
+    # dropout and other random layers draw from torch's global generator: seed it for the run
+    # (same seed, same weights) and give the caller's generator state back afterwards
+    rng = contextlib.ExitStack()
+    rng.enter_context(torch.random.fork_rng(
+        devices=[dev.index or 0] if dev.type == "cuda" else []))
+    torch.manual_seed(int(seed))
     try:
         for epoch in range(epochs):
             # every rank draws the same global batches (same generator), then keeps its shard
@@ -260,6 +267,7 @@ def train(
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
     finally:
+        rng.close()
         opt.zero_grad(set_to_none=True)
         model.train(was_training)
         distributed.unsync_batchnorm(synced)

@@ -10,6 +10,8 @@ middle of it).
 
 from __future__ import annotations
 
+from torch import nn
+
 from .._recipe_schema import _RETRAIN_KEYS
 from ..errors import ConfigError
 from ..recipe import Recipe, StepConfig
@@ -173,6 +175,13 @@ def model_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
                 "kwargs": kwargs}, state
     if "factory" in known:  # built by a recipe: keep its factory (maybe a function)
         return {"factory": known["factory"], "kwargs": kwargs}, state
+    if cls is nn.Sequential and not kwargs:
+        from .sequential import sequential_source
+
+        rebuilt = sequential_source(study.original)
+        if rebuilt is not None:
+            return {"source": rebuilt.text(), "class_name": rebuilt.class_name,
+                    "kwargs": {}}, state
     _check_rebuilds(study, kwargs)
     if is_importable(cls):
         return {"factory": f"{cls.__module__}:{cls.__qualname__}", "kwargs": kwargs}, state

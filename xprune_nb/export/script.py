@@ -16,6 +16,8 @@ import re
 import textwrap
 from pathlib import Path
 
+import torch
+
 from ..errors import ConfigError
 from ..recipe import Recipe
 from .replay import Op, plan
@@ -281,7 +283,7 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -
     lines = [header + '"""Reproduce a pruned model with xprune_nb (see the comments above)."""',
              ""]
     lines += _sorted_block(imports + [
-        "import argparse", "from pathlib import Path", "import xprune_nb as xp",
+        "import argparse", "from pathlib import Path", "import torch", "import xprune_nb as xp",
         "from xprune_nb import distributed as dist",
         f"from xprune_nb.export import {', '.join(sorted(helpers))}"])
     if top:
@@ -291,6 +293,9 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -
     if here1 or here2:
         lines.append("HERE = Path(__file__).resolve().parent")
     lines.append(f"SEED = {int(recipe.seed)}")
+    # float sums depend on the number of CPU threads; fine-tuning can amplify that into
+    # visibly different weights, so the script uses the thread count the study ran with
+    lines.append(f"THREADS = {int(torch.get_num_threads())}")
     if model_override is not None:  # the constructor arguments (and factory), as recorded
         lines.append("MODEL = " + _lit({k: v for k, v in recipe.model.items()
                                         if k in ("factory", "class_name", "kwargs")}, "model"))
@@ -315,7 +320,11 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -
         "                        help='epochs of every retraining (default: as recorded)')",
         "    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')",
         "    parser.add_argument('--quiet', action='store_true', help='no progress bars')",
+        "    parser.add_argument('--threads', type=int, default=THREADS,",
+        "                        help='CPU threads (default: as in the study, for identical "
+        "results)')",
         "    args = parser.parse_args(argv)",
+        "    torch.set_num_threads(args.threads)",
         "    if args.epochs is not None and args.epochs < 1:",
         "        parser.error('--epochs must be a positive integer')",
         "    dist.setup(args.device)",
