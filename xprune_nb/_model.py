@@ -61,10 +61,13 @@ def copy_model(model: nn.Module) -> nn.Module:
     """
     import copy
 
+    from .pruning.unstructured import masked_params
+
     for module in model.modules():
-        if hasattr(module, "weight_mask") and hasattr(module, "weight_orig"):
+        for param in masked_params(module):
             with torch.no_grad():
-                module.weight = (module.weight_orig * module.weight_mask).detach()
+                setattr(module, param, (getattr(module, param + "_orig")
+                                        * getattr(module, param + "_mask")).detach())
     return copy.deepcopy(model)
 
 

@@ -146,8 +146,8 @@ def _check_score(p, call: str, where: str) -> None:
     _known(p, _SCORE_KEYS + tuple(criteria.get(name, call).options), call, where)
     classes = p.get("classes")
     checks = {
-        "granularity": (p.get("granularity", "channel") in ("channel", "weight"),
-                        "one of ['channel', 'weight']"),
+        "granularity": (p.get("granularity", "channel") in ("channel", "weight", "head"),
+                        "one of ['channel', 'weight', 'head']"),
         "samples": (_pos_int(p.get("samples", 1)), "a positive integer"),
         "classes": (classes is None or (isinstance(classes, list) and classes and all(
             _int(c) and c >= 0 for c in classes)), "null or a list of class indices"),

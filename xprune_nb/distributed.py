@@ -150,9 +150,9 @@ def broadcast_module(model: nn.Module, src: int = 0) -> None:
 def _refresh_masked(model: nn.Module) -> None:
     # a masked layer's ``weight`` is a plain tensor recomputed in a forward pre-hook; refresh it
     # now so that anything reading weights before the next forward sees the new values
-    for module in model.modules():
-        if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-            module.weight = module.weight_orig * module.weight_mask
+    from .pruning.unstructured import refresh_masked_weights
+
+    refresh_masked_weights(model)
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -41,7 +41,7 @@ from .training import Callback, ProgressBar, StopSignal, TrainResult, train
 
 __all__ = ["Study"]
 
-_GRANULARITIES = ("weight", "channel")
+_GRANULARITIES = ("weight", "channel", "head")
 
 
 def _is_fraction(x) -> bool:
@@ -177,6 +177,22 @@ class Study(ExplainMixin, ExportMixin):
             self._graph_cache = (model, self.current, graph)
         return graph
 
+    def _attention_modules(self, model: nn.Module):
+        """Maskable ``nn.MultiheadAttention`` modules (those that run) and why others not."""
+        from .pruning.heads import attention_modules
+
+        seen: set[str] = set()
+        names = {m: n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+        handles = [m.register_forward_hook(lambda mod, *a: seen.add(names[mod]))
+                   for m in names]
+        try:
+            with torch.no_grad(), eval_mode(model):
+                self.forward(model, self._example())
+        finally:
+            for h in handles:
+                h.remove()
+        return attention_modules(model, seen)
+
     def _channel_groups(self, model: nn.Module):
         from .pruning.groups import channel_groups, safe_channel_groups
 
@@ -201,9 +217,10 @@ class Study(ExplainMixin, ExportMixin):
             A registered criterion: ``magnitude``, ``random``, ``gradient``, ``taylor``,
             ``activation``, ``lrp``, ``conductance``, ``shapley`` (see
             :func:`xprune_nb.criteria.available`).
-        granularity : {"channel", "weight"}
+        granularity : {"channel", "weight", "head"}
             ``channel`` scores conv channels / linear neurons (removed for real by
-            :meth:`prune`); ``weight`` scores individual weights (masked).
+            :meth:`prune`); ``weight`` scores individual weights (masked); ``head`` scores the
+            heads of ``nn.MultiheadAttention`` modules (masked).
         samples : int, optional
             Reference examples in total, drawn stratified by class from the training split
             (default: 256, or every example available if fewer).
@@ -255,6 +272,16 @@ class Study(ExplainMixin, ExportMixin):
                 )
             modules = dict(self.model.named_modules())
             layers = {n: modules[n] for g in groups for n in g.layers}
+        elif granularity == "head":
+            groups = []
+            layers, head_skipped = self._attention_modules(self.model)
+            if not layers:
+                raise ModelError(
+                    f"{call}: the model has no nn.MultiheadAttention whose heads can be masked"
+                    + (f" ({head_skipped})" if head_skipped else "") + ". Hand-written "
+                    "attention is not supported at head granularity; prune its MLP units with "
+                    "granularity='channel' or its weights with granularity='weight'."
+                )
         else:
             groups = []
             # layers whose forward() never runs (e.g. nn.MultiheadAttention.out_proj, read
@@ -269,8 +296,11 @@ class Study(ExplainMixin, ExportMixin):
         before = _fingerprint(self.model)
         with eval_mode(self.model):
             raw = scorer.score(ctx)
-            per_class_raw = scorer.per_class_channel_scores(ctx) if (
-                granularity == "channel" and cls.class_aware) else None
+            per_class_raw = None
+            if cls.class_aware and granularity == "channel":
+                per_class_raw = scorer.per_class_channel_scores(ctx)
+            elif cls.class_aware and granularity == "head":
+                per_class_raw = scorer.per_class_head_scores(ctx)
         if _fingerprint(self.model) != before:   # a criterion must never change the model
             raise ModelError(f"{call}: criterion {criterion!r} changed the model's weights.")
         errors_raw = None
@@ -291,7 +321,9 @@ class Study(ExplainMixin, ExportMixin):
                 raise ModelError(f"{call}: criterion {criterion!r} returned no scores for "
                                  f"layer group {exc.args[0]!r}.") from None
         else:
-            values, per_class = {k: v.detach().float() for k, v in raw.items()}, None
+            values = {k: v.detach().float() for k, v in raw.items()}
+            per_class = ({k: v.detach().float() for k, v in per_class_raw.items()}
+                         if per_class_raw else None)
             errors = ({k: v.detach().float() for k, v in errors_raw.items()}
                       if errors_raw else None)
         for key, v in values.items():
@@ -306,7 +338,8 @@ class Study(ExplainMixin, ExportMixin):
             options={**scorer.params, "samples": samples, "classes": classes,
                      "prune_output": prune_output, "seed": self.seed,
                      "batch_size": batch_size},
-            skipped=dict(self._skipped) if granularity == "channel" else {},
+            skipped=(dict(self._skipped) if granularity == "channel"
+                     else head_skipped if granularity == "head" else {}),
             errors=errors,
             seconds=time.perf_counter() - start,
         )
@@ -428,6 +461,12 @@ class Study(ExplainMixin, ExportMixin):
             layers = {n: m for n, m in model.named_modules() if n in values}
             removal = select_units(values, fraction, scope=scope, normalize=normalize,
                                    layer_amounts=layer_amounts, alive=alive_weights(layers))
+        elif scores.granularity == "head":
+            from .pruning.heads import alive_heads
+
+            layers = {n: m for n, m in model.named_modules() if n in values}
+            removal = select_units(values, fraction, scope=scope, normalize=normalize,
+                                   layer_amounts=layer_amounts, alive=alive_heads(layers))
         else:
             groups = getattr(scores, "_channel_groups", None) or {
                 g.key: g for g in self._channel_groups(self.model)}
@@ -443,6 +482,10 @@ class Study(ExplainMixin, ExportMixin):
         try:
             if scores.granularity == "weight":
                 apply_weight_removal(layers, removal)
+            elif scores.granularity == "head":
+                from .pruning.heads import apply_head_removal
+
+                apply_head_removal(layers, removal)
             else:
                 from .pruning.groups import apply_channel_plan
 

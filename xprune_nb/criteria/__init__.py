@@ -33,6 +33,7 @@ _REGISTRY: dict[str, type[Criterion] | str] = {
     "lrp": "xprune_nb.criteria.lrp:LRPCriterion",
     "conductance": "xprune_nb.criteria.conductance:ConductanceCriterion",
     "shapley": "xprune_nb.criteria.shapley:ShapleyCriterion",
+    "attention": "xprune_nb.criteria.attention:AttentionCriterion",
 }
 
 

@@ -13,8 +13,8 @@ from ..errors import ConfigError
 
 __all__ = ["Criterion", "ScoringContext", "GRANULARITIES"]
 
-#: Granularities a criterion may support. ``head`` and ``block`` are reserved names.
-GRANULARITIES = ("weight", "channel")
+#: Granularities a criterion may support (``head``: heads of ``nn.MultiheadAttention``).
+GRANULARITIES = ("weight", "channel", "head")
 
 
 @dataclass
@@ -26,9 +26,10 @@ class ScoringContext:
     model : nn.Module
         The model to score (in eval mode while scoring).
     granularity : str
-        ``"channel"`` (score each output unit of ``layers``) or ``"weight"`` (each weight).
+        ``"channel"`` (score each output unit of ``layers``), ``"weight"`` (each weight) or
+        ``"head"`` (each head of the ``nn.MultiheadAttention`` modules in ``layers``).
     layers : dict[str, nn.Module]
-        The Conv/Linear layers to score, by qualified name.
+        The Conv/Linear layers (attention modules for ``head``) to score, by qualified name.
     inputs, targets : torch.Tensor
         The reference set: ``samples`` examples drawn stratified by class (only from
         ``classes`` when given) and their labels.
@@ -84,7 +85,7 @@ class Criterion:
     """
 
     name: ClassVar[str] = ""
-    granularities: ClassVar[tuple[str, ...]] = GRANULARITIES
+    granularities: ClassVar[tuple[str, ...]] = ("weight", "channel")
     options: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple]] = {}
     needs_data: ClassVar[bool] = True
@@ -110,12 +111,19 @@ class Criterion:
         """Scores per layer for ``ctx.granularity``."""
         if ctx.granularity == "channel":
             return self.channel_scores(ctx)
+        if ctx.granularity == "head":
+            return self.head_scores(ctx)
         return self.weight_scores(ctx)
 
     def channel_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        """{attention module name: (heads,) tensor}; ``ctx.layers`` holds the
+        ``nn.MultiheadAttention`` modules."""
         raise NotImplementedError
 
     def per_class_channel_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor] | None:

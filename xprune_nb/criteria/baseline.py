@@ -23,6 +23,7 @@ class RandomCriterion(Criterion):
     """
 
     name = "random"
+    granularities = ("weight", "channel", "head")
     needs_data = False
     reference = "the standard control (e.g. Blalock et al., What is the State of Neural " \
                 "Network Pruning?, MLSys 2020)"
@@ -37,3 +38,6 @@ class RandomCriterion(Criterion):
 
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         return self._draw(ctx, lambda layer: tuple(layer.weight.shape))
+
+    def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return self._draw(ctx, lambda module: (module.num_heads,))

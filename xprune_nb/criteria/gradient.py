@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._model import weight_tensor
-from ._hooks import output_unit_stats, per_example_weight_stats
+from ._hooks import output_unit_stats, per_example_head_gates, per_example_weight_stats
 from .base import Criterion, ScoringContext
 
 
@@ -47,6 +47,7 @@ class TaylorCriterion(Criterion):
     """
 
     name = "taylor"
+    granularities = ("weight", "channel", "head")
     reference = ("Molchanov et al., Pruning Convolutional Neural Networks for Resource "
                  "Efficient Inference, ICLR 2017")
 
@@ -57,3 +58,7 @@ class TaylorCriterion(Criterion):
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         weights = {name: weight_tensor(layer).detach() for name, layer in ctx.layers.items()}
         return per_example_weight_stats(ctx, lambda layer, g: (weights[layer] * g).abs())
+
+    def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return {name: g.abs().mean(0).float()
+                for name, g in per_example_head_gates(ctx, target="loss").items()}

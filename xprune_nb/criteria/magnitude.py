@@ -10,8 +10,9 @@ from .base import Criterion, ScoringContext
 class MagnitudeCriterion(Criterion):
     """Norm of each unit's weights (``p=1`` as in Li et al., ICLR 2017, or ``p=2``).
 
-    For ``weight`` granularity each weight's absolute value (Han et al., NeurIPS 2015). Needs
-    no data: the cheapest criterion and the usual baseline.
+    For ``weight`` granularity each weight's absolute value (Han et al., NeurIPS 2015); for
+    ``head`` the norm of the head's query, key and value rows and of its columns of the output
+    projection. Needs no data: the cheapest criterion and the usual baseline.
 
     Examples
     --------
@@ -28,6 +29,7 @@ class MagnitudeCriterion(Criterion):
     """
 
     name = "magnitude"
+    granularities = ("weight", "channel", "head")
     options = {"p": 1}
     choices = {"p": (1, 2)}
     needs_data = False
@@ -42,3 +44,17 @@ class MagnitudeCriterion(Criterion):
 
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         return {name: layer.weight.detach().abs().clone() for name, layer in ctx.layers.items()}
+
+    def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        from ..pruning.heads import head_view
+
+        p = self.params["p"]
+        out = {}
+        for name, module in ctx.layers.items():
+            rows = head_view(module.in_proj_weight.detach(), module)        # (3, H, d, E)
+            cols = module.out_proj.weight.detach().reshape(
+                module.embed_dim, module.num_heads, module.head_dim)        # (E, H, d)
+            parts = torch.cat([rows.permute(1, 0, 2, 3).flatten(1),
+                               cols.permute(1, 0, 2).flatten(1)], dim=1)
+            out[name] = parts.norm(p=p, dim=1)
+        return out

@@ -187,26 +187,28 @@ def apply_channel_plan(model: nn.Module, example: torch.Tensor,
     _restore_masks(model, masked)
 
 
-def _bake_masks(model: nn.Module) -> list[str]:
-    """Make torch.nn.utils.prune masks permanent so torch-pruning sees plain weights."""
+def _bake_masks(model: nn.Module) -> list[tuple[str, str]]:
+    """Make torch.nn.utils.prune masks permanent so torch-pruning sees plain parameters."""
     from torch.nn.utils import prune
+
+    from .unstructured import masked_params
 
     masked = []
     for name, module in model.named_modules():
-        if hasattr(module, "weight_mask"):
-            prune.remove(module, "weight")
-            masked.append(name)
+        for param in masked_params(module):
+            prune.remove(module, param)
+            masked.append((name, param))
     return masked
 
 
-def _restore_masks(model: nn.Module, names: list[str]) -> None:
-    """Re-mask the layers that were masked: the zeros baked in before are the mask."""
+def _restore_masks(model: nn.Module, masked: list[tuple[str, str]]) -> None:
+    """Re-mask what was masked: the zeros baked in before are the mask."""
     from torch.nn.utils import prune
 
     modules = dict(model.named_modules())
-    for name in names:
+    for name, param in masked:
         module = modules[name]
-        prune.custom_from_mask(module, "weight", module.weight.detach() != 0)
+        prune.custom_from_mask(module, param, getattr(module, param).detach() != 0)
 
 
 def make_forward(output_fn: Callable | None = None) -> Callable[[nn.Module, torch.Tensor],

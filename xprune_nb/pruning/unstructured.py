@@ -38,23 +38,38 @@ def apply_weight_removal(layers: dict[str, nn.Module], removal: dict[str, torch.
             prune.custom_from_mask(module, "weight", keep)
 
 
+def masked_params(module: nn.Module) -> list[str]:
+    """Names of the parameters of ``module`` that carry a torch.nn.utils.prune mask."""
+    return [name[:-5] for name, _ in module.named_buffers(recurse=False)
+            if name.endswith("_mask") and hasattr(module, name[:-5] + "_orig")]
+
+
 def masked_layers(model: nn.Module) -> list[str]:
-    """Names of the layers carrying a torch.nn.utils.prune weight mask."""
-    return [name for name, m in model.named_modules() if hasattr(m, "weight_mask")]
+    """Every masked parameter: ``"layer"`` for a layer's ``weight``, ``"module:param"`` for
+    another parameter (e.g. ``"attn:in_proj_weight"`` when attention heads are masked)."""
+    out = []
+    for name, module in model.named_modules():
+        for param in masked_params(module):
+            out.append(name if param == "weight" else f"{name}:{param}")
+    return out
 
 
-def ensure_masks(model: nn.Module, names: list[str]) -> None:
-    """Give each named layer an (all-ones) mask so a state dict with masks can be loaded."""
+def ensure_masks(model: nn.Module, entries: list[str]) -> None:
+    """Give each listed parameter an (all-ones) mask so a state dict with masks can be loaded."""
     modules = dict(model.named_modules())
-    for name in names:
-        if not hasattr(modules[name], "weight_mask"):
-            prune.identity(modules[name], "weight")
+    for entry in entries:
+        name, _, param = entry.partition(":")
+        module = modules[name]
+        param = param or "weight"
+        if param not in masked_params(module):
+            prune.identity(module, param)
 
 
 def refresh_masked_weights(model: nn.Module) -> None:
-    """Recompute ``weight = weight_orig * weight_mask`` now (the pruning hook only does it at the
-    next forward), e.g. after loading a state dict, so ``.weight`` is never stale."""
+    """Recompute ``param = param_orig * param_mask`` now (the pruning hook only does it at the
+    next forward), e.g. after loading a state dict, so masked tensors are never stale."""
     for module in model.modules():
-        if hasattr(module, "weight_mask") and hasattr(module, "weight_orig"):
+        for param in masked_params(module):
             with torch.no_grad():
-                module.weight = module.weight_orig * module.weight_mask
+                setattr(module, param,
+                        getattr(module, param + "_orig") * getattr(module, param + "_mask"))

@@ -46,10 +46,11 @@ class PrunePreview:
         return pd.DataFrame(self.rows, columns=["group", "layers", "units", "remove", "keep"])
 
     def summary(self) -> str:
-        unit = "channels/neurons" if self.granularity == "channel" else "weights"
+        unit = {"channel": "channels/neurons", "head": "attention heads"}.get(
+            self.granularity, "weights")
         text = (f"Prune {100 * self.amount:.0f}% would remove {self.removed} {unit}: "
                 f"params {self.params[0]} → {self.params[1]}")
-        if self.granularity == "weight":
+        if self.granularity in ("weight", "head"):
             text += (f", nonzero {self.nonzero_params[0]} → {self.nonzero_params[1]}; MACs stay "
                      f"{self.macs[0]} (dense kernels multiply masked zeros too)")
         else:
@@ -110,6 +111,22 @@ def preview_prune(study, amount: float, *, scope: str = "global", normalize: str
                  "remove": len(removal.get(k, ())),
                  "keep": int(alive[k].sum()) - len(removal.get(k, ()))} for k in values]
         return PrunePreview("weight", amount, rows, (params, params), (nonzero, nonzero - lost),
+                            (macs, macs))
+    if scores.granularity == "head":
+        from .._model import copy_model
+        from ..pruning.heads import alive_heads, apply_head_removal
+
+        model = copy_model(study.model)
+        modules = {k: m for k, m in model.named_modules() if k in values}
+        alive = alive_heads(modules)
+        removal = select_units(values, amount, scope=scope, normalize=normalize,
+                               layer_amounts=layer_amounts, alive=alive, call=call)
+        apply_head_removal(modules, removal)
+        _, after_nonzero = count_params(model)
+        rows = [{"group": k, "layers": k, "units": int(alive[k].sum()),
+                 "remove": len(removal.get(k, ())),
+                 "keep": int(alive[k].sum()) - len(removal.get(k, ()))} for k in values]
+        return PrunePreview("head", amount, rows, (params, params), (nonzero, after_nonzero),
                             (macs, macs))
     from ..pruning.groups import apply_channel_plan
 

@@ -215,7 +215,8 @@ class Panel:
         def done(scores) -> str:
             view.show(scores)
             self.prune_view.set_groups(list(scores.values))
-            unit = "channels/neurons" if scores.granularity == "channel" else "weights"
+            unit = {"channel": "channels/neurons", "head": "attention heads"}.get(
+                scores.granularity, "weights")
             return (f"Scored {scores.num_units} {unit} in {len(scores.values)} groups with "
                     f"{scores.criterion} in {scores.seconds:.2f} s. Next: Preview or Prune.")
 

@@ -14,7 +14,7 @@ from ._plots import figure, to_png
 
 __all__ = ["ScoreView"]
 
-_GRANULARITIES = ("channel", "weight")
+_GRANULARITIES = ("channel", "weight", "head")
 _NOTHING = object()  # "no scores shown yet", distinct from "the step has no scores" (None)
 
 

@@ -1,0 +1,66 @@
+"""Attention-head relevance: how much each head contributes to the explained class."""
+
+from __future__ import annotations
+
+import torch
+
+from ._hooks import per_example_head_gates
+from .base import Criterion, ScoringContext
+
+__all__ = ["AttentionCriterion"]
+
+
+class AttentionCriterion(Criterion):
+    """Relevance of each attention head for the true class of the reference examples.
+
+    A gate g on the head's output (g = 1 in the model) is treated as an input feature and
+    explained with gradient x input: the head's relevance for example i is
+    ``g * d f_y(x_i) / d g`` at g = 1, where ``f_y`` is the logit of the example's true class —
+    the first-order estimate of how much that class's logit drops when the head is removed. The
+    score is the mean absolute relevance over the reference set (``signed=True``: the mean
+    signed relevance); per class it is the mean over that class's examples (``Study.why``).
+    This is the head-importance of Michel et al. (NeurIPS 2019) with the explained class's
+    logit instead of the loss, which makes it class-specific (``classes=[...]``).
+
+    Works on the heads of ``nn.MultiheadAttention`` modules (also inside
+    ``nn.TransformerEncoderLayer``). Cost: one forward+backward pass per reference example
+    (vectorised with ``torch.func.vmap``).
+
+    Examples
+    --------
+    >>> study.score("attention", granularity="head", classes=[3])   # doctest: +SKIP
+    """
+
+    name = "attention"
+    granularities = ("head",)
+    options = {"signed": False}
+    choices = {"signed": (False, True)}
+    class_aware = True
+    reference = ("Michel, Levy, Neubig, Are Sixteen Heads Really Better than One?, NeurIPS "
+                 "2019; gradient x input (Shrikumar et al. 2016) on head gates")
+
+    def _relevance(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        key = (id(ctx.model), id(ctx.inputs))
+        if getattr(self, "_cache_key", None) != key:
+            self._cache = per_example_head_gates(ctx, target="logit")
+            self._cache_key = key
+        return self._cache
+
+    def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        rel = self._relevance(ctx)
+        if self.params["signed"]:
+            return {k: v.mean(0).float() for k, v in rel.items()}
+        return {k: v.abs().mean(0).float() for k, v in rel.items()}
+
+    def per_class_head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        rel = self._relevance(ctx)
+        out = {}
+        for name, values in rel.items():
+            v = values if self.params["signed"] else values.abs()
+            table = torch.full((ctx.num_classes, v.shape[1]), float("nan"), dtype=torch.float64)
+            for c in range(ctx.num_classes):
+                sel = ctx.targets == c
+                if sel.any():
+                    table[c] = v[sel].mean(0)
+            out[name] = table.float()
+        return out
