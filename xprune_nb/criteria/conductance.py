@@ -7,6 +7,7 @@ from torch import nn
 
 from .._model import eval_mode
 from ..errors import ConfigError, MissingDependencyError
+from ._hooks import _Given
 from ._relevance import UnitAccumulator, UnitRelevanceMixin, unit_sums
 from .base import Criterion, ScoringContext
 
@@ -130,7 +131,7 @@ class ConductanceCriterion(UnitRelevanceMixin, Criterion):
                     scaled = {layer: (alpha * w).requires_grad_(True) for layer, w in base.items()}
                     override = {names[layer]: t for layer, t in scaled.items()}
                     out = functional_call(ctx.model, override, (x,))
-                    logits = ctx.forward(_Const(out), x) if not torch.is_tensor(out) else out
+                    logits = ctx.forward(_Given(out), x) if not torch.is_tensor(out) else out
                     picked = logits.gather(1, y[:, None]).sum()
                     grads = torch.autograd.grad(picked, list(scaled.values()))
                     for layer, g in zip(scaled, grads, strict=True):
@@ -141,14 +142,3 @@ class ConductanceCriterion(UnitRelevanceMixin, Criterion):
             attr = w * totals[layer_name] / steps
             out[layer_name] = (attr if self.params["signed"] else attr.abs()).float()
         return out
-
-
-class _Const(nn.Module):
-    """Hands an already computed model output to ``ctx.forward`` to extract its logits."""
-
-    def __init__(self, out) -> None:
-        super().__init__()
-        self.out = out
-
-    def forward(self, x):
-        return self.out
