@@ -196,12 +196,18 @@ class Study(ExplainMixin, ExportMixin):
     def _channel_groups(self, model: nn.Module):
         from .pruning.groups import channel_groups, safe_channel_groups
 
+        graph = self._graph_for(model)
         if self._safe_channel_keys is None:
-            safe, skipped = safe_channel_groups(self.original, self._example(),
-                                                ignored=self.output_layers)
+            # the analysis is made once, on the original architecture; while no channel has
+            # been removed yet the current model has that architecture, so use its graph
+            unpruned = not self.step.structure and model is self.model
+            safe, skipped = safe_channel_groups(
+                model if unpruned else self.original, self._example(),
+                ignored=self.output_layers, graph=graph if unpruned else None)
             self._safe_channel_keys = [g.key for g in safe]
             self._skipped = skipped
-        graph = self._graph_for(model)
+            if unpruned:
+                return safe
         keys = set(self._safe_channel_keys)
         return [g for g in channel_groups(model, graph, self.output_layers) if g.key in keys]
 

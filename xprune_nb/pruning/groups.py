@@ -131,17 +131,19 @@ def _trial(model: nn.Module, example: torch.Tensor, keys: list[str], shape: torc
 
 def safe_channel_groups(
     model: nn.Module, example: torch.Tensor, ignored: Iterable[str] = (),
+    graph: tp.DependencyGraph | None = None,
 ) -> tuple[list[ChannelGroup], dict[str, str]]:
     """Channel groups that can lose one unit and leave a model that still runs.
 
     Returns the safe groups and, for every other Conv/Linear layer, why it is not prunable.
     One trial removes a channel from all groups at once; only when that fails is each group
-    tried alone, so plain CNNs pay for a single trial.
+    tried alone, so plain CNNs pay for a single trial. ``graph``, if given, is ``model``'s
+    dependency graph (saves building it again).
     """
     ignored = list(ignored)
     with torch.no_grad(), eval_mode(model):
         shape = logits_of(model(example)).shape
-    graph = build_graph(model, example)
+    graph = graph or build_graph(model, example)
     candidates = channel_groups(model, graph, ignored)
     skipped: dict[str, str] = {n: "ignored (output layer or user choice)" for n in ignored}
     sizable = []
