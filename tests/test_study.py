@@ -58,7 +58,7 @@ def test_undo_restores_exact_weights(small_digits):
     snapshots.append({k: v.clone() for k, v in study.model.state_dict().items()})
     study.score("magnitude", granularity="weight")
     study.prune(0.5)
-    assert study._snapshots.on_disk      # older snapshots were spilled
+    assert study.timeline.snapshots.on_disk      # older snapshots were spilled
     study.undo()
     assert state_equal(study.model.state_dict(), snapshots[1])
     study.goto(1)

@@ -349,7 +349,7 @@ def test_preview_validates_like_prune(study):
     with pytest.raises(NotScoredError, match="call study.score"):
         preview_prune(study, 0.3)
     study.score("magnitude")
-    with pytest.raises(ConfigError, match=r"Panel.preview\(amount=...\): expected a number"):
+    with pytest.raises(ConfigError, match=r"Study.preview\(amount=...\): expected a number"):
         preview_prune(study, 1.0)
     with pytest.raises(ConfigError, match="unknown name 'x'; valid names are 'conv1'"):
         preview_prune(study, 0.3, ignore=["x"])

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError, DataError
 
-__all__ = ["Split", "StudyData", "as_split", "resolve_data", "stratified_indices", "batches"]
+__all__ = ["Split", "StudyData", "as_split", "resolve_data", "stratified_indices", "batches",
+           "check_classes", "check_labels"]
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,27 @@ class Split:
         return int(self.X.shape[0])
 
 
-def _to_tensor(value, what: str, call: str) -> torch.Tensor:
+def _to_tensor(value, what: str, call: str, name: str = "data") -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     try:
-        return torch.as_tensor(np.asarray(value))
+        tensor = torch.as_tensor(np.asarray(value))
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a data error here
         raise DataError(
-            f"{call}: could not turn {what} into a tensor ({type(value).__name__}): {exc}"
+            f"{call}({name}=...): could not turn {what} into a tensor of numbers "
+            f"({type(value).__name__}): {exc}"
         ) from exc
+    if tensor.is_complex():
+        raise DataError(f"{call}({name}=...): {what} must be real numbers, got complex values.")
+    return tensor
+
+
+def _is_labels(value) -> bool:
+    """True for a flat sequence of numbers (class labels), not a sequence of examples."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim == 1
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value)
 
 
 def _from_pairs(pairs: Iterator, call: str, name: str, batched: bool) -> Split:
@@ -50,13 +63,19 @@ def _from_pairs(pairs: Iterator, call: str, name: str, batched: bool) -> Split:
                 f"{call}({name}=...): each item or batch must be an (input, label) pair, "
                 f"got {type(item).__name__}."
             )
-        xs.append(_to_tensor(item[0], "an input", call))
-        ys.append(_to_tensor(item[1], "a label", call))
+        xs.append(_to_tensor(item[0], "an input", call, name))
+        ys.append(_to_tensor(item[1], "a label", call, name))
     if not xs:
         raise DataError(f"{call}({name}=...): the data is empty; give at least one example.")
-    if batched:
-        return Split(torch.cat(xs), torch.cat([y.reshape(-1) for y in ys]))
-    return Split(torch.stack(xs), torch.stack([y.reshape(()) for y in ys]))
+    try:
+        if batched:
+            return Split(torch.cat(xs), torch.cat([y.reshape(-1) for y in ys]))
+        return Split(torch.stack(xs), torch.stack([y.reshape(()) for y in ys]))
+    except RuntimeError as exc:   # inputs of different shapes, or a label that is not one number
+        raise DataError(
+            f"{call}({name}=...): every example must have the same input shape and one integer "
+            f"label: {exc}"
+        ) from exc
 
 
 def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
@@ -70,11 +89,14 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
     (4, torch.float32, torch.int64)
     """
     if hasattr(value, "X") and hasattr(value, "y"):
-        X, y = _to_tensor(value.X, "X", call), _to_tensor(value.y, "y", call)
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and not isinstance(
-        value[0], (tuple, list)
+        X, y = _to_tensor(value.X, "X", call, name), _to_tensor(value.y, "y", call, name)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and (
+        not isinstance(value[0], (tuple, list))
+        # (X.tolist(), y.tolist()): a tuple of examples and a flat list of labels as long
+        or (isinstance(value, tuple) and _is_labels(value[1])
+            and len(value[0]) == len(value[1]))
     ):
-        X, y = _to_tensor(value[0], "X", call), _to_tensor(value[1], "y", call)
+        X, y = _to_tensor(value[0], "X", call, name), _to_tensor(value[1], "y", call, name)
     elif isinstance(value, DataLoader):
         split = _from_pairs(iter(value), call, name, batched=value.batch_size is not None)
         X, y = split.X, split.y
@@ -86,6 +108,9 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
         raise ConfigError.bad_value(
             call, name, "a DataBundle, a DataLoader, a Dataset or an (X, y) pair", value
         )
+    if X.dim() == 0:
+        raise DataError(f"{call}({name}=...): inputs must have a batch dimension (one row per "
+                        "example), got a single number.")
     if X.shape[0] == 0:
         raise DataError(f"{call}({name}=...): the data is empty; give at least one example.")
     if y.dim() != 1 or y.shape[0] != X.shape[0]:
@@ -128,6 +153,21 @@ class StudyData:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.X.shape[1:])
+
+    def renamed(self, *, feature_names=None, class_names=None, call: str = "Study"
+                ) -> StudyData:
+        """A copy with the given feature and class names (checked against the data)."""
+        import dataclasses
+
+        changes = {}
+        if class_names is not None:
+            names = _names(class_names, self.num_classes, call, "class_names", "classes")
+            changes["class_names"] = names
+        if feature_names is not None:
+            width = int(self.train.X[0].numel())
+            changes["feature_names"] = _names(feature_names, width, call, "feature_names",
+                                              "features per example")
+        return dataclasses.replace(self, **changes) if changes else self
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
@@ -190,9 +230,76 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
     )
 
 
+def _class_index(value) -> int | None:
+    """``value`` as a class index if it is an integer (Python, NumPy or 0-d integer tensor),
+    else None: 0.7, '1', True and NaN are not class indices."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or value.dtype.is_floating_point or value.dtype == torch.bool:
+            return None
+        return int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
+
+
+def check_classes(classes, num_classes: int, call: str, param: str = "classes") -> list[int]:
+    """Validate a list of class indices (or one index); returns them as a list of ints.
+
+    Refuses, naming ``param``: non-integers (``0.7``, ``'1'``, ``True``), indices outside
+    ``[0, num_classes)``, and an empty list. Nothing is coerced.
+
+    Examples
+    --------
+    >>> check_classes([0, 2], 3, "Study.score")
+    [0, 2]
+    >>> check_classes([0.7], 3, "Study.score")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ConfigError: Study.score(classes=...): expected class indices ... got [0.7].
+    """
+    allowed = f"class indices (integers) in [0, {num_classes})"
+    items = [classes] if _class_index(classes) is not None else classes
+    if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
+        raise ConfigError.bad_value(call, param, allowed, classes)
+    items = list(items)
+    picked = [_class_index(c) for c in items]
+    if not items or any(c is None or not 0 <= c < num_classes for c in picked):
+        raise ConfigError.bad_value(call, param, allowed, items)
+    return picked
+
+
+def check_labels(labels, n: int, num_classes: int, call: str, param: str = "labels"
+                 ) -> torch.Tensor:
+    """Validate ``n`` target class indices (e.g. ``Study.saliency(labels=...)``); returns a
+    long tensor.
+
+    Examples
+    --------
+    >>> check_labels([1, 0], 2, 3, "Study.saliency").tolist()
+    [1, 0]
+    >>> check_labels([99, 99], 2, 3, "Study.saliency")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ConfigError: Study.saliency(labels=...): expected 2 class indices ...
+    """
+    allowed = f"{n} class indices (integers) in [0, {num_classes})"
+    if isinstance(labels, torch.Tensor):
+        items = labels.reshape(-1).tolist() if labels.dim() <= 1 else None
+    elif isinstance(labels, (str, bytes, dict)) or not hasattr(labels, "__iter__"):
+        items = None
+    else:
+        items = list(labels)
+    if items is None or len(items) != n:
+        raise ConfigError.bad_value(call, param, allowed, labels)
+    picked = [_class_index(c) for c in items]
+    if any(c is None or not 0 <= c < num_classes for c in picked):
+        raise ConfigError.bad_value(call, param, allowed, items)
+    return torch.tensor(picked, dtype=torch.long)
+
+
 def stratified_indices(
     y: torch.Tensor, n: int, *, seed: int, classes: Sequence[int] | None = None,
-    call: str = "Study.score",
+    call: str = "Study.score", param: str = "samples",
 ) -> torch.Tensor:
     """Pick ``n`` example indices in total, spread over the classes as evenly as possible.
 
@@ -215,10 +322,10 @@ def stratified_indices(
     pools = {c: torch.nonzero(y == c).flatten() for c in wanted}
     available = sum(len(p) for p in pools.values())
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ConfigError.bad_value(call, "samples", "a positive integer", n)
+        raise ConfigError.bad_value(call, param, "a positive integer", n)
     if n > available:
         raise ConfigError.bad_value(
-            call, "samples", f"at most {available} (the examples available"
+            call, param, f"at most {available} (the examples available"
             + (f" in classes {wanted})" if classes is not None else ")"), n
         )
     gen = torch.Generator().manual_seed(int(seed))
@@ -245,3 +352,13 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False,
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         yield split.X[idx], split.y[idx]
+
+
+def _names(names, count: int, call: str, param: str, what: str) -> list[str]:
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigError.bad_value(call, param, "a list of strings", names)
+    names = list(names)
+    if len(names) != count:
+        raise ConfigError.bad_value(call, param, f"{count} names (the data has {count} {what})",
+                                    f"{len(names)} names")
+    return names

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -21,6 +21,12 @@ __all__ = [
     "weight_param",
     "model_device",
     "copy_model",
+    "trace_output",
+    "tied_parameters",
+    "check_tied",
+    "check_materialized",
+    "check_fits",
+    "executed_layers",
 ]
 
 #: Layers whose output units (channels / neurons) and weights xprune_nb can score and prune.
@@ -30,30 +36,69 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, 
 def logits_of(output) -> torch.Tensor:
     """Extract the logits from what a model returns.
 
-    Wrapped models often return a tuple, a dict or an object with a ``logits`` attribute (as
-    Hugging Face models do); a plain tensor is taken as is.
+    Only unambiguous places are read: a tensor as is, an object's ``.logits`` tensor (as
+    Hugging Face models return) or a mapping's ``"logits"`` entry. Anything else (a tuple, a
+    dict of other names) is refused rather than guessed: taking "the first value" can silently
+    make a hidden layer "the output". Pass ``output_fn`` to :class:`~xprune_nb.Study` instead.
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits_of({"logits": torch.zeros(2, 3)}).shape
+    torch.Size([2, 3])
+    >>> logits_of({"hidden": torch.zeros(2, 8)})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ModelError: Study(output_fn=...): the model returned a dict with keys ...
     """
     if isinstance(output, torch.Tensor):
         return output
-    if isinstance(output, dict):
-        if "logits" in output:
-            return output["logits"]
-        first = next(iter(output.values()), None)
-        if isinstance(first, torch.Tensor):
-            return first
+    if isinstance(output, Mapping) and "logits" in output and isinstance(
+            output["logits"], torch.Tensor):
+        return output["logits"]
     logits = getattr(output, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
+    if isinstance(output, Mapping):
+        keys = [str(k) for k in output]
+        example = f"out[{keys[0]!r}]" if keys else "out[...]"
+        raise ModelError(
+            f"Study(output_fn=...): the model returned a {type(output).__name__} with keys "
+            f"{keys} and no 'logits' key, so its logits are unknown; pass output_fn=..., "
+            f"e.g. output_fn=lambda out: {example}, to say which value holds them."
+        )
+    if isinstance(output, (tuple, list)):
+        raise ModelError(
+            f"Study(output_fn=...): the model returned a {type(output).__name__} of "
+            f"{len(output)} items; which one holds the logits is ambiguous. Pass output_fn=..., "
+            "e.g. output_fn=lambda out: out[0]."
+        )
     raise ModelError(
-        f"the model returned {type(output).__name__}, not logits: return a tensor of shape "
-        "(batch, classes), a tuple whose first item is one, or an object with a .logits tensor."
+        f"Study(output_fn=...): the model returned {type(output).__name__}, not logits: return "
+        "a tensor of shape (batch, classes), a dict with a 'logits' tensor or an object with a "
+        ".logits tensor, or pass output_fn=... to turn the output into logits."
     )
 
 
-def copy_model(model: nn.Module) -> nn.Module:
+def trace_output(output) -> torch.Tensor:
+    """A tensor to trace the model's graph through: the logits when :func:`logits_of` finds
+    them, else the first tensor in the output. Only for structure analysis (which layers feed
+    which), never for results: those go through the study's ``output_fn``."""
+    try:
+        return logits_of(output)
+    except ModelError:
+        values = output.values() if isinstance(output, Mapping) else (
+            output if isinstance(output, (tuple, list)) else ())
+        for value in values:
+            if isinstance(value, torch.Tensor):
+                return value
+        raise
+
+
+def copy_model(model: nn.Module, call: str = "Study") -> nn.Module:
     """``copy.deepcopy`` that also works on models masked by torch.nn.utils.prune.
+
+    Refuses (:class:`ModelError`) a model whose tensors hold no data (the ``meta`` device).
 
     A masked layer's ``weight`` is recomputed from ``weight_orig * weight_mask`` at every
     forward; after a forward with autograd it is a non-leaf tensor, which deepcopy refuses.
@@ -63,12 +108,86 @@ def copy_model(model: nn.Module) -> nn.Module:
 
     from .pruning.unstructured import masked_params
 
+    check_materialized(model, call)
     for module in model.modules():
         for param in masked_params(module):
             with torch.no_grad():
                 setattr(module, param, (getattr(module, param + "_orig")
                                         * getattr(module, param + "_mask")).detach())
     return copy.deepcopy(model)
+
+
+def check_materialized(model: nn.Module, call: str = "Study") -> None:
+    """Raise if a parameter or buffer of ``model`` is on the ``meta`` device (shapes only, no
+    values: nothing can be evaluated, copied or saved).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> check_materialized(nn.Linear(2, 2, device="meta"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ModelError: Study(model=...): the model's 'weight' is on the meta device ...
+    """
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_meta:
+            raise ModelError(
+                f"{call}(model=...): the model's {name!r} is on the meta device (it has a shape "
+                "but no values); materialise it first, e.g. model.to_empty(device='cpu') and "
+                "then load its weights."
+            )
+
+
+def tied_parameters(model: nn.Module) -> list[tuple[str, ...]]:
+    """Groups of parameter names that are one and the same tensor (tied weights).
+
+    ``dec.weight = enc.weight`` makes two layers share one ``nn.Parameter``; ``named_parameters``
+    lists it once, so this walks every module's own parameters instead. Each group lists the
+    qualified names in definition order; untied parameters are not listed.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    >>> net[2].weight = net[0].weight
+    >>> tied_parameters(net)
+    [('0.weight', '2.weight')]
+    """
+    by_tensor: dict[int, list[str]] = {}
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for p_name, param in module.named_parameters(recurse=False):
+            name = f"{mod_name}.{p_name}" if mod_name else p_name
+            names = by_tensor.setdefault(id(param), [])
+            if name not in names:
+                names.append(name)
+    return [tuple(names) for names in by_tensor.values() if len(names) > 1]
+
+
+def check_tied(model: nn.Module, layers, call: str) -> None:
+    """Refuse to prune ``layers`` (names of modules) when one of them shares a weight with
+    another layer: removing units from one would silently untie (or break) the other.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    >>> net[2].weight = net[0].weight
+    >>> check_tied(net, ["0"], "Study.prune")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ModelError: Study.prune: layers '0' and '2' share one weight tensor ...
+    """
+    wanted = set(layers)
+    for group in tied_parameters(model):
+        owners = [name.rpartition(".")[0] for name in group]
+        if wanted.intersection(owners):
+            shown = " and ".join(repr(o) for o in dict.fromkeys(owners))
+            raise ModelError(
+                f"{call}: layers {shown} share one weight tensor "
+                f"({' is '.join(repr(n) for n in group)}); pruning one would untie them. "
+                f"Leave both out with ignore={list(dict.fromkeys(owners))}, or untie them in "
+                "the model first."
+            )
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -144,6 +263,7 @@ def check_finite(model: nn.Module, call: str) -> None:
 def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
                forward: Callable[[nn.Module, torch.Tensor], torch.Tensor], call: str) -> int:
     """Run the model once on ``example``; return its number of logits or raise a DataError."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     try:
         with torch.no_grad(), eval_mode(model):
             out = forward(model, example)
@@ -154,6 +274,21 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
             f"{call}: the model cannot run on inputs of shape {tuple(example.shape[1:])} "
             f"(plus a batch dimension): {type(exc).__name__}: {exc}"
         ) from exc
+    finally:
+        changed = _restore_buffers(model, buffers)
+    if changed:
+        # evaluation would then change the model: every metric, snapshot and comparison of
+        # the study would depend on how often it ran the model
+        raise ModelError(
+            f"{call}(model=...): the model's forward changes its buffer(s) {changed} even in "
+            "eval mode, so evaluating it changes the model. Keep running state out of "
+            "forward() (or only update it when self.training is True)."
+        )
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(
+            f"{call}(output_fn=...): the model's logits must be a tensor, got "
+            f"{type(out).__name__}; pass an output_fn that returns the (batch, classes) logits."
+        )
     if out.dim() != 2 or out.shape[0] != example.shape[0]:
         raise ModelError(
             f"{call}: expected logits of shape (batch, classes), got {tuple(out.shape)}."
@@ -164,3 +299,37 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
             f"{out.shape[1]} logits."
         )
     return int(out.shape[1])
+
+
+def _restore_buffers(model: nn.Module, saved: dict[str, torch.Tensor]) -> list[str]:
+    """Put back every buffer that differs from ``saved``; the names of those that did."""
+    changed = []
+    for name, buf in model.named_buffers():
+        old = saved.get(name)
+        if old is None:
+            continue
+        if buf.shape != old.shape or not torch.equal(buf, old):
+            changed.append(name)
+            module_name, _, attr = name.rpartition(".")
+            owner = model.get_submodule(module_name) if module_name else model
+            with torch.no_grad():
+                if buf.shape == old.shape:
+                    buf.copy_(old)
+                else:
+                    setattr(owner, attr, old)
+    return changed
+
+
+def executed_layers(model: nn.Module, example: torch.Tensor, forward) -> set[str]:
+    """Names of the Conv/Linear layers whose ``forward()`` actually runs (hooks on the others,
+    e.g. ``nn.MultiheadAttention.out_proj`` read functionally, never fire)."""
+    seen: set[str] = set()
+    handles = [m.register_forward_hook(lambda *a, name=name: seen.add(name))
+               for name, m in prunable_layers(model).items()]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            forward(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen

@@ -225,10 +225,11 @@ def broadcast_study(study, src: int = 0) -> None:
     """
     if world_size() == 1:
         return
-    from .export.checkpoint import rebuild
     from .history import History, Step
+    from .timeline import rebuild
 
-    info = [{"steps": [s.to_dict() for s in study.history], "current": study.current}
+    timeline = study.timeline
+    info = [{"steps": [s.to_dict() for s in timeline.history], "current": timeline.current}
             if rank() == src else None]
     tdist.broadcast_object_list(info, src=src, device=_comm_device())
     info = info[0]
@@ -239,11 +240,8 @@ def broadcast_study(study, src: int = 0) -> None:
         history.current = info["current"]
         step = history[history.current]
         model = rebuild(copy.deepcopy(study.original), step.structure, step.masked,
-                        study._example())
-        for index in [s.index for s in study.history]:
-            study._snapshots.drop(index)
-        study.history = history
-        study.model = model.eval()
-    broadcast_module(study.model, src)
-    if rank() != src:
-        study._snapshots.put(study.current, study.model.state_dict())
+                        study.env.example)
+        broadcast_module(model, src)
+        timeline.adopt(history, model.eval())
+    else:
+        broadcast_module(timeline.model, src)

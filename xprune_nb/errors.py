@@ -27,6 +27,7 @@ __all__ = [
     "StudyFileError",
     "StoppedError",
     "MissingDependencyError",
+    "StudyBusyError",
 ]
 
 
@@ -89,3 +90,9 @@ class MissingDependencyError(XPruneError, ImportError):
             f"{feature} needs the optional package {package!r}, which is not installed. "
             f"Install it with: pip install 'xprune_nb[{extra}]'"
         )
+
+
+class StudyBusyError(XPruneError, RuntimeError):
+    """Another call is changing the study (e.g. a retrain started from the panel); a second
+    mutating call is refused at once rather than waiting (waiting on the kernel's thread can
+    deadlock)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Step", "History"]
+__all__ = ["Step", "History", "compare_steps"]
 
 _TABLE_METRICS = ("accuracy", "val_accuracy", "params", "nonzero_params", "macs", "sparsity")
 
@@ -53,8 +53,12 @@ class Step:
     def label(self) -> str:
         c = self.config
         if self.kind == "prune":
-            return (f"prune {c.get('criterion', '?')}/{c.get('granularity', '?')} "
-                    f"{100 * c.get('amount', 0):.0f}%")
+            steps = c.get("steps", 1) or 1
+            # each round of an iterative prune states its own fraction (of the units alive then)
+            frac = c.get("fraction", c.get("amount", 0)) if steps > 1 else c.get("amount", 0)
+            label = (f"prune {c.get('criterion', '?')}/{c.get('granularity', '?')} "
+                     f"{100 * frac:.0f}%")
+            return label + (f" (round {c.get('round', '?')}/{steps})" if steps > 1 else "")
         if self.kind == "retrain":
             return f"retrain {c.get('epochs', '?')} ep" + (" (stopped)" if self.stopped else "")
         return self.kind
@@ -110,3 +114,14 @@ class History(list):
 
     def _repr_html_(self) -> str:
         return "<b>History</b>" + self.to_frame().to_html(float_format=lambda x: f"{x:.4g}")
+
+
+def compare_steps(a: Step, b: Step):
+    """Metrics of two steps side by side, with the ratio b / a (a pandas DataFrame)."""
+    import pandas as pd
+
+    keys = [k for k in a.metrics if isinstance(a.metrics.get(k), (int, float))]
+    frame = pd.DataFrame({f"step {a.index}": [a.metrics[k] for k in keys],
+                          f"step {b.index}": [b.metrics.get(k) for k in keys]}, index=keys)
+    frame["ratio"] = frame.iloc[:, 1] / frame.iloc[:, 0].where(frame.iloc[:, 0] != 0)
+    return frame

@@ -12,7 +12,6 @@ loss is scaled so that the averaged gradient is exactly the gradient of the glob
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,36 +21,11 @@ from torch import nn
 
 from ._data import Split, batches
 from .errors import ConfigError
+from .progress import StopSignal
 
 __all__ = ["Callback", "StopSignal", "ProgressBar", "TrainResult", "train", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-
-
-class StopSignal:
-    """A thread-safe "please stop" flag, checked between batches.
-
-    Examples
-    --------
-    >>> stop = StopSignal()
-    >>> stop.requested
-    False
-    >>> stop.set(); stop.requested
-    True
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    @property
-    def requested(self) -> bool:
-        return self._event.is_set()
 
 
 class Callback:

@@ -1,0 +1,94 @@
+"""Finding what to explain in a study's record: the prune step behind ``why()``, the scores
+computed on a model, and the drift table along the history."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError, NotScoredError
+
+__all__ = ["why", "DriftTable", "drift_table"]
+
+
+def _latest_prune(study, index: int) -> int | None:
+    for step in reversed(study.timeline.path(index)):
+        if step.kind == "prune":
+            return step.index
+    return None
+
+
+def why(study, step=None, unit: int | None = None, call: str = "Study.why"):
+    """The explanation behind ``Study.why`` (see there)."""
+    from . import why_removed, why_unit
+
+    if isinstance(step, str):
+        if unit is None or isinstance(unit, bool) or not isinstance(unit, int):
+            raise ConfigError.bad_value(call, "unit", "a unit index (with a layer name)", unit)
+        found = dict(study.timeline.all_scores.get(study.current, {}))
+        latest = study.timeline.scores.get(study.current)
+        if latest is not None:
+            found.setdefault(f"{latest.criterion}/{latest.granularity}", latest)
+        if not found:
+            raise NotScoredError(f"{call}: the current model (step {study.current}) has no "
+                                 "scores yet, so there is nothing to say about "
+                                 f"{step!r}; call study.score(criterion) first.")
+        by_criterion = {s.criterion: s for s in found.values() if step in s.values}
+        if not by_criterion:
+            valid = sorted({k for s in found.values() for k in s.values})
+            raise ConfigError.unknown_name(call, "layer", valid, step)
+        return why_unit(step, unit, by_criterion)
+    if step is None or step == -1:
+        index = _latest_prune(study, study.current)
+        if index is None:
+            raise ConfigError(f"{call}: no prune step on the path to the current step "
+                              f"{study.current}; prune first, or pass a step index.")
+    else:
+        index = study.timeline.index(step, call)
+    record = study.history[index]
+    if record.kind != "prune":
+        prunes = [s.index for s in study.history if s.kind == "prune"]
+        raise ConfigError.bad_value(call, "step", f"a prune step (one of {prunes})", step)
+    scores = study.timeline.scores.get(record.parent)
+    if scores is None:
+        raise ConfigError(f"{call}: the scores behind step {index} are not available.")
+    parent = study.history[record.parent]
+    return why_removed(scores, record.removed, per_class=scores.per_class,
+                       acc_before=parent.per_class_accuracy,
+                       acc_after=record.per_class_accuracy,
+                       class_names=study.data.class_names)
+
+
+class DriftTable:
+    """Accuracy and saliency similarity to the original, one row per history step."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows).set_index("step")
+
+    def plot(self, ax=None):
+        """Accuracy and explanation similarity against the fraction of weights pruned."""
+        from .plots import plot_drift
+
+        return plot_drift(self.to_frame(), ax=ax)
+
+    def _repr_html_(self) -> str:
+        return "<b>Drift along the history</b>" + self.to_frame().to_html(
+            float_format=lambda x: f"{x:.4g}")
+
+
+def drift_table(study) -> DriftTable:
+    """Accuracy and explanation similarity to the original along the history."""
+    base = study.history[0].metrics
+    rows = []
+    for s in study.history:
+        row = {"step": s.index, "action": s.label, "parent": s.parent,
+               "fraction_pruned": 1 - s.metrics["nonzero_params"] / base["nonzero_params"],
+               "accuracy": s.metrics["accuracy"]}
+        row.update({k: v for k, v in s.drift.items()
+                    if k in ("saliency_spearman", "saliency_topk_iou", "agreement")})
+        for name, acc in zip(study.data.class_names, s.per_class_accuracy, strict=False):
+            row[f"accuracy[{name}]"] = acc
+        rows.append(row)
+    return DriftTable(rows)

@@ -1,0 +1,100 @@
+"""Explanations of two steps of a study: pick the models and rows, then hand over to the
+explainers (``saliency``, ``shapley``), with the progress/stop protocol.
+
+Progress is counted in forward passes of the two models, against an estimate of how many the
+method needs; the stop signal is checked at each pass, so a long Shapley run stops promptly and
+leaves the study untouched (explanations never change it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..errors import ConfigError
+from ..progress import StopSignal, make_progress
+from .rows import pick_rows
+
+__all__ = ["saliency", "shapley", "counting_forward"]
+
+#: forward passes per explained row, per method (both models), for the progress estimate
+_SALIENCY_PASSES = {"saliency": 2, "integrated_gradients": 2 * 50, "gradcam": 2, "lrp": 2,
+                    "occlusion": 2 * 64}
+
+
+def counting_forward(forward, total: int, tick):
+    """``forward`` that reports each call to ``tick(done, total)`` (the estimate grows if the
+    method turns out to need more passes)."""
+    state = {"done": 0, "total": max(int(total), 1)}
+
+    def counted(model, x):
+        out = forward(model, x)
+        state["done"] += 1
+        state["total"] = max(state["total"], state["done"])
+        tick(state["done"], state["total"])
+        return out
+
+    return counted
+
+
+def _models(study, before: int, after: int, call: str):
+    b = study.timeline.index(before, call, "before")
+    a = study.timeline.index(after, call, "after")
+    model_b = study.model if b == study.current else study.model_at(b)
+    model_a = study.model if a == study.current else study.model_at(a)
+    return (b, model_b), (a, model_a)
+
+
+def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency", inputs=None,
+             labels: Sequence[int] | None = None, n: int = 8, progress=False,
+             stop: StopSignal | None = None, **method_options):
+    """See :meth:`xprune_nb.Study.saliency`."""
+    from . import compare_saliency
+
+    call = "Study.saliency"
+    tick = make_progress(progress, call, f"saliency {method}", stop)
+    (b, model_b), (a, model_a) = _models(study, before, after, call)
+    x, y = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
+    if labels is not None:
+        try:
+            y = torch.as_tensor(list(labels))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError.bad_value(call, "labels", f"{len(x)} class indices",
+                                        labels) from exc
+        num_classes = study.data.num_classes
+        if (len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool
+                or (len(y) and (y.min() < 0 or y.max() >= num_classes))):
+            raise ConfigError.bad_value(call, "labels", f"{len(x)} class indices in "
+                                        f"[0, {num_classes})", list(labels))
+        y = y.long()
+    forward = study.forward
+    if tick is not None:
+        forward = counting_forward(forward, len(x) * _SALIENCY_PASSES.get(method, 2), tick)
+    return compare_saliency(model_b, model_a, x, labels=y, method=method, forward=forward,
+                            class_names=study.data.class_names,
+                            feature_names=study.data.feature_names, steps=(b, a),
+                            **method_options)
+
+
+def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto", inputs=None,
+            background=None, n: int = 20, background_size: int = 50, output: str = "logits",
+            progress=False, stop: StopSignal | None = None):
+    """See :meth:`xprune_nb.Study.shapley`."""
+    from . import compare_shapley
+
+    call = "Study.shapley"
+    tick = make_progress(progress, call, f"shapley {explainer}", stop)
+    (b, model_b), (a, model_a) = _models(study, before, after, call)
+    x, _ = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
+    bg, _ = pick_rows(study.data, background, background_size, "train", seed=study.seed,
+                      call=call, param="background")
+    forward = study.forward
+    if tick is not None:
+        features = int(x[0].numel())
+        # exact: 2^features coalitions per row; permutation: ~2 * 16 * features; in batches
+        per_row = 2 ** features if features <= 12 else 32 * features
+        forward = counting_forward(forward, 2 * len(x) * max(per_row // 512, 1), tick)
+    return compare_shapley(model_b, model_a, x, bg, explainer=explainer, output=output,
+                           forward=forward, feature_names=study.data.feature_names,
+                           class_names=study.data.class_names, seed=study.seed, steps=(b, a))

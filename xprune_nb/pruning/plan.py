@@ -1,0 +1,208 @@
+"""What a prune removes: its validated configuration, the selection, and the preview.
+
+``Study.prune``, the panel's preview and recipes all go through :func:`prune_config` (one set of
+checks, one message shape) and :func:`select_removal` (one selection), so a preview and the prune
+that follows agree unit for unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, PruneError
+from ..metrics import count_macs, count_params
+from ..params import check, validate
+from ..scores import Scores
+from .schedules import step_fractions
+from .selection import select_units
+from .units import ModelEnv, UnitKind, Units
+
+__all__ = ["PruneConfig", "prune_config", "select_removal", "units_for", "PrunePreview",
+           "preview_removal"]
+
+
+@dataclass
+class PruneConfig:
+    """The validated arguments of one ``Study.prune`` call (plain data, recorded in its steps)."""
+
+    amount: float
+    scope: str = "global"
+    normalize: str | None = "mean"
+    layer_amounts: dict[str, float] = field(default_factory=dict)
+    ignore: list[str] = field(default_factory=list)
+    steps: int = 1
+    schedule: str = "linear"
+    retrain: dict | None = None
+    rewind: int | str | None = None
+    recalibrate: bool | None = None
+
+    def fractions(self) -> list[float]:
+        """The fraction of the units alive at each round that the round removes."""
+        return step_fractions(self.amount, self.steps, self.schedule)
+
+    def round_layer_amounts(self) -> dict[str, float]:
+        """Per-round fractions that compound to ``layer_amounts`` over ``steps`` rounds."""
+        return {k: 1 - (1 - v) ** (1 / self.steps) for k, v in self.layer_amounts.items()}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed")
+
+
+def prune_config(call: str, scores: Scores, amount: float, *, scope: str = "global",
+                 normalize: str | None = "mean", layer_amounts: dict | None = None,
+                 ignore: Sequence[str] | str = (), steps: int = 1, schedule: str = "linear",
+                 retrain: dict | None = None, rewind=None, recalibrate=None) -> PruneConfig:
+    """Check every argument of a prune against the parameter table and the scores."""
+    validate(call, amount=amount, scope=scope, normalize=normalize, steps=steps,
+             schedule=schedule, recalibrate=recalibrate)
+    valid = set(scores.values)
+    ignore = [ignore] if isinstance(ignore, str) else list(ignore)
+    if layer_amounts is not None and not isinstance(layer_amounts, dict):
+        raise ConfigError.bad_value(call, "layer_amounts", "a dict {group: fraction}",
+                                    layer_amounts)
+    layer_amounts = dict(layer_amounts or {})
+    for name in ignore + list(layer_amounts):
+        if name not in valid:
+            raise ConfigError.unknown_name(call, "layer name", valid, name)
+    for name, frac in layer_amounts.items():
+        check(call, f"layer_amounts[{name!r}]", frac, _fraction())
+    if retrain is not None:
+        if not isinstance(retrain, dict):
+            raise ConfigError.bad_value(call, "retrain", "a dict of Study.retrain arguments",
+                                        retrain)
+        for key in retrain:
+            if key not in _RETRAIN_KEYS:
+                raise ConfigError.unknown_name(call, "retrain", _RETRAIN_KEYS, key)
+        validate(f"{call}(retrain=...)", **{k: v for k, v in retrain.items() if k != "seed"})
+        if "seed" in retrain and retrain["seed"] is not None:
+            check(f"{call}(retrain=...)", "seed", retrain["seed"])
+    return PruneConfig(amount=amount, scope=scope, normalize=normalize,
+                       layer_amounts=layer_amounts, ignore=ignore, steps=steps,
+                       schedule=schedule, retrain=dict(retrain) if retrain else None,
+                       rewind=rewind, recalibrate=recalibrate)
+
+
+def _fraction():
+    from ..params import PARAMS
+
+    return PARAMS["amount"]
+
+
+def select_removal(kind: UnitKind, model: nn.Module, units: Units, scores: Scores,
+                   fraction: float, cfg: PruneConfig, layer_amounts: dict[str, float],
+                   call: str, refuse_empty: bool = True) -> dict[str, torch.Tensor]:
+    """The units one round removes: least important first, never emptying a group.
+
+    Refuses (PruneError) a round that would remove nothing, saying how many units the smallest
+    non-empty round would remove.
+    """
+    values = {k: v for k, v in scores.values.items() if k not in cfg.ignore}
+    if not values:
+        raise PruneError(f"{call}: every group is ignored, so nothing would be pruned; "
+                         "ignore fewer groups.")
+    removal = select_units(values, fraction, scope=cfg.scope, normalize=cfg.normalize,
+                           layer_amounts=layer_amounts, alive=kind.alive(model, units),
+                           keep_sets=kind.keep_sets(units), call=call)
+    removal = {k: v for k, v in removal.items() if len(v)}
+    if refuse_empty and not removal:
+        alive = kind.alive(model, units)
+        total = sum(int(alive[k].sum()) if alive else v.numel() for k, v in values.items())
+        smallest = 1 / total if total else 1.0
+        raise PruneError(
+            f"{call}: amount={fraction!r} removes no {kind.noun} (there are {total} alive "
+            f"in the groups considered; the smallest non-empty step removes 1 unit, about "
+            f"amount={smallest:.3g}). Use a larger amount.")
+    kind.check(units, removal, call)
+    return removal
+
+
+def units_for(kind: UnitKind, model: nn.Module, env: ModelEnv, scores: Scores,
+              current: int) -> Units:
+    """The units ``scores`` were made on, while still valid for ``model`` (saves finding them
+    again, e.g. building torch-pruning's dependency graph twice); else found anew."""
+    found = getattr(scores, "_units", None)
+    if found is not None and found.detail is not None and scores.step == current:
+        return found
+    return kind.find(model, env, prune_output=bool(scores.options.get("prune_output")))
+
+
+@dataclass
+class PrunePreview:
+    """Units a prune would remove per group, and the predicted size of the model after it.
+
+    Attributes
+    ----------
+    granularity : str
+        The unit kind.
+    rows : list of dict
+        Per group: ``group``, ``layers``, ``units`` (alive now), ``remove``, ``keep``.
+    params, nonzero_params, macs : tuple of int
+        (now, after) for the whole model.
+    """
+
+    granularity: str
+    amount: float
+    rows: list[dict] = field(default_factory=list)
+    params: tuple[int, int] = (0, 0)
+    nonzero_params: tuple[int, int] = (0, 0)
+    macs: tuple[int, int] = (0, 0)
+    speeds_up: bool = True
+    noun: str = "units"
+
+    @property
+    def removed(self) -> int:
+        return sum(r["remove"] for r in self.rows)
+
+    def to_frame(self):
+        """One row per group, as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=["group", "layers", "units", "remove", "keep"])
+
+    def summary(self) -> str:
+        text = (f"Prune {100 * self.amount:.0f}% would remove {self.removed} {self.noun}: "
+                f"params {self.params[0]} → {self.params[1]}")
+        if not self.speeds_up:
+            text += (f", nonzero {self.nonzero_params[0]} → {self.nonzero_params[1]}; MACs stay "
+                     f"{self.macs[0]} (dense kernels multiply masked zeros too)")
+        else:
+            text += f", MACs {self.macs[0]} → {self.macs[1]}"
+        return text + "."
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (f"<b>Preview</b>: {html.escape(self.summary())}"
+                + self.to_frame().to_html(index=False))
+
+
+def preview_removal(kind: UnitKind, model: nn.Module, env: ModelEnv, units: Units,
+                    scores: Scores, cfg: PruneConfig, call: str) -> PrunePreview:
+    """What the first round of ``cfg`` would remove, computed on a copy of ``model``."""
+    fraction = cfg.fractions()[0]
+    removal = select_removal(kind, model, units, scores, fraction, cfg,
+                             cfg.round_layer_amounts(), call)
+    example = env.example[:1]
+    params, nonzero = count_params(model)
+    macs = count_macs(model, example, env.forward)
+    trial = kind.preview(model, units, removal, env)   # on a copy
+    after, after_nonzero = count_params(trial)
+    alive = kind.alive(model, units)
+    rows = []
+    for key, v in scores.values.items():
+        if key in cfg.ignore:
+            continue
+        n = int(alive[key].sum()) if alive else int(v.numel())
+        gone = len(removal.get(key, ()))
+        rows.append({"group": key, "layers": ", ".join(units.groups.get(key, (key,))),
+                     "units": n, "remove": gone, "keep": n - gone})
+    return PrunePreview(kind.name, cfg.amount, rows, (params, after), (nonzero, after_nonzero),
+                        (macs, count_macs(trial, example, env.forward)), kind.speeds_up,
+                        kind.noun)

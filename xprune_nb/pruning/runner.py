@@ -1,0 +1,82 @@
+"""One round of a prune: select, apply through the unit kind, rewind, recalibrate, record.
+
+Called by ``Study.prune`` inside the study's transaction: if anything here fails or is
+interrupted, the transaction rebuilds the exact model of the current step.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from ..history import Step
+from ..measure import measure_step
+from ..scores import Scores
+from . import units as _units
+from .plan import PruneConfig, select_removal, units_for
+
+__all__ = ["prune_round"]
+
+
+def prune_round(study, scores: Scores, fraction: float, cfg: PruneConfig, *, round_index: int,
+                call: str) -> Step:
+    """Prune ``fraction`` of the alive units of ``study.model`` and commit the step."""
+    start = time.perf_counter()
+    kind = _units.get(scores.granularity, call)
+    timeline = study.timeline
+    model = timeline.model
+    units = units_for(kind, model, study.env, scores, timeline.current)
+    removal = select_removal(kind, model, units, scores, fraction, cfg,
+                             cfg.round_layer_amounts(), call, refuse_empty=round_index == 0)
+    structure = copy.deepcopy(timeline.step.structure)
+    config = {"criterion": scores.criterion, "granularity": scores.granularity,
+              "score_options": dict(scores.options), **cfg.to_dict(),
+              "round": round_index + 1, "fraction": fraction}
+    step = Step(len(timeline.history), "prune", timeline.current, config=config,
+                removed={k: v.tolist() for k, v in removal.items()})
+    # the model is changed in place (the dependency graph built while scoring is reused); a
+    # failure from here on is rolled back by rebuilding the current step's exact model
+    timeline.mark_dirty()
+    plan = kind.apply(model, units, removal, study.env)
+    if plan:
+        structure.append({"kind": kind.name, "plan": plan})
+    step.structure = structure
+    if cfg.rewind is not None:
+        _rewind(study, model, cfg.rewind, structure)
+    if kind.structural and _wants_recalibration(cfg, model):
+        from .recalibrate import recalibrate_batchnorm
+
+        recalibrate_batchnorm(model, study.data.train.X, forward=study.forward,
+                              seed=study.seed)
+        step.config["recalibrated"] = True
+    measure_step(study, step, model, seconds=time.perf_counter() - start)
+    timeline.commit(step, model)
+    return step
+
+
+def _wants_recalibration(cfg: PruneConfig, model) -> bool:
+    if cfg.recalibrate is False:
+        return False
+    try:
+        from .recalibrate import has_batchnorm
+    except ImportError:     # recalibration not available in this build
+        return False
+    return bool(cfg.recalibrate) or (cfg.recalibrate is None and has_batchnorm(model))
+
+
+def _rewind(study, model, index: int, structure: list) -> None:
+    """Lottery-ticket rewinding: surviving weights take their values at step ``index``."""
+    from ..timeline import rebuild
+
+    timeline = study.timeline
+    donor = timeline.model_at(index)
+    rebuild(donor, structure[len(timeline.history[index].structure):], [], study.env.example)
+    donor_state = donor.state_dict()
+    state = model.state_dict()
+    for key in state:
+        if key.endswith("_mask"):
+            continue
+        src = key if key in donor_state else key.replace("weight_orig", "weight")
+        if src in donor_state and donor_state[src].shape == state[key].shape:
+            state[key] = donor_state[src].clone()
+    model.load_state_dict(state)

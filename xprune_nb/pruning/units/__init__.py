@@ -1,0 +1,49 @@
+"""Unit kinds: what can be pruned, one module per kind, looked up by name.
+
+Examples
+--------
+>>> from xprune_nb.pruning import units
+>>> sorted(units.available())
+['channel', 'head', 'weight']
+>>> units.get("channel", "Study.score").structural
+True
+"""
+
+from __future__ import annotations
+
+from ...errors import ConfigError
+from .base import ModelEnv, UnitKind, Units
+
+__all__ = ["ModelEnv", "UnitKind", "Units", "register", "get", "available"]
+
+_REGISTRY: dict[str, type[UnitKind]] = {}
+
+
+def register(kind: type[UnitKind]) -> type[UnitKind]:
+    """Register a unit kind under its ``name`` (usable as a class decorator)."""
+    if not kind.name:
+        raise ValueError(f"{kind.__name__} has no name")
+    _REGISTRY[kind.name] = kind
+    return kind
+
+
+def available() -> list[str]:
+    """Names of every registered unit kind (the valid ``granularity=`` values)."""
+    return list(_REGISTRY)
+
+
+def get(name: object, call: str, param: str = "granularity") -> UnitKind:
+    """The unit kind called ``name``; an unknown name lists the valid ones."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ConfigError.unknown_name(call, param, _REGISTRY, name)
+    return _REGISTRY[name]()
+
+
+# one line per kind
+from .channel import ChannelUnits  # noqa: E402
+from .head import HeadUnits  # noqa: E402
+from .weight import WeightUnits  # noqa: E402
+
+register(WeightUnits)
+register(ChannelUnits)
+register(HeadUnits)

@@ -1,0 +1,60 @@
+"""The services behind ``Study.from_recipe`` and ``Study.save_pruned``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import ConfigError
+
+__all__ = ["study_from_recipe", "save_study_model"]
+
+
+def study_from_recipe(cls, recipe, *, model: nn.Module | None = None, data=None,
+                      epochs: int | None = None, progress=True, trust_source: bool = False,
+                      **study_options):
+    """Build a ``cls`` study from ``recipe`` and replay its steps (see ``Study.from_recipe``)."""
+    from .. import distributed
+    from . import Recipe
+    from .replay import build_data, build_model, plan, run
+
+    call = "Study.from_recipe"
+    if not isinstance(trust_source, bool):
+        raise ConfigError.bad_value(call, "trust_source", "True or False", trust_source)
+    if isinstance(recipe, (str, Path)):
+        recipe = Recipe.load(recipe)
+    elif isinstance(recipe, dict):
+        recipe = Recipe.from_dict(recipe, call=call)
+    elif not isinstance(recipe, Recipe):
+        raise ConfigError.bad_value(call, "recipe", "a Recipe, a dict or a file path", recipe)
+    else:
+        recipe.validate(call)
+    net = model if model is not None else build_model(recipe, trust_source=trust_source,
+                                                      call=call)
+    bundle = data if data is not None else build_data(recipe, call, trust_source=trust_source)
+    study = cls(net, bundle, seed=recipe.seed, **study_options)
+    if model is None:
+        study.model_spec = {k: v for k, v in recipe.model.items() if k != "weights"}
+    ops = plan(recipe, expand=distributed.world_size() > 1, epochs=epochs)
+    return run(study, ops, progress=progress)
+
+
+def save_study_model(study, path, *, step: int | None = None, kwargs: dict | None = None
+                     ) -> Path:
+    """Write the model of ``step`` (default: current) for :func:`xprune_nb.load_pruned`."""
+    from ..io.checkpoint import architecture_of, save_pruned
+
+    index = study.current if step is None else study.timeline.index(step, "Study.save_pruned")
+    model = study.model if index == study.current else study.model_at(index)
+    s = study.history[index]
+    if kwargs is None:
+        known = study.model_spec or {}
+        cls = type(study.original)
+        # a factory function's arguments are not the class's: only keep the class's own
+        same = "source" in known or known.get("factory") == f"{cls.__module__}:{cls.__qualname__}"
+        kwargs = known.get("kwargs", {}) if same else {}
+    return save_pruned(model, path, structure=s.structure, masked=s.masked,
+                       input_shape=study.data.input_shape,
+                       architecture=architecture_of(study.original, kwargs),
+                       metrics=s.metrics, input_dtype=study.data.train.X.dtype)

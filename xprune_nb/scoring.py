@@ -1,0 +1,80 @@
+"""Scoring one model's units with one criterion: the service behind ``Study.score``.
+
+The unit kind says which layers the criterion's hooks reach and how per-layer scores combine into
+one score per group; the criterion computes the importances; this module checks that the model
+was left untouched and that every score is finite, and wraps the result in :class:`Scores`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ._model import eval_mode
+from .criteria import ScoringContext
+from .errors import ModelError, NotScoredError
+from .pruning.units import ModelEnv, UnitKind
+from .scores import Scores
+
+__all__ = ["score_units", "fingerprint"]
+
+
+def fingerprint(model: nn.Module) -> tuple:
+    """Names, shapes and exact sums of every tensor of ``model``'s state (cheap change check)."""
+    return tuple((k, tuple(v.shape), float(v.double().sum()) if v.is_floating_point()
+                  else int(v.sum())) for k, v in model.state_dict().items())
+
+
+def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
+                inputs: torch.Tensor, targets: torch.Tensor, classes: list[int] | None,
+                num_classes: int, seed: int, batch_size: int, prune_output: bool,
+                progress: Callable[[int, int], None] | None, step: int, call: str,
+                options: dict) -> Scores:
+    """Score every unit of ``kind`` in ``model`` with ``scorer`` (a Criterion instance)."""
+    start = time.perf_counter()
+    units = kind.find(model, env, prune_output=prune_output)
+    if not units.groups:
+        raise ModelError(kind.nothing_found(units, call))
+    ctx = ScoringContext(model=model, granularity=kind.score_as, layers=units.layers,
+                         inputs=inputs, targets=targets, classes=classes,
+                         num_classes=num_classes, forward=env.forward, seed=seed,
+                         batch_size=batch_size, progress=progress)
+    before = fingerprint(model)
+    criterion = type(scorer)
+    with eval_mode(model):
+        raw = getattr(scorer, f"{kind.score_as}_scores")(ctx)
+        per_class_raw = None
+        if criterion.class_aware:
+            per_class_fn = getattr(scorer, f"per_class_{kind.score_as}_scores", None)
+            per_class_raw = per_class_fn(ctx) if per_class_fn is not None else None
+    if fingerprint(model) != before:   # a criterion must never change the model
+        raise ModelError(f"{call}: criterion {criterion.name!r} changed the model's weights or "
+                         "buffers (e.g. a forward() that updates a buffer); the study is "
+                         "unchanged. Make the model's eval-mode forward side-effect free.")
+    errors_raw = None
+    if getattr(criterion, "standard_errors_", None) is not None:
+        try:
+            errors_raw = scorer.standard_errors_
+        except NotScoredError:
+            errors_raw = None
+    try:
+        values = kind.combine(units, raw)
+        per_class = kind.combine(units, per_class_raw) if per_class_raw else None
+        # standard errors of a mean over coupled layers: a conservative mean of errors
+        errors = kind.combine(units, errors_raw) if errors_raw else None
+    except KeyError as exc:
+        raise ModelError(f"{call}: criterion {criterion.name!r} returned no scores for "
+                         f"{exc.args[0]!r}.") from None
+    for key, v in values.items():
+        if not torch.isfinite(v).all():
+            raise ModelError(f"{call}: criterion {criterion.name!r} gave NaN or infinite scores "
+                             f"for {key!r}; check the model's weights and the reference data.")
+    scores = Scores(criterion=criterion.name, granularity=kind.name, values=values,
+                    groups=dict(units.groups) if kind.structural else {}, step=step,
+                    per_class=per_class, options=options, skipped=dict(units.skipped),
+                    errors=errors, seconds=time.perf_counter() - start)
+    scores._units = units    # reused by the prune that follows on the same model
+    return scores
