@@ -333,3 +333,12 @@ def executed_layers(model: nn.Module, example: torch.Tensor, forward) -> set[str
         for h in handles:
             h.remove()
     return seen
+
+
+def model_source(model: nn.Module) -> dict:
+    """Where ``model``'s architecture comes from: a zoo name or an importable class path."""
+    zoo_name = getattr(model, "_xprune_zoo_name", None)
+    if zoo_name:
+        return {"kind": "zoo", "name": zoo_name}
+    cls = type(model)
+    return {"kind": "class", "module": cls.__module__, "qualname": cls.__qualname__}

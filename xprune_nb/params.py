@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Interval", "Options", "Constraint", "PARAMS", "validate", "check"]
+__all__ = ["Interval", "Options", "Constraint", "PARAMS", "validate", "check", "check_classes"]
 
 #: seeds must fit torch's and numpy's 64-bit generators
 SEED_RANGE = (-(2**63), 2**63 - 1)
@@ -187,3 +187,18 @@ def validate(call: str, **values: Any) -> None:
     """Check every keyword against :data:`PARAMS` (unknown names are a programming error)."""
     for name, value in values.items():
         check(call, name, value)
+
+
+def check_classes(call: str, classes, num_classes: int) -> list[int] | None:
+    """``classes=``: one class index or a non-empty list of them (real ints, no strings or
+    floats: ``0.7`` or ``'1'`` would silently mean another class)."""
+    if classes is None:
+        return None
+    if isinstance(classes, Integral) and not isinstance(classes, bool):
+        classes = [classes]
+    if (not isinstance(classes, (list, tuple, range)) or not classes or any(
+            isinstance(c, bool) or not isinstance(c, Integral) or not 0 <= c < num_classes
+            for c in classes)):
+        raise ConfigError.bad_value(call, "classes", "a list of class indices (int) in "
+                                    f"[0, {num_classes})", classes)
+    return [int(c) for c in classes]

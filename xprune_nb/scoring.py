@@ -19,7 +19,19 @@ from .errors import ModelError, NotScoredError
 from .pruning.units import ModelEnv, UnitKind
 from .scores import Scores
 
-__all__ = ["score_units", "fingerprint"]
+__all__ = ["score_units", "fingerprint", "reference_indices"]
+
+
+def reference_indices(y: torch.Tensor, samples: int | None, classes: list[int] | None, *,
+                      seed: int, call: str) -> torch.Tensor:
+    """``samples`` training rows in total (default: 256, or all available), stratified by class
+    and drawn only from ``classes`` when given; deterministic under ``seed``."""
+    from ._data import stratified_indices
+
+    if samples is None:
+        pool = y if classes is None else y[torch.isin(y, torch.tensor(classes))]
+        samples = min(256, len(pool))
+    return stratified_indices(y, samples, seed=seed, classes=classes, call=call)
 
 
 def fingerprint(model: nn.Module) -> tuple:

@@ -8,8 +8,6 @@ inside one transaction per mutating call (rolled back on any exception, Ctrl-C i
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,26 +16,20 @@ from torch import nn
 
 from . import criteria as _criteria
 from ._data import StudyData, resolve_data, stratified_indices
-from ._model import (
-    check_finite,
-    check_fits,
-    copy_model,
-    executed_layers,
-    find_output_layers,
-    logits_of,
-    prunable_layers,
-)
+from ._model import check_finite, check_fits, copy_model, logits_of, model_source, prunable_layers
 from .errors import ConfigError, ModelError, NotScoredError
 from .history import History, Step
 from .measure import measure_step
 from .metrics import Metrics, evaluate_model
-from .params import check, validate
+from .params import check, check_classes, validate
 from .progress import StopSignal, make_progress
 from .pruning import units as _units
-from .pruning.plan import PrunePreview, prune_config, units_for
+from .pruning.plan import PrunePreview, prune_config, rewind_index, units_for
+from .retraining import retrain_step
 from .scores import Scores
+from .scoring import reference_indices, score_units
 from .timeline import Timeline
-from .training import Callback, ProgressBar, TrainResult, train
+from .training import Callback, TrainResult
 
 __all__ = ["Study"]
 
@@ -89,7 +81,7 @@ class Study:
                                         call=call)
         self._setup(copy_model(model).cpu(), study_data, seed, output_fn, call=call,
                     max_snapshots=max_snapshots, snapshot_dir=snapshot_dir)
-        self.model_source = _model_source(model)
+        self.model_source = model_source(model)
         probe = stratified_indices(self.data.test.y, min(probe_size, len(self.data.test)),
                                    seed=seed, call=call)
         self.probe_x, self.probe_y = self.data.test.X[probe], self.data.test.y[probe]
@@ -108,17 +100,12 @@ class Study:
         example = data.train.X[:2]
         num_logits = check_fits(original, example, data.num_classes, self.forward, call)
         if not prunable_layers(original):
-            raise ModelError(f"{call}: the model has no Conv or Linear layer, so nothing to "
-                             "prune.")
+            raise ModelError(f"{call}: the model has no Conv or Linear layer to prune.")
         self.original: nn.Module = original.eval()
-        self.output_layers = (list(output_layers) if output_layers is not None
-                              else find_output_layers(original, example, self.forward))
-        self.env = _units.ModelEnv(
-            original=original, example=example, forward=self.forward,
-            output_layers=self.output_layers,
-            executed=set(executed) if executed is not None else executed_layers(
-                original, example, self.forward),
-            num_logits=num_logits, analysis=dict(analysis or {}))
+        self.env = _units.ModelEnv.of(original, example, self.forward, num_logits,
+                                      output_layers=output_layers, executed=executed,
+                                      analysis=analysis)
+        self.output_layers = self.env.output_layers
         self.timeline = Timeline(original, example, max_snapshots=max_snapshots,
                                  snapshot_dir=snapshot_dir)
         self.model_source: dict = {}
@@ -134,12 +121,10 @@ class Study:
         study = cls.__new__(cls)
         study._setup(original, data, seed, output_fn, call="Study.load", analysis=analysis,
                      output_layers=output_layers, executed=set(executed))
-        study.model_source = dict(model_source)
-        study.probe_x, study.probe_y = probe
+        study.model_source, (study.probe_x, study.probe_y) = dict(model_source), probe
         study.timeline.replace(history, states, scores, current)
         return study
 
-    # ------------------------------------------------------------------ reading
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``model`` on ``x`` (applies ``output_fn``)."""
         out = model(x)
@@ -161,7 +146,7 @@ class Study:
         return self.timeline.current
 
     @property
-    def step(self) -> Step:
+    def step(self) -> Step:  # noqa: D102 - the current history step
         return self.timeline.step
 
     @property
@@ -173,8 +158,8 @@ class Study:
     def scores_(self) -> Scores:
         """The scores computed for the current model (raises if :meth:`score` was not called)."""
         if self.current not in self.timeline.scores:
-            raise NotScoredError(f"Study: no scores for the current model (step "
-                                 f"{self.current}); call study.score(criterion) first.")
+            raise NotScoredError(f"Study: no scores for step {self.current}; call "
+                                 "study.score(criterion) first.")
         return self.timeline.scores[self.current]
 
     def scores_at(self, index: int) -> Scores | None:
@@ -187,17 +172,9 @@ class Study:
 
     def prunable(self, granularity: str = "channel"):
         """Table of the prunable units of the current model (and what can't go, and why)."""
-        import pandas as pd
-
         kind = _units.get(granularity, "Study.prunable")
-        found = kind.find(self.model, self.env)
-        rows = [{"group": k, "units": found.sizes.get(k), "layers": ", ".join(layers),
-                 "prunable": True, "reason": ""} for k, layers in found.groups.items()]
-        rows += [{"group": n, "units": None, "layers": n, "prunable": False, "reason": why}
-                 for n, why in found.skipped.items()]
-        return pd.DataFrame(rows)
+        return _units.prunable_table(kind.find(self.model, self.env))
 
-    # ------------------------------------------------------------------ scoring
     def score(self, criterion: str = "magnitude", granularity: str = "channel", *,
               samples: int | None = None, classes: Sequence[int] | None = None,
               prune_output: bool = False, batch_size: int = 64, progress=False,
@@ -207,21 +184,17 @@ class Study:
         Parameters
         ----------
         criterion : str
-            A registered criterion (:func:`xprune_nb.criteria.available`).
+            A registered criterion (:func:`xprune_nb.criteria.available`), e.g. ``taylor``.
         granularity : str
-            A unit kind: ``channel`` (removed for real), ``weight`` (masked), ``head``...
-            (:func:`xprune_nb.pruning.units.available`).
-        samples : int, optional
-            Reference examples in total, drawn stratified by class from the training split
-            (default: 256, or all available if fewer).
-        classes : list of int, optional
-            Only examples of these classes: relevance for these classes.
-        prune_output : bool
-            Also score the output layer (``weight`` granularity).
-        progress, stop
-            The progress protocol (:mod:`xprune_nb.progress`).
+            A unit kind (:func:`xprune_nb.pruning.units.available`): ``channel`` (removed for
+            real), ``weight`` (masked), ``head``...
+        samples, classes : int, list of int, optional
+            Reference examples in total (default 256), drawn stratified by class from the
+            training split, only from ``classes`` when given (relevance for those classes).
+        prune_output, batch_size, progress, stop
+            Score the output layer too (``weight``); batch size; the progress protocol.
         **options
-            Options of the criterion (e.g. ``p=2`` for magnitude, ``rule="zplus"`` for lrp).
+            The criterion's options (e.g. ``p=2`` for magnitude, ``rule="zplus"`` for lrp).
 
         Returns
         -------
@@ -235,18 +208,13 @@ class Study:
             raise ConfigError.bad_value(call, "granularity",
                                         f"one of {list(cls.granularities)} for {criterion!r}",
                                         granularity)
-        classes = self._classes(classes, call)
+        classes = check_classes(call, classes, self.data.num_classes)
         validate(call, samples=samples, batch_size=batch_size, prune_output=prune_output)
         scorer = cls(**options)
         tick = make_progress(progress, call, f"score {criterion}", stop)
-        if samples is None:
-            pool = self.data.train.y if classes is None else self.data.train.y[
-                torch.isin(self.data.train.y, torch.tensor(classes))]
-            samples = min(256, len(pool))
-        idx = stratified_indices(self.data.train.y, samples, seed=self.seed, classes=classes,
-                                 call=call)
+        idx = reference_indices(self.data.train.y, samples, classes, seed=self.seed, call=call)
+        samples = len(idx)
         check_finite(self.model, call)
-        from .scoring import score_units
 
         with self.timeline.transaction(call):
             scores = score_units(
@@ -260,20 +228,6 @@ class Study:
             self.timeline.record_scores(scores)
         return scores
 
-    def _classes(self, classes, call: str) -> list[int] | None:
-        if classes is None:
-            return None
-        if isinstance(classes, int) and not isinstance(classes, bool):
-            classes = [classes]
-        n = self.data.num_classes
-        if (not isinstance(classes, (list, tuple, range)) or not classes or any(
-                isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n
-                for c in classes)):
-            raise ConfigError.bad_value(call, "classes", f"a list of class indices (int) in "
-                                        f"[0, {n})", classes)
-        return [int(c) for c in classes]
-
-    # ------------------------------------------------------------------ pruning
     def prune(self, amount: float, *, scope: str = "global", normalize: str | None = "mean",
               layer_amounts: dict[str, float] | None = None, ignore: Sequence[str] = (),
               steps: int = 1, schedule: str = "linear", retrain: dict | None = None,
@@ -284,25 +238,19 @@ class Study:
         ----------
         amount : float in [0, 1)
             Fraction of the units alive now to remove (over ``steps`` rounds in total).
-        scope : {"global", "layer"}
-            One ranking across layers after per-layer normalisation, or the same fraction in
-            every layer.
-        normalize : {"mean", "l1", "l2", "max", None}
-            Per-layer normalisation before a global ranking.
-        layer_amounts : dict, optional
-            Per-group fractions that override ``amount``.
-        ignore : list of str
-            Groups never pruned in this call.
+        scope, normalize : {"global", "layer"}, {"mean", "l1", "l2", "max", None}
+            One ranking across groups after per-group normalisation, or the same fraction in
+            every group.
+        layer_amounts, ignore : dict, list of str
+            Per-group fractions that override ``amount``; groups never pruned in this call.
         steps, schedule : int, {"linear", "geometric"}
-            Iterative pruning: ``steps`` rounds of score → prune (→ retrain), re-scoring with
-            the same criterion before each round after the first.
-        retrain : dict, optional
-            :meth:`retrain` arguments run after every round (e.g. ``{"epochs": 1}``).
+            Iterative pruning: rounds of score → prune (→ ``retrain``, a dict of
+            :meth:`retrain` arguments), re-scoring with the same criterion each round.
         rewind : int, "original" or None
             Lottery-ticket rewinding to the weights of that step after each round.
         recalibrate : bool, optional
-            Re-estimate BatchNorm statistics after a structural removal (default: on for
-            models with BatchNorm).
+            Re-estimate BatchNorm statistics after a structural removal (EagleEye); default:
+            on for models with BatchNorm.
 
         Returns
         -------
@@ -315,7 +263,7 @@ class Study:
                            layer_amounts=layer_amounts, ignore=ignore, steps=steps,
                            schedule=schedule, retrain=retrain, rewind=rewind,
                            recalibrate=recalibrate)
-        cfg.rewind = self._rewind_index(rewind, call)
+        cfg.rewind = rewind_index(self.timeline, rewind, call)
         from .pruning.runner import prune_round
 
         with self.timeline.transaction(call):
@@ -333,19 +281,6 @@ class Study:
         return self.score(scores.criterion, scores.granularity, samples=o.pop("samples"),
                           classes=o.pop("classes"), prune_output=o.pop("prune_output"), **o)
 
-    def _rewind_index(self, rewind, call: str) -> int | None:
-        if rewind is None:
-            return None
-        if rewind == "original":
-            return 0
-        if (isinstance(rewind, int) and not isinstance(rewind, bool)
-                and 0 <= rewind <= self.current and self.timeline.is_ancestor(rewind,
-                                                                              self.current)):
-            return rewind
-        raise ConfigError.bad_value(call, "rewind", "None, 'original' or the index of an "
-                                    f"earlier step on the path to the current step "
-                                    f"{self.current}", rewind)
-
     def preview(self, amount: float, **prune_args) -> PrunePreview:
         """What :meth:`prune` with these arguments would remove (first round), on a copy."""
         from .pruning.plan import preview_removal
@@ -357,7 +292,6 @@ class Study:
         units = units_for(kind, self.model, self.env, scores, self.current)
         return preview_removal(kind, self.model, self.env, units, scores, cfg, call)
 
-    # ------------------------------------------------------------------ retraining
     def retrain(self, epochs: int = 1, *, lr: float = 1e-3, optimizer: str = "adam",
                 batch_size: int = 64, weight_decay: float = 0.0,
                 callbacks: Sequence[Callback] = (), progress=True,
@@ -381,39 +315,12 @@ class Study:
                 isinstance(c, Callback) for c in callbacks):
             raise ConfigError.bad_value(call, "callbacks", "a list of xprune_nb.Callback",
                                         callbacks)
-        bar = progress is True
-        tick = None if bar else make_progress(progress, call, "retrain")
-        if stop is not None and not isinstance(stop, StopSignal):
-            raise ConfigError.bad_value(call, "stop", "a xprune_nb.StopSignal or None", stop)
         with self.timeline.transaction(call):
-            model = copy_model(self.model)
-            start = time.perf_counter()
-            result = TrainResult()
-            if train_fn is not None:
-                train_fn(model, self.data)
-            else:
-                cbs = list(callbacks) + ([ProgressBar()] if bar else [])
-                if tick is not None:
-                    cbs.append(_TickCallback(tick))
-                result = train(model, self.data.train, epochs=epochs, lr=lr, optimizer=optimizer,
-                               batch_size=batch_size, weight_decay=weight_decay, seed=seed,
-                               forward=self.forward, val_split=self.data.val, callbacks=cbs,
-                               stop=stop)
-            model.eval()
-            check_finite(model, call)
-            step = Step(len(self.history), "retrain", self.current,
-                        config={"epochs": epochs, "lr": lr, "optimizer": optimizer,
-                                "batch_size": batch_size, "weight_decay": weight_decay,
-                                "custom_train_fn": train_fn is not None, "seed": seed},
-                        structure=copy.deepcopy(self.step.structure), stopped=result.stopped)
-            step.note = (f"{result.epochs_done} epochs, {result.batches_done} batches"
-                         + (", stopped by the user" if result.stopped else ""))
-            measure_step(self, step, model, seconds=time.perf_counter() - start)
-            self.timeline.commit(step, model)
-            self.last_train_result = result
-        return step
+            return retrain_step(self, epochs=epochs, lr=lr, optimizer=optimizer,
+                                batch_size=batch_size, weight_decay=weight_decay,
+                                callbacks=callbacks, progress=progress, stop=stop,
+                                train_fn=train_fn, seed=seed, call=call)
 
-    # ------------------------------------------------------------------ history
     def goto(self, index: int) -> Step:
         """Make step ``index`` current (its exact model is restored); later steps are kept,
         and a new action from here starts a branch."""
@@ -424,10 +331,8 @@ class Study:
 
     def undo(self) -> Step:
         """Go back to the parent of the current step."""
-        parent = self.step.parent
-        if parent is None:
-            raise ConfigError("Study.undo(): already at the original model (step 0); "
-                              "nothing to undo.")
+        if (parent := self.step.parent) is None:
+            raise ConfigError("Study.undo(): already at the original model (step 0).")
         return self.goto(parent)
 
     def compare(self, a: int = 0, b: int = -1):
@@ -443,7 +348,6 @@ class Study:
         model = self.model if step is None else self.model_at(step)
         return evaluate_model(model, self.data, self.forward, latency=latency)
 
-    # ------------------------------------------------------------------ explaining
     def saliency(self, before: int = 0, after: int = -1, *, method: str = "saliency",
                  inputs=None, labels: Sequence[int] | None = None, n: int = 8, progress=False,
                  stop: StopSignal | None = None, **method_options):
@@ -479,7 +383,6 @@ class Study:
 
         return drift_table(self)
 
-    # ------------------------------------------------------------------ files and export
     def save(self, path: str | Path) -> Path:
         """Save the whole study to one file (written atomically; read without running code)."""
         from .io.study_file import save_study
@@ -514,15 +417,7 @@ class Study:
         By itself a recipe builds only zoo models and bundled datasets; factories, importable
         classes and model source code run code, so they need ``trust_source=True``. ``model=``
         and ``data=`` replace the recipe's sources; ``epochs`` overrides every retraining.
-
-        Examples
-        --------
-        >>> import xprune_nb as xp
-        >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
-        >>> _ = study.score("magnitude"); _ = study.prune(0.3)
-        >>> again = xp.Study.from_recipe(study.recipe())
-        >>> again.step.metrics["params"] == study.step.metrics["params"]
-        True
+        See docs/recipes.md for an example.
         """
         from .recipe.study_ops import study_from_recipe
 
@@ -553,26 +448,3 @@ class Study:
     def _repr_html_(self) -> str:
         return (f"<b>Study</b>: step {self.current} of {len(self.history)}"
                 + self.history.to_frame().to_html(float_format=lambda x: f"{x:.4g}"))
-
-
-class _TickCallback(Callback):
-    """Reports batches to a progress-protocol callable."""
-
-    def __init__(self, tick) -> None:
-        self.tick, self.total, self.done = tick, 0, 0
-
-    def on_train_start(self, epochs: int, batches_per_epoch: int) -> None:
-        self.total = epochs * batches_per_epoch
-
-    def on_batch_end(self, epoch: int, batch: int, loss: float, accuracy: float) -> None:
-        self.done += 1
-        self.tick(self.done, self.total)
-
-
-def _model_source(model: nn.Module) -> dict:
-    """Where the architecture comes from: a zoo name or an importable class path."""
-    zoo_name = getattr(model, "_xprune_zoo_name", None)
-    if zoo_name:
-        return {"kind": "zoo", "name": zoo_name}
-    cls = type(model)
-    return {"kind": "class", "module": cls.__module__, "qualname": cls.__qualname__}

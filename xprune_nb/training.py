@@ -12,6 +12,7 @@ loss is scaled so that the averaged gradient is exactly the gradient of the glob
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,8 @@ from ._data import Split, batches
 from .errors import ConfigError
 from .progress import StopSignal
 
-__all__ = ["Callback", "StopSignal", "ProgressBar", "TrainResult", "train", "OPTIMIZERS"]
+__all__ = ["Callback", "StopSignal", "ProgressBar", "TickCallback", "TrainResult", "train",
+           "OPTIMIZERS", "check_train_options"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -42,6 +44,20 @@ class Callback:
 
     def on_train_end(self, result: TrainResult) -> None:
         pass
+
+
+class TickCallback(Callback):
+    """Reports batches done to a progress-protocol callable ``tick(done, total)``."""
+
+    def __init__(self, tick: Callable[[int, int], object]) -> None:
+        self.tick, self.total, self.done = tick, 0, 0
+
+    def on_train_start(self, epochs: int, batches_per_epoch: int) -> None:
+        self.total = epochs * batches_per_epoch
+
+    def on_batch_end(self, epoch: int, batch: int, loss: float, accuracy: float) -> None:
+        self.done += 1
+        self.tick(self.done, self.total)
 
 
 class ProgressBar(Callback):
@@ -116,6 +132,45 @@ def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 51
     return correct / n, total_loss / n
 
 
+def _number(value, *, low: float, strict: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and (value > low if strict else value >= low)
+
+
+def check_train_options(call: str, *, epochs=1, lr=1e-3, optimizer="adam", batch_size=64,
+                        weight_decay=0.0, seed=0, callbacks=(), stop=None) -> None:
+    """Refuse training options that would fail half-way or train on nonsense (a NaN weight
+    decay, a callback that is not one), naming the call and the parameter, before any work.
+
+    Examples
+    --------
+    >>> check_train_options("Study.retrain", weight_decay=-1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ConfigError: Study.retrain(weight_decay=...): expected a finite number ...
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError.bad_value(call, "epochs", "a positive integer", epochs)
+    if not _number(lr, low=0.0, strict=True):
+        raise ConfigError.bad_value(call, "lr", "a finite number > 0", lr)
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ConfigError.unknown_name(call, "optimizer", OPTIMIZERS, optimizer)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError.bad_value(call, "batch_size", "a positive integer", batch_size)
+    if not _number(weight_decay, low=0.0, strict=False):
+        raise ConfigError.bad_value(call, "weight_decay", "a finite number >= 0", weight_decay)
+    # torch's and numpy's generators take 64-bit seeds; a larger one overflows mid-run
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
+        raise ConfigError.bad_value(call, "seed", "an integer that fits in 64 bits", seed)
+    if isinstance(callbacks, (Callback, str, bytes)) or not isinstance(
+            callbacks, (list, tuple)) or not all(isinstance(c, Callback) for c in callbacks):
+        raise ConfigError.bad_value(call, "callbacks", "a list of xprune_nb.Callback objects",
+                                    callbacks)
+    if stop is not None and not hasattr(stop, "requested"):
+        raise ConfigError.bad_value(call, "stop", "a StopSignal or None", stop)
+
+
 def train(
     model: nn.Module,
     train_split: Split,
@@ -155,6 +210,9 @@ def train(
 
     from . import distributed
 
+    check_train_options("train", epochs=epochs, lr=lr, optimizer=optimizer,
+                        batch_size=batch_size, weight_decay=weight_decay, seed=seed,
+                        callbacks=callbacks, stop=stop)
     start = time.perf_counter()
     world, rank = distributed.world_size(), distributed.rank()
     dev = torch.device(device) if device is not None else distributed.training_device()

@@ -21,7 +21,8 @@ from .schedules import step_fractions
 from .selection import select_units
 from .units import ModelEnv, UnitKind, Units
 
-__all__ = ["PruneConfig", "prune_config", "select_removal", "units_for", "PrunePreview",
+__all__ = ["PruneConfig", "prune_config", "select_removal", "units_for", "rewind_index",
+           "PrunePreview",
            "preview_removal"]
 
 
@@ -121,6 +122,20 @@ def select_removal(kind: UnitKind, model: nn.Module, units: Units, scores: Score
             f"amount={smallest:.3g}). Use a larger amount.")
     kind.check(units, removal, call)
     return removal
+
+
+def rewind_index(timeline, rewind, call: str) -> int | None:
+    """``rewind=``: None, "original" (step 0) or an earlier step on the current path."""
+    if rewind is None:
+        return None
+    if rewind == "original":
+        return 0
+    current = timeline.current
+    if (isinstance(rewind, int) and not isinstance(rewind, bool) and 0 <= rewind <= current
+            and timeline.is_ancestor(rewind, current)):
+        return rewind
+    raise ConfigError.bad_value(call, "rewind", "None, 'original' or the index of an earlier "
+                                f"step on the path to the current step {current}", rewind)
 
 
 def units_for(kind: UnitKind, model: nn.Module, env: ModelEnv, scores: Scores,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ...errors import ConfigError
 from .base import ModelEnv, UnitKind, Units
 
-__all__ = ["ModelEnv", "UnitKind", "Units", "register", "get", "available"]
+__all__ = ["ModelEnv", "UnitKind", "Units", "register", "get", "available", "prunable_table"]
 
 _REGISTRY: dict[str, type[UnitKind]] = {}
 
@@ -37,6 +37,18 @@ def get(name: object, call: str, param: str = "granularity") -> UnitKind:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ConfigError.unknown_name(call, param, _REGISTRY, name)
     return _REGISTRY[name]()
+
+
+def prunable_table(units: Units):
+    """One row per prunable group (with its units and layers) and per layer that can't go,
+    with why: what ``Study.prunable()`` shows."""
+    import pandas as pd
+
+    rows = [{"group": k, "units": units.sizes.get(k), "layers": ", ".join(layers),
+             "prunable": True, "reason": ""} for k, layers in units.groups.items()]
+    rows += [{"group": n, "units": None, "layers": n, "prunable": False, "reason": why}
+             for n, why in units.skipped.items()]
+    return pd.DataFrame(rows)
 
 
 # one line per kind

@@ -56,6 +56,21 @@ class ModelEnv:
     num_logits: int
     analysis: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, original: nn.Module, example: torch.Tensor, forward, num_logits: int, *,
+           output_layers: list[str] | None = None, executed: set[str] | None = None,
+           analysis: dict | None = None) -> ModelEnv:
+        """The environment of ``original``, finding its output and executed layers unless
+        given (a loaded study passes the recorded ones)."""
+        from ..._model import executed_layers, find_output_layers
+
+        return cls(original=original, example=example, forward=forward,
+                   output_layers=list(output_layers) if output_layers is not None
+                   else find_output_layers(original, example, forward),
+                   executed=set(executed) if executed is not None
+                   else executed_layers(original, example, forward),
+                   num_logits=num_logits, analysis=dict(analysis or {}))
+
     def check_runs(self, model: nn.Module, call: str) -> None:
         """Raise :class:`PruneError` unless ``model`` still runs and keeps its logits."""
         try:
