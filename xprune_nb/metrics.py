@@ -54,13 +54,40 @@ def count_macs(model: nn.Module, example: torch.Tensor, forward) -> int:
     """Multiply-accumulates of one forward pass on ``example`` (FLOPs / 2, dense).
 
     Counted with :class:`torch.utils.flop_counter.FlopCounterMode`; masked weights still count
-    because dense kernels multiply the zeros too.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
+    because dense kernels multiply the zeros too. Attention counts in full: the q/k/v and output
+    projections, and the QK^T and AV products, whatever path the attention takes. The fused fast
+    paths of ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` are invisible to the
+    counter, so they are switched off while counting (the math is the same), and the CPU kernel
+    of ``F.scaled_dot_product_attention``, which the counter has no formula for, gets the
+    formula of the other attention kernels.
 
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), eval_mode(model), counter:
-        forward(model, example)
+    Examples
+    --------
+    >>> from torch import nn
+    >>> mha = nn.MultiheadAttention(16, 4, batch_first=True)
+    >>> x = torch.zeros(1, 10, 16)
+    >>> count_macs(mha, x, lambda m, x: m(x, x, x, need_weights=False)[0])
+    13440
+
+    That is 4 projections of 10 tokens (4 * 10 * 16 * 16) plus QK^T and AV (2 * 10 * 10 * 16).
+    """
+    from torch.utils import flop_counter
+
+    def attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query, key, value)   # QK^T and AV (shapes here)
+
+    custom = {}
+    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_sdpa is not None:
+        custom[cpu_sdpa] = attention_flops
+    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), eval_mode(model), counter:
+            forward(model, example)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return int(counter.get_total_flops() // 2)
 
 
