@@ -1,0 +1,254 @@
+"""Honest measurements and explanations of a :class:`~xprune_nb.pruning.dynamic.DynamicNet`.
+
+MACs are counted per part with :class:`torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs
+/ 2): trunk + branch once, each sliced path once; an example costs trunk + branch, plus its
+path unless it exits early. Latency is measured at batch 1 on each example in turn, since a
+dynamic model's cost depends on the input: the mean, median, 95th percentile and maximum over
+examples are reported (each example's time is the median of ``repeats`` runs). Comparisons
+with the dense model time both in alternation, so load changes on the machine hit both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._model import eval_mode, logits_of
+from .dynamic import DynamicNet
+from .dynamic_split import run_tail
+
+__all__ = ["path_macs", "dynamic_metrics", "dense_metrics", "compare_dense", "path_of",
+           "path_channels"]
+
+
+def _macs(fn: Callable[[], object]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn()
+    return int(counter.get_total_flops() // 2)
+
+
+def path_macs(net: DynamicNet, example: torch.Tensor) -> dict:
+    """MACs of one example through each part: ``{"trunk": trunk + branch, "paths": [...]}``.
+
+    Examples
+    --------
+    >>> # path_macs(net, X[:1]) -> {'trunk': 30720, 'paths': [41216, 40960]}
+    """
+    x = example[:1]
+    with torch.no_grad(), eval_mode(net):
+        values = net.trunk(x)
+        trunk = _macs(lambda: net.branch(net.trunk(x)[0]))
+        paths = [_macs(lambda p=p: run_tail(p, values)) for p in net.paths]
+    return {"trunk": trunk, "paths": paths}
+
+
+def _latencies(models: list[Callable], X: torch.Tensor, samples: int, repeats: int
+               ) -> list[list[float]]:
+    """Per model, per example: median batch-1 time (ms), the models timed in alternation."""
+    times: list[list[float]] = [[] for _ in models]
+    xs = [X[i:i + 1] for i in range(min(samples, len(X)))]
+    with torch.inference_mode():
+        for f in models:  # warm-up
+            for x in xs[:3]:
+                f(x)
+        for x in xs:
+            runs: list[list[float]] = [[] for _ in models]
+            for _ in range(repeats):
+                for j, f in enumerate(models):
+                    start = time.perf_counter()
+                    f(x)
+                    runs[j].append(1000.0 * (time.perf_counter() - start))
+            for j in range(len(models)):
+                times[j].append(statistics.median(runs[j]))
+    return times
+
+
+def _summary(ms: list[float]) -> dict:
+    t = torch.tensor(ms, dtype=torch.float64)
+    return {"latency_b1_mean_ms": float(t.mean()), "latency_b1_p50_ms": float(t.median()),
+            "latency_b1_p95_ms": float(torch.quantile(t, 0.95)),
+            "latency_b1_max_ms": float(t.max())}
+
+
+def _batch_throughput(f: Callable, X: torch.Tensor, batch: int, repeats: int) -> float:
+    x = X[:batch]
+    if len(x) < batch:
+        x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
+    with torch.inference_mode():
+        f(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            f(x)
+            times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def _route_all(net: DynamicNet, X: torch.Tensor, batch: int = 256):
+    preds, exits, paths = [], [], []
+    with torch.no_grad(), eval_mode(net):
+        for i in range(0, len(X), batch):
+            x = X[i:i + batch]
+            _, _, exited, path = net.route(x)
+            preds.append(net(x).argmax(1))
+            exits.append(exited)
+            paths.append(path)
+    return torch.cat(preds), torch.cat(exits), torch.cat(paths)
+
+
+def dynamic_metrics(net: DynamicNet, X: torch.Tensor, y: torch.Tensor,
+                    forward: Callable | None = None, *, latency: bool = True,
+                    samples: int = 100, repeats: int = 3) -> dict:
+    """Accuracy, MACs (mean per example, longest path), early exits and batch-1 latency.
+
+    Parameters
+    ----------
+    net : DynamicNet
+    X, y : torch.Tensor
+        Evaluation data (e.g. the test split).
+    forward : callable, optional
+        ``forward(model, x) -> logits`` (default: ``net(x)``).
+    latency : bool
+        Measure batch-1 latency on the first ``samples`` examples of ``X``.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``macs_mean``, ``macs_longest``, ``macs_trunk``, ``exit_share``,
+        ``path_share`` (share of examples per path), ``paths``, and when measured
+        ``latency_b1_mean_ms``, ``latency_b1_p50_ms``, ``latency_b1_p95_ms``,
+        ``latency_b1_max_ms``.
+
+    Examples
+    --------
+    >>> # dynamic_metrics(net, data.test.X, data.test.y)["macs_mean"]
+    """
+    forward = forward or (lambda m, x: logits_of(m(x)))
+    preds, exited, path = _route_all(net, X)
+    macs = path_macs(net, X[:1])
+    per_path = torch.tensor(macs["paths"], dtype=torch.float64)
+    taken = path[~exited]
+    mean = macs["trunk"] + float(per_path[taken].sum()) / max(len(X), 1)
+    share = [float((taken == p).sum()) / max(len(X), 1) for p in range(net.num_paths)]
+    out = {"accuracy": float((preds == y).float().mean()), "macs_mean": mean,
+           "macs_longest": macs["trunk"] + int(per_path.max()), "macs_trunk": macs["trunk"],
+           "exit_share": float(exited.float().mean()), "path_share": share,
+           "paths": net.num_paths}
+    if latency:
+        with eval_mode(net):
+            out.update(_summary(_latencies([lambda x: forward(net, x)], X, samples,
+                                           repeats)[0]))
+    return out
+
+
+def dense_metrics(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
+                  forward: Callable | None = None, *, latency: bool = True,
+                  samples: int = 100, repeats: int = 3) -> dict:
+    """The same measurements for a static model (no exits, one path)."""
+    forward = forward or (lambda m, x: logits_of(m(x)))
+    with torch.no_grad(), eval_mode(model):
+        acc = float(torch.cat([forward(model, X[i:i + 256]).argmax(1)
+                               for i in range(0, len(X), 256)]).eq(y).float().mean())
+        macs = _macs(lambda: forward(model, X[:1]))
+    out = {"accuracy": acc, "macs_mean": float(macs), "macs_longest": macs, "macs_trunk": 0,
+           "exit_share": 0.0, "path_share": [1.0], "paths": 1}
+    if latency:
+        with eval_mode(model):
+            out.update(_summary(_latencies([lambda x: forward(model, x)], X, samples,
+                                           repeats)[0]))
+    return out
+
+
+def compare_dense(net: DynamicNet, model: nn.Module, X: torch.Tensor, y: torch.Tensor,
+                  forward: Callable | None = None, *, samples: int = 100, repeats: int = 3,
+                  batch: int = 64):
+    """One row each for the dense ``model`` and ``net``: accuracy, MACs, early exits, batch-1
+    latency (timed in alternation, example by example) and batch-``batch`` throughput.
+
+    Returns a pandas DataFrame indexed by ``"dense"`` and ``"dynamic"``, with ``*_ratio``
+    columns (dynamic / dense) for MACs and latency.
+    """
+    import pandas as pd
+
+    forward = forward or (lambda m, x: logits_of(m(x)))
+    rows = {"dense": dense_metrics(model, X, y, forward, latency=False),
+            "dynamic": dynamic_metrics(net, X, y, forward, latency=False)}
+    with eval_mode(model), eval_mode(net):
+        fs = [lambda x: forward(model, x), lambda x: forward(net, x)]
+        for name, ms in zip(rows, _latencies(fs, X, samples, repeats), strict=True):
+            rows[name].update(_summary(ms))
+            rows[name][f"throughput_b{batch}"] = None
+        for name, f in zip(rows, fs, strict=True):
+            rows[name][f"throughput_b{batch}"] = _batch_throughput(f, X, batch, 10)
+    frame = pd.DataFrame.from_dict(rows, orient="index").drop(columns=["path_share"])
+    for col in ("macs_mean", "macs_longest", "latency_b1_mean_ms", "latency_b1_p50_ms",
+                "latency_b1_p95_ms"):
+        frame[col + "_ratio"] = frame[col] / frame.loc["dense", col]
+    return frame
+
+
+def path_of(net: DynamicNet, x: torch.Tensor):
+    """Which way each input went: a pandas DataFrame, one row per input, with ``exited``,
+    ``branch_class`` and ``branch_confidence`` (top-1 of the branch), ``subset`` (its top-k
+    classes), ``path`` (-1 when it exited), ``path_classes`` (the classes the path's channels
+    were chosen for) and ``prediction``.
+
+    Examples
+    --------
+    >>> # path_of(net, data.test.X[:3])
+    """
+    import pandas as pd
+
+    with torch.no_grad(), eval_mode(net):
+        _, logits, exited, path = net.route(x)
+        probs = torch.softmax(logits.float(), 1)
+        subset = logits.topk(net.k, 1).indices
+        pred = net(x).argmax(1)
+    rows = []
+    for i in range(len(x)):
+        p = -1 if bool(exited[i]) else int(path[i])
+        rows.append({"exited": bool(exited[i]), "branch_class": int(probs[i].argmax()),
+                     "branch_confidence": float(probs[i].max()),
+                     "subset": tuple(sorted(int(c) for c in subset[i])), "path": p,
+                     "path_classes": tuple(net.plan["paths"][p]["classes"]) if p >= 0 else (),
+                     "prediction": int(pred[i])})
+    return pd.DataFrame(rows)
+
+
+def path_channels(net: DynamicNet, path: int):
+    """Why path ``path`` keeps the channels it keeps: one row per (group, channel) after the
+    branch point, with ``kept``, ``score`` (the class-wise relevance weighted by the path's
+    class weights: what the choice ranked by) and one ``class_<c>`` column per class of the
+    path (that class's normalised relevance of the channel).
+
+    Examples
+    --------
+    >>> # path_channels(net, 0).query("kept").groupby("group").size()
+    """
+    import pandas as pd
+
+    plan = net.plan
+    if not isinstance(path, int) or not 0 <= path < net.num_paths:
+        from ..errors import ConfigError
+
+        raise ConfigError.bad_value("path_channels", "path",
+                                    f"a path index in [0, {net.num_paths - 1}]", path)
+    entry = plan["paths"][path]
+    w = torch.tensor(entry["weights"], dtype=torch.float64)
+    rows = []
+    for group, rel in plan["relevance"].items():
+        r = torch.tensor(rel, dtype=torch.float64)
+        score = w @ r
+        kept = set(entry["kept"][group])
+        for ch in range(r.shape[1]):
+            row = {"group": group, "channel": ch, "kept": ch in kept, "score": float(score[ch])}
+            row.update({f"class_{c}": float(r[c, ch]) for c in entry["classes"]})
+            rows.append(row)
+    return pd.DataFrame(rows)
