@@ -199,6 +199,6 @@ def check_classes(call: str, classes, num_classes: int) -> list[int] | None:
     if (not isinstance(classes, (list, tuple, range)) or not classes or any(
             isinstance(c, bool) or not isinstance(c, Integral) or not 0 <= c < num_classes
             for c in classes)):
-        raise ConfigError.bad_value(call, "classes", "a list of class indices (int) in "
-                                    f"[0, {num_classes})", classes)
+        raise ConfigError.bad_value(call, "classes", f"class indices in [0, {num_classes}), "
+                                    "as int or a list of int", classes)
     return [int(c) for c in classes]

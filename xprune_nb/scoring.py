@@ -88,5 +88,5 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
                     groups=dict(units.groups) if kind.structural else {}, step=step,
                     per_class=per_class, options=options, skipped=dict(units.skipped),
                     errors=errors, seconds=time.perf_counter() - start)
-    scores._units = units    # reused by the prune that follows on the same model
+    scores._units = (model, units)   # reused by the prune that follows on this same model
     return scores

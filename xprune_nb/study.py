@@ -204,7 +204,7 @@ class Study:
         call = "Study.score"
         cls = _criteria.get(criterion, call)
         kind = _units.get(granularity, call)
-        if kind.name not in cls.granularities:
+        if kind.name not in cls.granularities and kind.score_as not in cls.granularities:
             raise ConfigError.bad_value(call, "granularity",
                                         f"one of {list(cls.granularities)} for {criterion!r}",
                                         granularity)

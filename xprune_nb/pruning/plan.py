@@ -142,8 +142,10 @@ def units_for(kind: UnitKind, model: nn.Module, env: ModelEnv, scores: Scores,
               current: int) -> Units:
     """The units ``scores`` were made on, while still valid for ``model`` (saves finding them
     again, e.g. building torch-pruning's dependency graph twice); else found anew."""
-    found = getattr(scores, "_units", None)
-    if found is not None and found.detail is not None and scores.step == current:
+    scored_model, found = getattr(scores, "_units", (None, None))
+    # valid only for the very model object scored (a rollback rebuilds a new one) and while the
+    # kind's own data (e.g. a dependency graph) has not been used up by a removal
+    if scored_model is model and found.detail is not None and scores.step == current:
         return found
     return kind.find(model, env, prune_output=bool(scores.options.get("prune_output")))
 
