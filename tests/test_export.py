@@ -22,7 +22,7 @@ from export_helpers import HOSTILE, UserNet, make_user_net, small_digits
 
 import xprune_nb as xp
 from xprune_nb.errors import ConfigError, StudyFileError
-from xprune_nb.export.checkpoint import read_checkpoint
+from xprune_nb.io.checkpoint import read_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -128,7 +128,11 @@ def test_script_reproduces_the_study(exported, name):
     assert metrics["loss"] == pytest.approx(m["loss"], rel=1e-5)
     payload = torch.load(out / "model.pt", weights_only=True)  # plain tensors and data
     assert payload["structure"] == study.step.structure
-    model = xp.load_pruned(out / "model.pt")                   # importable: no model= needed
+    user = name.startswith("user")
+    if user:  # the file names the user's class: importing it needs the opt-in
+        with pytest.raises(StudyFileError, match=r"trust_source=True"):
+            xp.load_pruned(out / "model.pt")
+    model = xp.load_pruned(out / "model.pt", trust_source=user)  # no model= needed
     assert shapes(model) == shapes(study.model)
     for key, value in study.model.state_dict().items():
         assert torch.allclose(model.state_dict()[key], value, atol=1e-5), key
@@ -264,8 +268,10 @@ def test_checkpoint_never_runs_code(tmp_path):
     payload["architecture"].update(module="os", qualname="system", zoo=None,
                                    kwargs={"command": "echo pwned"})
     torch.save(payload, tmp_path / "evil.pt")
-    with pytest.raises(StudyFileError, match="os.system is not a torch.nn.Module class"):
+    with pytest.raises(StudyFileError, match="Pass model=.* or opt in with trust_source=True"):
         xp.load_pruned(tmp_path / "evil.pt")
+    with pytest.raises(StudyFileError, match="os.system is not a torch.nn.Module class"):
+        xp.load_pruned(tmp_path / "evil.pt", trust_source=True)
     torch.save(study.model, tmp_path / "pickled.pt")      # a whole pickled module: refused
     with pytest.raises(StudyFileError, match="not a readable checkpoint"):
         xp.load_pruned(tmp_path / "pickled.pt")

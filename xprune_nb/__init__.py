@@ -50,7 +50,7 @@ _LAZY_MODULES = {"datasets", "zoo", "criteria", "explain"}
 _LAZY_ATTRS = {
     "Panel": ("xprune_nb.widgets", "Panel"),
     "Recipe": ("xprune_nb.recipe", "Recipe"),
-    "load_pruned": ("xprune_nb.export.checkpoint", "load_pruned"),
+    "load_pruned": ("xprune_nb.io.checkpoint", "load_pruned"),
 }
 
 

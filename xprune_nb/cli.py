@@ -68,12 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=_positive_int, default=None,
                      help="epochs of every retraining (default: as in the recipe)")
     run.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    run.add_argument("--trust-source", action="store_true",
-                     help="allow running model source code carried by the recipe")
+    run.add_argument("--trust", "--trust-source", dest="trust", action="store_true",
+                     help="trust the recipe: allow it to import and run code it names "
+                     "(factories, importable classes, model source code); by default it "
+                     "may use only zoo models, bundled datasets and tensor files")
 
     export = sub.add_parser("export", parents=[common], help="script from a saved study")
     export.add_argument("study", type=Path, help="a study file written by Study.save")
     export.add_argument("script", type=Path, help="the script to write (.py)")
+    export.add_argument("--trust", "--trust-source", dest="trust", action="store_true",
+                        help="trust the study file: allow importing the model class it names "
+                        "(by default only zoo models are rebuilt)")
 
     lab = sub.add_parser("lab", parents=[common],
                          help="JupyterLab on a copy of the bundled notebooks")
@@ -141,8 +146,7 @@ def _run(args) -> int:
     recipe = Recipe.load(args.recipe)
     distributed.setup(args.device)
     try:
-        study = xp.Study.from_recipe(recipe, epochs=args.epochs,
-                                     trust_source=args.trust_source)
+        study = xp.Study.from_recipe(recipe, epochs=args.epochs, trust_source=args.trust)
         out = args.out or args.recipe.with_name(args.recipe.stem + "_out")
         if distributed.is_main():
             _write_all(study, out, "reproduce.py")
@@ -155,7 +159,7 @@ def _run(args) -> int:
 def _export(args) -> int:
     import xprune_nb as xp
 
-    study = xp.Study.load(args.study)
+    study = xp.Study.load(args.study, trust_source=args.trust)
     path = study.export_script(args.script)
     print(f"wrote {path}")
     return 0

@@ -1,7 +1,8 @@
-"""Export: standalone scripts, pruned-model checkpoints and recipe replay.
+"""Export: writers of standalone scripts, reports and the outputs scripts produce.
 
 * :func:`write_script` — a readable ``.py`` file that reproduces a study (``study.export_script``).
-* :func:`save_pruned` / :func:`load_pruned` — pruned models as plain tensors and data.
+* :func:`save_pruned` / :func:`load_pruned` — pruned models as plain tensors and data (they live
+  in :mod:`xprune_nb.io.checkpoint`; re-exported here for exported scripts).
 * :func:`write_outputs`, :func:`load_weights`, :func:`load_data` — what exported scripts call.
 
 Nothing here imports widgets; scripts need only this headless core and torch.
@@ -9,9 +10,9 @@ Nothing here imports widgets; scripts need only this headless core and torch.
 
 from __future__ import annotations
 
-from .checkpoint import load_pruned, save_pruned
+from ..io.checkpoint import load_pruned, save_pruned
+from ..recipe.replay import as_bundle
 from .outputs import load_data, load_weights, summary_metrics, write_outputs
-from .replay import as_bundle
 from .script import write_script
 
 __all__ = ["write_script", "save_pruned", "load_pruned", "write_outputs", "load_weights",

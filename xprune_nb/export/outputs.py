@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import StudyFileError
+from ..io.atomic import write_text
 
 __all__ = ["write_outputs", "load_weights", "load_data", "summary_metrics"]
 
@@ -62,5 +63,5 @@ def write_outputs(study, out: str | Path, *, model: dict | None = None,
     study.save_pruned(out / "model.pt", kwargs=kwargs)
     study.recipe(model=model, data=data).save(out / "recipe.yaml")
     metrics = summary_metrics(study)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n", call="write_outputs")
     return metrics

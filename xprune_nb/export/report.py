@@ -10,15 +10,21 @@ import base64
 import html
 from pathlib import Path
 
+from ..io.atomic import write_bytes, write_text
+
 __all__ = ["write_report"]
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import io
+
     import matplotlib.pyplot as plt
 
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(path.read_bytes()).decode("ascii")
+    write_bytes(path, buffer.getvalue(), call="write_report")  # atomic: never half a file
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _history_figure(study):
@@ -134,6 +140,4 @@ def write_report(study, out: str | Path, *, title: str = "xprune_nb study report
             "max-width:980px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
             "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>")
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_text(out / "report.html", page, call="write_report")

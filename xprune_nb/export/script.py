@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..io.atomic import check_target, torch_save, write_bytes, write_text
 from ..recipe import Recipe
-from .replay import Op, plan
+from ..recipe.replay import Op, plan
 
 __all__ = ["write_script", "render_script"]
 
@@ -297,8 +298,11 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -
     # visibly different weights, so the script uses the thread count the study ran with
     lines.append(f"THREADS = {int(torch.get_num_threads())}")
     if model_override is not None:  # the constructor arguments (and factory), as recorded
-        lines.append("MODEL = " + _lit({k: v for k, v in recipe.model.items()
-                                        if k in ("factory", "class_name", "kwargs")}, "model"))
+        # kwargs always present: the code below reads MODEL['kwargs'] (a factory given
+        # without arguments takes none)
+        lines.append("MODEL = " + _lit({**{k: v for k, v in recipe.model.items()
+                                           if k in ("factory", "class_name")},
+                                        "kwargs": recipe.model.get("kwargs", {})}, "model"))
     if data_override is not None:
         lines.append("DATA = " + _lit(data_override, "data"))
     lines += ["", "", "def build_model():", '    """The original model, with its weights."""']
@@ -349,22 +353,20 @@ def write_script(recipe: Recipe, path: str | Path, *, study=None) -> Path:
     if path.suffix != ".py":
         raise ConfigError.bad_value(_CALL, "path", "a file name ending in .py", str(path))
     text = render_script(recipe, path.name, study=study)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import shutil
-
-    import torch
-
+    check_target(path, call=_CALL)  # a folder or a device: refused before any side file
     stem = path.stem
+    # every file is replaced atomically: a failure leaves the previous one intact
     if recipe.model_state is not None:
-        torch.save({k: v.detach().cpu() for k, v in recipe.model_state.items()},
-                   path.with_name(stem + ".weights.pt"))
+        torch_save({k: v.detach().cpu() for k, v in recipe.model_state.items()},
+                   path.with_name(stem + ".weights.pt"), call=_CALL)
     elif recipe.model.get("weights"):
-        shutil.copyfile(recipe.resolve(recipe.model["weights"]),
-                        path.with_name(stem + ".weights.pt"))
+        write_bytes(path.with_name(stem + ".weights.pt"),
+                    recipe.resolve(recipe.model["weights"]).read_bytes(), call=_CALL)
     if recipe.data_splits is not None:
-        torch.save(recipe.data_splits, path.with_name(stem + ".data.pt"))
+        torch_save(recipe.data_splits, path.with_name(stem + ".data.pt"), call=_CALL)
     elif "file" in recipe.data:
-        shutil.copyfile(recipe.resolve(recipe.data["file"]), path.with_name(stem + ".data.pt"))
-    path.write_text(text, encoding="utf-8")
+        write_bytes(path.with_name(stem + ".data.pt"),
+                    recipe.resolve(recipe.data["file"]).read_bytes(), call=_CALL)
+    write_text(path, text, call=_CALL)
     path.chmod(path.stat().st_mode | 0o111)  # it starts with a shebang: make it runnable
     return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keyword
 import math
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _TOP_KEYS = ("format", "version", "seed", "model", "data", "steps")
 _MODEL_KINDS = ("zoo", "factory", "source")
@@ -92,7 +92,7 @@ def _kind(d, kinds, call: str, where: str) -> str:
 
 def _check_retrain(p, call: str, where: str) -> None:
     _known(p, _RETRAIN_KEYS, call, where)
-    from .training import OPTIMIZERS
+    from ..training import OPTIMIZERS
 
     checks = {"epochs": (_pos_int, "a positive integer"),
               "lr": (lambda v: _number(v) and v > 0, "a positive number"),
@@ -106,9 +106,9 @@ def _check_retrain(p, call: str, where: str) -> None:
 
 
 def _check_prune(p, call: str, where: str) -> None:
-    from .pruning.schedules import SCHEDULES
-    from .pruning.selection import SCOPES
-    from .scores import NORMALIZATIONS
+    from ..pruning.schedules import SCHEDULES
+    from ..pruning.selection import SCOPES
+    from ..scores import NORMALIZATIONS
 
     _known(p, _PRUNE_KEYS, call, where, required=("amount",))
     la = p.get("layer_amounts", {})
@@ -135,7 +135,7 @@ def _check_prune(p, call: str, where: str) -> None:
 
 
 def _check_score(p, call: str, where: str) -> None:
-    from . import criteria
+    from .. import criteria
 
     if not isinstance(p, dict):
         raise ConfigError.bad_value(call, where, "a mapping with at least 'criterion'", p)
@@ -166,7 +166,7 @@ def _check_model(m, call: str) -> dict:
     _known(m, _MODEL_KEYS[kind], call, "model",
            required=("class_name",) if kind == "source" else ())
     if kind == "zoo":
-        from . import zoo
+        from .. import zoo
 
         if m["zoo"] not in zoo.available():
             raise ConfigError.unknown_name(call, "model.zoo", zoo.available(), m["zoo"])
@@ -191,7 +191,7 @@ def _check_data(d, call: str) -> dict:
     kind = _kind(d, _DATA_KINDS, call, "data")
     _known(d, _DATA_KEYS[kind], call, "data")
     if kind == "dataset":
-        from . import datasets
+        from .. import datasets
 
         if d["dataset"] not in datasets.available():
             raise ConfigError.unknown_name(call, "data.dataset", datasets.available(),

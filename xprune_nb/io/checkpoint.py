@@ -5,8 +5,11 @@ structural removals (one plan per pruning step: ``{group root layer: removed cha
 masked layers, the shape of one input, and the pruned state dict. :func:`load_pruned` builds the
 original architecture, replays the plans with torch-pruning on a zero input of that shape, adds
 the masks back and loads the weights. ``torch.load(weights_only=True)`` refuses anything but
-tensors and plain containers, so reading a checkpoint never executes code from it; the only
-object it names is a class, and it is used only when it imports and is an ``nn.Module``.
+tensors and plain containers, so reading a checkpoint never executes code from it. The only
+object it names is the original class: zoo models rebuild by themselves; any other class is
+imported only with ``trust_source=True`` (or not at all when ``model=`` is given), must be an
+``nn.Module``, and gets plain-JSON constructor arguments (see :mod:`xprune_nb.io.resolver`).
+Checkpoints are written atomically and their weights are checked to be finite when loaded.
 
 Examples
 --------
@@ -21,17 +24,20 @@ True
 
 from __future__ import annotations
 
-import importlib
-import pickle
-import zipfile
+import copy
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, StudyFileError
+from ..timeline import structure_entry
+from .atomic import torch_save
+from .reading import check_finite_state, read_torch_file
+from .resolver import build_module
 
-__all__ = ["save_pruned", "load_pruned", "read_checkpoint", "FORMAT", "VERSION"]
+__all__ = ["save_pruned", "load_pruned", "read_checkpoint", "architecture_of", "rebuild",
+           "FORMAT", "VERSION"]
 
 FORMAT = "xprune_nb.pruned"
 VERSION = 1
@@ -79,8 +85,7 @@ def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (
         "format": FORMAT, "version": VERSION,
         "architecture": {"module": str(arch["module"]), "qualname": str(arch["qualname"]),
                          "kwargs": dict(arch.get("kwargs") or {}), "zoo": arch.get("zoo")},
-        "structure": [{str(k): [int(i) for i in v] for k, v in plan.items()}
-                      for plan in structure],
+        "structure": [_plain(structure_entry(entry)) for entry in structure],
         "masked": [str(n) for n in masked],
         "input_shape": [int(d) for d in input_shape],
         "input_dtype": str(input_dtype).replace("torch.", ""),
@@ -88,24 +93,14 @@ def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (
         "metrics": {k: v for k, v in (metrics or {}).items()
                     if isinstance(v, (int, float, str, bool)) or v is None},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
-    return path
+    return torch_save(payload, path, call="Study.save_pruned")
 
 
 def read_checkpoint(path: str | Path, call: str = "load_pruned") -> dict:
-    """The checkpoint's contents as plain data (never runs code)."""
+    """The checkpoint's contents as plain data (never runs code), its weights checked to be
+    finite."""
     path = Path(path)
-    if not path.is_file():
-        raise StudyFileError(f"{call}(path=...): no such file {str(path)!r}.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError,
-            AttributeError, TypeError) as exc:
-        raise StudyFileError(
-            f"{call}(path=...): {str(path)!r} is not a readable checkpoint (or it holds objects "
-            f"other than tensors and plain data, which are refused): "
-            f"{' '.join(str(exc).split())}") from exc
+    payload = read_torch_file(path, call=call, kind="checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise StudyFileError(f"{call}(path=...): {str(path)!r} is not a pruned-model "
                              "checkpoint written by xprune_nb (save_pruned or an exported "
@@ -113,52 +108,48 @@ def read_checkpoint(path: str | Path, call: str = "load_pruned") -> dict:
     if payload.get("version") != VERSION:
         raise StudyFileError(f"{call}(path=...): checkpoint version {payload.get('version')!r} "
                              f"is not supported (this xprune_nb reads version {VERSION}).")
+    if not isinstance(payload.get("state_dict"), dict) or not isinstance(
+            payload.get("architecture"), dict):
+        raise StudyFileError(f"{call}: {str(path)!r} is damaged (its weights or architecture "
+                             "are missing); export the model again.")
+    check_finite_state(payload["state_dict"], path=path, call=call, where="the weights")
     return payload
 
 
-def _construct(arch: dict, call: str) -> nn.Module:
+def _construct(arch: dict, call: str, trust_source: bool) -> nn.Module:
     if arch.get("zoo"):
         from .. import zoo
 
         if arch["zoo"] in zoo.available():
             return zoo.build(arch["zoo"])
-    module, qualname = arch.get("module"), arch.get("qualname")
-    if module == "__main__":
-        raise StudyFileError(
-            f"{call}: the model class {qualname} was defined in a notebook or script, so it "
-            "cannot be imported; pass model=<a fresh instance of the original architecture>.")
-    try:
-        obj = importlib.import_module(module)
-        for part in str(qualname).split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - any failure: the user must pass model=
-        raise StudyFileError(
-            f"{call}: cannot import the model class {module}.{qualname} ({exc}); pass "
-            "model=<a fresh instance of the original architecture>.") from exc
-    # the file names the class; refuse anything but a module class (e.g. os.system)
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise StudyFileError(f"{call}: {module}.{qualname} is not a torch.nn.Module class; "
-                             "refusing to call it.")
-    try:
-        return obj(**arch.get("kwargs", {}))
-    except Exception as exc:  # noqa: BLE001
-        raise StudyFileError(f"{call}: cannot build {module}.{qualname}(**{arch.get('kwargs')})"
-                             f" ({exc}); pass model=<a fresh instance>.") from exc
+    return build_module(str(arch.get("module")), str(arch.get("qualname")),
+                        arch.get("kwargs"), trust_source=trust_source, call=call)
 
 
 def rebuild(original: nn.Module, structure: list[dict], masked: list[str],
             example: torch.Tensor) -> nn.Module:
-    """Apply the recorded structural plans and masks to ``original`` (in place)."""
-    from ..pruning.groups import apply_channel_plan
-    from ..pruning.unstructured import ensure_masks
+    """Apply the recorded structural changes and masks to ``original`` (in place); the one
+    rebuild lives in :func:`xprune_nb.timeline.rebuild`."""
+    from ..timeline import rebuild as _rebuild
 
-    for plan in structure:
-        apply_channel_plan(original, example, plan)
-    ensure_masks(original, list(masked))
-    return original
+    return _rebuild(original, structure, masked, example)
 
 
-def load_pruned(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+def _plain(value):
+    """Tensors, numpy numbers and tuples as plain ints, floats, strings, lists and dicts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _plain(value.tolist())
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+def load_pruned(path: str | Path, model: nn.Module | None = None, *,
+                trust_source: bool = False) -> nn.Module:
     """Rebuild a pruned model saved by a study or an exported script.
 
     Parameters
@@ -167,9 +158,12 @@ def load_pruned(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         A ``model.pt`` written by :func:`save_pruned` (``study.save_pruned`` or an exported
         script's ``--out`` folder).
     model : nn.Module, optional
-        A fresh instance of the *original* (unpruned) architecture. Needed when the class was
-        defined in a notebook and cannot be imported; otherwise the class is imported and built
-        with the constructor arguments stored in the file.
+        A fresh instance of the *original* (unpruned) architecture. Needed for your own
+        classes unless ``trust_source=True``; zoo models rebuild by themselves.
+    trust_source : bool, default False
+        Allow importing the module the checkpoint names and building the class there (with
+        the plain constructor arguments stored in the file). Importing a module runs its code,
+        so only opt in for checkpoints you trust. The class must be an ``nn.Module``.
 
     Returns
     -------
@@ -179,12 +173,12 @@ def load_pruned(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     call = "load_pruned"
     if model is not None and not isinstance(model, nn.Module):
         raise ConfigError.bad_value(call, "model", "a torch.nn.Module or None", model)
+    if not isinstance(trust_source, bool):
+        raise ConfigError.bad_value(call, "trust_source", "True or False", trust_source)
     payload = read_checkpoint(path, call)
     try:
-        import copy
-
         net = copy.deepcopy(model) if model is not None else _construct(
-            payload["architecture"], call)
+            payload["architecture"], call, trust_source)
         net = net.cpu().eval()
         dtype = getattr(torch, str(payload.get("input_dtype", "float32")), None)
         if not isinstance(dtype, torch.dtype):
@@ -192,9 +186,9 @@ def load_pruned(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         example = torch.zeros(2, *payload["input_shape"], dtype=dtype)
         rebuild(net, payload["structure"], payload["masked"], example)
         net.load_state_dict(payload["state_dict"])
-        from ..distributed import _refresh_masked
+        from ..pruning.unstructured import refresh_masked_weights
 
-        _refresh_masked(net)  # a masked layer's `weight` is otherwise stale until a forward
+        refresh_masked_weights(net)  # a masked layer's `weight` is stale until a forward
     except StudyFileError:
         raise
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:

@@ -8,18 +8,18 @@ broadcast of the result; retraining on every rank (data-parallel).
 
 from __future__ import annotations
 
-import importlib
 import types
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, StudyFileError
-from ..recipe import Recipe
+from ..io.reading import check_finite_state, read_torch_file
+from ..io.resolver import TRUST_HINT, check_plain_kwargs, resolve_factory
+from .core import Recipe, _plain
 
-__all__ = ["Op", "plan", "run", "build_model", "build_data", "as_bundle", "import_object"]
+__all__ = ["Op", "plan", "run", "build_model", "build_data", "as_bundle"]
 
 IN_MEMORY = "(in memory; written by Recipe.save)"
 
@@ -34,16 +34,11 @@ class Op:
     on_main: bool = True
 
 
-def import_object(path: str, call: str):
-    """Import ``"package.module:attribute"`` (validated as identifiers by the recipe)."""
-    module, _, attr = path.partition(":")
-    try:
-        obj = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - ImportError, AttributeError, errors in the module
-        raise ConfigError(f"{call}: cannot import {path!r}: {type(exc).__name__}: {exc}") from exc
-    return obj
+def _kwargs(spec: dict, call: str, param: str) -> dict:
+    # what a recipe file can hold: plain values (tuples of an in-memory recipe become lists,
+    # as they would in its file)
+    return check_plain_kwargs(_plain(spec.get("kwargs") or {}), call=call, param=param,
+                              error=ConfigError)
 
 
 def _load_weights(recipe: Recipe, model: nn.Module, call: str) -> None:
@@ -51,13 +46,12 @@ def _load_weights(recipe: Recipe, model: nn.Module, call: str) -> None:
     weights = recipe.model.get("weights")
     if state is None and weights:
         path = recipe.resolve(weights)
-        if not path.is_file():
-            raise StudyFileError(f"{call}(model.weights=...): no such file {str(path)!r}.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - unpickling refused or corrupt file
-            raise StudyFileError(f"{call}(model.weights=...): {str(path)!r} is not a readable "
-                                 f"state dict: {' '.join(str(exc).split())}") from exc
+        state = read_torch_file(path, call=f"{call}(model.weights=...)", kind="state dict")
+        if not isinstance(state, dict):
+            raise StudyFileError(f"{call}(model.weights=...): {str(path)!r} is not a state "
+                                 "dict (a mapping of tensor names to tensors).")
+        check_finite_state(state, path=path, call=f"{call}(model.weights=...)",
+                           where="the weights")
     if state is not None:
         try:
             model.load_state_dict(state)
@@ -70,8 +64,9 @@ def build_model(recipe: Recipe, *, trust_source: bool = False,
                 call: str = "Study.from_recipe") -> nn.Module:
     """The recipe's original model, with its weights.
 
-    A model given as source code is executed only with ``trust_source=True``: the recipe file
-    then runs code, like a script would.
+    Zoo models build by themselves. A factory (``"package.module:callable"``) or a model given
+    as source code runs code, so it needs ``trust_source=True``; nothing is imported without
+    it. A factory must return an ``nn.Module``, and its arguments must be plain values.
     """
     spec = recipe.model
     if "zoo" in spec:
@@ -80,14 +75,15 @@ def build_model(recipe: Recipe, *, trust_source: bool = False,
         model = zoo.load(spec["zoo"], pretrained=not spec.get("weights") and (
             recipe.model_state is None))
     elif "factory" in spec:
-        factory = import_object(spec["factory"], f"{call}(model.factory=...)")
-        model = factory(**spec.get("kwargs", {}))
+        factory = resolve_factory(spec["factory"], trust_source=trust_source, call=call,
+                                  param="model.factory")
+        model = factory(**_kwargs(spec, call, "model.kwargs"))
     else:
         if not trust_source:
             raise ConfigError(
                 f"{call}(model.source=...): this recipe carries the model's source code, and "
-                "building the model runs it. Pass trust_source=True (command line: "
-                "--trust-source) if you trust the recipe, or pass model=<an instance>.")
+                f"building the model runs it. Pass {TRUST_HINT} if you trust the recipe, or "
+                "pass model=<an instance>.")
         # a module of its own, so the classes do not land in (or clash with) the caller's
         module = types.ModuleType("xprune_nb_recipe_model")
         exec(compile(spec["source"], "<recipe model.source>", "exec"), module.__dict__)
@@ -96,7 +92,7 @@ def build_model(recipe: Recipe, *, trust_source: bool = False,
             raise ConfigError.bad_value(call, "model.class_name",
                                         "an nn.Module class defined in model.source",
                                         spec["class_name"])
-        model = cls(**spec.get("kwargs", {}))
+        model = cls(**_kwargs(spec, call, "model.kwargs"))
     if not isinstance(model, nn.Module):
         raise ConfigError.bad_value(call, "model", "a factory returning a torch.nn.Module",
                                     type(model).__name__)
@@ -123,8 +119,13 @@ def as_bundle(data):
     return data
 
 
-def build_data(recipe: Recipe, call: str = "Study.from_recipe"):
-    """The recipe's data: a DataBundle, or an object with ``train``/``val``/``test``."""
+def build_data(recipe: Recipe, call: str = "Study.from_recipe", *,
+               trust_source: bool = False):
+    """The recipe's data: a DataBundle, or an object with ``train``/``val``/``test``.
+
+    Bundled datasets and tensor files load by themselves; a data factory runs code, so it
+    needs ``trust_source=True`` (nothing is imported without it).
+    """
     spec = recipe.data
     if "dataset" in spec:
         from .. import datasets
@@ -135,18 +136,13 @@ def build_data(recipe: Recipe, call: str = "Study.from_recipe"):
         except TypeError as exc:
             raise ConfigError(f"{call}(data.options=...): {exc}") from exc
     if "factory" in spec:
-        return as_bundle(import_object(spec["factory"], f"{call}(data.factory=...)")(
-            **spec.get("kwargs", {})))
+        factory = resolve_factory(spec["factory"], trust_source=trust_source, call=call,
+                                  param="data.factory")
+        return as_bundle(factory(**_kwargs(spec, call, "data.kwargs")))
     stored = recipe.data_splits
     if stored is None:
         path = recipe.resolve(spec["file"])
-        if not path.is_file():
-            raise StudyFileError(f"{call}(data.file=...): no such file {str(path)!r}.")
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise StudyFileError(f"{call}(data.file=...): {str(path)!r} is not a readable "
-                                 f"data file: {' '.join(str(exc).split())}") from exc
+        stored = read_torch_file(path, call=f"{call}(data.file=...)", kind="data")
     try:
         return types.SimpleNamespace(
             **{k: (v["X"], v["y"]) for k, v in stored.items() if k in ("train", "val", "test")},

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._recipe_schema import (
+from ..errors import ConfigError, StudyFileError
+from .schema import (
     _STEP_CHECKS,
     _TOP_KEYS,
     _check,
@@ -49,7 +50,6 @@ from ._recipe_schema import (
     _pos_int,
     is_import_path,
 )
-from .errors import ConfigError, StudyFileError
 
 __all__ = ["Recipe", "StepConfig", "FORMAT", "VERSION", "ACTIONS", "is_import_path"]
 
@@ -219,26 +219,29 @@ class Recipe:
         if suffix not in (".yaml", ".yml", ".json"):
             raise ConfigError.bad_value("Recipe.save", "path",
                                         "a file name ending in .yaml, .yml or .json", str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a plain copy without the in-memory tensors: they go to their own files
-        out = Recipe.from_dict(self.to_dict(), call="Recipe.save", base_dir=self.base_dir)
-        import torch
+        from ..io.atomic import check_target, torch_save, write_text
 
+        call = "Recipe.save"
+        check_target(path, call=call)  # a folder or a device: refused before any side file
+        # a plain copy without the in-memory tensors: they go to their own files
+        out = Recipe.from_dict(self.to_dict(), call=call, base_dir=self.base_dir)
+        # each file is replaced atomically: a failure leaves the previous one intact
         if self.model_state is not None:
             weights = path.with_name(path.stem + ".weights.pt")
-            torch.save({k: v.detach().cpu() for k, v in self.model_state.items()}, weights)
+            torch_save({k: v.detach().cpu() for k, v in self.model_state.items()}, weights,
+                       call=call)
             out.model["weights"] = weights.name
         elif out.model.get("weights"):
             out.model["weights"] = str(self.resolve(out.model["weights"]).resolve())
         if self.data_splits is not None:
             data = path.with_name(path.stem + ".data.pt")
-            torch.save(self.data_splits, data)
+            torch_save(self.data_splits, data, call=call)
             out.data = {"file": data.name}
         elif "file" in out.data:
             out.data["file"] = str(self.resolve(out.data["file"]).resolve())
-        path.write_text(out.to_json() + "\n" if suffix == ".json" else
-                        "# xprune_nb recipe: run it with `xprune-nb run " + path.name + "`\n"
-                        + out.to_yaml(), encoding="utf-8")
+        write_text(path, out.to_json() + "\n" if suffix == ".json" else
+                   "# xprune_nb recipe: run it with `xprune-nb run " + path.name + "`\n"
+                   + out.to_yaml(), call=call)
         return path
 
     @classmethod

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .._recipe_schema import _RETRAIN_KEYS
 from ..errors import ConfigError
-from ..recipe import Recipe, StepConfig
+from .core import Recipe, StepConfig
 from .replay import IN_MEMORY
+from .schema import _RETRAIN_KEYS
 
 __all__ = ["study_recipe", "model_spec", "data_spec"]
 
@@ -114,7 +114,7 @@ def _steps(study) -> list[StepConfig]:
                                          for k, v in c.get("layer_amounts", {}).items()})
             i += 1
         out.append(StepConfig("prune", params))
-    scores = study._scores.get(study.current)
+    scores = study.timeline.scores.get(study.current)
     if scores is not None:  # scored but not pruned yet: keep the scores in the replay
         out.append(StepConfig("score", _score_params(
             {"criterion": scores.criterion, "granularity": scores.granularity,
@@ -152,14 +152,14 @@ def _check_rebuilds(study, kwargs: dict) -> None:
 
 def model_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
     """The recipe's ``model`` entry and the original weights to store (None: not needed)."""
-    from .source import capture_model_source, is_importable
+    from ..export.source import capture_model_source, is_importable
 
     override = dict(override or {})
     state = {k: v.detach().clone() for k, v in study.original.state_dict().items()}
     kinds = [k for k in ("zoo", "factory", "source") if k in override]
     if kinds:
         return override, (None if override.get("weights") else state)
-    known = dict(getattr(study, "_recipe_model", None) or {})
+    known = dict(study.model_spec or {})
     source = study.model_source
     if "kwargs" in override:
         known["kwargs"] = override["kwargs"]
@@ -176,7 +176,7 @@ def model_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
     if "factory" in known:  # built by a recipe: keep its factory (maybe a function)
         return {"factory": known["factory"], "kwargs": kwargs}, state
     if cls is nn.Sequential and not kwargs:
-        from .sequential import sequential_source
+        from ..export.sequential import sequential_source
 
         rebuilt = sequential_source(study.original)
         if rebuilt is not None:
