@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, ClassVar
 
 import torch
@@ -71,6 +72,21 @@ class ScoringContext:
                 self.progress(i + 1, total)
 
 
+def _is_choice(value: Any, allowed: tuple) -> bool:
+    """``value in allowed`` without Python's numeric coercions: ``True == 1`` and
+    ``1.0 == 1`` would let ``p=True`` or ``signed=1.0`` through as another option."""
+    for option in allowed:
+        if isinstance(option, bool):
+            ok = isinstance(value, bool) and value == option
+        elif isinstance(option, Integral):
+            ok = isinstance(value, Integral) and not isinstance(value, bool) and value == option
+        else:
+            ok = type(value) is type(option) and value == option
+        if ok:
+            return True
+    return False
+
+
 class Criterion:
     """Base class of importance criteria.
 
@@ -103,7 +119,7 @@ class Criterion:
             )
         values = {**self.options, **options}
         for key, allowed in self.choices.items():
-            if values[key] not in allowed:
+            if not _is_choice(values[key], allowed):
                 raise ConfigError.bad_value(call, key, f"one of {list(allowed)}", values[key])
         self.params = values
 

@@ -8,6 +8,8 @@ the output it explains, which keeps rankings stable with few reference examples.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -80,11 +82,14 @@ class LRPCriterion(UnitRelevanceMixin, Criterion):
     def __init__(self, **options) -> None:
         super().__init__(**options)
         call = "Study.score('lrp')"
-        for key, low, allowed in (("epsilon", 0.0, "a number > 0"),
-                                  ("gamma", 0.0, "a number >= 0"),
-                                  ("alpha", 1.0, "a number >= 1")):
+        # infinite or NaN values pass a plain range check but turn every relevance into 0
+        # or NaN: the scores would look valid and mean nothing
+        for key, low, allowed in (("epsilon", 0.0, "a finite number > 0"),
+                                  ("gamma", 0.0, "a finite number >= 0"),
+                                  ("alpha", 1.0, "a finite number >= 1")):
             value = self.params[key]
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value))
             if not ok or value < low or (key == "epsilon" and value == 0):
                 raise ConfigError.bad_value(call, key, allowed, value)
 
