@@ -47,8 +47,9 @@ TRUST_HINT = "trust_source=True (command line: --trust)"
 _MAX_DEPTH = 32
 
 
-def is_plain_json(value: Any, _depth: int = 0) -> bool:
-    """True for str, int, finite float, bool, None, and lists / str-keyed dicts of those.
+def is_plain_json(value: Any, _depth: int = 0, *, tuples: bool = False) -> bool:
+    """True for str, int, finite float, bool, None, and lists / str-keyed dicts of those
+    (and tuples, with ``tuples=True``: an in-memory recipe's, which its file holds as lists).
 
     Examples
     --------
@@ -63,10 +64,10 @@ def is_plain_json(value: Any, _depth: int = 0) -> bool:
         return True
     if isinstance(value, float):
         return math.isfinite(value)
-    if type(value) is list:
-        return all(is_plain_json(v, _depth + 1) for v in value)
+    if type(value) is list or (tuples and type(value) is tuple):
+        return all(is_plain_json(v, _depth + 1, tuples=tuples) for v in value)
     if type(value) is dict:
-        return all(isinstance(k, str) and is_plain_json(v, _depth + 1)
+        return all(isinstance(k, str) and is_plain_json(v, _depth + 1, tuples=tuples)
                    for k, v in value.items())
     return False
 

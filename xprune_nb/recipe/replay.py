@@ -35,10 +35,11 @@ class Op:
 
 
 def _kwargs(spec: dict, call: str, param: str) -> dict:
-    # what a recipe file can hold: plain values (tuples of an in-memory recipe become lists,
-    # as they would in its file)
-    return check_plain_kwargs(_plain(spec.get("kwargs") or {}), call=call, param=param,
-                              error=ConfigError)
+    # checked again here (a Recipe can be changed after validation); tuples of an in-memory
+    # recipe stay tuples, as the user's own code gave them
+    kwargs = spec.get("kwargs") or {}
+    check_plain_kwargs(_plain(kwargs), call=call, param=param, error=ConfigError)
+    return dict(kwargs)
 
 
 def _load_weights(recipe: Recipe, model: nn.Module, call: str) -> None:

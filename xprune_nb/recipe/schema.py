@@ -46,6 +46,14 @@ def _identifier(v) -> bool:
     return isinstance(v, str) and v.isidentifier() and not keyword.iskeyword(v)
 
 
+def _plain_kwargs(v) -> bool:
+    # what a recipe file can hold, so that a shared recipe passes nothing else to a factory
+    from ..io.resolver import is_plain_json
+
+    return isinstance(v, dict) and all(_identifier(k) for k in v) and is_plain_json(
+        v, tuples=True)
+
+
 def is_import_path(value) -> bool:
     """True for ``"package.module:attribute"`` made only of Python identifiers.
 
@@ -178,9 +186,9 @@ def _check_model(m, call: str) -> dict:
                "model.source", "the source code of the model class", m["source"])
         _check(_identifier(m["class_name"]), call, "model.class_name",
                "a Python identifier defined in model.source", m["class_name"])
-    _check(isinstance(m.get("kwargs", {}), dict) and all(
-        _identifier(k) for k in m.get("kwargs", {})), call, "model.kwargs",
-        "a mapping of argument name -> value", m.get("kwargs"))
+    _check(_plain_kwargs(m.get("kwargs", {})), call, "model.kwargs",
+           "a mapping of argument name -> plain value (number, string, bool, null, or lists "
+           "and mappings of those)", m.get("kwargs"))
     w = m.get("weights")
     _check(w is None or (isinstance(w, str) and w != ""), call, "model.weights",
            "null or the path of a state-dict file", w)
@@ -201,8 +209,9 @@ def _check_data(d, call: str) -> dict:
     elif kind == "factory":
         _check(is_import_path(d["factory"]), call, "data.factory",
                "'package.module:callable' made of Python identifiers", d["factory"])
-        _check(isinstance(d.get("kwargs", {}), dict), call, "data.kwargs",
-               "a mapping of argument name -> value", d.get("kwargs"))
+        _check(_plain_kwargs(d.get("kwargs", {})), call, "data.kwargs",
+               "a mapping of argument name -> plain value (number, string, bool, null, or "
+               "lists and mappings of those)", d.get("kwargs"))
     else:
         _check(isinstance(d["file"], str) and d["file"] != "", call, "data.file",
                "the path of a tensor file", d["file"])
