@@ -66,6 +66,12 @@ _REGISTRY: dict[str, _Entry] = {
         "tiny transformer over the 8 image rows as tokens: 2 pre-norm encoder blocks, "
         "4 attention heads of width 8, mean pooling",
     ),
+    "digits_vit": _Entry(
+        models.DigitsViT,
+        "digits",
+        "Vision Transformer over 2x2 patches (16 tokens): 4 pre-norm blocks of width 32 on "
+        "SDPAttention (4 heads of width 8, real head removal), mean pooling",
+    ),
     "tabular_mlp": _Entry(
         models.TabularMLP,
         "breast_cancer",
