@@ -120,7 +120,8 @@ def test_compare_same_targets_for_both_models_and_models_unchanged(method):
     np.testing.assert_allclose(comp.after, direct, rtol=1e-5, atol=1e-6)
     assert unchanged(before, states[0]) and unchanged(after, states[1])
     frame = comp.to_frame()
-    assert len(frame) == 6 and {"spearman", "top10%_iou", "deletion_before"} <= set(frame)
+    assert len(frame) == 6 and {"saliency_rank_correlation", "saliency_topk_iou",
+                                "deletion_auc_before"} <= set(frame)
     assert "agreement" in comp._repr_html_()
     fig = comp.plot(max_inputs=2)
     assert len(fig.axes) == 8

@@ -15,21 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .datasets import Split  # the one Split class: inputs X, labels y
 from .errors import ConfigError, DataError
 
 __all__ = ["Split", "StudyData", "as_split", "resolve_data", "stratified_indices", "batches",
            "check_classes", "check_labels"]
 
 
-@dataclass(frozen=True)
-class Split:
-    """One split of a dataset as two tensors: inputs ``X`` and integer class labels ``y``."""
-
-    X: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.X.shape[0])
 
 
 def _to_tensor(value, what: str, call: str, name: str = "data") -> torch.Tensor:

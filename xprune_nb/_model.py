@@ -18,8 +18,6 @@ __all__ = [
     "check_finite",
     "eval_mode",
     "weight_tensor",
-    "weight_param",
-    "model_device",
     "copy_model",
     "trace_output",
     "tied_parameters",
@@ -190,10 +188,6 @@ def check_tied(model: nn.Module, layers, call: str) -> None:
             )
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -208,9 +202,6 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = mode
 
 
-def weight_param(module: nn.Module) -> torch.nn.Parameter:
-    """The trainable weight of a layer, also when torch.nn.utils.prune has masked it."""
-    return getattr(module, "weight_orig", None) if hasattr(module, "weight_orig") else module.weight
 
 
 def weight_tensor(module: nn.Module) -> torch.Tensor:

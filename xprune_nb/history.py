@@ -67,7 +67,8 @@ class Step:
         row = {"step": self.index, "parent": self.parent, "action": self.label}
         row.update({k: self.metrics.get(k) for k in _TABLE_METRICS})
         if self.drift:
-            row["saliency_similarity"] = self.drift.get("saliency_spearman")
+            # the probe's drift against the original (see explain/glossary.py)
+            row["saliency_rank_correlation"] = self.drift.get("saliency_spearman")
         return row
 
     def to_dict(self) -> dict:

@@ -7,9 +7,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ._data import StudyData
+from ._data import Split, StudyData, batches
 from ._model import eval_mode
 
 __all__ = ["Metrics", "count_params", "count_macs", "measure_latency", "layer_sparsity",
@@ -117,6 +118,24 @@ def layer_sparsity(model: nn.Module) -> dict[str, dict]:
     return out
 
 
+
+def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 512,
+                   return_predictions: bool = False):
+    """(accuracy, mean cross-entropy loss) of ``model`` on ``split``, in eval mode; with
+    ``return_predictions`` also the predicted class of every example."""
+    correct, total_loss, preds = 0, 0.0, []
+    with torch.no_grad(), eval_mode(model):
+        for x, y in batches(split, batch_size):
+            logits = forward(model, x)
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            pred = logits.argmax(1)
+            correct += int((pred == y).sum())
+            preds.append(pred)
+    n = max(len(split), 1)
+    if return_predictions:
+        return correct / n, total_loss / n, torch.cat(preds)
+    return correct / n, total_loss / n
+
 @dataclass
 class Metrics:
     """Measurements of one model. Readable as attributes or as ``m["accuracy"]``.
@@ -182,7 +201,6 @@ class Metrics:
 def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool = True,
                    batch_sizes: tuple[int, ...] = (1, 64), repeats: int = 20) -> Metrics:
     """Measure ``model`` on the study's data (test and validation splits)."""
-    from .training import evaluate_split
 
     acc, loss, preds = evaluate_split(model, data.test, forward, return_predictions=True)
     if data.val is data.test:

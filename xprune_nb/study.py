@@ -332,7 +332,7 @@ class Study:
     def undo(self) -> Step:
         """Go back to the parent of the current step."""
         if (parent := self.step.parent) is None:
-            raise ConfigError("Study.undo(): already at the original model (step 0).")
+            raise ConfigError("Study.undo(): already at the original model; nothing to undo.")
         return self.goto(parent)
 
     def compare(self, a: int = 0, b: int = -1):

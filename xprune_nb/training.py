@@ -22,6 +22,7 @@ from torch import nn
 
 from ._data import Split, batches
 from .errors import ConfigError
+from .metrics import evaluate_split
 from .progress import StopSignal
 
 __all__ = ["Callback", "StopSignal", "ProgressBar", "TickCallback", "TrainResult", "train",
@@ -110,26 +111,6 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: 
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ConfigError.unknown_name(call, "optimizer", OPTIMIZERS, name)
-
-
-def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 512,
-                   return_predictions: bool = False):
-    """(accuracy, mean cross-entropy loss) of ``model`` on ``split``, in eval mode; with
-    ``return_predictions`` also the predicted class of every example."""
-    from ._model import eval_mode
-
-    correct, total_loss, preds = 0, 0.0, []
-    with torch.no_grad(), eval_mode(model):
-        for x, y in batches(split, batch_size):
-            logits = forward(model, x)
-            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            pred = logits.argmax(1)
-            correct += int((pred == y).sum())
-            preds.append(pred)
-    n = max(len(split), 1)
-    if return_predictions:
-        return correct / n, total_loss / n, torch.cat(preds)
-    return correct / n, total_loss / n
 
 
 def _number(value, *, low: float, strict: bool) -> bool:

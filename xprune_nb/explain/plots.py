@@ -61,7 +61,7 @@ def plot_saliency(comp, ax=None, max_inputs: int = 8):
                 (img, cmap, None, f"target {comp.label(comp.targets[i])}"),
                 (b, "RdBu_r", vmax, f"before: pred {comp.label(comp.pred_before[i])}"),
                 (a, "RdBu_r", vmax, f"after: pred {comp.label(comp.pred_after[i])}"),
-                (diff, "PuOr", dmax, f"after - before, rho={comp.spearman[i]:.2f}"),
+                (diff, "PuOr", dmax, f"after - before, rank corr. {comp.spearman[i]:.2f}"),
             ]
             for axis, (data, cm, lim, title) in zip(axes[i], panels):
                 kw = {} if lim is None else {"vmin": -lim, "vmax": lim}
@@ -189,8 +189,11 @@ def plot_drift(frame, ax=None, x: str | None = None):
     if x is None:
         x = next((c for c in ("sparsity", "fraction_pruned", "step") if c in frame), None)
     xs = frame[x] if x is not None else np.arange(len(frame))
+    from .glossary import label as glossary_label
+
     labels = {"accuracy": "accuracy", "agreement": "agreement with original",
-              "saliency_spearman": "saliency rank corr.", "saliency_topk_iou": "saliency top-k IoU"}
+              "saliency_spearman": glossary_label("saliency_rank_correlation"),
+              "saliency_topk_iou": glossary_label("saliency_topk_iou")}
     for col, label in labels.items():
         # a Study may keep the probe's numbers under a "saliency_" prefix next to its own
         # test accuracy; the probe's agreement and similarity are what this plot is about

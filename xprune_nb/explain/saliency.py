@@ -32,6 +32,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "gradcam": ("layer", "relu_attributions", "attr_dim_summation", "interpolate_mode"),
     "lrp": ("rule", "epsilon", "gamma", "alpha"),
     "occlusion": ("sliding_window_shapes", "strides", "baselines", "perturbations_per_eval"),
+    # transformers only (explain/attention.py): Chefer et al. 2021 and Abnar & Zuidema 2020
+    "attention_relevance": ("pool", "token_grid"),
+    "attention_rollout": ("pool", "token_grid", "head_fusion"),
 }
 
 
@@ -118,6 +121,11 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
     if method == "saliency":
         maps, _ = gradient_saliency(model, x, targets, forward, abs=options.get("abs", True))
         return maps.numpy(), None
+    if method in ("attention_relevance", "attention_rollout"):
+        from . import attention
+
+        explain = getattr(attention, method)
+        return explain(model, x, targets, forward=forward, **options).detach().numpy(), None
     if method == "lrp":
         from .._zennit import LRPRunner
 
@@ -212,9 +220,12 @@ class SaliencyComparison:
             "target": [self.label(t) for t in self.targets],
             "pred_before": [self.label(p) for p in self.pred_before],
             "pred_after": [self.label(p) for p in self.pred_after],
-            "spearman": self.spearman, f"top{round(100 * self.top_k)}%_iou": self.topk_iou,
-            "deletion_before": self.deletion_before, "deletion_after": self.deletion_after,
-            "insertion_before": self.insertion_before, "insertion_after": self.insertion_after,
+            # one name per drift number everywhere (see explain/glossary.py)
+            "saliency_rank_correlation": self.spearman, "saliency_topk_iou": self.topk_iou,
+            "deletion_auc_before": self.deletion_before,
+            "deletion_auc_after": self.deletion_after,
+            "insertion_auc_before": self.insertion_before,
+            "insertion_auc_after": self.insertion_after,
         })
         if self.completeness_before is not None:
             frame["completeness_before"] = self.completeness_before
@@ -239,7 +250,8 @@ class SaliencyComparison:
     def __repr__(self) -> str:
         s = self.summary()
         return (f"SaliencyComparison(method={self.method!r}, inputs={len(self.targets)}, "
-                f"steps={self.steps}, spearman={s['spearman']:.3f}, "
+                f"steps={self.steps}, "
+                f"saliency_rank_correlation={s['saliency_rank_correlation']:.3f}, "
                 f"agreement={s['agreement']:.3f})")
 
     def _repr_html_(self) -> str:
@@ -277,6 +289,13 @@ def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *,
         raise ConfigError.bad_value("study.saliency", "top_k", "a fraction in (0, 1]", top_k)
     forward = forward or _default_forward
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
+    if not (x.is_floating_point() or x.is_complex()):
+        # token ids: attributed to tokens through the embedding layer, never cast to float
+        from .tokens import compare_token_saliency
+
+        return compare_token_saliency(model_before, model_after, x, labels=labels,
+                                      method=method, forward=forward, class_names=class_names,
+                                      steps=steps, top_k=top_k, **method_options)
     x = x.detach().float()
     if x.dim() < 2 or len(x) == 0:
         raise ConfigError.bad_value("study.saliency", "inputs", "a non-empty batch (N, ...)",

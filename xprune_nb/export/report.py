@@ -105,7 +105,8 @@ def _figures(study) -> list[tuple[str, object, str]]:
             fig = out if hasattr(out, "savefig") else out.figure
             figs.append(("saliency", fig,
                          f"Saliency maps before (step 0) and after (step {study.current}); "
-                         f"mean rank correlation {comparison.summary()['spearman']:.3f}."))
+                         "saliency rank correlation "
+                         f"{comparison.summary()['saliency_rank_correlation']:.3f}."))
         except Exception as exc:  # noqa: BLE001 - an optional figure must not sink the report
             figs.append(("saliency", None, f"(saliency comparison unavailable: "
                                            f"{type(exc).__name__}: {exc})"))

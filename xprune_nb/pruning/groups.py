@@ -15,7 +15,7 @@ of the same shape.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -211,12 +211,3 @@ def _restore_masks(model: nn.Module, masked: list[tuple[str, str]]) -> None:
     for name, param in masked:
         module = modules[name]
         prune.custom_from_mask(module, param, getattr(module, param).detach() != 0)
-
-
-def make_forward(output_fn: Callable | None = None) -> Callable[[nn.Module, torch.Tensor],
-                                                                   torch.Tensor]:
-    """A ``forward(model, x) -> logits`` function."""
-    def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        out = model(x)
-        return output_fn(out) if output_fn is not None else logits_of(out)
-    return forward

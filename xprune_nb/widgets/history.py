@@ -11,7 +11,7 @@ __all__ = ["HistoryView"]
 
 _COLUMNS = {"parent": "parent", "action": "action", "accuracy": "accuracy",
             "params": "params", "nonzero_params": "nonzero", "macs": "MACs",
-            "sparsity": "sparsity", "saliency_similarity": "drift (saliency ρ)"}
+            "sparsity": "sparsity", "saliency_rank_correlation": "saliency rank correlation"}
 
 
 class HistoryView:
@@ -50,7 +50,7 @@ class HistoryView:
         frame = study.history.to_frame()
         # the drift each step recorded on the study's probe set (rank correlation of its
         # saliency maps with the original's); read from the steps, whatever the key's version
-        frame["saliency_similarity"] = [
+        frame["saliency_rank_correlation"] = [
             s.drift.get("saliency_spearman", s.drift.get("spearman")) for s in study.history]
         cols = [c for c in _COLUMNS if c in frame.columns]
         shown = frame[cols].rename(columns=_COLUMNS)

@@ -311,11 +311,7 @@ class Panel:
         target = self._path(path, self.export_view.script_path, "script")
 
         def work(task: Task) -> Path:
-            if not hasattr(self.study, "export_script"):
-                raise XPruneError("Panel.export: this installation's Study has no "
-                                  "export_script(); update xprune_nb.")
-            out = self.study.export_script(target)
-            return Path(out) if isinstance(out, (str, Path)) else target
+            return Path(self.study.export_script(target))
 
         def done(out: Path) -> str:
             self.export_view.show_file(out, "Script")
@@ -330,11 +326,7 @@ class Panel:
         target = self._path(path, self.export_view.recipe_path, "recipe")
 
         def work(task: Task) -> Path:
-            if not hasattr(self.study, "recipe"):
-                raise XPruneError("Panel.export_recipe: this installation's Study has no "
-                                  "recipe(); update xprune_nb.")
-            out = self.study.recipe().save(target)
-            return Path(out) if isinstance(out, (str, Path)) else target
+            return Path(self.study.recipe().save(target))
 
         def done(out: Path) -> str:
             self.export_view.show_file(out, "Recipe")

@@ -1,0 +1,74 @@
+"""One name and one plain meaning for every explanation-drift number.
+
+The history table, the panel (tooltips), the figures and the report all take their labels from
+:data:`GLOSSARY`, so a number is called the same everywhere and a person can read what it means.
+
+Examples
+--------
+>>> label("saliency_rank_correlation")
+'saliency rank correlation'
+>>> "1 = the same" in meaning("saliency_rank_correlation")
+True
+"""
+
+from __future__ import annotations
+
+import html
+
+__all__ = ["GLOSSARY", "label", "meaning", "glossary_html", "PROBE_NOTE"]
+
+#: name -> (label, one-line plain meaning)
+GLOSSARY: dict[str, tuple[str, str]] = {
+    "saliency_rank_correlation": (
+        "saliency rank correlation",
+        "Mean Spearman correlation between the two models' saliency maps of the same inputs: "
+        "1 = the same inputs matter in the same order, 0 = unrelated, < 0 = reversed."),
+    "saliency_topk_iou": (
+        "saliency top-k overlap",
+        "Overlap (intersection over union) of the 10% most salient inputs of the two maps: "
+        "1 = the same most important pixels or features."),
+    "agreement": (
+        "prediction agreement",
+        "Share of inputs on which the two models predict the same class."),
+    "deletion_auc": (
+        "deletion AUC",
+        "Area under the curve of the predicted class's probability as the most salient inputs "
+        "are removed first; lower = the map found the inputs the model really needs."),
+    "insertion_auc": (
+        "insertion AUC",
+        "Area under the curve of the probability as the most salient inputs are added first "
+        "to a blank input; higher = the map found the inputs the model really needs."),
+    "completeness": (
+        "completeness",
+        "Sum of the attributions minus the change of the model's output from the baseline; "
+        "0 for methods that promise completeness (integrated gradients, LRP)."),
+    "shapley_rank_correlation": (
+        "Shapley rank correlation",
+        "Spearman correlation of the features' global importance (mean |Shapley value|) before "
+        "and after: 1 = the model ranks its features the same way."),
+}
+
+#: why the history's drift and a comparison's drift differ
+PROBE_NOTE = ("The history measures drift against the original model, with gradient saliency, "
+              "on a fixed probe set of test inputs chosen when the study starts; a comparison "
+              "measures it between the two steps you pick, with the method and inputs you "
+              "pick. Both use the same definitions, so they differ only by what is compared.")
+
+
+def label(name: str) -> str:
+    """The label of a drift number (its name when it has none)."""
+    return GLOSSARY.get(name, (name, ""))[0]
+
+
+def meaning(name: str) -> str:
+    """The one-line plain meaning of a drift number ('' when unknown)."""
+    return GLOSSARY.get(name, (name, ""))[1]
+
+
+def glossary_html(names=None) -> str:
+    """A definition list of drift numbers, for reports and the panel."""
+    names = list(GLOSSARY) if names is None else [n for n in names if n in GLOSSARY]
+    items = "".join(f"<dt><b>{html.escape(label(n))}</b></dt><dd>{html.escape(meaning(n))}</dd>"
+                    for n in names)
+    return (f"<dl class='xprune-glossary'>{items}</dl>"
+            f"<p class='xprune-glossary-note'>{html.escape(PROBE_NOTE)}</p>")
