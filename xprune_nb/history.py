@@ -113,6 +113,39 @@ class History(list):
             frame["current"] = frame["step"] == self.current
         return frame.set_index("step") if len(frame) else frame
 
+    def plot(self, ax=None):
+        """Test accuracy against non-zero parameters, one point per step, parent → child
+        segments (a branching history stays a tree); the current step is ringed. The one
+        history plot: the panel and the report both draw it."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5.5, 3.6))
+        size = {s.index: s.metrics.get("nonzero_params", s.metrics.get("params")) for s in self}
+        acc = {s.index: s.metrics.get("accuracy") for s in self}
+        for s in self:
+            if s.parent is not None:
+                ax.plot([size[s.parent], size[s.index]], [acc[s.parent], acc[s.index]],
+                        color="#bbb", lw=1, zorder=1)
+        colors = {"original": "#333", "prune": "#c44e52", "retrain": "#4c72b0",
+                  "dynamic": "#55a868"}
+        for kind, color in colors.items():
+            idx = [s.index for s in self if s.kind == kind]
+            if idx:
+                ax.scatter([size[i] for i in idx], [acc[i] for i in idx], color=color,
+                           label=kind, zorder=2, s=25)
+        if self.current in size:
+            ax.scatter([size[self.current]], [acc[self.current]], s=140, facecolors="none",
+                       edgecolors="#f0a000", lw=2, zorder=3, label="current")
+        for i in size:
+            ax.annotate(str(i), (size[i], acc[i]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+        ax.set_xlabel("non-zero parameters")
+        ax.set_ylabel("test accuracy")
+        ax.set_title("accuracy vs size along the history")
+        ax.legend(fontsize=8, loc="lower right")
+        return ax
+
     def _repr_html_(self) -> str:
         return "<b>History</b>" + self.to_frame().to_html(float_format=lambda x: f"{x:.4g}")
 

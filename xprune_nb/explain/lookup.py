@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError, NotScoredError
 
-__all__ = ["why", "DriftTable", "drift_table"]
+__all__ = ["why", "latest_prune", "DriftTable", "drift_table"]
 
 
 def _latest_prune(study, index: int) -> int | None:
@@ -13,6 +13,15 @@ def _latest_prune(study, index: int) -> int | None:
         if step.kind == "prune":
             return step.index
     return None
+
+
+def latest_prune(study, step: int, call: str = "Study.why") -> int:
+    """The prune step that ``step`` is, or the latest one on the path to it."""
+    found = _latest_prune(study, study.timeline.index(step, call))
+    if found is None:
+        raise ConfigError(f"{call}(step=...): step {step} is not a prune step and has no prune "
+                          "step before it; prune first.")
+    return found
 
 
 def why(study, step=None, unit: int | None = None, call: str = "Study.why"):

@@ -63,13 +63,21 @@ def plot_saliency(comp, ax=None, max_inputs: int = 8):
                 (a, "RdBu_r", vmax, f"after: pred {comp.label(comp.pred_after[i])}"),
                 (diff, "PuOr", dmax, f"after - before, rank corr. {comp.spearman[i]:.2f}"),
             ]
-            for axis, (data, cm, lim, title) in zip(axes[i], panels):
+            for j, (axis, (data, cm, lim, title)) in enumerate(zip(axes[i], panels)):
                 kw = {} if lim is None else {"vmin": -lim, "vmax": lim}
-                axis.imshow(data, cmap=cm, **kw)
+                image = axis.imshow(data, cmap=cm, **kw)
                 axis.set_title(title, fontsize=8)
                 axis.set_xticks([])
                 axis.set_yticks([])
-        fig.suptitle(f"{comp.method}: step {comp.steps[0]} vs {comp.steps[1]}", fontsize=10)
+                if j == 2 or j == 3:   # one colour bar for the shared before/after scale,
+                    bar = fig.colorbar(image, ax=axis, fraction=0.046, pad=0.04)   # one for
+                    bar.ax.tick_params(labelsize=6)                                # the diff
+                    if i == 0:
+                        bar.set_label("attribution" if j == 2 else
+                                      "after − before (orange: more, purple: less)", fontsize=6)
+        fig.suptitle(f"{comp.method} saliency: step {comp.steps[0]} (before) vs "
+                     f"{comp.steps[1]} (after); red = supports the target class, "
+                     "blue = against", fontsize=9)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
         return fig
     import matplotlib.pyplot as plt

@@ -7,7 +7,7 @@ import torch
 from .._data import StudyData, stratified_indices
 from ..errors import ConfigError
 
-__all__ = ["pick_rows"]
+__all__ = ["pick_rows", "misclassified_rows"]
 
 
 def pick_rows(data: StudyData, inputs, n: int, split: str, *, seed: int, call: str,
@@ -49,3 +49,26 @@ def pick_rows(data: StudyData, inputs, n: int, split: str, *, seed: int, call: s
                 call, param, f"inputs of shape (N, {', '.join(map(str, rows.X.shape[1:]))})",
                 tuple(x.shape))
     return x, None
+
+
+def misclassified_rows(study, step: int, n: int, call: str = "Panel.explain") -> list[int]:
+    """Indices of the first ``n`` test rows that the model of ``step`` gets wrong.
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"))
+    >>> len(misclassified_rows(study, 0, 3)) <= 3
+    True
+    """
+    index = study.timeline.index(step, call)
+    model = study.model if index == study.current else study.model_at(index)
+    test = study.data.test
+    with torch.no_grad():
+        model.eval()
+        wrong = (study.forward(model, test.X).argmax(1) != test.y).nonzero().flatten()
+    if len(wrong) == 0:
+        raise ConfigError(f"{call}(inputs='misclassified after pruning'): the model of step "
+                          f"{index} classifies every test example correctly; pick the first n "
+                          "test examples or give indices instead.")
+    return wrong[:n].tolist()

@@ -10,6 +10,8 @@ import base64
 import html
 from pathlib import Path
 
+import numpy as np
+
 from ..io.atomic import write_bytes, write_text
 
 __all__ = ["write_report"]
@@ -28,28 +30,33 @@ def _save(fig, path: Path) -> str:
 
 
 def _history_figure(study):
-    import matplotlib.pyplot as plt
+    ax = study.history.plot()
+    return ax.figure
 
-    frame = study.history.to_frame()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for step in study.history:  # parent -> child segments: a branching history stays a tree
-        if step.parent is not None:
-            a, b = frame.loc[step.parent], frame.loc[step.index]
-            ax.plot([a["params"], b["params"]], [a["accuracy"], b["accuracy"]], "o-",
-                    color="0.6", zorder=1)
-    for step, row in frame.iterrows():
-        ax.annotate(str(step), (row["params"], row["accuracy"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
-    first, last = frame.iloc[0], frame.loc[study.current]
-    ax.scatter([first["params"]], [first["accuracy"]], s=60, label="before (original)",
-               zorder=2)
-    ax.scatter([last["params"]], [last["accuracy"]], s=60, label=f"after (step {study.current})",
-               zorder=2)
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("accuracy vs size along the history")
-    ax.legend(fontsize=8)
-    return fig
+
+def fmt(value) -> str:
+    """One number format for the whole report: integers with thousands separators, other
+    numbers with 4 significant digits, and a dash (not NaN) where there is no value.
+
+    Examples
+    --------
+    >>> fmt(13802), fmt(0.98329), fmt(float("nan")), fmt(None)
+    ('13,802', '0.9833', '–', '–')
+    """
+    import math
+
+    if value is None or isinstance(value, bool):
+        return "–" if value is None else str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
+                                  and abs(value) >= 1000):
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return "–" if not math.isfinite(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table(frame) -> str:
+    return frame.to_html(formatters={c: fmt for c in frame.columns}, escape=True, na_rep="–")
 
 
 def _widths_figure(study):
@@ -98,7 +105,7 @@ def _figures(study) -> list[tuple[str, object, str]]:
         ax = scores.plot()
         figs.append(("scores", ax.figure,
                      f"{scores.criterion} scores per group (before the last pruning)."))
-    if hasattr(study, "saliency") and study.current != 0:
+    if study.current != 0:
         try:
             comparison = study.saliency(0, study.current)
             out = comparison.plot()
@@ -110,7 +117,39 @@ def _figures(study) -> list[tuple[str, object, str]]:
         except Exception as exc:  # noqa: BLE001 - an optional figure must not sink the report
             figs.append(("saliency", None, f"(saliency comparison unavailable: "
                                            f"{type(exc).__name__}: {exc})"))
+        figs.append(_shapley_figure(study))
     return figs
+
+
+def _shapley_figure(study):
+    """Shapley values before vs after (tabular data, where shap is cheap enough)."""
+    try:
+        if study.data.train.X[0].numel() > 64:
+            return ("shapley", None, "(Shapley values: skipped for inputs with more than 64 "
+                                     "features; run study.shapley() for them.)")
+        comparison = study.shapley(0, study.current, n=10, background_size=20)
+        out = comparison.plot()
+        fig = out if hasattr(out, "savefig") else np.asarray(out).flat[0].figure
+        moved = getattr(comparison, "rank_correlation", float("nan"))
+        return ("shapley", fig, "Shapley values before (step 0) and after (step "
+                f"{study.current}): global feature importance; Shapley rank correlation "
+                f"{fmt(moved)}.")
+    except Exception as exc:  # noqa: BLE001 - an optional figure must not sink the report
+        return ("shapley", None, f"(Shapley comparison unavailable: {type(exc).__name__}: "
+                                 f"{exc})")
+
+
+def _why_section(study) -> str:
+    """The latest prune step on the path to the current model: what went and why."""
+    try:
+        report = study.why()
+    except Exception as exc:  # noqa: BLE001 - no prune step yet, or no scores kept
+        return f"<p><i>{html.escape(str(exc))}</i></p>"
+    frame = report.to_frame()
+    summary = report.summary()
+    head = "<p>" + html.escape("; ".join(f"{k.replace('_', ' ')}: {fmt(v)}"
+                                         for k, v in summary.items())) + "</p>"
+    return head + (_table(frame.head(20)) if frame is not None else "")
 
 
 def write_report(study, out: str | Path, *, title: str = "xprune_nb study report") -> Path:
@@ -120,13 +159,17 @@ def write_report(study, out: str | Path, *, title: str = "xprune_nb study report
     matplotlib.use("Agg", force=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    from ..explain.glossary import glossary_html
+
     compare = study.compare(0, study.current)
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>{html.escape(repr(study))}</p>",
              "<h2>Before and after</h2>",
-             compare.to_html(float_format=lambda x: f"{x:.4g}"),
+             _table(compare),
              "<h2>History</h2>",
-             study.history.to_frame().to_html(float_format=lambda x: f"{x:.4g}"),
+             _table(study.history.to_frame()),
+             "<h2>Why units were removed</h2>",
+             _why_section(study),
              "<h2>Figures</h2>"]
     for stem, fig, caption in _figures(study):
         if fig is None:
@@ -136,6 +179,7 @@ def write_report(study, out: str | Path, *, title: str = "xprune_nb study report
         data = _save(fig, png)
         parts.append(f'<figure><img alt="{stem}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{html.escape(caption)} ({png.name})</figcaption></figure>")
+    parts += ["<h2>Glossary</h2>", glossary_html()]
     page = ("<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;"
             "max-width:980px;margin:2em auto}table{border-collapse:collapse}"

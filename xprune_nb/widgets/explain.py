@@ -11,10 +11,13 @@ from typing import Any
 import ipywidgets as W
 
 from ..errors import ConfigError
+from ..explain.glossary import label, meaning
+from ..explain.lookup import latest_prune
+from ..explain.rows import misclassified_rows
 from ._common import frame_html, note_html
 from ._plots import plot_to_png
 
-__all__ = ["ExplainView", "call_supported", "misclassified_rows", "why_step"]
+__all__ = ["ExplainView", "call_supported"]
 
 _KINDS = ("saliency", "shapley", "why", "drift")
 _INPUT_MODES = [("first n test examples", "first"),
@@ -45,42 +48,6 @@ def call_supported(func: Callable, **kwargs: Any) -> Any:
     params = inspect.signature(func).parameters
     return func(**{k: v for k, v in kwargs.items() if v is not None and k in params
                    and params[k].kind is not inspect.Parameter.VAR_KEYWORD})
-
-
-def misclassified_rows(study, step: int, n: int) -> list[int]:
-    """Indices of the first ``n`` test rows that the model of ``step`` gets wrong.
-
-    Examples
-    --------
-    >>> import xprune_nb as xp
-    >>> study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"))
-    >>> rows = misclassified_rows(study, 0, 3)
-    >>> len(rows) <= 3
-    True
-    """
-    import torch
-
-    model = study.model if step in (study.current, None) else study.model_at(step)
-    test = study.data.test
-    with torch.no_grad():
-        model.eval()
-        wrong = (study.forward(model, test.X).argmax(1) != test.y).nonzero().flatten()
-    if len(wrong) == 0:
-        raise ConfigError(f"Panel.explain(inputs='misclassified after pruning'): the model of "
-                          f"step {step} classifies every test example correctly; pick the "
-                          "first n test examples or give indices instead.")
-    return wrong[:n].tolist()
-
-
-def why_step(study, step: int) -> int:
-    """The prune step that ``step`` is, or that it descends from most recently."""
-    index: int | None = step
-    while index is not None:
-        if study.history[index].kind == "prune":
-            return index
-        index = study.history[index].parent
-    raise ConfigError(f"Panel.why(step=...): step {step} is not a prune step and has no prune "
-                      "step before it; prune first.")
 
 
 class ExplainView:
@@ -161,7 +128,7 @@ class ExplainView:
 
     def why_config(self, study) -> dict[str, Any]:
         """Keyword arguments of ``Study.why``: the prune step behind *after*."""
-        return {"step": why_step(study, self.after.value)}
+        return {"step": latest_prune(study, self.after.value, "Panel.why")}
 
     def show(self, kind: str, result) -> None:
         """Show a comparison (``saliency``/``shapley``), a why-report or the drift table."""
@@ -171,12 +138,21 @@ class ExplainView:
         if callable(summary):
             numbers = summary()
             if isinstance(numbers, dict):
-                head += ": " + html.escape(", ".join(
-                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in numbers.items()))
+                # each number under its glossary name, its plain meaning as a tooltip
+                head += ": " + ", ".join(_number_html(k, v) for k, v in numbers.items())
         if kind in ("why", "drift") and hasattr(result, "to_frame"):
             head += frame_html(result.to_frame().head(20), index=kind == "drift")
         text.value = head
         if hasattr(result, "plot"):
             plot.value = plot_to_png(result.plot)
             plot.layout.display = None
+
+
+def _number_html(name: str, value) -> str:
+    shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+    base = name.removesuffix("_before").removesuffix("_after")
+    suffix = name[len(base):].replace("_", " ")
+    text = html.escape(f"{label(base)}{suffix} {shown}")
+    tip = meaning(base)
+    return (f"<span class='xprune-drift-number' title='{html.escape(tip, quote=True)}'>{text}"
+            "</span>") if tip else text

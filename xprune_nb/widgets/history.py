@@ -86,28 +86,6 @@ class HistoryView:
             self.plot.layout.display = "none"
             return
         fig, ax = figure(5.0, 3.0)
-        size = {s.index: s.metrics.get("nonzero_params", s.metrics.get("params"))
-                for s in study.history}
-        acc = {s.index: s.metrics.get("accuracy") for s in study.history}
-        for s in study.history:
-            if s.parent is not None:
-                ax.plot([size[s.parent], size[s.index]], [acc[s.parent], acc[s.index]],
-                        color="#bbb", lw=1, zorder=1)
-        colors = {"original": "#333", "prune": "#c44e52", "retrain": "#4c72b0"}
-        for kind, color in colors.items():
-            idx = [s.index for s in study.history if s.kind == kind]
-            if idx:
-                ax.scatter([size[i] for i in idx], [acc[i] for i in idx], color=color,
-                           label=kind, zorder=2, s=25)
-        cur = study.current
-        ax.scatter([size[cur]], [acc[cur]], s=140, facecolors="none", edgecolors="#f0a000",
-                   lw=2, zorder=3, label="current")
-        for i in size:
-            ax.annotate(str(i), (size[i], acc[i]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=8)
-        ax.set_xlabel("non-zero parameters")
-        ax.set_ylabel("test accuracy")
-        ax.set_title("accuracy vs size")
-        ax.legend(fontsize=8, loc="lower right")
+        study.history.plot(ax=ax)
         self.plot.value = to_png(fig)
         self.plot.layout.display = None
