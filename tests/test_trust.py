@@ -25,6 +25,7 @@ from xprune_nb.io.resolver import (
     resolve_factory,
     resolve_module_class,
 )
+from xprune_nb.models import DigitsCNN, ToyMLP
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
@@ -177,9 +178,9 @@ def test_odd_names_are_refused(module, qualname):
 
 def test_package_models_need_no_trust():
     cls = resolve_module_class("xprune_nb.models", "DigitsCNN", trust_source=False, call="t")
-    assert cls is xp.models.DigitsCNN
+    assert cls is DigitsCNN
     assert resolve_factory("xprune_nb.models:ToyMLP", trust_source=False, call="t",
-                           param="model.factory") is xp.models.ToyMLP
+                           param="model.factory") is ToyMLP
 
 
 # ------------------------------------------------------------------ Study.load
@@ -342,7 +343,7 @@ def test_trusted_recipe_factories_run(user):
 def test_recipe_of_package_classes_and_given_models_need_no_trust(user):
     study = xp.Study.from_recipe(_recipe(model={"factory": "xprune_nb.models:ToyMLP"}),
                                  progress=False)
-    assert type(study.original) is xp.models.ToyMLP
+    assert type(study.original) is ToyMLP
     # model= and data= replace the factories: nothing of the recipe's is imported
     study = xp.Study.from_recipe(_recipe(model={"factory": f"{user.name}:make_net"},
                                          data={"factory": f"{user.name}:make_data"}),
