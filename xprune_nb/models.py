@@ -38,6 +38,7 @@ __all__ = [
     "DigitsTransformer",
     "ViTBlock",
     "DigitsViT",
+    "DigitsLSTM",
     "MLP",
     "TabularMLP",
     "ToyMLP",
@@ -391,6 +392,36 @@ class DigitsViT(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         return self.head(self.norm(tokens).mean(dim=1))
+
+
+class DigitsLSTM(nn.Module):
+    """A small recurrent classifier: the 8 rows of a digit image are read as a sequence.
+
+    An ``nn.LSTM`` (8 pixels per step) runs over the rows; its output at the last step feeds a
+    linear head. Its hidden units can be removed with
+    :func:`xprune_nb.pruning.recurrent.remove_hidden_units`.
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+    hidden : int, default 32
+    layers : int, default 1
+
+    Examples
+    --------
+    >>> import torch
+    >>> DigitsLSTM()(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int = 10, hidden: int = 32, layers: int = 1) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(8, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(torch.flatten(x, 1, 2))   # (N, 8 rows, 8 pixels)
+        return self.head(out[:, -1])
 
 
 class MLP(nn.Module):

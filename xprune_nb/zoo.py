@@ -72,6 +72,12 @@ _REGISTRY: dict[str, _Entry] = {
         "Vision Transformer over 2x2 patches (16 tokens): 4 pre-norm blocks of width 32 on "
         "SDPAttention (4 heads of width 8, real head removal), mean pooling",
     ),
+    "digits_lstm": _Entry(
+        models.DigitsLSTM,
+        "digits",
+        "LSTM with 32 hidden units reading the 8 image rows as a sequence, linear head on "
+        "the last step",
+    ),
     "tabular_mlp": _Entry(
         models.TabularMLP,
         "breast_cancer",
