@@ -944,7 +944,20 @@ def _marks(case: Case):
 
 #: cases that still fail because the fix belongs to a file this suite's author does not own;
 #: each names what must change and where (see the issue-8 report)
-XFAIL: dict[str, str] = {}
+XFAIL: dict[str, str] = {
+    "prune-ignore-int": "study/params: ignore=5 must be a ConfigError naming ignore "
+                        "(raw TypeError today)",
+    "saliency-inputs-nan": "explain/rows: inputs holding NaN must be refused naming inputs",
+    "nav-evaluate-latency-str": "Study.evaluate: latency must be a bool (ConfigError)",
+    "load-path-int": "io/study_file: Study.load(5) must be a ConfigError naming path",
+    "export-save-path-int": "io/study_file: study.save(5) must be a ConfigError naming path",
+    "interrupt-prune-during-its-retrain": "timeline: an interrupt inside a nested call "
+                                          "(prune's retrain) rolls back the history but leaves "
+                                          "study.model pruned",
+    "interrupt-prune-steps-2-second-round": "timeline: an interrupt while prune(steps=2) "
+                                            "re-scores rolls back the history but leaves "
+                                            "study.model pruned",
+}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=_marks(c)) for c in CASES])
@@ -998,6 +1011,9 @@ def test_lists_are_accepted_as_data(env):
     assert torch.equal(study.data.train.X, X) and torch.equal(study.data.train.y, y)
 
 
+@pytest.mark.xfail(reason="pruning/groups.py traces the raw output with logits_of (strict "
+                   "now); it must use _model.trace_output or the study's output_fn",
+                   strict=False)
 def test_dict_output_with_logits_and_output_fn(env):
     study = xp.Study(DictWithLogits(), env.data, seed=0)
     assert study.step.metrics["accuracy"] > 0
@@ -1014,6 +1030,9 @@ def test_forward_mutating_a_buffer_leaves_the_users_model_alone(env):
     assert float(model.calls) == 0
 
 
+@pytest.mark.xfail(reason="the channel unit kind must refuse tied layers with "
+                   "_model.check_tied (or prune them together); today pruning unties them",
+                   strict=False)
 def test_tied_weights_are_kept_or_refused(env):
     model = Tied()
     try:
@@ -1045,3 +1064,66 @@ def test_evaluate_is_free_while_a_retrain_runs(env):
         block.release.set()
         thread.join(60)
     assert study.current == 1 and study.history[1].kind == "retrain"
+
+
+# ------------------------------------------------------------------ validation helpers
+def test_tied_parameters_and_check_tied():
+    from xprune_nb._model import check_tied, tied_parameters
+
+    model = Tied()
+    assert tied_parameters(model) == [("enc.weight", "dec.weight")]
+    assert tied_parameters(TwoLayer()) == []
+    check_tied(model, ["fc", "head"], "Study.prune")   # untied layers pass
+    with pytest.raises(ModelError, match=r"'enc' and 'dec'[\s\S]*ignore=\['enc', 'dec'\]"):
+        check_tied(model, ["dec"], "Study.prune")
+    # parameters() lists a shared tensor once: counts never double it
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for n, p in model.named_parameters() if n != "dec.weight")
+
+
+def test_trace_output_and_strict_logits():
+    from xprune_nb._model import logits_of, trace_output
+
+    h, z = torch.zeros(2, 8), torch.ones(2, 3)
+    assert trace_output({"hidden": h, "scores": z}) is h   # structure only, never results
+    assert trace_output((z, h)) is z
+    for out in ({"hidden": h}, (z, h), [z], "x"):
+        with pytest.raises(ModelError, match="output_fn"):
+            logits_of(out)
+    assert logits_of({"logits": z, "hidden": h}) is z
+
+
+def test_class_and_label_checks():
+    import numpy as np
+
+    from xprune_nb._data import check_classes, check_labels
+
+    assert check_classes(np.int64(1), 3, "c") == [1]
+    assert check_classes(torch.tensor([0, 2]), 3, "c") == [0, 2]
+    for bad in ([0.7], ["1"], ["a"], [True], [3], [-1], [], "0", None, [float("nan")]):
+        with pytest.raises(ConfigError, match=r"c\(classes=\.\.\.\)"):
+            check_classes(bad, 3, "c")
+    assert check_labels(torch.tensor([2, 0]), 2, 3, "s").tolist() == [2, 0]
+    for bad in ([99, 0], [0], ["a", "b"], [0.5, 1], torch.zeros(2, 2), 7):
+        with pytest.raises(ConfigError, match=r"s\(labels=\.\.\.\)"):
+            check_labels(bad, 2, 3, "s")
+
+
+@pytest.mark.parametrize("kw,param", [
+    ({"weight_decay": -1}, "weight_decay"), ({"weight_decay": NAN}, "weight_decay"),
+    ({"weight_decay": "x"}, "weight_decay"), ({"lr": INF}, "lr"), ({"lr": 0}, "lr"),
+    ({"callbacks": 5}, "callbacks"), ({"callbacks": [5]}, "callbacks"),
+    ({"stop": 5}, "stop"), ({"seed": 10 ** 23}, "seed"), ({"epochs": 0}, "epochs"),
+    ({"optimizer": "lbfgs"}, "optimizer"), ({"batch_size": 0}, "batch_size"),
+])
+def test_train_refuses_bad_options_before_touching_the_model(kw, param):
+    from xprune_nb._data import Split
+    from xprune_nb.training import train
+
+    torch.manual_seed(0)
+    model = TwoLayer()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = Split(torch.randn(16, 2), torch.randint(0, 2, (16,)))
+    with pytest.raises(ConfigError, match=rf"train\({param}=\.\.\.\)"):
+        train(model, data, forward=lambda m, x: m(x), **kw)
+    assert same(before, model.state_dict()) is None
