@@ -145,9 +145,7 @@ class Study:
         """Index of the history step the current model corresponds to."""
         return self.timeline.current
 
-    @property
-    def step(self) -> Step:  # noqa: D102 - the current history step
-        return self.timeline.step
+    step = property(lambda self: self.timeline.step, doc="The current history step.")
 
     @property
     def busy_with(self) -> str | None:
@@ -359,15 +357,16 @@ class Study:
                         progress=progress, stop=stop, **method_options)
 
     def shapley(self, before: int = 0, after: int = -1, *, explainer: str = "auto",
-                inputs=None, background=None, n: int = 20, background_size: int = 50,
-                output: str = "logits", progress=False, stop: StopSignal | None = None):
-        """Shapley values (shap) of the same rows under two steps' models, side by side
-        (see :func:`xprune_nb.explain.compare_shapley`)."""
+                inputs=None, background=None, n: int = 20, background_size: int | None = None,
+                permutations: int | None = None, output: str = "logits", progress=False,
+                stop: StopSignal | None = None):
+        """Shapley values (shap) of the same rows under two steps' models, side by side; a long
+        run is announced with its estimated cost (:func:`xprune_nb.explain.study.shapley_cost`)."""
         from .explain.study import shapley
 
         return shapley(self, before, after, explainer=explainer, inputs=inputs,
                        background=background, n=n, background_size=background_size,
-                       output=output, progress=progress, stop=stop)
+                       permutations=permutations, output=output, progress=progress, stop=stop)
 
     def why(self, step: int | str | None = None, unit: int | None = None):
         """Why units were removed: ``why()`` explains the latest prune step on the path to the

@@ -77,24 +77,78 @@ def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency
                             **method_options)
 
 
+#: above this many features, Shapley defaults get cheaper (fewer permutations, background rows)
+MANY_FEATURES = 20
+#: an estimate above this many seconds is announced before the run starts
+ANNOUNCE_SECONDS = 10.0
+
+
+def shapley_cost(study, *, features: int, rows: int, background_rows: int,
+                 explainer: str = "auto", permutations: int = 16) -> dict:
+    """Estimated cost of a Shapley comparison of two models: model evaluations per row, rows
+    pushed through a model, and seconds (from one timed forward pass on this machine).
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    >>> cost = shapley_cost(study, features=2, rows=10, background_rows=20)
+    >>> cost["explainer"], cost["evaluations_per_row"]
+    ('exact', 4)
+    """
+    import time
+
+    if explainer == "auto":
+        explainer = "exact" if features <= 12 else "permutation"
+    per_row = {"exact": 2 ** features, "permutation": permutations * (2 * features + 1),
+               "kernel": 2 * features + 2048}.get(explainer, 2)
+    forwards = 2 * rows * per_row * (background_rows if explainer != "gradient" else 1)
+    x = study.data.train.X[: max(1, min(512, len(study.data.train)))]
+    with torch.no_grad():
+        model = study.model.eval()
+        start = time.perf_counter()
+        study.forward(model, x)
+        per_forward_row = (time.perf_counter() - start) / len(x)
+    return {"explainer": explainer, "evaluations_per_row": per_row, "row_forwards": forwards,
+            "seconds": forwards * per_forward_row}
+
+
 def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto", inputs=None,
-            background=None, n: int = 20, background_size: int = 50, output: str = "logits",
-            progress=False, stop: StopSignal | None = None):
+            background=None, n: int = 20, background_size: int | None = None,
+            permutations: int | None = None, output: str = "logits", progress=False,
+            stop: StopSignal | None = None):
     """See :meth:`xprune_nb.Study.shapley`."""
+    import warnings
+
     from . import compare_shapley
 
     call = "Study.shapley"
-    tick = make_progress(progress, call, f"shapley {explainer}", stop)
+    features = int(study.data.train.X[0].numel())
+    many = features > MANY_FEATURES
+    # cheaper defaults for wide inputs: the cost grows with features x permutations x rows
+    background_size = (25 if many else 50) if background_size is None else background_size
+    permutations = (8 if many else 16) if permutations is None else permutations
     (b, model_b), (a, model_a) = _models(study, before, after, call)
     x, _ = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
     bg, _ = pick_rows(study.data, background, background_size, "train", seed=study.seed,
                       call=call, param="background")
+    cost = None
+    if x.is_floating_point() and x.dim() == 2:
+        cost = shapley_cost(study, features=features, rows=len(x), background_rows=len(bg),
+                            explainer=explainer, permutations=permutations)
+        if cost["seconds"] > ANNOUNCE_SECONDS:
+            warnings.warn(f"{call}: about {cost['row_forwards']:,} rows through the models "
+                          f"({cost['explainer']}, {features} features), roughly "
+                          f"{cost['seconds']:.0f} s here; pass fewer rows (n=), a smaller "
+                          "background_size= or fewer permutations= for a quicker answer.",
+                          stacklevel=3)
+    tick = make_progress(progress, call, f"shapley {explainer}", stop)
     forward = study.forward
     if tick is not None:
-        features = int(x[0].numel())
-        # exact: 2^features coalitions per row; permutation: ~2 * 16 * features; in batches
-        per_row = 2 ** features if features <= 12 else 32 * features
-        forward = counting_forward(forward, 2 * len(x) * max(per_row // 512, 1), tick)
+        # progress in forward calls: shap evaluates coalitions in batches of rows
+        calls = (cost["row_forwards"] // 512 + 2) if cost else 2 * len(x)
+        forward = counting_forward(forward, calls, tick)
     return compare_shapley(model_b, model_a, x, bg, explainer=explainer, output=output,
                            forward=forward, feature_names=study.data.feature_names,
-                           class_names=study.data.class_names, seed=study.seed, steps=(b, a))
+                           class_names=study.data.class_names, seed=study.seed, steps=(b, a),
+                           permutations=permutations)
