@@ -291,11 +291,14 @@ def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *,
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
     if not (x.is_floating_point() or x.is_complex()):
         # token ids: attributed to tokens through the embedding layer, never cast to float
-        from .tokens import compare_token_saliency
+        from .token_compare import compare_token_saliency
 
         return compare_token_saliency(model_before, model_after, x, labels=labels,
                                       method=method, forward=forward, class_names=class_names,
                                       steps=steps, top_k=top_k, **method_options)
+    from .tokens import check_float_inputs
+
+    check_float_inputs(model_before, x, forward)
     x = x.detach().float()
     if x.dim() < 2 or len(x) == 0:
         raise ConfigError.bad_value("study.saliency", "inputs", "a non-empty batch (N, ...)",

@@ -297,6 +297,17 @@ def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, bac
     >>> comp.explainer, comp.before.values.shape, round(comp.rank_correlation, 6)
     ('exact', (5, 3, 2), 1.0)
     """
+    ids = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(np.asarray(inputs))
+    if not (ids.is_floating_point() or ids.is_complex()):
+        # token ids: Shapley values of token positions against a baseline token (tokens.py)
+        from .token_compare import compare_token_shapley
+
+        return compare_token_shapley(model_before, model_after, ids, explainer=explainer,
+                                     output=output, forward=forward, class_names=class_names,
+                                     seed=seed, steps=steps, permutations=permutations)
+    from .tokens import check_float_inputs
+
+    check_float_inputs(model_before, ids, forward, call="study.shapley")
     shap = _shap()
     common = dict(explainer=explainer, output=output, forward=forward, seed=seed,
                   permutations=permutations, nsamples=nsamples)

@@ -1,0 +1,325 @@
+"""Explanations of models that read token ids: attributions per token position, ids kept integer.
+
+Gradients cannot flow into integer ids, and casting them to float breaks the embedding lookup,
+so every method here attributes to the output of the model's ``nn.Embedding`` (found by the
+forward pass: the embedding that reads the input ids) and sums over the embedding width:
+
+``saliency``
+    The gradient of the explained logit with respect to each token's embedding: its L2 norm
+    (``abs=True``, Simonyan et al. 2014 for text) or gradient x embedding (``abs=False``).
+``integrated_gradients``
+    captum's ``LayerIntegratedGradients`` on the embedding layer, from a sequence of
+    ``baseline_token`` ids (Sundararajan et al. 2017). Complete: per input, the token scores sum
+    to ``f(x) - f(baseline)``; the gap is reported as ``completeness``.
+``attention_relevance``, ``attention_rollout``
+    From the attention probabilities (:mod:`xprune_nb.explain.attention`), one score per token.
+``shapley``
+    Shapley values of token positions: a coalition keeps its tokens and replaces the others by
+    ``baseline_token``. ``exact`` enumerates every coalition (up to 12 tokens); ``permutation``
+    averages marginal contributions over seeded random orders, each also walked in reverse
+    (antithetic); both are efficient (values sum to ``f(x) - f(baseline)``) by construction.
+
+Examples
+--------
+>>> import torch
+>>> from torch import nn
+>>> net = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
+>>> ids = torch.tensor([[1, 2, 3]])
+>>> scores, gap = token_attribution(net, ids, torch.tensor([0]), "integrated_gradients")
+>>> scores.shape, bool(gap[0] < 1e-4)
+((1, 3), True)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._model import eval_mode, logits_of
+from ..errors import ConfigError, MissingDependencyError
+
+__all__ = ["TOKEN_METHODS", "embedding_layer", "check_float_inputs", "token_attribution",
+           "token_shapley", "token_deletion_insertion"]
+
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+#: method -> options it accepts (``vocab`` is for display, accepted by every method)
+TOKEN_METHODS: dict[str, tuple[str, ...]] = {
+    "saliency": ("abs", "layer"),
+    "integrated_gradients": ("n_steps", "baseline_token", "internal_batch_size", "layer",
+                             "method"),
+    "attention_relevance": ("pool",),
+    "attention_rollout": ("pool", "head_fusion"),
+}
+_EXACT_MAX_TOKENS = 12
+
+
+def _default_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return logits_of(model(x))
+
+
+class _Found(Exception):
+    """Stops a probing forward pass at the embedding that reads the inputs."""
+
+
+def embedding_layer(model: nn.Module, ids: torch.Tensor, forward: Forward | None = None, *,
+                    layer: str | None = None, call: str = "study.saliency") -> nn.Embedding:
+    """The ``nn.Embedding`` that reads ``ids`` (the first one run on exactly these ids), or the
+    module named ``layer``.
+
+    Raises
+    ------
+    ConfigError
+        ``layer`` is not an embedding of the model, or no embedding reads the ids.
+    """
+    modules = dict(model.named_modules())
+    if layer is not None:
+        if not isinstance(modules.get(layer), nn.Embedding):
+            names = [n for n, m in modules.items() if isinstance(m, nn.Embedding)]
+            raise ConfigError.unknown_name(call, "layer", names, layer)
+        return modules[layer]
+    forward = forward or _default_forward
+    probe = ids[:1]
+
+    def pre(module, args):
+        if args and isinstance(args[0], torch.Tensor) and args[0].shape == probe.shape \
+                and torch.equal(args[0], probe):
+            raise _Found(module)
+
+    handles = [m.register_forward_pre_hook(pre) for m in modules.values()
+               if isinstance(m, nn.Embedding)]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            forward(model, probe)
+    except _Found as hit:
+        return hit.args[0]
+    finally:
+        for h in handles:
+            h.remove()
+    raise ConfigError.bad_value(call, "layer", "the name of the nn.Embedding that reads the "
+                                "token ids (none reads them directly)", None)
+
+
+def check_float_inputs(model: nn.Module, x: torch.Tensor, forward: Forward | None = None, *,
+                       call: str = "study.saliency", param: str = "inputs") -> None:
+    """Refuse float inputs that the model would feed to an ``nn.Embedding`` (token ids)."""
+    if not x.is_floating_point() or not any(isinstance(m, nn.Embedding)
+                                             for m in model.modules()):
+        return
+    forward = forward or _default_forward
+
+    def pre(module, args):
+        if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            raise _Found(module)
+
+    handles = [m.register_forward_pre_hook(pre) for m in model.modules()
+               if isinstance(m, nn.Embedding)]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            forward(model, x[:1])
+    except _Found:
+        raise ConfigError.bad_value(call, param, "integer token ids (the model looks them up "
+                                    "in an nn.Embedding; ids are never cast to float)",
+                                    f"a {x.dtype} tensor") from None
+    except Exception:   # noqa: BLE001 - any other failure is the normal path's to report
+        return
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _check_ids(x: torch.Tensor, call: str) -> torch.Tensor:
+    if x.is_floating_point() or x.dtype == torch.bool or x.dim() != 2 or not len(x):
+        raise ConfigError.bad_value(call, "inputs", "integer token ids shaped (N, tokens)",
+                                    f"{x.dtype} {tuple(x.shape)}")
+    return x.long()
+
+
+def _baseline(options: dict, call: str) -> int:
+    token = options.get("baseline_token", 0)
+    if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or token < 0:
+        raise ConfigError.bad_value(call, "baseline_token", "a token id >= 0", token)
+    return int(token)
+
+
+def _gradient(model, ids, targets, forward, emb, signed: bool) -> torch.Tensor:
+    stash: list[torch.Tensor] = []
+
+    def hook(module, args, out):
+        # a leaf that requires grad, even if the model's weights are frozen
+        leaf = out.detach().requires_grad_(True)
+        stash.append(leaf)
+        return leaf
+
+    handle = emb.register_forward_hook(hook)
+    try:
+        with eval_mode(model), torch.enable_grad():
+            logits = forward(model, ids)
+            chosen = logits.gather(1, targets.view(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(chosen, stash[0])
+    finally:
+        handle.remove()
+    if signed:
+        return (grad * stash[0].detach()).sum(-1)
+    return grad.norm(dim=-1)
+
+
+def token_attribution(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor,
+                      method: str = "integrated_gradients", *, forward: Forward | None = None,
+                      call: str = "study.saliency", **options
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One score per token position ``(N, L)`` for ``targets``, and the completeness gap of
+    integrated gradients (``|sum - (f(x) - f(baseline))|`` per input; ``None`` otherwise)."""
+    if method not in TOKEN_METHODS:
+        raise ConfigError.bad_value(call, "method", f"one of {list(TOKEN_METHODS)} for a model "
+                                    "that reads token ids", method)
+    # baseline_token is every method's: deletion/insertion start from it
+    unknown = sorted(set(options) - set(TOKEN_METHODS[method]) - {"baseline_token"})
+    if unknown:
+        raise ConfigError(f"{call}(method={method!r}): unknown option(s) {unknown} for token "
+                          f"inputs; options of {method!r} are: "
+                          f"{', '.join(TOKEN_METHODS[method]) or 'none'} (and vocab).")
+    ids, targets = _check_ids(ids, call), targets.long()
+    forward = forward or _default_forward
+    if method.startswith("attention_"):
+        from . import attention
+
+        options.pop("baseline_token", None)
+        maps = getattr(attention, method)(model, ids, targets, forward=forward, call=call,
+                                          **options)
+        return maps.detach().numpy(), None
+    emb = embedding_layer(model, ids, forward, layer=options.pop("layer", None), call=call)
+    if method == "saliency":
+        return _gradient(model, ids, targets, forward, emb,
+                         signed=not options.get("abs", True)).numpy(), None
+    try:
+        from captum.attr import LayerIntegratedGradients
+    except ImportError as exc:
+        raise MissingDependencyError.for_package("captum", "Integrated gradients", "explain") \
+            from exc
+    base = torch.full_like(ids, _baseline(options, call))
+    opts = {k: v for k, v in options.items() if k != "baseline_token"}
+    with eval_mode(model):
+        attr, delta = LayerIntegratedGradients(lambda t: forward(model, t), emb).attribute(
+            ids, baselines=base, target=targets, return_convergence_delta=True, **opts)
+    return attr.detach().sum(-1).double().numpy(), delta.detach().abs().double().numpy()
+
+
+def _outputs(model, forward, rows: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    with torch.no_grad(), eval_mode(model):
+        return torch.cat([forward(model, rows[i:i + batch]).double()
+                          for i in range(0, len(rows), batch)])
+
+
+def token_shapley(model: nn.Module, ids: torch.Tensor, *, forward: Forward | None = None,
+                  baseline_token: int = 0, explainer: str = "auto", permutations: int = 16,
+                  seed: int = 0, output: str = "logits", call: str = "study.shapley"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Shapley values of token positions against ``baseline_token``.
+
+    Returns
+    -------
+    values : ndarray (N, L, K)
+    base : ndarray (N, K)
+        ``f(baseline)``: each row's sequence of baseline tokens.
+    fx : ndarray (N, K)
+    explainer : str
+        ``exact`` or ``permutation`` (``auto`` resolved: exact up to 10 tokens).
+    """
+    ids = _check_ids(ids, call)
+    baseline_token = _baseline({"baseline_token": baseline_token}, call)
+    if explainer not in ("auto", "exact", "permutation"):
+        raise ConfigError.bad_value(call, "explainer", "'auto', 'exact' or 'permutation' for "
+                                    "token inputs", explainer)
+    if (isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer))
+            or permutations < 1):
+        raise ConfigError.bad_value(call, "permutations", "an integer >= 1", permutations)
+    if output not in ("logits", "probability"):
+        raise ConfigError.unknown_name(call, "output", ("logits", "probability"), output)
+    forward = forward or _default_forward
+    if output == "probability":
+        raw = forward
+        forward = lambda m, t: torch.softmax(raw(m, t), dim=1)  # noqa: E731
+    n, length = ids.shape
+    if explainer == "auto":
+        explainer = "exact" if length <= 10 else "permutation"
+    if explainer == "exact" and length > _EXACT_MAX_TOKENS:
+        raise ConfigError.bad_value(call, "explainer", f"'permutation' for {length} tokens "
+                                    f"('exact' enumerates 2**tokens coalitions; at most "
+                                    f"{_EXACT_MAX_TOKENS} tokens)", "exact")
+    if explainer == "exact":
+        masks = torch.tensor(list(itertools.product((0, 1), repeat=length)), dtype=torch.bool)
+    else:
+        rng = np.random.RandomState(seed)   # local: the caller's global state is untouched
+        orders = [rng.permutation(length) for _ in range(int(permutations))]
+        orders += [o[::-1] for o in orders]
+        steps = []
+        for order in orders:
+            m = torch.zeros(length + 1, length, dtype=torch.bool)
+            for k, pos in enumerate(order):
+                m[k + 1:, pos] = True
+            steps.append(m)
+        masks = torch.cat(steps)
+    values, bases, fxs = [], [], []
+    for row in ids:
+        rows = torch.where(masks, row.expand_as(masks), torch.full_like(masks, baseline_token,
+                                                                         dtype=torch.long))
+        out = _outputs(model, forward, rows)                       # (coalitions, K)
+        if explainer == "exact":
+            # masks enumerate coalitions in binary order: position j is bit (length - 1 - j)
+            code, size = torch.arange(len(masks)), masks.sum(1)
+            weight = torch.tensor([math.factorial(s) * math.factorial(length - s - 1)
+                                   / math.factorial(length) for s in range(length)],
+                                  dtype=torch.float64)
+            phi = torch.zeros(length, out.shape[1], dtype=torch.float64)
+            for j in range(length):
+                bit = 1 << (length - 1 - j)
+                without = code[(code & bit) == 0]
+                phi[j] = (weight[size[without]].unsqueeze(1)
+                          * (out[without | bit] - out[without])).sum(0)
+            base_out, fx = out[0], out[-1]
+        else:
+            walks = out.view(len(orders), length + 1, -1)
+            phi = torch.zeros(length, out.shape[1], dtype=torch.float64)
+            for order, walk in zip(orders, walks):
+                phi[torch.as_tensor(order.copy())] += walk[1:] - walk[:-1]
+            phi /= len(orders)
+            base_out, fx = walks[0, 0], walks[0, -1]
+        values.append(phi)
+        bases.append(base_out)
+        fxs.append(fx)
+    return (torch.stack(values).numpy(), torch.stack(bases).numpy(), torch.stack(fxs).numpy(),
+            explainer)
+
+
+def token_deletion_insertion(model: nn.Module, ids: torch.Tensor, maps, targets, *,
+                             forward: Forward | None = None, baseline_token: int = 0,
+                             steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Deletion and insertion AUC (Petsiuk et al. 2018) over token positions: the most relevant
+    tokens are replaced by (deletion) or restored from (insertion) ``baseline_token`` first;
+    the curve is the target's softmax probability. Lower deletion / higher insertion = better.
+    """
+    forward = forward or _default_forward
+    ids = ids.long()
+    n, length = ids.shape
+    rel = torch.as_tensor(np.asarray(maps, dtype=np.float64)).reshape(n, length)
+    rank = torch.empty(n, length, dtype=torch.long)
+    rank.scatter_(1, torch.argsort(-rel, dim=1, stable=True),
+                  torch.arange(length).expand(n, length))
+    fractions = torch.linspace(0, 1, steps + 1)
+    changed = rank.unsqueeze(1) < torch.round(fractions * length).long().view(1, -1, 1)
+    xs = ids.unsqueeze(1).expand(n, steps + 1, length)
+    base = torch.full_like(xs, baseline_token)
+    batch = torch.cat([torch.where(changed, base, xs), torch.where(changed, xs, base)])
+    probs = torch.softmax(_outputs(model, forward, batch.reshape(-1, length)), dim=1)
+    probs = probs.reshape(2, n, steps + 1, -1)
+    t = torch.as_tensor(np.asarray(targets)).long().view(1, n, 1, 1).expand(2, n, steps + 1, 1)
+    curve = probs.gather(3, t).squeeze(3).numpy()
+    width = np.diff(fractions.double().numpy())
+    auc = ((curve[..., 1:] + curve[..., :-1]) / 2 * width).sum(axis=2)
+    return auc[0], auc[1]
