@@ -84,9 +84,9 @@ class LRPCriterion(UnitRelevanceMixin, Criterion):
         call = "Study.score('lrp')"
         # infinite or NaN values pass a plain range check but turn every relevance into 0
         # or NaN: the scores would look valid and mean nothing
-        for key, low, allowed in (("epsilon", 0.0, "a finite number > 0"),
-                                  ("gamma", 0.0, "a finite number >= 0"),
-                                  ("alpha", 1.0, "a finite number >= 1")):
+        for key, low, allowed in (("epsilon", 0.0, "a number > 0 and finite"),
+                                  ("gamma", 0.0, "a number >= 0 and finite"),
+                                  ("alpha", 1.0, "a number >= 1 and finite")):
             value = self.params[key]
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
                   and math.isfinite(value))
