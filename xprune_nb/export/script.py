@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from ..io.atomic import check_target, torch_save, write_bytes, write_text
+from ..io.atomic import as_path, check_target, torch_save, write_bytes, write_text
 from ..recipe import Recipe
 from ..recipe.replay import Op, plan
 
@@ -349,7 +349,7 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -
 def write_script(recipe: Recipe, path: str | Path, *, study=None) -> Path:
     """Write the script for ``recipe`` to ``path`` (plus ``<name>.weights.pt`` /
     ``<name>.data.pt`` next to it when the recipe holds weights or data in memory)."""
-    path = Path(path)
+    path = as_path(path, call=_CALL)
     if path.suffix != ".py":
         raise ConfigError.bad_value(_CALL, "path", "a file name ending in .py", str(path))
     text = render_script(recipe, path.name, study=study)

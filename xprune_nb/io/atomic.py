@@ -34,9 +34,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import StudyFileError
+from ..errors import ConfigError, StudyFileError
 
-__all__ = ["atomic_write", "write_bytes", "write_text", "torch_save", "check_target"]
+__all__ = ["atomic_write", "write_bytes", "write_text", "torch_save", "check_target", "as_path"]
 
 _REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
             errno.EFBIG: "the file-size limit was reached", errno.EROFS: "the disk is read-only",
@@ -47,6 +47,21 @@ def _reason(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
     text = " ".join(str(exc).split())[:200] or type(exc).__name__
     return f"{_REASONS[code]} ({text})" if code in _REASONS else text
+
+
+def as_path(path: object, *, call: str) -> Path:
+    """``path`` as a Path; anything but a ``str`` or ``os.PathLike`` is a ConfigError.
+
+    Examples
+    --------
+    >>> as_path(5, call="Study.save")
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ConfigError: Study.save(path=...): expected a file path (str or ...
+    """
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or path == "":
+        raise ConfigError.bad_value(call, "path", "a file path (str or pathlib.Path)", path)
+    return Path(path)
 
 
 def check_target(path: str | Path, *, call: str) -> Path:
@@ -62,7 +77,7 @@ def check_target(path: str | Path, *, call: str) -> Path:
     ...
     xprune_nb.errors.StudyFileError: demo(path=...): '/' is a folder; give a file name ...
     """
-    path = Path(path)
+    path = as_path(path, call=call)
     try:
         st = path.stat()
     except FileNotFoundError:

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..errors import ConfigError, StudyFileError
 from ..timeline import structure_entry
-from .atomic import torch_save
+from .atomic import as_path, torch_save
 from .reading import check_finite_state, read_torch_file
 from .resolver import build_module
 
@@ -79,7 +79,7 @@ def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (
     metrics : dict, optional
         Plain numbers to keep alongside (accuracy, params...).
     """
-    path = Path(path)
+    path = as_path(path, call="Study.save_pruned")
     arch = dict(architecture or architecture_of(model))
     payload = {
         "format": FORMAT, "version": VERSION,
@@ -99,7 +99,7 @@ def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (
 def read_checkpoint(path: str | Path, call: str = "load_pruned") -> dict:
     """The checkpoint's contents as plain data (never runs code), its weights checked to be
     finite."""
-    path = Path(path)
+    path = as_path(path, call=call)
     payload = read_torch_file(path, call=call, kind="checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise StudyFileError(f"{call}(path=...): {str(path)!r} is not a pruned-model "

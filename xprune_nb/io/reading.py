@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import StudyFileError
+from .atomic import as_path
 
 __all__ = ["WHAT_TO_DO", "read_torch_file", "check_finite_state"]
 
@@ -52,7 +53,7 @@ def read_torch_file(path: str | Path, *, call: str, kind: str) -> object:
     ``weights_only=True`` cannot run code, so any exception it raises means the file is
     damaged or is something else (a text file, a pickle, a truncated copy).
     """
-    path = Path(path)
+    path = as_path(path, call=call)
     if path.is_dir():
         raise StudyFileError(f"{call}(path=...): {str(path)!r} is a folder; give the path of "
                              f"a {kind} file.")

@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import ConfigError, StudyFileError, XPruneError
 from ..history import History, Step
 from ..scores import Scores
-from .atomic import torch_save
+from .atomic import as_path, torch_save
 from .reading import WHAT_TO_DO, check_finite_state, read_torch_file
 from .resolver import build_module
 
@@ -75,7 +75,7 @@ def read_study_file(path: str | Path, call: str = "Study.load") -> dict:
     Raises :class:`StudyFileError` for a missing, damaged or foreign file, an unsupported
     version, a payload missing parts, or weights holding NaN/inf.
     """
-    path = Path(path)
+    path = as_path(path, call=call)
     payload = read_torch_file(path, call=call, kind="xprune_nb study")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise StudyFileError(f"{call}(path=...): {str(path)!r} is not an xprune_nb study file "
@@ -168,8 +168,17 @@ def study_payload(study) -> dict:
     }
 
 
+def _path(path, call: str) -> Path:
+    import os
+
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise ConfigError.bad_value(call, "path", "a file path (str or pathlib.Path)", path)
+    return Path(path)
+
+
 def save_study(study, path) -> Path:
     """Write ``study`` to ``path`` (atomically); returns the path."""
+    path = _path(path, "Study.save")
     return write_study_file(path, study_payload(study), call="Study.save")
 
 
@@ -197,12 +206,13 @@ def load_study(cls, path, *, model=None, data=None, trust_source: bool = False,
     """Read ``path`` (:func:`read_study_file`), rebuild the architecture
     (:func:`build_architecture`) and make the ``cls`` study it holds."""
     call = "Study.load"
+    path = _path(path, call)
     if not isinstance(trust_source, bool):
         raise ConfigError.bad_value(call, "trust_source", "True or False", trust_source)
     if model is not None and not isinstance(model, nn.Module):
         raise ConfigError.bad_value(call, "model", "a torch.nn.Module (a fresh instance of "
                                     "the original architecture) or None", model)
-    path = Path(path)
+    path = as_path(path, call=call)
     payload = read_study_file(path, call)
     try:
         arch = build_architecture(payload["model_source"], model=model,

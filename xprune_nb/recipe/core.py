@@ -214,12 +214,13 @@ class Recipe:
         ``<stem>.data.pt`` (plain tensors, readable with ``torch.load(weights_only=True)``)
         and referenced by relative path. Returns the recipe's path.
         """
-        path = Path(path)
+        from ..io.atomic import as_path, check_target, torch_save, write_text
+
+        path = as_path(path, call="Recipe.save")
         suffix = path.suffix.lower()
         if suffix not in (".yaml", ".yml", ".json"):
             raise ConfigError.bad_value("Recipe.save", "path",
                                         "a file name ending in .yaml, .yml or .json", str(path))
-        from ..io.atomic import check_target, torch_save, write_text
 
         call = "Recipe.save"
         check_target(path, call=call)  # a folder or a device: refused before any side file
@@ -247,8 +248,13 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         """Read and validate a recipe written by :meth:`save` (or by hand)."""
-        path = Path(path)
+        from ..io.atomic import as_path
+
         call = "Recipe.load"
+        path = as_path(path, call=call)
+        if path.is_dir():
+            raise StudyFileError(f"{call}(path=...): {str(path)!r} is a folder; give the path "
+                                 "of a recipe file (.yaml, .yml or .json).")
         if not path.is_file():
             raise StudyFileError(f"{call}(path=...): no such file {str(path)!r}.")
         import yaml
