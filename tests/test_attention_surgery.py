@@ -421,3 +421,48 @@ def test_hugging_face_macs_hand_count(hf):
     tokens = torch.randn(2, 17, 48)
     expected = _attention_hand_count(2, 17, 48, 6)
     assert count_macs(layer.attention, tokens, lambda m, t: m(t)[0]) == expected
+
+
+# ---------------------------------------------------------------- criteria helpers
+
+class _Ctx:
+    """The parts of a scoring context the gate helpers read."""
+
+    def __init__(self, model, layers, x, y):
+        self.model, self.layers, self.x, self.y = model, layers, x, y
+
+    def forward(self, model, x):
+        return model(x)
+
+    def batches(self):
+        yield self.x[:3], self.y[:3]
+        yield self.x[3:], self.y[3:]
+
+
+class _Classifier(nn.Module):
+    def __init__(self, attention):
+        super().__init__()
+        self.attn, self.head = attention, nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+
+@pytest.mark.parametrize("convert", [False, True])
+def test_per_example_gates_are_gate_derivatives(convert):
+    from xprune_nb.pruning.attention.gates import head_norms, per_example_head_gates
+
+    torch.manual_seed(0)
+    model = _Classifier(nn.MultiheadAttention(16, 4, batch_first=True)).eval()
+    if convert:
+        convert_mha(model)
+    x, y = torch.randn(5, 6, 16), torch.tensor([0, 1, 2, 0, 1])
+    ctx = _Ctx(model, {"attn": model.attn}, x, y)
+    gates = per_example_head_gates(ctx, target="loss")["attn"]
+    assert gates.shape == (5, 4)
+    for example in (0, 4):
+        with head_gates(model) as g:
+            F.cross_entropy(model(x[example:example + 1]), y[example:example + 1],
+                            reduction="sum").backward()
+        assert torch.allclose(gates[example].float(), g["attn"].grad, atol=1e-5)
+    assert torch.allclose(head_norms(ctx)["attn"], head_magnitude(model)["attn"])

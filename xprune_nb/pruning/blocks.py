@@ -16,17 +16,15 @@ original model.
 Examples
 --------
 >>> import torch
->>> from torch import nn
->>> model = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), 3,
-...                               enable_nested_tensor=False)
->>> x = torch.zeros(2, 5, 16)
+>>> from xprune_nb.models import DigitsViT
+>>> model, x = DigitsViT(depth=3), torch.zeros(2, 1, 8, 8)
 >>> blocks, skipped = find_blocks(model, x, lambda m, t: m(t))
 >>> [b.name for b in blocks]
-['layers.0', 'layers.1', 'layers.2']
->>> remove_blocks(model, ["layers.1"])
-['layers.1']
->>> type(model.layers[1]).__name__
-'SkippedBlock'
+['blocks.0', 'blocks.1', 'blocks.2']
+>>> remove_blocks(model, ["blocks.1"], blocks=blocks)
+['blocks.1']
+>>> type(model.blocks[1]).__name__, model(x).shape
+('SkippedBlock', torch.Size([2, 10]))
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Attention-head pruning for ``nn.MultiheadAttention``, by masks.
+"""Attention-head pruning by masks (``mode="mask"``): no speed-up, shapes kept.
+
+Real removal, which makes a model smaller and faster, is in :mod:`xprune_nb.pruning.attention`;
+masks stay available for comparison (Michel et al. 2019 measure heads this way).
 
 A head's output is its attention-weighted sum of value vectors; masking the head's rows of the
 query, key and value projections (``in_proj_weight``/``in_proj_bias``) makes its values zero, so
@@ -15,7 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 __all__ = ["attention_modules", "head_rows", "alive_heads", "apply_head_removal",
-           "head_view"]
+           "head_view", "mask_heads", "alive_in_groups"]
 
 
 def attention_modules(model: nn.Module, executed: set[str] | None = None
@@ -79,3 +82,57 @@ def apply_head_removal(modules: dict[str, nn.MultiheadAttention],
                             * getattr(module, param + "_mask"))
             else:
                 prune.custom_from_mask(module, param, keep)
+
+
+def mask_heads(model: nn.Module, group, heads) -> None:
+    """Mask, in place, ``heads`` of any attention style found by
+    :func:`xprune_nb.pruning.attention.find_heads` (``group`` is its ``HeadGroup``).
+
+    ``nn.MultiheadAttention`` is masked as by :func:`apply_head_removal` (q/k/v rows); other
+    styles lose every weight :func:`~xprune_nb.pruning.attention.head_slices` lists for the head
+    (q/k/v rows and output-projection columns), so the head contributes nothing.
+    """
+    from .attention import head_slices
+
+    module = model.get_submodule(group.name) if group.name else model
+    heads = [int(h) for h in heads]
+    if group.kind == "mha":
+        apply_head_removal({group.name: module}, {group.name: torch.tensor(heads)})
+        return
+    keep: dict[tuple[int, str], tuple[nn.Module, str, torch.Tensor]] = {}
+    for owner, name, dim, idx in head_slices(model, group):
+        if name not in owner._parameters and name + "_orig" not in owner._parameters:
+            continue   # buffers (BatchNorm statistics) are not masked
+        key = (id(owner), name)
+        if key not in keep:
+            keep[key] = (owner, name, torch.ones_like(getattr(owner, name)))
+        keep[key][2].movedim(dim, 0)[idx[heads].flatten()] = 0   # a view: writes the mask
+    for owner, name, mask in keep.values():
+        if hasattr(owner, name + "_mask"):
+            getattr(owner, name + "_mask").mul_(mask)
+            with torch.no_grad():
+                setattr(owner, name, getattr(owner, name + "_orig")
+                        * getattr(owner, name + "_mask"))
+        else:
+            prune.custom_from_mask(owner, name, mask)
+
+
+def alive_in_groups(model: nn.Module, groups) -> dict[str, torch.Tensor]:
+    """Boolean (heads,) per group: True where some output-projection column of the head (or,
+    for ``nn.MultiheadAttention``, some q/k/v row) is not masked."""
+    from .attention import head_slices
+
+    out = {}
+    for group in groups:
+        module = model.get_submodule(group.name) if group.name else model
+        if group.kind == "mha":
+            out[group.name] = alive_heads({group.name: module})[group.name]
+            continue
+        owner, name, dim, idx = head_slices(model, group)[-1]
+        mask = getattr(owner, name + "_mask", None)
+        if mask is None:
+            out[group.name] = torch.ones(group.num_heads, dtype=torch.bool)
+        else:
+            cols = mask.movedim(dim, 0)[idx.flatten()].reshape(group.num_heads, -1)
+            out[group.name] = cols.bool().any(dim=1)
+    return out

@@ -17,7 +17,7 @@ torch.Size([1, 3, 16])
 
 from .discovery import HeadGroup, find_heads, head_slices
 from .sdpa import SDPAttention, convert_mha
-from .surgery import check_head_plan, head_gates, head_magnitude, remove_heads
+from .surgery import check_head_plan, head_gates, head_magnitude, output_columns, remove_heads
 
 __all__ = ["SDPAttention", "convert_mha", "HeadGroup", "find_heads", "head_slices",
-           "check_head_plan", "remove_heads", "head_magnitude", "head_gates"]
+           "check_head_plan", "remove_heads", "head_magnitude", "head_gates", "output_columns"]

@@ -24,7 +24,7 @@ from ...errors import PruneError
 from .discovery import HEAD_COUNT_ATTRS, HeadGroup, find_heads, head_slices
 from .sdpa import SDPAttention
 
-__all__ = ["remove_heads", "check_head_plan", "head_magnitude", "head_gates"]
+__all__ = ["remove_heads", "check_head_plan", "head_magnitude", "head_gates", "output_columns"]
 
 
 def check_head_plan(model: nn.Module, plan: Mapping[str, Sequence[int]],
@@ -169,8 +169,8 @@ def remove_heads(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[st
 
 
 def head_magnitude(model: nn.Module, groups: Sequence[HeadGroup] | None = None,
-                   ) -> dict[str, torch.Tensor]:
-    """L2 norm of each head's weights (its q/k/v rows and output-projection columns).
+                   p: float = 2.0) -> dict[str, torch.Tensor]:
+    """``p``-norm of each head's weights (its q/k/v rows and output-projection columns).
 
     Examples
     --------
@@ -182,14 +182,35 @@ def head_magnitude(model: nn.Module, groups: Sequence[HeadGroup] | None = None,
     groups = find_heads(model)[0] if groups is None else groups
     out = {}
     for group in groups:
-        total = torch.zeros(group.num_heads, dtype=torch.float64)
+        parts = []
         for owner, tensor_name, dim, idx in head_slices(model, group):
             if isinstance(owner, nn.modules.batchnorm._BatchNorm):
                 continue   # running statistics are not weights
             t = getattr(owner, tensor_name).detach().double().movedim(dim, 0)
-            total += t[idx.flatten()].reshape(group.num_heads, -1).pow(2).sum(dim=1).cpu()
-        out[group.name] = total.sqrt().float()
+            parts.append(t[idx.flatten().to(t.device)].reshape(group.num_heads, -1).cpu())
+        out[group.name] = torch.cat(parts, dim=1).norm(p=p, dim=1).float()
     return out
+
+
+def output_columns(model: nn.Module, group: HeadGroup) -> tuple[str, torch.Tensor]:
+    """``(qualified parameter name, (heads, value_dim) column indices)`` of the output
+    projection's weight: scaling head h's columns by g gates the head's output by g, for every
+    attention style (criteria get per-example gate derivatives as the sum over these columns of
+    weight x gradient, through ``torch.func.functional_call``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> name, cols = output_columns(nn.MultiheadAttention(8, 2), find_heads(
+    ...     nn.MultiheadAttention(8, 2))[0][0])
+    >>> name, cols.shape
+    ('out_proj.weight', torch.Size([2, 4]))
+    """
+    owner, tensor_name, _dim, idx = head_slices(model, group)[-1]
+    names = {m: n for n, m in model.named_modules()}
+    base = tensor_name + "_orig" if tensor_name + "_orig" in owner._parameters else tensor_name
+    prefix = names[owner]
+    return (f"{prefix}.{base}" if prefix else base), idx
 
 
 def _gate_linear_input(gate: torch.Tensor):

@@ -52,6 +52,7 @@ def prunable_table(units: Units):
 
 
 # one line per kind
+from .block import BlockUnits  # noqa: E402
 from .channel import ChannelUnits  # noqa: E402
 from .head import HeadUnits  # noqa: E402
 from .weight import WeightUnits  # noqa: E402
@@ -59,3 +60,4 @@ from .weight import WeightUnits  # noqa: E402
 register(WeightUnits)
 register(ChannelUnits)
 register(HeadUnits)
+register(BlockUnits)

@@ -1,8 +1,14 @@
-"""Attention heads of ``nn.MultiheadAttention``, by masks.
+"""Attention heads, removed for real (``mode="remove"``) or masked (``mode="mask"``).
 
-Masking a head's rows of the query, key and value projections makes its values zero, so it
-contributes nothing: exactly as if removed, but the module keeps its shapes, so there is no
-speed-up (``nn.MultiheadAttention`` ties its inner width to the model's width).
+Removal shrinks each head's q/k/v rows and output-projection columns and the module's head count
+(``nn.MultiheadAttention`` is first swapped for the exact ``SDPAttention``), so parameters, MACs
+and latency fall; plans are plain data ``{module: [heads]}`` replayed on a fresh copy. Masking
+zeroes the same weights and keeps every shape: the head contributes nothing, but dense kernels
+still multiply the zeros, so there is no speed-up.
+
+Heads are found in ``nn.MultiheadAttention``, ``SDPAttention``, Hugging Face attention (separate
+q/k/v layers and a head count), timm-style fused ``qkv`` attention and LeViT attention
+(:mod:`xprune_nb.pruning.attention.discovery`).
 """
 
 from __future__ import annotations
@@ -11,22 +17,44 @@ import torch
 from torch import nn
 
 from ..._model import eval_mode
-from ..heads import alive_heads, apply_head_removal, attention_modules
+from ...errors import ConfigError, PruneError
+from ..attention import find_heads, remove_heads
+from ..heads import alive_in_groups, mask_heads
 from .base import ModelEnv, UnitKind, Units
 
 __all__ = ["HeadUnits"]
 
+MODES = ("remove", "mask")
+#: What the registry's ``"head"`` kind does. Masks until the criteria score heads through
+#: :mod:`xprune_nb.pruning.attention.gates` (today they read ``nn.MultiheadAttention``'s
+#: ``in_proj_weight``, which a removed-for-real ``SDPAttention`` does not have).
+DEFAULT_MODE = "mask"
+
 
 class HeadUnits(UnitKind):
-    """The heads of every ``nn.MultiheadAttention`` that runs (masked)."""
+    """The heads of every attention module that runs.
+
+    Parameters
+    ----------
+    mode : {"remove", "mask"}, default :data:`DEFAULT_MODE`
+        Real removal (smaller and faster) or masks (same shapes, no speed-up).
+    """
 
     name = "head"
     noun = "attention heads"
     score_as = "head"
 
+    def __init__(self, mode: str = DEFAULT_MODE) -> None:
+        if mode not in MODES:
+            raise ConfigError.bad_value("HeadUnits", "mode", "'remove' or 'mask'", mode)
+        self.mode = mode
+        self.structural = self.speeds_up = mode == "remove"
+
     def find(self, model: nn.Module, env: ModelEnv, *, prune_output: bool = False) -> Units:
         seen: set[str] = set()
-        names = {m: n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+        modules = dict(model.named_modules())
+        groups, _ = find_heads(model)
+        names = {modules[g.name]: g.name for g in groups}
         handles = [m.register_forward_hook(lambda mod, *a: seen.add(names[mod])) for m in names]
         try:
             with torch.no_grad(), eval_mode(model):
@@ -34,20 +62,45 @@ class HeadUnits(UnitKind):
         finally:
             for h in handles:
                 h.remove()
-        layers, skipped = attention_modules(model, seen)
-        return Units(self.name, groups={n: (n,) for n in layers}, layers=layers,
-                     sizes={n: m.num_heads for n, m in layers.items()}, skipped=skipped)
+        groups, skipped = find_heads(model, executed=seen)   # attention that never runs: skipped
+        return Units(self.name, groups={g.name: (g.name,) for g in groups},
+                     layers={g.name: modules[g.name] for g in groups},
+                     sizes={g.name: g.num_heads for g in groups}, skipped=skipped,
+                     detail={"groups": {g.name: g for g in groups}})
 
     def nothing_found(self, units: Units, call: str) -> str:
-        return (f"{call}: the model has no nn.MultiheadAttention whose heads can be masked"
-                + (f" ({units.skipped})" if units.skipped else "") + ". Hand-written "
-                "attention is not supported at head granularity; prune its MLP units with "
-                "granularity='channel' or its weights with granularity='weight'.")
+        return (f"{call}: the model has no nn.MultiheadAttention or other attention module "
+                "whose heads can be "
+                f"{'removed' if self.mode == 'remove' else 'masked'}"
+                + (f" (not prunable: {units.skipped})" if units.skipped else "")
+                + ". Supported: nn.MultiheadAttention, SDPAttention, Hugging Face attention "
+                "(query/key/value layers and a head count), timm-style fused qkv and LeViT; "
+                "prune other attention's MLP units with granularity='channel'.")
 
-    def alive(self, model: nn.Module, units: Units) -> dict[str, torch.Tensor]:
-        return alive_heads(units.layers)
+    def alive(self, model: nn.Module, units: Units) -> dict[str, torch.Tensor] | None:
+        if self.mode == "remove":
+            return None   # removed heads are gone
+        return alive_in_groups(model, list(units.detail["groups"].values()))
+
+    def check(self, units: Units, removal: dict[str, torch.Tensor], call: str) -> None:
+        for name, heads in removal.items():
+            if len(set(heads.tolist())) >= units.sizes[name]:
+                raise PruneError(f"{call}: this request would remove every unit of {name!r} "
+                                 f"(all {units.sizes[name]} heads); keep at least one head, or "
+                                 "remove the whole block with granularity='block'.")
 
     def apply(self, model: nn.Module, units: Units, removal: dict[str, torch.Tensor],
-              env: ModelEnv) -> None:
-        apply_head_removal(units.layers, removal)
-        return None
+              env: ModelEnv) -> dict | None:
+        plan = {k: sorted(int(i) for i in v.tolist()) for k, v in removal.items() if len(v)}
+        if not plan:
+            return None
+        if self.mode == "mask":
+            for name, heads in plan.items():
+                mask_heads(model, units.detail["groups"][name], heads)
+            return None
+        remove_heads(model, plan)
+        env.check_runs(model, "Study.prune")
+        return plan
+
+    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor) -> None:
+        remove_heads(model, plan)

@@ -1,0 +1,103 @@
+"""The head (real removal or masks) and block unit kinds, driven directly through ModelEnv."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import xprune_nb.zoo as zoo
+from xprune_nb.errors import ConfigError, PruneError
+from xprune_nb.metrics import count_macs
+from xprune_nb.pruning import units
+from xprune_nb.pruning.attention import SDPAttention
+from xprune_nb.pruning.blocks import SkippedBlock
+from xprune_nb.pruning.units.head import HeadUnits
+
+
+def _forward(model, x):
+    return model(x)
+
+
+def _env(model, digits):
+    return units.ModelEnv.of(copy.deepcopy(model), digits.train.X[:2], _forward, 10)
+
+
+def test_registry_has_block_and_head():
+    assert {"head", "block"} <= set(units.available())
+    assert units.get("block", "t").structural and HeadUnits(mode="remove").speeds_up
+    with pytest.raises(ConfigError, match="mode"):
+        HeadUnits(mode="fast")
+    masked = HeadUnits(mode="mask")
+    assert not masked.structural and not masked.speeds_up
+
+
+def test_head_kind_removes_for_real_and_replays(digits):
+    model = zoo.load("digits_transformer")
+    env = _env(model, digits)
+    kind = HeadUnits(mode="remove")
+    found = kind.find(model, env)
+    assert list(found.groups) == ["blocks.0.attn", "blocks.1.attn"]
+    assert found.sizes == {"blocks.0.attn": 4, "blocks.1.attn": 4}
+    x = digits.train.X[:1]
+    macs = count_macs(model, x, _forward)
+    with pytest.raises(PruneError, match="remove every unit of 'blocks.0.attn'"):
+        kind.check(found, {"blocks.0.attn": torch.arange(4)}, "Study.prune")
+    plan = kind.apply(model, found, {"blocks.0.attn": torch.tensor([3, 1])}, env)
+    assert plan == {"blocks.0.attn": [1, 3]}
+    assert isinstance(model.blocks[0].attn, SDPAttention) and model.blocks[0].attn.num_heads == 2
+    assert count_macs(model, x, _forward) < macs
+    assert kind.alive(model, kind.find(model, env)) is None
+    fresh = zoo.load("digits_transformer")
+    kind.replay(fresh, plan, x)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["digits_transformer", "digits_vit"])
+def test_head_kind_masks_without_speedup(digits, name):
+    model = zoo.load(name)
+    env = _env(model, digits)
+    kind = HeadUnits(mode="mask")
+    found = kind.find(model, env)
+    first = next(iter(found.groups))
+    x = digits.test.X[:16]
+    macs = count_macs(model, x[:1], _forward)
+    assert kind.apply(model, found, {first: torch.tensor([0, 2])}, env) is None
+    alive = kind.alive(model, found)
+    assert alive[first].tolist() == [False, True, False, True]
+    assert count_macs(model, x[:1], _forward) == macs   # masks: dense MACs
+    removed = zoo.load(name)
+    real = HeadUnits(mode="remove")
+    real.apply(removed, real.find(removed, env), {first: torch.tensor([0, 2])}, env)
+    with torch.no_grad():   # the masked heads contribute exactly what removed heads do
+        assert torch.allclose(model(x), removed(x), atol=1e-5)
+
+
+def test_block_kind(digits):
+    model = zoo.load("digits_resnet")
+    env = _env(model, digits)
+    kind = units.get("block", "t")
+    found = kind.find(model, env)
+    assert found.groups == {"blocks": ("layer1", "layer3")}
+    assert "changes the shape" in found.skipped["layer2"]
+    combined = kind.combine(found, {"layer1": torch.tensor(0.5), "layer3": torch.tensor(0.1)})
+    assert combined["blocks"].tolist() == pytest.approx([0.5, 0.1])
+    per_class = kind.combine(found, {"layer1": torch.ones(10), "layer3": torch.zeros(10)})
+    assert per_class["blocks"].shape == (10, 2)
+    plan = kind.apply(model, found, {"blocks": torch.tensor([1])}, env)
+    assert plan == {"blocks": ["layer3"]} and isinstance(model.layer3, SkippedBlock)
+    fresh = zoo.load("digits_resnet")
+    kind.replay(fresh, plan, digits.train.X[:2])
+    assert isinstance(fresh.layer3, SkippedBlock)
+    assert kind.find(model, env).groups == {"blocks": ("layer1",)}
+
+
+def test_block_kind_keeps_output_layer(digits):
+    model = zoo.load("digits_vit")
+    env = _env(model, digits)
+    env.output_layers = ["blocks.3.fc2"]      # pretend the last block holds the logits layer
+    found = units.get("block", "t").find(model, env)
+    assert found.groups["blocks"] == ("blocks.0", "blocks.1", "blocks.2")
+    assert found.skipped["blocks.3"] == "holds the output layer 'blocks.3.fc2'"
