@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import statistics
 import sys
@@ -36,8 +37,9 @@ torch.set_num_threads(1)
 from bench_core import WideResNet  # noqa: E402
 
 
-def _interleaved(runners, repeats: int = 40) -> list[float]:
-    """Median time (ms) of each zero-argument callable, timed in alternation."""
+def _interleaved(runners, repeats: int = 40) -> list[list[float]]:
+    """Times (ms) of each zero-argument callable over ``repeats`` runs, timed in alternation
+    so that load changes on the machine hit every runner alike."""
     times = [[] for _ in runners]
     for run in runners:
         for _ in range(3):
@@ -46,8 +48,8 @@ def _interleaved(runners, repeats: int = 40) -> list[float]:
         for i, run in enumerate(runners):
             t = time.perf_counter()
             run()
-            times[i].append(time.perf_counter() - t)
-    return [statistics.median(t) * 1000 for t in times]
+            times[i].append((time.perf_counter() - t) * 1000)
+    return times
 
 
 def _study():
@@ -110,13 +112,17 @@ def bench_latency() -> dict:
                    "eager_folded": (eager(folded["dense"]), eager(folded["pruned"])),
                    "onnxruntime": (ort(sessions["dense"]), ort(sessions["pruned"]))}
         flat = [r for pair in runners.values() for r in pair]
-        times = _interleaved(flat)
+        # median and minimum of the same runs: on shared, loaded cores the minimum is the
+        # better estimate of the uncontended time
+        times = [(statistics.median(t), min(t)) for t in _interleaved(flat)]
         row = {}
         for i, key in enumerate(runners):
-            t_dense, t_pruned = times[2 * i], times[2 * i + 1]
-            row[key] = {"dense_ms": t_dense, "pruned_ms": t_pruned,
-                        "latency_ratio": t_dense / t_pruned,
-                        "latency_ratio_per_mac_ratio": (t_dense / t_pruned) / mac_ratio}
+            (d_med, d_min), (p_med, p_min) = times[2 * i], times[2 * i + 1]
+            row[key] = {"dense_ms": d_med, "pruned_ms": p_med,
+                        "latency_ratio": d_med / p_med,
+                        "latency_ratio_per_mac_ratio": (d_med / p_med) / mac_ratio,
+                        "dense_min_ms": d_min, "pruned_min_ms": p_min,
+                        "min_latency_ratio_per_mac_ratio": (d_min / p_min) / mac_ratio}
         out[f"batch_{bs}"] = row
         print(json.dumps({bs: row}), flush=True)
     return out
@@ -173,12 +179,15 @@ def bench_sizes() -> list[dict]:
 
 
 if __name__ == "__main__":
-    results = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
-        "latency": bench_latency(),
-        "sizes": bench_sizes(),
-    }
+    # ``bench_deploy.py latency`` or ``bench_deploy.py sizes`` runs one part only
+    parts = sys.argv[1:] or ["latency", "sizes"]
+    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                           "threads": torch.get_num_threads(),
+                           "load_average": list(os.getloadavg())}}
+    if "latency" in parts:
+        results["latency"] = bench_latency()
+    if "sizes" in parts:
+        results["sizes"] = bench_sizes()
     try:
         import onnxruntime
 

@@ -236,6 +236,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
         _require("onnxruntime", "Checking an ONNX export")
 
     example = example.detach().cpu()
+    if any(t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()]):
+        model = _copy(model).cpu()   # exported and checked on the CPU, like onnxruntime runs
     from .fold import bake_masks, fold_batchnorm
 
     deploy = (fold_batchnorm(model, example) if fold_bn

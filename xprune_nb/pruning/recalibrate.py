@@ -178,9 +178,10 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batches: int = 1
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average: every batch weighs the same
             bn.train()
+        device = next((p.device for p in model.parameters()), X.device)
         with torch.no_grad():
             for idx in chunks:
-                forward(model, X[idx])
+                forward(model, X[idx].to(device))
     except Exception as exc:
         _restore(layers, saved_buffers)
         raise ModelError(f"{_CALL}: the forward pass failed while re-estimating the BatchNorm "
