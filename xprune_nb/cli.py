@@ -1,4 +1,4 @@
-"""The ``xprune-nb`` command line: ``demo``, ``run``, ``export`` and ``lab``.
+"""The ``xprune-nb`` command line: ``demo``, ``run``, ``export``, ``lab`` and ``app``.
 
 Every command runs headless. Errors print one line and exit with status 2; ``--debug`` shows
 the traceback instead.
@@ -87,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--force", action="store_true", help="overwrite existing notebooks")
     lab.add_argument("--no-launch", action="store_true",
                      help="copy the notebooks and print the command, but do not start Jupyter")
+
+    app = sub.add_parser("app", parents=[common],
+                         help="serve a notebook as a standalone page (Voila): no code shown",
+                         description="Run NOTEBOOK and serve its outputs and widgets (a panel, "
+                         "an exercise's Check button) as a web page without the code, with "
+                         "Voila. Each visitor gets a fresh kernel.")
+    app.add_argument("notebook", type=Path, help="the notebook to serve (.ipynb)")
+    app.add_argument("--port", type=_positive_int, default=8866, help="port (default 8866)")
+    app.add_argument("--ip", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1, this machine only; "
+                     "0.0.0.0 lets a class on the same network reach it)")
+    app.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    app.add_argument("--no-launch", action="store_true",
+                     help="print the Voila command, but do not start it")
     return parser
 
 
@@ -203,7 +217,36 @@ def _lab(args) -> int:
     return subprocess.call(command)
 
 
-_COMMANDS = {"demo": _demo, "run": _run, "export": _export, "lab": _lab}
+def app_command(notebook: Path, *, port: int = 8866, ip: str = "127.0.0.1",
+                browser: bool = True) -> list[str]:
+    """The Voila command that serves ``notebook`` (sources stripped, tracebacks hidden)."""
+    command = [sys.executable, "-m", "voila", str(notebook), f"--port={port}",
+               f"--Voila.ip={ip}", "--Voila.port_retries=0", "--strip_sources=True",
+               "--show_tracebacks=False"]
+    return command + ([] if browser else ["--no-browser"])
+
+
+def _app(args) -> int:
+    import importlib.util
+
+    from .errors import ConfigError, MissingDependencyError
+
+    notebook = args.notebook
+    if notebook.suffix != ".ipynb" or not notebook.is_file():
+        raise ConfigError.bad_value("xprune-nb app", "NOTEBOOK", "an existing .ipynb file",
+                                    str(notebook))
+    command = app_command(notebook, port=args.port, ip=args.ip, browser=not args.no_browser)
+    if args.no_launch:
+        print("start it with: " + " ".join(command))
+        return 0
+    if importlib.util.find_spec("voila") is None:
+        raise MissingDependencyError.for_package("voila", "xprune-nb app", "classroom")
+    print(f"{PROG} app: serving {notebook} at http://{args.ip}:{args.port}/ (Ctrl-C stops)",
+          flush=True)
+    return subprocess.call(command)
+
+
+_COMMANDS = {"demo": _demo, "run": _run, "export": _export, "lab": _lab, "app": _app}
 
 
 def main(argv: list[str] | None = None) -> int:
