@@ -46,7 +46,7 @@ def bench_models() -> list[dict]:
             study.score(crit, granularity="channel")
             for amount in AMOUNTS:
                 study.goto(0)
-                study.prune(amount)
+                study.prune(amount, recalibrate=False)   # measure before and after here
                 model = copy.deepcopy(study.model)
                 before = accuracy(model, study)
                 seconds = []
@@ -70,7 +70,7 @@ def bench_batches() -> list[dict]:
 
     study = xp.Study(xp.zoo.load("digits_resnet"), xp.datasets.load("digits"), seed=0)
     study.score("lrp", granularity="channel")
-    study.prune(0.3)
+    study.prune(0.3, recalibrate=False)
     rows = []
     for batches in (1, 2, 5, 10, 17):
         model = copy.deepcopy(study.model)
