@@ -1,5 +1,5 @@
 # xprune_nb — everything runs from a local virtual environment that `make` creates.
-#   make lab    install and open JupyterLab on notebooks/
+#   make lab    install and open JupyterLab on notebooks/ (extra Jupyter options: ARGS="--port 9999")
 #   make demo   headless run of the quick-start notebook and the CLI demo, outputs in build/
 #   make test   install with dev extras, run ruff and the whole test suite (notebooks included)
 #   make bench  run the benchmarks by hand (results go to docs/benchmarks.md)
@@ -30,8 +30,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed-lab
 install: $(VENV)/.installed-lab
 install-dev: $(VENV)/.installed-dev
 
+# extra arguments for `jupyter lab`, e.g. make lab ARGS="--port 9999 --no-browser"
+ARGS ?=
+# Jupyter refuses to start as root (containers, classroom VMs) without --allow-root
+LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
 lab: install
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ROOT) $(ARGS)
 
 demo: install
 	mkdir -p build/demo
