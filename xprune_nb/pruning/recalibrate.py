@@ -132,7 +132,8 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batches: int = 1
     --------
     >>> import xprune_nb as xp
     >>> study = xp.Study(xp.zoo.load("digits_resnet"), xp.datasets.load("digits"), seed=0)
-    >>> _ = study.score("magnitude", granularity="channel"); _ = study.prune(0.3)
+    >>> _ = study.score("magnitude", granularity="channel")
+    >>> _ = study.prune(0.3, recalibrate=False)   # Study.prune recalibrates by default
     >>> before = xp.metrics.evaluate_model(study.model, study.data, study.forward,
     ...                                    latency=False).accuracy
     >>> _ = recalibrate_batchnorm(study.model, study.data.train.X, forward=study.forward)
