@@ -224,3 +224,40 @@ def test_study_attention_maps_and_bad_steps(vit_study):
     assert len(comp.targets) == 2 and comp.agreement == 1.0
     with pytest.raises(ConfigError, match="after"):
         attention_maps(vit_study, 0, 7)
+
+
+def _manual_head_terms(model, x, y):
+    """TinyTransformer's forward written out, with the attention probabilities as a leaf."""
+    attn = model.attn
+    t = model.embed(x.reshape(x.shape[0], 8, 8))
+    h = model.norm1(t)
+    q, k, v = torch.nn.functional.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+    heads, d = attn.num_heads, attn.head_dim
+
+    def split(z):
+        return z.view(z.shape[0], z.shape[1], heads, d).transpose(1, 2)
+
+    a = torch.softmax(split(q) @ split(k).transpose(-1, -2) / d ** 0.5, -1).detach()
+    a.requires_grad_(True)
+    mixed = (a @ split(v)).transpose(1, 2).reshape(t.shape)
+    t = t + attn.out_proj(mixed)
+    t = t + model.fc2(model.act(model.fc1(model.norm2(t))))
+    logits = model.head(t.mean(1))
+    (g,) = torch.autograd.grad(logits.gather(1, y.view(-1, 1)).sum(), a)
+    return (g * a).clamp(min=0).sum((2, 3)).detach().double()
+
+
+def test_attention_criterion_uses_the_same_relevance():
+    from conftest import TinyTransformer
+
+    torch.manual_seed(0)
+    data = xp.datasets.load("digits")
+    study = xp.Study(TinyTransformer(), data, seed=0, probe_size=8)
+    scores = study.score("attention", granularity="head", samples=20, relevance="attention")
+    from xprune_nb.scoring import reference_indices
+
+    idx = reference_indices(data.train.y, 20, None, seed=0, call="test")
+    terms = _manual_head_terms(study.model, data.train.X[idx], data.train.y[idx])
+    torch.testing.assert_close(scores.values["attn"].double(), terms.mean(0), rtol=1e-4,
+                               atol=1e-7)
+    assert scores.per_class["attn"].shape == (10, 2)
