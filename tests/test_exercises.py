@@ -45,9 +45,10 @@ def same_with_threads(check) -> Feedback:
 
 # ---------------------------------------------------------------- feedback and hints
 def test_feedback_html_escapes_and_marks_code():
-    fb = Feedback("ex1", False, "t <b>", ("look at `study.history` & <script>alert(1)</script>",),
-                  "x\"y")
+    fb = Feedback("ex1", False, "t <b>", ("look at `study.history` & <script>alert(1)</script>",
+                                          "the *units*, not a*b"), "x\"y")
     html = fb._repr_html_()
+    assert "<em>units</em>" in html and "a*b" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<code>study.history</code>" in html and "&amp;" in html
     assert 'data-code="x&quot;y"' in html and "<b>" not in html

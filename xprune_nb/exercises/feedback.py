@@ -17,11 +17,14 @@ from dataclasses import dataclass
 __all__ = ["Feedback", "Hint", "AnswerError", "student_check", "describe", "join_names"]
 
 _CODE = re.compile(r"`([^`]+)`")
+_EMPHASIS = re.compile(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])")
 
 
 def _inline(text: str) -> str:
-    """Escape ``text`` for HTML, then show `backticked` parts as code."""
-    return _CODE.sub(r"<code>\1</code>", html.escape(text, quote=True))
+    """Escape ``text`` for HTML, then show `backticked` parts as code and *starred* ones as
+    emphasis."""
+    return _EMPHASIS.sub(r"<em>\1</em>", _CODE.sub(r"<code>\1</code>",
+                                                   html.escape(text, quote=True)))
 
 
 @dataclass(frozen=True)
