@@ -1,0 +1,340 @@
+"""Automated pruning to a budget, under accuracy, per-class and explanation-drift constraints.
+
+The service behind ``Study.auto_prune``. Each round measures the sensitivity of the current
+model (every group pruned alone on copies, BatchNorm recalibrated), allocates per-group amounts
+greedily by damage per unit of cost saved (:mod:`~xprune_nb.pruning.allocate`), then prunes
+through the study's public calls (``study.score`` and ``study.prune(0.0, layer_amounts=...)``,
+optionally ``study.retrain``), so every round is an ordinary history step: undoable, exported,
+replayed from the recipe. A round that breaks a constraint is not kept: the study goes back to
+the step before it (the rejected steps stay in the history as a side branch, with a note) and
+the round is tried again with half the saving, twice at most; then auto_prune stops and says
+what it reached. Constraints are judged on the validation split (accuracy and per-class
+accuracy against the model auto_prune started from) and on the study's probe (explanation drift
+``1 - saliency rank correlation`` against the original model, the history's drift).
+
+Examples
+--------
+>>> import xprune_nb as xp
+>>> study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"), seed=0)
+>>> step = auto_prune(study, macs=0.6, max_accuracy_drop=0.05, steps=2, samples=64)
+>>> step.metrics["macs"] <= 0.6 * 1.02 * study.history[0].metrics["macs"]
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import criteria as _criteria
+from ..errors import ConfigError, StoppedError
+from ..params import PARAMS, check, validate
+from ..progress import StopSignal, make_progress
+from . import units as _units
+from .allocate import allocate, damage_of
+from .plan import _RETRAIN_KEYS
+from .sensitivity import Measurer, group_rows, score_copy
+
+__all__ = ["auto_prune", "AutoOutcome", "AutoPruneWarning", "TOLERANCE", "AMOUNTS"]
+
+log = logging.getLogger("xprune_nb.auto")
+
+#: The budget counts as reached within this relative margin (2 %: 0.25 -> at most 0.255).
+TOLERANCE = 0.02
+#: Amounts of the per-round sensitivity analysis (fractions of each group's alive units).
+AMOUNTS = (0.1, 0.2, 0.35, 0.5, 0.7)
+#: Tries per round (each with half the saving of the last) before stopping.
+TRIES = 3
+#: Rounds beyond ``steps`` allowed to close a gap left by savings that did not add up.
+TOP_UP = 3
+BUDGETS = ("macs", "params", "latency")
+
+
+class AutoPruneWarning(UserWarning):
+    """auto_prune stopped before reaching its budget (the message says what it reached)."""
+
+
+@dataclass
+class AutoOutcome:
+    """What one auto_prune call reached (also written, as a sentence, in the last step's note)."""
+
+    budget: str
+    target: float
+    reached: float
+    met: bool
+    rounds: int
+    rejected: int
+    message: str
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def _check_args(study, call, budgets, constraints, criterion, granularity, retrain, steps,
+                samples):
+    given = {k: v for k, v in budgets.items() if v is not None}
+    if len(given) != 1:
+        got = ", ".join(f"{k}={v!r}" for k, v in given.items()) or "none"
+        raise ConfigError(f"{call}(macs=|params=|latency=...): expected exactly one budget, a "
+                          f"fraction in (0, 1) of the current model, got {got}.")
+    (name, value), = given.items()
+    check(call, name, value, PARAMS["budget"])
+    validate(call, **constraints, steps=steps, samples=samples)
+    cls = _criteria.get(criterion, call)
+    kind = _units.get(granularity, call)
+    if kind.name not in cls.granularities and kind.score_as not in cls.granularities:
+        raise ConfigError.bad_value(call, "granularity",
+                                    f"one of {list(cls.granularities)} for {criterion!r}",
+                                    granularity)
+    if name != "params" and not kind.speeds_up:
+        raise ConfigError.bad_value(call, "granularity", f"a unit kind that removes computation "
+                                    f"for a {name} budget (masks leave dense MACs and latency "
+                                    "as they are; use params= with masks)", granularity)
+    if retrain is not None:
+        if not isinstance(retrain, dict):
+            raise ConfigError.bad_value(call, "retrain", "a dict of Study.retrain arguments",
+                                        retrain)
+        for key in retrain:
+            if key not in _RETRAIN_KEYS:
+                raise ConfigError.unknown_name(call, "retrain", _RETRAIN_KEYS, key)
+        validate(f"{call}(retrain=...)", **{k: v for k, v in retrain.items() if k != "seed"})
+        if retrain.get("seed") is not None:
+            check(f"{call}(retrain=...)", "seed", retrain["seed"])
+    return name, value, kind
+
+
+class _Cost:
+    """The budget's measure of a model: MACs, parameters (non-zero ones for masks) or the
+    median batch-1 latency in milliseconds."""
+
+    def __init__(self, study, name: str, kind) -> None:
+        self.study, self.name, self.masks = study, name, not kind.structural
+
+    def __call__(self, model) -> float:
+        from ..metrics import count_macs, count_params, measure_latency
+
+        s = self.study
+        if self.name == "macs":
+            return float(count_macs(model, s.env.example[:1], s.forward))
+        if self.name == "params":
+            total, nonzero = count_params(model)
+            return float(nonzero if self.masks else total)
+        return measure_latency(model, s.data.train.X[:1], s.forward, repeats=30, warmup=5)
+
+    def proxy(self, row: dict) -> float:
+        """The sensitivity column that predicts this cost (latency follows MACs)."""
+        if self.name == "params":
+            return float(row["nonzero_params" if self.masks else "params"])
+        return float(row["macs"])
+
+
+def _val_state(study, model) -> tuple[float, torch.Tensor]:
+    from ..training import evaluate_split
+
+    acc, _, preds = evaluate_split(model, study.data.val, study.forward, return_predictions=True)
+    y = study.data.val.y
+    k = study.data.num_classes
+    counts = torch.bincount(y, minlength=k).double()
+    hits = torch.zeros(k, dtype=torch.float64).index_add_(0, y, (preds == y).double())
+    per_class = hits / counts.clamp(min=1)
+    per_class[counts == 0] = float("nan")
+    return acc, per_class
+
+
+def _violations(study, model, ref, limits, measure) -> tuple[list[str], dict]:
+    acc0, per0 = ref
+    acc, per = _val_state(study, model)
+    drop = acc0 - acc
+    both = ~torch.isnan(per0) & ~torch.isnan(per)
+    class_drop = float((per0 - per)[both].max()) if both.any() else 0.0
+    drift = measure._drift(model) if limits["max_drift"] is not None else math.nan
+    values = {"accuracy": acc, "accuracy_drop": drop, "class_drop": class_drop, "drift": drift}
+    broken = []
+    if limits["max_accuracy_drop"] is not None and drop > limits["max_accuracy_drop"]:
+        broken.append(f"accuracy drop {drop:.4f} > max_accuracy_drop="
+                      f"{limits['max_accuracy_drop']}")
+    if limits["max_class_drop"] is not None and class_drop > limits["max_class_drop"]:
+        broken.append(f"worst class drop {class_drop:.4f} > max_class_drop="
+                      f"{limits['max_class_drop']}")
+    if limits["max_drift"] is not None and not drift <= limits["max_drift"]:
+        broken.append(f"drift {drift:.4f} > max_drift={limits['max_drift']}")
+    return broken, values
+
+
+def _append_note(step, text: str) -> None:
+    step.note = f"{step.note}; {text}" if step.note else text
+
+
+def auto_prune(study, *, macs: float | None = None, params: float | None = None,
+               latency: float | None = None, max_accuracy_drop: float | None = None,
+               max_drift: float | None = None, max_class_drop: float | None = None,
+               criterion: str = "taylor", granularity: str = "channel",
+               retrain: dict | None = None, steps: int = 10, samples: int | None = None,
+               recalibrate: bool | None = None, progress=False, stop: StopSignal | None = None,
+               call: str = "Study.auto_prune"):
+    """Prune the study's model to a budget in rounds, never keeping a round that breaks a
+    constraint.
+
+    Parameters
+    ----------
+    study : Study
+    macs, params, latency : float in (0, 1)
+        Exactly one budget: the fraction of the *current* model's MACs, parameters (non-zero
+        ones with ``granularity="weight"``) or measured batch-1 latency to reach.
+    max_accuracy_drop, max_class_drop : float in [0, 1], optional
+        Largest drop of validation accuracy, overall and of any one class, from the model
+        auto_prune starts from (0.01 is one point).
+    max_drift : float in [0, 2], optional
+        Largest explanation drift (``1 - saliency rank correlation`` with the original model on
+        the study's probe, the history's drift). Also weighs drift into the allocation.
+    criterion, granularity : str
+        How units are scored and what a unit is.
+    retrain : dict, optional
+        ``Study.retrain`` arguments run after every round (e.g. ``{"epochs": 1}``).
+    steps : int
+        Planned rounds (the cost falls geometrically); up to 3 more close a remaining gap.
+    samples, recalibrate
+        Scoring examples; BatchNorm recalibration (default: on for models with BatchNorm).
+    progress, stop
+        One tick per round; a stop ends after the round in progress (kept rounds stay).
+
+    Returns
+    -------
+    Step
+        The last kept step; its ``note`` says what was reached. When the budget can't be met
+        under the constraints, an :class:`AutoPruneWarning` says so too.
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
+    >>> step = auto_prune(study, params=0.5, steps=2)
+    >>> "params" in step.note
+    True
+    """
+    start = time.perf_counter()
+    limits = {"max_accuracy_drop": max_accuracy_drop, "max_class_drop": max_class_drop,
+              "max_drift": max_drift}
+    name, budget, kind = _check_args(study, call, {"macs": macs, "params": params,
+                                                   "latency": latency}, limits, criterion,
+                                     granularity, retrain, steps, samples)
+    validate(call, recalibrate=recalibrate)
+    tick = make_progress(progress, call, f"auto_prune {name}", stop)
+    cost = _Cost(study, name, kind)
+    try:
+        c0 = cost(study.model)
+    except Exception as exc:  # noqa: BLE001 - any failure to time the model refuses the budget
+        raise ConfigError(f"{call}({name}=...): the current model can't be measured for a "
+                          f"{name} budget ({exc}); use macs= or params=.") from exc
+    if not (math.isfinite(c0) and c0 > 0):
+        raise ConfigError(f"{call}({name}=...): the current model can't be timed (measured "
+                          f"{c0!r}); use macs= or params=.")
+    measure = Measurer(study)
+    if max_drift is not None:
+        now = measure._drift(study.model)
+        if math.isfinite(now) and now > max_drift:
+            raise ConfigError(f"{call}(max_drift=...): the current model already drifts "
+                              f"{now:.4f} from the original (more than {max_drift}); raise "
+                              "max_drift or start from an earlier step.")
+    scorer = _criteria.get(criterion, call)()
+    ref = _val_state(study, study.model)
+    target = budget * c0
+    outcome = AutoOutcome(name, budget, 1.0, False, 0, 0, "")
+    last = None
+    message = None
+    current = c0
+    if tick is not None:
+        tick(0, steps)
+    while current > target * (1 + TOLERANCE):
+        if outcome.rounds >= steps + TOP_UP:
+            message = f"ran {outcome.rounds} rounds without closing the gap"
+            break
+        remaining = max(1, steps - outcome.rounds)
+        goal = current * (target / current) ** (1 / remaining)
+        base = study.model
+        scores, units = score_copy(study, base, kind, scorer, samples=samples, classes=None,
+                                   batch_size=64, call=call)
+        recal = kind.structural and (recalibrate if recalibrate is not None else
+                                     _has_bn(base))
+        baseline = {"layer": None, "amount": 0.0, **measure(base)}
+        rows = []
+        for group in scores.values:
+            rows += group_rows(study, kind, base, units, scores, group, AMOUNTS,
+                               baseline=baseline, recalibrate=recal, measure=measure,
+                               call=call)
+        base_proxy = cost.proxy(baseline)
+        for r in rows:
+            r["saved"] = base_proxy - cost.proxy(r) if r["note"] == "" else math.nan
+            r["damage"] = damage_of(r, baseline, drift_weight=1.0 if max_drift is not None
+                                    else 0.0)
+        share = 1.0 - goal / current     # the fraction of the cost this round removes
+        kept = False
+        for attempt in range(TRIES):
+            amounts = allocate(rows, share * base_proxy / 2 ** attempt)
+            if not amounts:
+                break
+            begin = study.current
+            study.score(criterion, granularity, samples=samples)
+            step = study.prune(0.0, layer_amounts=amounts, recalibrate=recalibrate)
+            if retrain:
+                step = study.retrain(**{"progress": False, **retrain})
+            broken, values = _violations(study, study.model, ref, limits, measure)
+            new_cost = cost(study.model)
+            record = {"round": outcome.rounds + 1, "try": attempt + 1, "step": step.index,
+                      "layer_amounts": amounts, name: new_cost / c0, **values,
+                      "kept": not broken}
+            outcome.history.append(record)
+            if broken:
+                outcome.rejected += 1
+                _append_note(step, "auto_prune: rejected, " + "; ".join(broken))
+                log.info("%s: round %d try %d rejected (%s)", call, outcome.rounds + 1,
+                         attempt + 1, "; ".join(broken))
+                study.goto(begin)
+                continue
+            outcome.rounds += 1
+            current, last, kept = new_cost, step, True
+            _append_note(step, f"auto_prune round {outcome.rounds}: {name} "
+                         f"{current / c0:.3f} of start (target {budget:g}), val accuracy "
+                         f"{values['accuracy']:.4f}")
+            break
+        if not kept:
+            message = ("no group can be pruned further" if not amounts else
+                       f"every try of round {outcome.rounds + 1} broke a constraint "
+                       f"({'; '.join(broken)})")
+            break
+        try:
+            if tick is not None:
+                tick(min(outcome.rounds, steps), steps)
+        except StoppedError:
+            message = f"stopped by the user after round {outcome.rounds}"
+            break
+    outcome.reached = current / c0
+    outcome.met = current <= target * (1 + TOLERANCE)
+    outcome.seconds = time.perf_counter() - start
+    if outcome.met:
+        outcome.message = (f"auto_prune reached {name} {outcome.reached:.3f} of the start "
+                           f"(budget {budget:g}) in {outcome.rounds} rounds "
+                           f"({outcome.rejected} rejected), {outcome.seconds:.1f} s.")
+    else:
+        outcome.message = (f"auto_prune stopped at {name} {outcome.reached:.3f} of the start, "
+                           f"short of the budget {budget:g}: {message or 'no progress'}; "
+                           f"{outcome.rounds} rounds kept, {outcome.rejected} rejected.")
+        warnings.warn(outcome.message, AutoPruneWarning, stacklevel=3)
+    log.info("%s: %s", call, outcome.message)
+    if last is not None:
+        _append_note(last, outcome.message)
+    result = last if last is not None else study.step
+    result.auto = outcome     # the details, for this session (not saved with the study)
+    return result
+
+
+def _has_bn(model) -> bool:
+    try:
+        from .recalibrate import has_batchnorm
+    except ImportError:
+        return False
+    return has_batchnorm(model)
