@@ -945,18 +945,6 @@ def _marks(case: Case):
 #: cases that still fail because the fix belongs to a file this suite's author does not own;
 #: each names what must change and where (see the issue-8 report)
 XFAIL: dict[str, str] = {
-    "prune-ignore-int": "study/params: ignore=5 must be a ConfigError naming ignore "
-                        "(raw TypeError today)",
-    "saliency-inputs-nan": "explain/rows: inputs holding NaN must be refused naming inputs",
-    "nav-evaluate-latency-str": "Study.evaluate: latency must be a bool (ConfigError)",
-    "load-path-int": "io/study_file: Study.load(5) must be a ConfigError naming path",
-    "export-save-path-int": "io/study_file: study.save(5) must be a ConfigError naming path",
-    "interrupt-prune-during-its-retrain": "timeline: an interrupt inside a nested call "
-                                          "(prune's retrain) rolls back the history but leaves "
-                                          "study.model pruned",
-    "interrupt-prune-steps-2-second-round": "timeline: an interrupt while prune(steps=2) "
-                                            "re-scores rolls back the history but leaves "
-                                            "study.model pruned",
 }
 
 
@@ -1011,9 +999,6 @@ def test_lists_are_accepted_as_data(env):
     assert torch.equal(study.data.train.X, X) and torch.equal(study.data.train.y, y)
 
 
-@pytest.mark.xfail(reason="pruning/groups.py traces the raw output with logits_of (strict "
-                   "now); it must use _model.trace_output or the study's output_fn",
-                   strict=False)
 def test_dict_output_with_logits_and_output_fn(env):
     study = xp.Study(DictWithLogits(), env.data, seed=0)
     assert study.step.metrics["accuracy"] > 0
@@ -1030,9 +1015,6 @@ def test_forward_mutating_a_buffer_leaves_the_users_model_alone(env):
     assert float(model.calls) == 0
 
 
-@pytest.mark.xfail(reason="the channel unit kind must refuse tied layers with "
-                   "_model.check_tied (or prune them together); today pruning unties them",
-                   strict=False)
 def test_tied_weights_are_kept_or_refused(env):
     model = Tied()
     try:

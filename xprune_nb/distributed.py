@@ -240,7 +240,7 @@ def broadcast_study(study, src: int = 0) -> None:
         history.current = info["current"]
         step = history[history.current]
         model = rebuild(copy.deepcopy(study.original), step.structure, step.masked,
-                        study.env.example)
+                        study.env.example, study.forward)
         broadcast_module(model, src)
         timeline.adopt(history, model.eval())
     else:

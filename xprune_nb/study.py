@@ -21,7 +21,7 @@ from .errors import ConfigError, ModelError, NotScoredError
 from .history import History, Step
 from .measure import measure_step
 from .metrics import Metrics, evaluate_model
-from .params import check, check_classes, validate
+from .params import Options, check, check_classes, validate
 from .progress import StopSignal, make_progress
 from .pruning import units as _units
 from .pruning.plan import PrunePreview, prune_config, rewind_index, units_for
@@ -32,6 +32,7 @@ from .timeline import Timeline
 from .training import Callback, TrainResult
 
 __all__ = ["Study"]
+_BOOL = Options((True, False))
 
 
 class Study:
@@ -107,7 +108,7 @@ class Study:
                                       analysis=analysis)
         self.output_layers = self.env.output_layers
         self.timeline = Timeline(original, example, max_snapshots=max_snapshots,
-                                 snapshot_dir=snapshot_dir)
+                                 snapshot_dir=snapshot_dir, forward=self.forward)
         self.model_source: dict = {}
         self.model_spec: dict | None = None   # the recipe's model entry, when built from one
         self.last_train_result: TrainResult | None = None
@@ -132,7 +133,7 @@ class Study:
 
     @property
     def model(self) -> nn.Module:
-        """The current model (that of the current history step)."""
+        """The current model (that of the current history step)."""  # noqa: D401
         return self.timeline.model
 
     @property
@@ -147,10 +148,8 @@ class Study:
 
     step = property(lambda self: self.timeline.step, doc="The current history step.")
 
-    @property
-    def busy_with(self) -> str | None:
-        """The mutating call in progress (e.g. a retrain started from the panel), if any."""
-        return self.timeline.busy_with
+    busy_with = property(lambda self: self.timeline.busy_with, doc="The changing call in "
+                         "progress in another thread (e.g. a panel retrain), or None.")
 
     @property
     def scores_(self) -> Scores:
@@ -343,6 +342,7 @@ class Study:
     def evaluate(self, *, latency: bool = True, step: int | None = None) -> Metrics:
         """Measure the current model (or that of ``step``): accuracy and loss on test and
         validation, parameters, MACs, latency at batch 1 and 64, sparsity, size."""
+        check("Study.evaluate", "latency", latency, _BOOL)
         model = self.model if step is None else self.model_at(step)
         return evaluate_model(model, self.data, self.forward, latency=latency)
 
@@ -441,8 +441,8 @@ class Study:
 
     def __repr__(self) -> str:
         m = self.step.metrics
-        return (f"Study(step {self.current} of {len(self.history)}, "
-                f"accuracy={m.get('accuracy', float('nan')):.4f}, params={m.get('params')})")
+        return f"Study(step {self.current} of {len(self.history)}, accuracy=" \
+            f"{m.get('accuracy', 0):.4f}, params={m.get('params')})"
 
     def _repr_html_(self) -> str:
         return (f"<b>Study</b>: step {self.current} of {len(self.history)}"

@@ -41,16 +41,17 @@ def structure_entry(entry: dict) -> dict:
 
 
 def rebuild(model: nn.Module, structure: list[dict], masked: list[str],
-            example: torch.Tensor) -> nn.Module:
+            example: torch.Tensor, forward=None) -> nn.Module:
     """Apply recorded structural changes and masks to ``model`` (a copy of the original), in
-    place, in order; returns it. Weights are loaded by the caller."""
+    order; returns the result (the same object unless a kind wraps it). Weights are loaded by
+    the caller. ``forward(model, x) -> logits`` is the study's (with its ``output_fn``)."""
     from .pruning import units
     from .pruning.unstructured import ensure_masks
 
     for raw in structure:
         entry = structure_entry(raw)
-        units.get(entry["kind"], "rebuild", "structure kind").replay(model, entry["plan"],
-                                                                     example)
+        kind = units.get(entry["kind"], "rebuild", "structure kind")
+        model = kind.replay(model, entry["plan"], example, forward) or model
     ensure_masks(model, list(masked))
     return model
 
@@ -102,9 +103,10 @@ class Timeline:
     """
 
     def __init__(self, original: nn.Module, example: torch.Tensor, *, max_snapshots: int = 8,
-                 snapshot_dir=None) -> None:
+                 snapshot_dir=None, forward=None) -> None:
         self.original = original
         self.example = example
+        self.forward = forward
         self.history = History()
         self.history.current = 0
         self.snapshots = SnapshotStore(max_snapshots, snapshot_dir)
@@ -141,7 +143,8 @@ class Timeline:
         from .pruning.unstructured import refresh_masked_weights
 
         step = self.history[index]
-        model = rebuild(copy.deepcopy(self.original), step.structure, step.masked, self.example)
+        model = rebuild(copy.deepcopy(self.original), step.structure, step.masked, self.example,
+                        self.forward)
         model.load_state_dict(self.snapshots.get(index))
         refresh_masked_weights(model)
         return model.eval()
@@ -208,7 +211,8 @@ class Timeline:
         self.history.append(step)
         self.history.current = step.index
         self.model = model
-        self._dirty = False
+        # _dirty stays set: a later failure in the same transaction (a nested retrain, the next
+        # round) must rebuild the model that was changed in place
 
     def go(self, index: int) -> Step:
         """Make step ``index`` current, restoring its exact model."""

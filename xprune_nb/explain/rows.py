@@ -38,6 +38,9 @@ def pick_rows(data: StudyData, inputs, n: int, split: str, *, seed: int, call: s
                                     type(inputs).__name__) from exc
     if rows.X.is_floating_point():
         x = x.to(rows.X.dtype)
+        if not torch.isfinite(x).all():
+            raise ConfigError.bad_value(call, param, "finite inputs (no NaN or infinity)",
+                                        "inputs holding NaN or infinity")
     elif x.is_floating_point():
         raise ConfigError.bad_value(call, param, f"integer token ids ({rows.X.dtype}), like the "
                                     "model's inputs", f"a {x.dtype} tensor")

@@ -15,14 +15,14 @@ of the same shape.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from .._model import PRUNABLE_TYPES, eval_mode, logits_of, prunable_layers
+from .._model import PRUNABLE_TYPES, eval_mode, prunable_layers, tied_parameters, trace_output
 
 __all__ = [
     "ChannelGroup",
@@ -70,12 +70,23 @@ def _forward_fn(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return model(inputs)
 
 
-def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Trace ``model`` on ``example`` into a torch-pruning dependency graph (in eval mode)."""
+def build_graph(model: nn.Module, example: torch.Tensor, forward=None) -> tp.DependencyGraph:
+    """Trace ``model`` on ``example`` into a torch-pruning dependency graph (in eval mode).
+
+    ``forward(model, x) -> logits`` (the study's, with its ``output_fn``) tells which output
+    to trace back from; without it, the logits :func:`trace_output` finds are used.
+    """
+    if forward is not None:
+        def fn(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            return forward(m, x)
+
+        transform = None
+    else:
+        fn, transform = _forward_fn, trace_output
     with eval_mode(model):
         return tp.DependencyGraph().build_dependency(
-            model, example_inputs=example, forward_fn=_forward_fn,
-            output_transform=logits_of, verbose=False,
+            model, example_inputs=example, forward_fn=fn, output_transform=transform,
+            verbose=False,
         )
 
 
@@ -110,28 +121,37 @@ def channel_groups(model: nn.Module, graph: tp.DependencyGraph,
     return sorted(groups, key=lambda g: order[g.key])
 
 
-def _runs_like(model: nn.Module, example: torch.Tensor, shape: torch.Size) -> bool:
+def _logits(model: nn.Module, x: torch.Tensor, forward) -> torch.Tensor:
+    return forward(model, x) if forward is not None else trace_output(model(x))
+
+
+def _runs_like(model: nn.Module, example: torch.Tensor, shape: torch.Size, forward=None) -> bool:
     try:
         with torch.no_grad(), eval_mode(model):
-            out = logits_of(model(example))
-            out2 = logits_of(model(torch.cat([example, example])))
+            out = _logits(model, example, forward)
+            out2 = _logits(model, torch.cat([example, example]), forward)
     except Exception:  # noqa: BLE001 - any failure means the group is not safe to shrink
         return False
     return out.shape == shape and out2.shape[1:] == shape[1:]
 
 
-def _trial(model: nn.Module, example: torch.Tensor, keys: list[str], shape: torch.Size) -> bool:
+def _trial(model: nn.Module, example: torch.Tensor, keys: list[str], shape: torch.Size,
+           forward=None) -> bool:
     trial = copy.deepcopy(model)
     try:
-        apply_channel_plan(trial, example, {k: [0] for k in keys})
+        apply_channel_plan(trial, example, {k: [0] for k in keys}, forward=forward)
     except Exception:  # noqa: BLE001 - torch-pruning refuses: not safe
         return False
-    return _runs_like(trial, example, shape)
+    # tied weights (dec.weight = enc.weight) must stay one tensor: torch-pruning replaces the
+    # parameters it shrinks, which would silently untie them
+    return (_runs_like(trial, example, shape, forward)
+            and tied_parameters(trial) == tied_parameters(model))
 
 
 def safe_channel_groups(
     model: nn.Module, example: torch.Tensor, ignored: Iterable[str] = (),
     graph: tp.DependencyGraph | None = None,
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[list[ChannelGroup], dict[str, str]]:
     """Channel groups that can lose one unit and leave a model that still runs.
 
@@ -142,8 +162,8 @@ def safe_channel_groups(
     """
     ignored = list(ignored)
     with torch.no_grad(), eval_mode(model):
-        shape = logits_of(model(example)).shape
-    graph = graph or build_graph(model, example)
+        shape = _logits(model, example, forward).shape
+    graph = graph or build_graph(model, example, forward)
     candidates = channel_groups(model, graph, ignored)
     skipped: dict[str, str] = {n: "ignored (output layer or user choice)" for n in ignored}
     sizable = []
@@ -152,16 +172,15 @@ def safe_channel_groups(
             skipped[g.key] = "has a single unit"
         else:
             sizable.append(g)
-    if sizable and _trial(model, example, [g.key for g in sizable], shape):
+    if sizable and _trial(model, example, [g.key for g in sizable], shape, forward):
         safe = sizable
     else:
         safe = []
         for g in sizable:
-            if _trial(model, example, [g.key], shape):
+            if _trial(model, example, [g.key], shape, forward):
                 safe.append(g)
             else:
-                skipped[g.key] = ("removing a unit breaks the model (e.g. attention heads or "
-                                  "a hard-coded reshape)")
+                skipped[g.key] = _why_unsafe(model, example, g.key)
     covered = {name for g in safe for name in g.layers} | set(skipped)
     for name in prunable_layers(model):
         if name not in covered:
@@ -171,14 +190,14 @@ def safe_channel_groups(
 
 def apply_channel_plan(model: nn.Module, example: torch.Tensor,
                        plan: dict[str, list[int]],
-                       graph: tp.DependencyGraph | None = None) -> None:
+                       graph: tp.DependencyGraph | None = None, forward=None) -> None:
     """Remove, in place, the output channels ``plan[root]`` of each group (and what depends on
     them). Indices refer to the model as it is before this call."""
     plan = {k: sorted(int(i) for i in v) for k, v in plan.items() if len(v)}
     if not plan:
         return
     masked = _bake_masks(model)
-    graph = graph or build_graph(model, example)
+    graph = graph or build_graph(model, example, forward)
     modules = dict(model.named_modules())
     # Each group is built right before it is pruned: a root's own channel indices do not move
     # when another group is pruned, but coupled indices (e.g. behind a concatenation) do.
@@ -211,3 +230,19 @@ def _restore_masks(model: nn.Module, masked: list[tuple[str, str]]) -> None:
     for name, param in masked:
         module = modules[name]
         prune.custom_from_mask(module, param, getattr(module, param).detach() != 0)
+
+
+def _why_unsafe(model: nn.Module, example: torch.Tensor, key: str) -> str:
+    ties = tied_parameters(model)
+    if ties:
+        trial = copy.deepcopy(model)
+        try:
+            apply_channel_plan(trial, example, {key: [0]})
+        except Exception:  # noqa: BLE001 - refused outright: the generic reason below
+            trial = None
+        if trial is not None and tied_parameters(trial) != ties:
+            layers = sorted({n.rpartition(".")[0] for group in ties for n in group})
+            return ("removing a unit would untie the weights shared by "
+                    + " and ".join(repr(n) for n in layers) + " (tied weights)")
+    return ("removing a unit breaks the model (e.g. attention heads or a hard-coded "
+            "reshape)")

@@ -64,7 +64,12 @@ def prune_config(call: str, scores: Scores, amount: float, *, scope: str = "glob
     validate(call, amount=amount, scope=scope, normalize=normalize, steps=steps,
              schedule=schedule, recalibrate=recalibrate)
     valid = set(scores.values)
-    ignore = [ignore] if isinstance(ignore, str) else list(ignore)
+    if isinstance(ignore, str):
+        ignore = [ignore]
+    if not isinstance(ignore, (list, tuple, set)) or not all(isinstance(n, str) for n in ignore):
+        raise ConfigError.bad_value(call, "ignore", "a group name or a list of group names",
+                                    ignore)
+    ignore = list(ignore)
     if layer_amounts is not None and not isinstance(layer_amounts, dict):
         raise ConfigError.bad_value(call, "layer_amounts", "a dict {group: fraction}",
                                     layer_amounts)

@@ -70,7 +70,8 @@ def _rewind(study, model, index: int, structure: list) -> None:
 
     timeline = study.timeline
     donor = timeline.model_at(index)
-    rebuild(donor, structure[len(timeline.history[index].structure):], [], study.env.example)
+    later = structure[len(timeline.history[index].structure):]
+    donor = rebuild(donor, later, [], study.env.example, study.forward)
     donor_state = donor.state_dict()
     state = model.state_dict()
     for key in state:

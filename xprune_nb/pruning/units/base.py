@@ -176,9 +176,12 @@ class UnitKind:
         """
         raise NotImplementedError
 
-    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor) -> None:
+    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor,
+               forward=None) -> nn.Module | None:
         """Apply a plan recorded by :meth:`apply` to ``model`` (a structural kind must);
-        ``example`` is an input to trace the model with."""
+        ``example`` is an input to trace the model with, ``forward(model, x) -> logits`` the
+        study's (``None`` outside a study). Returns a new model when the kind wraps it (e.g.
+        dynamic pruning), else ``None`` (changed in place)."""
         raise NotImplementedError(f"unit kind {self.name!r} records no structural plans")
 
     # ------------------------------------------------------------------ preview

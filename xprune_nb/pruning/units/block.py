@@ -84,5 +84,6 @@ class BlockUnits(UnitKind):
         env.check_runs(model, "Study.prune")
         return {GROUP: chosen}
 
-    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor) -> None:
-        remove_blocks(model, plan[GROUP], example, _call)
+    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor,
+               forward=None) -> None:
+        remove_blocks(model, plan[GROUP], example, forward or _call)

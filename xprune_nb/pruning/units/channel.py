@@ -37,13 +37,14 @@ class ChannelUnits(UnitKind):
             # model has that architecture, so its graph is reused
             safe, skipped = safe_channel_groups(
                 model if unpruned else env.original, env.example,
-                ignored=env.output_layers, graph=graph if unpruned else None)
+                ignored=env.output_layers, graph=graph if unpruned else None,
+                forward=env.forward)
             found = {"safe": [g.key for g in safe], "skipped": dict(skipped)}
             env.analysis["channel"] = found
         return found
 
     def find(self, model: nn.Module, env: ModelEnv, *, prune_output: bool = False) -> Units:
-        graph = build_graph(model, env.example)
+        graph = build_graph(model, env.example, env.forward)
         found = self._analysis(model, env, graph)
         safe = set(found["safe"])
         groups = [g for g in channel_groups(model, graph, env.output_layers) if g.key in safe]
@@ -91,14 +92,15 @@ class ChannelUnits(UnitKind):
         env.check_runs(model, "Study.prune")
         return plan
 
-    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor) -> None:
-        apply_channel_plan(model, example, plan)
+    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor,
+               forward=None) -> None:
+        apply_channel_plan(model, example, plan, forward=forward)
 
     def preview(self, model: nn.Module, units: Units, removal: dict[str, torch.Tensor],
                 env: ModelEnv) -> nn.Module:
         trial = copy.deepcopy(model)
         plan = {k: [int(i) for i in v.tolist()] for k, v in removal.items() if len(v)}
-        apply_channel_plan(trial, env.example, plan)
+        apply_channel_plan(trial, env.example, plan, forward=env.forward)
         return trial
 
 

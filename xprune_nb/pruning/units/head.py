@@ -102,5 +102,6 @@ class HeadUnits(UnitKind):
         env.check_runs(model, "Study.prune")
         return plan
 
-    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor) -> None:
+    def replay(self, model: nn.Module, plan: dict, example: torch.Tensor,
+               forward=None) -> None:
         remove_heads(model, plan)

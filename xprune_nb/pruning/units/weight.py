@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..._model import prunable_layers
+from ..._model import prunable_layers, tied_parameters
 from ..unstructured import alive_weights, apply_weight_removal
 from .base import ModelEnv, UnitKind, Units
 
@@ -27,8 +27,13 @@ class WeightUnits(UnitKind):
         # layers whose forward() never runs (e.g. nn.MultiheadAttention.out_proj, read
         # functionally) would ignore a mask's pre-forward hook, so they are not maskable
         layers, skipped = {}, {}
+        tied = {n.rpartition(".")[0]: group for group in tied_parameters(model) for n in group}
         for name, module in prunable_layers(model).items():
-            if name not in env.executed:
+            if name in tied:
+                # a mask re-parametrises one layer's weight and would untie it from the other
+                skipped[name] = ("shares its weight with " + ", ".join(
+                    repr(n) for n in tied[name] if not n.startswith(name + ".")) + " (tied)")
+            elif name not in env.executed:
                 skipped[name] = "its forward() never runs (weights read functionally)"
             elif name in env.output_layers and not prune_output:
                 skipped[name] = "output layer (pass prune_output=True to include it)"
