@@ -75,7 +75,8 @@ def test_a_new_kind_runs_a_whole_study(toy_kind):
 def test_unknown_granularity_lists_the_registered_kinds():
     study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
     with pytest.raises(ConfigError, match=r"granularity=\.\.\.\): unknown name 'neuron'; "
-                                          r"valid names are 'channel', 'head', 'weight'"):
+                                          r"valid names are 'block', 'channel', 'head', "
+                                          r"'weight'"):
         study.score("magnitude", granularity="neuron")
     assert len(study.history) == 1
 

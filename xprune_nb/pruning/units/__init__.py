@@ -4,7 +4,7 @@ Examples
 --------
 >>> from xprune_nb.pruning import units
 >>> sorted(units.available())
-['channel', 'head', 'weight']
+['block', 'channel', 'head', 'weight']
 >>> units.get("channel", "Study.score").structural
 True
 """
