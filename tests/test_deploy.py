@@ -21,7 +21,11 @@ from xprune_nb.errors import (
     StudyFileError,
 )
 from xprune_nb.export.compressed import load_compressed, save_compressed
-from xprune_nb.export.contract import measure_contract, write_contract_test
+from xprune_nb.export.contract import (
+    bounds_from_drift,
+    measure_contract,
+    write_contract_test,
+)
 from xprune_nb.export.fold import bake_masks, batchnorm_pairs, fold_batchnorm
 
 HAVE_ONNX = all(importlib.util.find_spec(p) is not None
@@ -303,11 +307,13 @@ def test_contract_passes_then_catches_a_broken_model(pruned, tmp_path):
     folder = tmp_path / "we'ird \"folder\""   # never pasted into code
     model_path = pruned.save_pruned(folder / "model.pt")
     drift = pruned.step.drift
+    bounds = bounds_from_drift(drift, margin=0.05, reference_drift=pruned.history[0].drift)
+    assert set(bounds) == {"accuracy_min", "agreement_min", "saliency_spearman_min",
+                           "saliency_topk_iou_min", "max_class_drop"}
+    assert bounds["accuracy_min"] == pytest.approx(drift["accuracy"] - 0.05)
     test = write_contract_test(
         folder / "test_digits_contract.py", model_path=model_path, probe_x=pruned.probe_x,
-        probe_y=pruned.probe_y, reference=pruned.original, forward=pruned.forward,
-        accuracy_min=drift["accuracy"] - 0.05, agreement_min=drift["agreement"] - 0.05,
-        saliency_spearman_min=drift["saliency_spearman"] - 0.05, max_class_drop=0.5)
+        probe_y=pruned.probe_y, reference=pruned.original, forward=pruned.forward, **bounds)
     assert "we'ird" not in test.read_text()
     measured = measure_contract(folder / "test_digits_contract.contract.json")
     assert measured["accuracy"] == pytest.approx(drift["accuracy"])
@@ -315,7 +321,7 @@ def test_contract_passes_then_catches_a_broken_model(pruned, tmp_path):
 
     ok = _run_pytest(test)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "4 passed, 1 skipped" in ok.stdout
+    assert "5 passed" in ok.stdout
 
     # the deliberately broken model: the same checkpoint with noise on every weight
     payload = torch.load(model_path, weights_only=True)
@@ -361,6 +367,13 @@ def test_contract_bad_input_and_a_contract_broken_from_the_start(pruned, tmp_pat
         write_contract_test(tmp_path / "test_a.py", accuracy_min=1.0, **{
             **common, "probe_y": (pruned.probe_y + 1) % 10})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+    # without the check, the model may be one a script will write later
+    later = write_contract_test(tmp_path / "test_later.py", accuracy_min=0.5, check=False,
+                                **{**common, "model_path": tmp_path / "out" / "model.pt"})
+    assert "out/model.pt" in (tmp_path / "test_later.contract.json").read_text()
+    assert later.exists()
+    with pytest.raises(ConfigError, match=r"bounds_from_drift\(margin=...\)"):
+        bounds_from_drift({}, margin=-1)
 
 
 def test_module_copies_are_independent(pruned):

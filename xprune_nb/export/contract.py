@@ -51,7 +51,8 @@ from torch import nn
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError, StudyFileError
 
-__all__ = ["write_contract_test", "measure_contract", "check_contract", "BOUNDS"]
+__all__ = ["write_contract_test", "measure_contract", "check_contract", "bounds_from_drift",
+           "BOUNDS"]
 
 FORMAT = "xprune_nb.contract"
 VERSION = 1
@@ -106,6 +107,37 @@ def _bound(name: str, value, call: str = _CALL):
             math.isfinite(value) and lo <= value <= hi):
         raise ConfigError.bad_value(call, name, f"a number in [{lo:g}, {hi:g}] or None", value)
     return float(value)
+
+
+def bounds_from_drift(drift: dict, *, margin: float = 0.05,
+                      reference_drift: dict | None = None) -> dict:
+    """Bounds for :func:`write_contract_test` from a study step's drift numbers
+    (``study.step.drift``), each loosened by ``margin``: what the model does now, minus a
+    tolerance. ``reference_drift`` (``study.history[0].drift``) adds ``max_class_drop``.
+    Numbers that are NaN (not measurable) give no bound.
+
+    Examples
+    --------
+    >>> bounds_from_drift({"accuracy": 0.9, "agreement": 0.95, "saliency_spearman": 0.7,
+    ...                    "saliency_topk_iou": float("nan")}, margin=0.1)
+    {'accuracy_min': 0.8, 'agreement_min': 0.85, 'saliency_spearman_min': 0.6}
+    """
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
+        raise ConfigError.bad_value("bounds_from_drift", "margin", "a number in [0, 1]", margin)
+    out = {}
+    for bound, (key, kind, (lo, hi)) in BOUNDS.items():
+        if kind != "min":
+            continue
+        value = drift.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[bound] = round(min(hi, max(lo, value - margin)), 6)
+    if reference_drift is not None:
+        now, ref = drift.get("accuracy_per_class") or [], reference_drift.get(
+            "accuracy_per_class") or []
+        drops = [r - a for r, a in zip(ref, now) if math.isfinite(r) and math.isfinite(a)]
+        if drops:
+            out["max_class_drop"] = round(min(1.0, max(0.0, max(drops)) + margin), 6)
+    return out
 
 
 def _reference_values(reference: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -165,6 +197,8 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
         Largest drop of any class's probe accuracy below the reference's.
     check : bool
         Measure the model now and refuse (removing the files) when it already breaks a bound.
+        With ``check=False``, ``model_path`` may be a file that does not exist yet (e.g. the
+        ``model.pt`` an exported script will write).
 
     Returns
     -------
@@ -175,8 +209,10 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
     if not isinstance(path, Path) or path.suffix != ".py" or not path.stem.isidentifier():
         raise ConfigError.bad_value(_CALL, "path", "a .py file name that is a Python "
                                     "identifier, e.g. 'test_contract.py'", path)
-    if not isinstance(model_path, (str, os.PathLike)) or not Path(model_path).is_file():
-        raise ConfigError.bad_value(_CALL, "model_path", "an existing model file", model_path)
+    if not isinstance(model_path, (str, os.PathLike)) or (check
+                                                        and not Path(model_path).is_file()):
+        raise ConfigError.bad_value(_CALL, "model_path", "an existing model file (or any path "
+                                    "with check=False)", model_path)
     model_path = Path(model_path)
     if not isinstance(probe_x, torch.Tensor) or not isinstance(probe_y, torch.Tensor) or (
             probe_y.dim() != 1 or len(probe_x) != len(probe_y) or len(probe_y) == 0):
