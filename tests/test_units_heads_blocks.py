@@ -101,3 +101,39 @@ def test_block_kind_keeps_output_layer(digits):
     found = units.get("block", "t").find(model, env)
     assert found.groups["blocks"] == ("blocks.0", "blocks.1", "blocks.2")
     assert found.skipped["blocks.3"] == "holds the output layer 'blocks.3.fc2'"
+
+
+@pytest.mark.slow
+def test_study_prunes_blocks_end_to_end(digits, tmp_path, monkeypatch):
+    """A block criterion (what the criteria will implement) drives a whole Study."""
+    import xprune_nb as xp
+    from xprune_nb import criteria
+    from xprune_nb.criteria.base import Criterion
+    from xprune_nb.pruning.blocks import block_magnitude, find_blocks
+
+    class BlockMagnitude(Criterion):
+        name = "block_magnitude_test"
+        granularities = ("block",)
+        needs_data = False
+
+        def block_scores(self, ctx):
+            blocks = [b for b in find_blocks(ctx.model, ctx.inputs[:2], ctx.forward)[0]
+                      if b.name in ctx.layers]
+            return {k: torch.tensor(v) for k, v in block_magnitude(ctx.model, blocks).items()}
+
+    monkeypatch.setitem(criteria._REGISTRY, BlockMagnitude.name, BlockMagnitude)
+    study = xp.Study(zoo.load("digits_vit"), digits)
+    table = study.prunable("block")
+    assert set(table["group"]) == {"blocks"}
+    scores = study.score("block_magnitude_test", granularity="block")
+    assert scores.values["blocks"].shape == (4,)
+    step = study.prune(0.5)
+    removed = [m for m in study.model.blocks if isinstance(m, SkippedBlock)]
+    assert len(removed) == 2
+    assert step.metrics["macs"] < study.history[0].metrics["macs"]
+    assert step.metrics["params"] < study.history[0].metrics["params"]
+    shapes = {k: v.shape for k, v in study.model.state_dict().items()}
+    loaded = xp.Study.load(study.save(tmp_path / "blocks.xprune"))
+    assert {k: v.shape for k, v in loaded.model.state_dict().items()} == shapes
+    study.undo()
+    assert not any(isinstance(m, SkippedBlock) for m in study.model.modules())

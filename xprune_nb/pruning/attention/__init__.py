@@ -15,9 +15,9 @@ Examples
 torch.Size([1, 3, 16])
 """
 
-from .discovery import HeadGroup, find_heads, head_slices
+from .discovery import HeadGroup, find_heads, head_count, head_slices
 from .sdpa import SDPAttention, convert_mha
 from .surgery import check_head_plan, head_gates, head_magnitude, output_columns, remove_heads
 
-__all__ = ["SDPAttention", "convert_mha", "HeadGroup", "find_heads", "head_slices",
+__all__ = ["SDPAttention", "convert_mha", "HeadGroup", "find_heads", "head_count", "head_slices",
            "check_head_plan", "remove_heads", "head_magnitude", "head_gates", "output_columns"]

@@ -36,7 +36,7 @@ from torch import nn
 
 from .sdpa import SDPAttention
 
-__all__ = ["HeadGroup", "find_heads", "head_slices", "HEAD_COUNT_ATTRS"]
+__all__ = ["HeadGroup", "find_heads", "head_slices", "head_count", "HEAD_COUNT_ATTRS"]
 
 #: Attributes that hold a module's head count, in the order they are looked for.
 HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_heads")
@@ -84,6 +84,18 @@ def _count_attr(module: nn.Module) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
+
+
+def head_count(module: nn.Module) -> int | None:
+    """The head count of an attention module of any supported style (None if it has none).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> head_count(nn.MultiheadAttention(8, 2))
+    2
+    """
+    return _count_attr(module)
 
 
 def _hf_out(model_modules: dict[str, nn.Module], name: str, module: nn.Module,
