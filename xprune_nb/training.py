@@ -26,7 +26,8 @@ from .metrics import evaluate_split
 from .progress import StopSignal
 
 __all__ = ["Callback", "StopSignal", "ProgressBar", "TickCallback", "TrainResult", "train",
-           "OPTIMIZERS", "check_train_options"]
+           "OPTIMIZERS", "check_train_options", "train_step", "Strategy", "DDPStrategy",
+           "make_strategy"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -189,36 +190,19 @@ def train(
     """
     import time
 
-    from . import distributed
-
     check_train_options("train", epochs=epochs, lr=lr, optimizer=optimizer,
                         batch_size=batch_size, weight_decay=weight_decay, seed=seed,
                         callbacks=callbacks, stop=stop)
     start = time.perf_counter()
-    world, rank = distributed.world_size(), distributed.rank()
-    dev = torch.device(device) if device is not None else distributed.training_device()
+    strategy = make_strategy(device)
     home = next(iter(model.parameters()), torch.empty(0)).device
-    model.to(dev)
-    distributed._refresh_masked(model)
-    net, synced = model, distributed.sync_batchnorm(model)
-    if world > 1:
-        import inspect
-
-        from torch.nn.parallel import DistributedDataParallel
-
-        # BatchNorm statistics are global already (synced): no buffer broadcast per step
-        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-                   inspect.signature(DistributedDataParallel).parameters
-                   else {"broadcast_buffers": False})
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda"
-                                      else None, **no_sync)
+    net = strategy.setup(model)
     gen = torch.Generator().manual_seed(int(seed))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr, weight_decay)
     per_epoch = (len(train_split) + batch_size - 1) // batch_size
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    val_forward = forward if dev.type == "cpu" else (
-        lambda m, x: forward(m, x.to(dev)).cpu())
+    val_forward = strategy.eval_forward(forward)
     result = TrainResult()
     for cb in callbacks:
         cb.on_train_start(epochs, per_epoch)
@@ -227,6 +211,7 @@ def train(
     # dropout and other random layers draw from torch's global generator: seed it for the run
     # (same seed, same weights) and give the caller's generator state back afterwards
     rng = contextlib.ExitStack()
+    dev = strategy.device
     rng.enter_context(torch.random.fork_rng(
         devices=[dev.index or 0] if dev.type == "cuda" else []))
     torch.manual_seed(int(seed))
@@ -235,35 +220,13 @@ def train(
             # every rank draws the same global batches (same generator), then keeps its shard
             for b, (x, y) in enumerate(batches(train_split, batch_size, shuffle=True,
                                                generator=gen)):
-                if stop is not None and stop.requested:
-                    result.stopped = True
-                if world > 1:  # stop together, or the other ranks would wait forever
-                    result.stopped = distributed.all_reduce_sum([float(result.stopped)])[0] > 0
+                result.stopped = strategy.agree(stop is not None and stop.requested)
                 if result.stopped:
                     break
-                if len(x) < world * (2 if has_bn else 1):
+                if len(x) < strategy.world * (2 if has_bn else 1):
                     continue  # BatchNorm cannot train on a batch of one; no rank may be empty
-                n = len(x)
-                x, y = x[rank::world].to(dev), y[rank::world].to(dev)
-                opt.zero_grad(set_to_none=True)
-                logits = forward(net, x)
-                if world == 1:
-                    loss = F.cross_entropy(logits, y)
-                else:
-                    # sum / global batch * world: DDP averages over ranks, which gives the
-                    # mean-loss gradient of the whole global batch even for unequal shards
-                    loss = F.cross_entropy(logits, y, reduction="sum") * (world / n)
-                loss.backward()
-                opt.step()
+                loss_v, acc_v = train_step(net, opt, x, y, forward, strategy)
                 result.batches_done += 1
-                if world == 1:
-                    loss_v = float(loss.detach())
-                    acc_v = float((logits.detach().argmax(1) == y).float().mean())
-                else:  # the whole global batch's numbers, as one process would report them
-                    loss_sum, correct = distributed.all_reduce_sum(
-                        [float(loss.detach()) * n / world,
-                         float((logits.detach().argmax(1) == y).sum())])
-                    loss_v, acc_v = loss_sum / n, correct / n
                 result.losses.append(loss_v)
                 result.accuracies.append(acc_v)
                 for cb in callbacks:
@@ -283,12 +246,128 @@ def train(
         rng.close()
         opt.zero_grad(set_to_none=True)
         model.train(was_training)
-        distributed.unsync_batchnorm(synced)
-        if world > 1:  # identical already, up to float reduction order: take rank 0's
-            distributed.broadcast_module(model)
-        model.to(home)
-        distributed._refresh_masked(model)
+        strategy.teardown(model, home)
         result.seconds = time.perf_counter() - start
     for cb in callbacks:
         cb.on_train_end(result)
     return result
+
+
+def train_step(net: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, forward,
+               strategy: Strategy) -> tuple[float, float]:
+    """One optimisation step on a global batch; returns its (loss, accuracy) as one process
+    training on the whole batch would report them."""
+    n = len(x)
+    x, y = strategy.shard(x, y)
+    opt.zero_grad(set_to_none=True)
+    logits = forward(net, x)
+    loss = strategy.loss(logits, y, n)
+    loss.backward()
+    opt.step()
+    return strategy.numbers(loss.detach(), logits.detach(), y, n)
+
+
+class Strategy:
+    """How a training run uses its processes: one process (this class) or data-parallel
+    (:class:`DDPStrategy`). ``train`` and ``train_step`` are the same for both."""
+
+    world, rank = 1, 0
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._synced: list = []
+
+    def setup(self, model: nn.Module) -> nn.Module:
+        from . import distributed
+
+        model.to(self.device)
+        distributed._refresh_masked(model)
+        self._synced = distributed.sync_batchnorm(model)
+        return model
+
+    def eval_forward(self, forward):
+        if self.device.type == "cpu":
+            return forward
+        return lambda m, x: forward(m, x.to(self.device)).cpu()
+
+    def agree(self, stop: bool) -> bool:
+        return stop
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor):
+        return x.to(self.device), y.to(self.device)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def numbers(self, loss, logits, y, n: int) -> tuple[float, float]:
+        return float(loss), float((logits.argmax(1) == y).float().mean())
+
+    def teardown(self, model: nn.Module, home: torch.device) -> None:
+        from . import distributed
+
+        distributed.unsync_batchnorm(self._synced)
+        model.to(home)
+        distributed._refresh_masked(model)
+
+
+class DDPStrategy(Strategy):
+    """Data-parallel training under ``torchrun``: each rank trains on its shard of every global
+    batch, with a loss scaled so the averaged gradient is that of the whole global batch."""
+
+    def __init__(self, device: torch.device) -> None:
+        from . import distributed
+
+        super().__init__(device)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+
+    def setup(self, model: nn.Module) -> nn.Module:
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        super().setup(model)
+        # BatchNorm statistics are global already (synced): no buffer broadcast per step
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                   inspect.signature(DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
+        return DistributedDataParallel(model, device_ids=[self.device.index]
+                                       if self.device.type == "cuda" else None, **no_sync)
+
+    def agree(self, stop: bool) -> bool:
+        from . import distributed
+
+        # stop together, or the other ranks would wait forever
+        return distributed.all_reduce_sum([float(stop)])[0] > 0
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor):
+        return (x[self.rank::self.world].to(self.device),
+                y[self.rank::self.world].to(self.device))
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+        # sum / global batch * world: DDP averages over ranks, which gives the mean-loss
+        # gradient of the whole global batch even for unequal shards
+        return F.cross_entropy(logits, y, reduction="sum") * (self.world / n)
+
+    def numbers(self, loss, logits, y, n: int) -> tuple[float, float]:
+        from . import distributed
+
+        loss_sum, correct = distributed.all_reduce_sum(
+            [float(loss) * n / self.world, float((logits.argmax(1) == y).sum())])
+        return loss_sum / n, correct / n
+
+    def teardown(self, model: nn.Module, home: torch.device) -> None:
+        from . import distributed
+
+        # identical already, up to float reduction order: take rank 0's
+        distributed.unsync_batchnorm(self._synced)
+        distributed.broadcast_module(model)
+        model.to(home)
+        distributed._refresh_masked(model)
+
+
+def make_strategy(device=None) -> Strategy:
+    """The strategy for this process: data-parallel under torchrun, else one process."""
+    from . import distributed
+
+    dev = torch.device(device) if device is not None else distributed.training_device()
+    return DDPStrategy(dev) if distributed.world_size() > 1 else Strategy(dev)
