@@ -27,8 +27,8 @@ __all__ = ["build_dynamic", "DEFAULTS", "check_dynamic_args", "auto_branch_point
            "class_relevance"]
 
 #: Defaults of build_dynamic (and Study.dynamic), measured in docs/dynamic.md.
-DEFAULTS = {"k": 3, "confidence": 0.9, "keep": 0.5, "at": None, "epochs": 20, "max_paths": 4,
-            "finetune": 3, "pool": 2, "at_fraction": 0.35}
+DEFAULTS = {"k": 2, "confidence": 0.9, "keep": 0.5, "at": None, "epochs": 20, "max_paths": 4,
+            "finetune": 3, "pool": 4, "at_fraction": 0.35}
 
 
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -102,8 +102,9 @@ def _flops_by_module(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
 def auto_branch_point(model: nn.Module, example: torch.Tensor, fraction: float = 0.35,
                       call: str = "Study.dynamic") -> list[str]:
-    """Candidate branch points, best first: top-level modules (or those of a single wrapper),
-    ordered by how close the MACs done before their output are to ``fraction`` of the total.
+    """Candidate branch points, best first: top-level modules and the children of top-level
+    ``nn.Sequential`` / ``nn.ModuleList`` stages, ordered by how close the share of the dense
+    MACs done up to their output is to ``fraction``.
 
     Examples
     --------
@@ -113,13 +114,20 @@ def auto_branch_point(model: nn.Module, example: torch.Tensor, fraction: float =
     'layer1'
     """
     points = branch_points(model, call)
-    top = [p for p in points if "." not in p]
+    # top-level modules, and the blocks of top-level nn.Sequential / nn.ModuleList stages
+    stages = {n for n, m in model.named_children() if isinstance(m, (nn.Sequential,
+                                                                         nn.ModuleList))}
+    top = [p for p in points if "." not in p or (p.count(".") == 1
+                                                 and p.split(".")[0] in stages)]
     flops = _flops_by_module(model, example)
     total = max(flops.pop("Global", 0), 1)
     done, cum = 0, {}
     for p in top:
-        done += flops.get(p, 0)
-        cum[p] = done / total
+        if p not in stages:  # a stage's MACs are its blocks'
+            done += flops.get(p, 0)
+            cum[p] = done / total
+    for stage in stages & set(top):  # a stage ends where its last block ends
+        cum[stage] = max((v for p, v in cum.items() if p.startswith(stage + ".")), default=0)
     # among points with equal MACs so far (a conv, then its BatchNorm, ReLU and pooling),
     # prefer the last one: the branch then sees activated, pooled features
     return sorted((p for p in top if 0 < cum[p] < 1), key=lambda p: (abs(cum[p] - fraction),
@@ -283,7 +291,9 @@ def build_dynamic(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Ten
                                     "*spatial) with up to 3 spatial dimensions", at)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        branch = Branch(feat.shape[1], num_classes, pool if spatial else 1, spatial)
+        # pooling never enlarges: a 2x2 feature map is pooled to 2x2, not repeated to 4x4
+        size = min([pool, *feat.shape[2:]]) if spatial else 1
+        branch = Branch(feat.shape[1], num_classes, size, spatial)
     feats = pooled_features(trunk, branch.pool, train_X)
     if branch_state is not None:
         branch.load_state_dict(branch_state)

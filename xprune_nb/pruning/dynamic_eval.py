@@ -4,8 +4,14 @@ MACs are counted per part with :class:`torch.utils.flop_counter.FlopCounterMode`
 / 2): trunk + branch once, each sliced path once; an example costs trunk + branch, plus its
 path unless it exits early. Latency is measured at batch 1 on each example in turn, since a
 dynamic model's cost depends on the input: the mean, median, 95th percentile and maximum over
-examples are reported (each example's time is the median of ``repeats`` runs). Comparisons
-with the dense model time both in alternation, so load changes on the machine hit both alike.
+examples are reported. Each example's time is the *minimum* of ``repeats`` runs: on a shared
+machine, load only ever adds time, so the minimum estimates the example's own cost and the
+spread across examples shows what depends on the input (exit or not, which path) rather than
+what the machine's neighbours did. Comparisons with the dense model time both in alternation,
+so load changes hit both alike. On a heavily shared machine even that favours the shorter
+model (a longer run is more likely to be preempted in every try), so ``clock="cpu"`` measures
+the thread's CPU time instead (``time.thread_time``; with one torch thread, the compute
+itself), which preemption does not inflate.
 """
 
 from __future__ import annotations
@@ -49,9 +55,18 @@ def path_macs(net: DynamicNet, example: torch.Tensor) -> dict:
     return {"trunk": trunk, "paths": paths}
 
 
-def _latencies(models: list[Callable], X: torch.Tensor, samples: int, repeats: int
-               ) -> list[list[float]]:
-    """Per model, per example: median batch-1 time (ms), the models timed in alternation."""
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def _latencies(models: list[Callable], X: torch.Tensor, samples: int, repeats: int,
+               clock: str = "wall") -> list[list[float]]:
+    """Per model, per example: the fastest of ``repeats`` batch-1 runs (ms), the models timed
+    in alternation."""
+    if clock not in _CLOCKS:
+        from ..errors import ConfigError
+
+        raise ConfigError.unknown_name("dynamic_metrics", "clock", _CLOCKS, clock)
+    now = _CLOCKS[clock]
     times: list[list[float]] = [[] for _ in models]
     xs = [X[i:i + 1] for i in range(min(samples, len(X)))]
     with torch.inference_mode():
@@ -62,11 +77,11 @@ def _latencies(models: list[Callable], X: torch.Tensor, samples: int, repeats: i
             runs: list[list[float]] = [[] for _ in models]
             for _ in range(repeats):
                 for j, f in enumerate(models):
-                    start = time.perf_counter()
+                    start = now()
                     f(x)
-                    runs[j].append(1000.0 * (time.perf_counter() - start))
+                    runs[j].append(1000.0 * (now() - start))
             for j in range(len(models)):
-                times[j].append(statistics.median(runs[j]))
+                times[j].append(min(runs[j]))
     return times
 
 
@@ -77,7 +92,9 @@ def _summary(ms: list[float]) -> dict:
             "latency_b1_max_ms": float(t.max())}
 
 
-def _batch_throughput(f: Callable, X: torch.Tensor, batch: int, repeats: int) -> float:
+def _batch_throughput(f: Callable, X: torch.Tensor, batch: int, repeats: int,
+                      clock: str = "wall") -> float:
+    now = _CLOCKS[clock]
     x = X[:batch]
     if len(x) < batch:
         x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
@@ -85,9 +102,9 @@ def _batch_throughput(f: Callable, X: torch.Tensor, batch: int, repeats: int) ->
         f(x)
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = now()
             f(x)
-            times.append(time.perf_counter() - start)
+            times.append(now() - start)
     return batch / statistics.median(times)
 
 
@@ -105,7 +122,7 @@ def _route_all(net: DynamicNet, X: torch.Tensor, batch: int = 256):
 
 def dynamic_metrics(net: DynamicNet, X: torch.Tensor, y: torch.Tensor,
                     forward: Callable | None = None, *, latency: bool = True,
-                    samples: int = 100, repeats: int = 3) -> dict:
+                    samples: int = 100, repeats: int = 3, clock: str = "wall") -> dict:
     """Accuracy, MACs (mean per example, longest path), early exits and batch-1 latency.
 
     Parameters
@@ -116,7 +133,10 @@ def dynamic_metrics(net: DynamicNet, X: torch.Tensor, y: torch.Tensor,
     forward : callable, optional
         ``forward(model, x) -> logits`` (default: ``net(x)``).
     latency : bool
-        Measure batch-1 latency on the first ``samples`` examples of ``X``.
+        Measure batch-1 latency on the first ``samples`` examples of ``X`` (each the fastest
+        of ``repeats`` runs).
+    clock : {"wall", "cpu"}
+        Wall time, or the thread's CPU time (immune to preemption on a shared machine).
 
     Returns
     -------
@@ -144,13 +164,13 @@ def dynamic_metrics(net: DynamicNet, X: torch.Tensor, y: torch.Tensor,
     if latency:
         with eval_mode(net):
             out.update(_summary(_latencies([lambda x: forward(net, x)], X, samples,
-                                           repeats)[0]))
+                                           repeats, clock)[0]))
     return out
 
 
 def dense_metrics(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
                   forward: Callable | None = None, *, latency: bool = True,
-                  samples: int = 100, repeats: int = 3) -> dict:
+                  samples: int = 100, repeats: int = 3, clock: str = "wall") -> dict:
     """The same measurements for a static model (no exits, one path)."""
     forward = forward or (lambda m, x: logits_of(m(x)))
     with torch.no_grad(), eval_mode(model):
@@ -162,15 +182,16 @@ def dense_metrics(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     if latency:
         with eval_mode(model):
             out.update(_summary(_latencies([lambda x: forward(model, x)], X, samples,
-                                           repeats)[0]))
+                                           repeats, clock)[0]))
     return out
 
 
 def compare_dense(net: DynamicNet, model: nn.Module, X: torch.Tensor, y: torch.Tensor,
                   forward: Callable | None = None, *, samples: int = 100, repeats: int = 3,
-                  batch: int = 64):
+                  batch: int = 64, clock: str = "wall"):
     """One row each for the dense ``model`` and ``net``: accuracy, MACs, early exits, batch-1
-    latency (timed in alternation, example by example) and batch-``batch`` throughput.
+    latency (timed in alternation, example by example, on ``clock``) and batch-``batch``
+    throughput (examples per second, median of 10 runs).
 
     Returns a pandas DataFrame indexed by ``"dense"`` and ``"dynamic"``, with ``*_ratio``
     columns (dynamic / dense) for MACs and latency.
@@ -182,11 +203,10 @@ def compare_dense(net: DynamicNet, model: nn.Module, X: torch.Tensor, y: torch.T
             "dynamic": dynamic_metrics(net, X, y, forward, latency=False)}
     with eval_mode(model), eval_mode(net):
         fs = [lambda x: forward(model, x), lambda x: forward(net, x)]
-        for name, ms in zip(rows, _latencies(fs, X, samples, repeats), strict=True):
+        for name, ms in zip(rows, _latencies(fs, X, samples, repeats, clock), strict=True):
             rows[name].update(_summary(ms))
-            rows[name][f"throughput_b{batch}"] = None
         for name, f in zip(rows, fs, strict=True):
-            rows[name][f"throughput_b{batch}"] = _batch_throughput(f, X, batch, 10)
+            rows[name][f"throughput_b{batch}"] = _batch_throughput(f, X, batch, 10, clock)
     frame = pd.DataFrame.from_dict(rows, orient="index").drop(columns=["path_share"])
     for col in ("macs_mean", "macs_longest", "latency_b1_mean_ms", "latency_b1_p50_ms",
                 "latency_b1_p95_ms"):

@@ -135,19 +135,21 @@ def plot_sweep(frame, *, x: str = "macs_mean", y: str = "accuracy", ax=None):
     return fig, ax
 
 
-def static_at_macs(model: nn.Module, data, target_macs: float, *, criterion: str = "taylor",
-                   seed: int = 0, tries: int = 8, samples: int = 100, repeats: int = 3,
-                   latency: bool = True) -> dict:
+def static_at_macs(model: nn.Module, target_macs: float, *, train, test, val=None,
+                   criterion: str = "taylor", seed: int = 0, tries: int = 8,
+                   samples: int = 100, repeats: int = 3, latency: bool = True) -> dict:
     """Static channel pruning with (about) ``target_macs`` MACs, for a comparison row.
 
-    Bisects the pruning amount of ``xp.Study(model, data).score(criterion); .prune(amount)``
-    (global scope, channel granularity) until the pruned model's MACs are within 2% of the
-    target, then measures it like :func:`dense_metrics`. Returns a dict with ``technique`` =
-    ``"static"``, ``amount`` and the metrics.
+    Bisects the pruning amount of ``xp.Study(model, train=, val=, test=).score(criterion);
+    .prune(amount)`` (global scope, channel granularity, no retraining) until the pruned
+    model's MACs are within 2% of the target, then measures it on ``test`` like
+    :func:`~xprune_nb.pruning.dynamic_eval.dense_metrics`. ``train``/``val``/``test`` are
+    ``(X, y)`` pairs. Returns a dict with ``technique="static"``, ``amount`` and the metrics.
     """
     from ..study import Study
 
-    study = Study(model, data, seed=seed)
+    study = Study(model, train=train, val=val if val is not None else test, test=test,
+                  seed=seed)
     study.score(criterion, granularity="channel")
     lo, hi, best = 0.0, 0.95, None
     for _ in range(tries):
@@ -161,7 +163,6 @@ def static_at_macs(model: nn.Module, data, target_macs: float, *, criterion: str
             break
         lo, hi = (amount, hi) if macs > target_macs else (lo, amount)
     study.prune(best[0])
-    test = data.test if hasattr(data, "test") else data["test"]
-    m = dense_metrics(study.model, test.X, test.y, study.forward, latency=latency,
+    m = dense_metrics(study.model, test[0], test[1], study.forward, latency=latency,
                       samples=samples, repeats=repeats)
     return {"technique": "static", "amount": best[0], "criterion": criterion, **m}
