@@ -22,7 +22,7 @@ __all__ = ["study_recipe", "model_spec", "data_spec"]
 _CALL = "Study.recipe"
 _SCORE_DROP = ("seed",)
 _PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
-               "retrain", "rewind")
+               "retrain", "rewind", "recalibrate")
 
 
 def _path(study) -> list:
@@ -84,7 +84,10 @@ def _steps(study) -> list[StepConfig]:
     out: list[StepConfig] = []
 
     def rewind(value):
-        return value if value in (None, "original") else position[value]
+        # step 0 is always the original model: the config may hold either spelling
+        if value in (None, "original") or value == 0:
+            return "original" if value == 0 else value
+        return position[value]
 
     i = 1
     while i < len(path):
