@@ -33,7 +33,7 @@ def test_generation_is_seeded_and_boxes_hold_the_digit(data):
     from xprune_nb._dataset_builders import _sklearn_raw
 
     digits, labels, _, _ = _sklearn_raw("digits")
-    X, y, box = gt._generate(3, 120, 16, 2, 0.05)
+    X, y, box = gt._generate(3, 120, 16, 2, 0.05, 4)
     rng = np.random.RandomState(3)
     pick = rng.randint(0, len(digits), size=120)
     for i in range(10):
@@ -43,13 +43,15 @@ def test_generation_is_seeded_and_boxes_hold_the_digit(data):
         # the digit is there (distractors never touch the box; noise only raises pixels)
         assert np.all(inside >= digits[pick[i]].reshape(8, 8) / 16.0 - 1e-12)
         assert y[i] == labels[pick[i]]
+    assert (box[:, :2] % 4 == 0).all()                 # grid=4: corners on the patch grid
+    assert len({tuple(b) for b in box[:, :2]}) > 4     # ...at many places
     split_boxes = gt.boxes(data, "test")
     assert split_boxes.shape == (len(data.test), 4)
     np.testing.assert_array_equal(split_boxes, box[data.test.index.numpy()])
 
 
 def test_without_distractors_or_noise_all_ink_is_in_the_box():
-    X, _, box = gt._generate(0, 30, 16, 0, 0.0)
+    X, _, box = gt._generate(0, 30, 16, 0, 0.0, 1)
     mass = relevance_mass_in_box(X, box)
     np.testing.assert_allclose(mass, 1.0)
 

@@ -1,10 +1,13 @@
 """``digits_boxes``: a seeded, offline image set whose evidence has a known place.
 
 Each image is a ``canvas`` x ``canvas`` grey canvas with one 8x8 scikit-learn digit pasted at a
-random position, and ``distractors`` 4x4 patches cut from *other* digits with their pixels
-shuffled (same ink statistics, no shape, no class) pasted where they don't touch the digit, on
-faint uniform noise. The label is the digit's class; the box ``(row0, col0, row1, col1)``
-(end-exclusive) is where the digit was pasted: the only place that holds evidence of the class.
+random position (its corner on a multiple of ``grid`` pixels: with the default 4, on the patch
+grid of a ViT with 4x4 patches, which then learns the task in a few epochs; ``grid=1`` places it
+anywhere, which a small ViT learns far more slowly), and ``distractors`` 4x4 patches cut
+from *other* digits with their pixels shuffled (same ink statistics, no shape, no class) pasted
+where they don't touch the digit, on faint uniform noise. The label is the digit's class; the
+box ``(row0, col0, row1, col1)`` (end-exclusive) is where the digit was pasted: the only place
+that holds evidence of the class.
 So whether a model "still looks at what matters" after pruning becomes a number: the share of
 its relevance inside the box (:func:`xprune_nb.explain.grounding.relevance_mass_in_box`).
 
@@ -13,7 +16,7 @@ options, same images and boxes, on any machine, without a download.
 
 Examples
 --------
->>> raw = build_digits_boxes(seed=0, n_samples=40, canvas=16, distractors=2)
+>>> raw = build_digits_boxes(seed=0, n_samples=40, canvas=16, distractors=2, grid=1)
 >>> raw["X"].shape, raw["boxes"].shape, raw["boxes"][0].tolist()
 ((40, 1, 16, 16), (40, 4), [5, 3, 13, 11])
 """
@@ -42,6 +45,8 @@ OPTIONS: dict[str, tuple[Any, str, Any]] = {
     "distractors": (3, "an integer in [0, 8]",
                     lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                     and 0 <= v <= 8),
+    "grid": (4, "one of 1, 2, 4, 8",
+             lambda v: v in (1, 2, 4, 8) and not isinstance(v, bool)),
     "noise": (0.05, "a number in [0, 0.5]",
               lambda v: isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
               and 0 <= v <= 0.5),
@@ -60,7 +65,8 @@ def _free(rng: np.random.RandomState, canvas: int, box: tuple[int, int, int, int
 
 
 @lru_cache(maxsize=4)
-def _generate(seed: int, n_samples: int, canvas: int, distractors: int, noise: float):
+def _generate(seed: int, n_samples: int, canvas: int, distractors: int, noise: float,
+              grid: int):
     from ._dataset_builders import _sklearn_raw
 
     digits, labels, _, _ = _sklearn_raw("digits")
@@ -71,7 +77,8 @@ def _generate(seed: int, n_samples: int, canvas: int, distractors: int, noise: f
         np.zeros((n_samples, 1, canvas, canvas))
     box = np.zeros((n_samples, 4), dtype=np.int64)
     for i, k in enumerate(pick):
-        r, c = rng.randint(0, canvas - _DIGIT + 1, size=2)
+        # grid > 1 puts the digit's corner on a multiple of grid (patch-aligned for a ViT)
+        r, c = rng.randint(0, (canvas - _DIGIT) // grid + 1, size=2) * grid
         box[i] = (r, c, r + _DIGIT, c + _DIGIT)
         X[i, 0, r:r + _DIGIT, c:c + _DIGIT] = np.maximum(X[i, 0, r:r + _DIGIT, c:c + _DIGIT],
                                                          digits[k])
@@ -88,10 +95,11 @@ def _generate(seed: int, n_samples: int, canvas: int, distractors: int, noise: f
 
 
 def build_digits_boxes(seed: int, n_samples: int = 2000, canvas: int = 24,
-                       distractors: int = 3, noise: float = 0.05) -> dict[str, Any]:
+                       distractors: int = 3, grid: int = 4, noise: float = 0.05
+                       ) -> dict[str, Any]:
     """Raw arrays of ``digits_boxes`` (the dataset builder protocol, plus ``boxes``)."""
     X, y, box = _generate(int(seed), int(n_samples), int(canvas), int(distractors),
-                          float(noise))
+                          float(noise), int(grid))
     return {"X": X, "y": y, "boxes": box, "class_names": [str(i) for i in range(10)],
             "feature_names": None}
 
@@ -102,7 +110,8 @@ def load(seed: int = 0, **options: Any):
     dataset is registered there, which this defers to when it is.
 
     Options: ``n_samples`` (2000), ``canvas`` (24: 16, 24 or 32 pixels), ``distractors`` (3
-    patches), ``noise`` (0.05, background level), ``val_size``/``test_size`` (0.2).
+    patches), ``grid`` (4: the digit's corner on multiples of it), ``noise`` (0.05, background
+    level), ``val_size``/``test_size`` (0.2).
 
     Examples
     --------
@@ -148,7 +157,7 @@ def boxes(data, split: str = "test", rows=None) -> np.ndarray:
     --------
     >>> data = load(n_samples=60)
     >>> boxes(data, "test", rows=[0, 1]).tolist()
-    [[5, 14, 13, 22], [8, 2, 16, 10]]
+    [[16, 16, 24, 24], [0, 4, 8, 12]]
     """
     import torch
 
