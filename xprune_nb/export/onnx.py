@@ -86,7 +86,7 @@ def _failing_layer(exc: BaseException, root: nn.Module) -> tuple[str | None, str
     """The deepest submodule of ``root`` whose code was running when ``exc`` was raised, and
     the ``file:line`` of its ``forward`` there, read from the tracebacks of the exception
     chain (``torch.export`` runs the model's Python code, so its frames are real)."""
-    names = {id(m): n for n, m in root.named_modules() if n}
+    names = {id(m): n for n, m in root.named_modules()}   # the model itself is ""
     best: tuple[int, str, str | None] | None = None
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -100,7 +100,7 @@ def _failing_layer(exc: BaseException, root: nn.Module) -> tuple[str | None, str
                 name = names[id(obj)]
                 where = (f"{code.co_filename}:{tb.tb_lineno}" if not code.co_name.startswith("_")
                          else None)
-                depth = name.count(".")
+                depth = name.count(".") if name else -1
                 if best is None or depth > best[0] or (depth == best[0] and name == best[1]):
                     best = (depth, name, where or (best[2] if best and best[1] == name else None))
             tb = tb.tb_next
@@ -125,7 +125,7 @@ def _export_error(exc: Exception, wrapper: _Logits) -> ModelError:
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
     reason = (lines[0] if lines else type(cause).__name__)[:300]
     layer = (f"in layer {name!r} ({type(wrapper.model.get_submodule(name)).__name__})"
-             if name else "in the model's own forward()")
+             if name else "in the model's own forward()")   # name "" (or None: not found)
     return ModelError(
         f"{_CALL}: the model cannot be exported to ONNX; tracing fails {layer}"
         + (f" at {where}" if where else "") + f": {type(cause).__name__}: {reason}. "
