@@ -258,3 +258,26 @@ def test_atomic_helpers_clean_up(tmp_path):
         handle.write(b"two")
         raise ValueError("a bug in the payload is not a file error")
     assert path.read_text() == "one" and _leftovers(tmp_path) == []
+
+
+def test_script_helpers_refuse_damaged_and_non_finite_files(tmp_path):
+    """``load_weights`` / ``load_data`` (what exported scripts call) give the package's error."""
+    from xprune_nb.export import load_data, load_weights
+
+    text = tmp_path / "notes.pt"
+    text.write_text("not weights")
+    for load in (lambda p: load_weights(ToyMLP(), p), load_data):
+        with pytest.raises(StudyFileError, match="damaged"):
+            load(text)
+        with pytest.raises(StudyFileError, match="no such file"):
+            load(tmp_path / "missing.pt")
+    state = ToyMLP().state_dict()
+    state["head.bias"][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(StudyFileError, match=r"load_weights: '.*nan.pt' holds NaN"):
+        load_weights(ToyMLP(), tmp_path / "nan.pt")
+    torch.save({"w": torch.ones(2)}, tmp_path / "other.pt")
+    with pytest.raises(StudyFileError, match="do not fit the model"):
+        load_weights(ToyMLP(), tmp_path / "other.pt")
+    with pytest.raises(StudyFileError, match="is damaged"):
+        load_data(tmp_path / "other.pt")

@@ -6,35 +6,48 @@ import json
 import types
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..errors import StudyFileError
 from ..io.atomic import write_text
+from ..io.reading import check_finite_state, read_torch_file
 
 __all__ = ["write_outputs", "load_weights", "load_data", "summary_metrics"]
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a plain state-dict file into ``model`` (``weights_only=True``: never runs code)."""
+    call = "load_weights"
     path = Path(path)
-    if not path.is_file():
-        raise StudyFileError(f"load_weights(path=...): no such file {str(path)!r}; keep it "
+    if not path.exists():
+        raise StudyFileError(f"{call}(path=...): no such file {str(path)!r}; keep it "
                              "next to the script that names it.")
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = read_torch_file(path, call=call, kind="state dict")
+    if not isinstance(state, dict):
+        raise StudyFileError(f"{call}(path=...): {str(path)!r} is not a state dict.")
+    check_finite_state(state, path=path, call=call, where="the weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise StudyFileError(f"{call}(path=...): the weights in {str(path)!r} do not fit the "
+                             f"model: {' '.join(str(exc).split())[:300]}") from exc
     return model.eval()
 
 
 def load_data(path: str | Path):
     """The splits written by ``Recipe.save`` as ``<name>.data.pt`` (plain tensors)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise StudyFileError(f"load_data(path=...): no such file {str(path)!r}; keep it next "
                              "to the script that names it.")
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    return types.SimpleNamespace(
-        **{k: (v["X"], v["y"]) for k, v in stored.items() if k in ("train", "val", "test")},
-        **stored.get("meta", {}))
+    stored = read_torch_file(path, call="load_data", kind="data")
+    try:
+        return types.SimpleNamespace(
+            **{k: (stored[k]["X"], stored[k]["y"]) for k in ("train", "val", "test")},
+            **stored.get("meta", {}))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise StudyFileError(f"load_data(path=...): {str(path)!r} is damaged (not the splits "
+                             f"Recipe.save writes: {exc}).") from exc
 
 
 def summary_metrics(study) -> dict:
