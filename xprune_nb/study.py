@@ -260,7 +260,7 @@ class Study:
                            layer_amounts=layer_amounts, ignore=ignore, steps=steps,
                            schedule=schedule, retrain=retrain, rewind=rewind,
                            recalibrate=recalibrate)
-        cfg.rewind = rewind_index(self.timeline, rewind, call)
+        rewind_to = rewind_index(self.timeline, rewind, call)
         from .pruning.runner import prune_round
 
         with self.timeline.transaction(call):
@@ -268,7 +268,8 @@ class Study:
             for i, frac in enumerate(cfg.fractions()):
                 if i > 0:
                     scores = self._rescore(scores)
-                last = prune_round(self, scores, frac, cfg, round_index=i, call=call)
+                last = prune_round(self, scores, frac, cfg, round_index=i, call=call,
+                                   rewind_to=rewind_to)
                 if cfg.retrain:
                     last = self.retrain(**{"progress": False, **cfg.retrain})
         return last

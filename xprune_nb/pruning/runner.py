@@ -19,7 +19,7 @@ __all__ = ["prune_round"]
 
 
 def prune_round(study, scores: Scores, fraction: float, cfg: PruneConfig, *, round_index: int,
-                call: str) -> Step:
+                call: str, rewind_to: int | None = None) -> Step:
     """Prune ``fraction`` of the alive units of ``study.model`` and commit the step."""
     start = time.perf_counter()
     kind = _units.get(scores.granularity, call)
@@ -41,8 +41,8 @@ def prune_round(study, scores: Scores, fraction: float, cfg: PruneConfig, *, rou
     if plan:
         structure.append({"kind": kind.name, "plan": plan})
     step.structure = structure
-    if cfg.rewind is not None:
-        _rewind(study, model, cfg.rewind, structure)
+    if rewind_to is not None:
+        _rewind(study, model, rewind_to, structure)
     if kind.structural and _wants_recalibration(cfg, model):
         from .recalibrate import recalibrate_batchnorm
 

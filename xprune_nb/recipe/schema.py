@@ -22,7 +22,7 @@ _DATA_KEYS = {"dataset": ("dataset", "options"), "factory": ("factory", "kwargs"
 _SCORE_KEYS = ("criterion", "granularity", "samples", "classes", "prune_output", "batch_size")
 _RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed")
 _PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
-               "retrain", "rewind")
+               "retrain", "rewind", "recalibrate")
 
 
 # ------------------------------------------------------------------ value checks
@@ -99,18 +99,18 @@ def _kind(d, kinds, call: str, where: str) -> str:
 
 
 def _check_retrain(p, call: str, where: str) -> None:
-    _known(p, _RETRAIN_KEYS, call, where)
-    from ..training import OPTIMIZERS
+    from ..params import check
 
-    checks = {"epochs": (_pos_int, "a positive integer"),
-              "lr": (lambda v: _number(v) and v > 0, "a positive number"),
-              "optimizer": (lambda v: v in OPTIMIZERS, f"one of {list(OPTIMIZERS)}"),
-              "batch_size": (_pos_int, "a positive integer"),
-              "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-              "seed": (_int, "an integer")}
+    _known(p, _RETRAIN_KEYS, call, where)
+    # the same constraints as Study.retrain (one table: xprune_nb.params)
     for key, value in p.items():
-        test, allowed = checks[key]
-        _check(test(value), call, f"{where}.{key}", allowed, value)
+        check(call, f"{where}.{key}", value, _param(key))
+
+
+def _param(key: str):
+    from ..params import PARAMS
+
+    return PARAMS[key]
 
 
 def _check_prune(p, call: str, where: str) -> None:
@@ -138,6 +138,11 @@ def _check_prune(p, call: str, where: str) -> None:
     }
     for key, (ok, allowed) in checks.items():
         _check(ok, call, f"{where}.{key}", allowed, p.get(key))
+    from ..params import check
+
+    for key in ("amount", "steps", "recalibrate"):   # one table: xprune_nb.params
+        if key in p:
+            check(call, f"{where}.{key}", p[key], _param(key))
     if p.get("retrain") is not None:
         _check_retrain(p["retrain"], call, f"{where}.retrain")
 
