@@ -261,3 +261,37 @@ def test_attention_criterion_uses_the_same_relevance():
     torch.testing.assert_close(scores.values["attn"].double(), terms.mean(0), rtol=1e-4,
                                atol=1e-7)
     assert scores.per_class["attn"].shape == (10, 2)
+
+
+class TokenAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(12, 16)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, ids):
+        return self.head(self.layer(self.embed(ids)).mean(1))
+
+
+def test_attention_maps_of_token_ids_keep_integers():
+    torch.manual_seed(0)
+    model = TokenAttention().eval()
+    ids = torch.randint(1, 12, (3, 5))
+    comp = compare_attention(model, model, ids)
+    assert comp.inputs.dtype == np.int64 and comp.scores_before.shape == (3, 5)
+    assert list(comp.maps_before) == ["layer.self_attn"]
+    np.testing.assert_allclose(comp.spearman, 1.0)
+    assert np.isfinite(comp.deletion_before).all()
+    rel = attention_relevance(model, ids, torch.tensor([0, 1, 2]))
+    assert rel.shape == (3, 5)
+
+
+def test_study_refuses_attention_methods_without_attention():
+    data = xp.datasets.load("digits")
+    study = xp.Study(LibraryModel(), data, seed=0, probe_size=8)
+    with pytest.raises(ConfigError, match=r"method=.*no attention module"):
+        study.saliency(0, 0, method="attention_rollout", n=2)
+    with pytest.raises(ConfigError, match=r"model=.*no attention module"):
+        attention_maps(study, 0, 0, n=2)
+    assert len(study.history) == 1
