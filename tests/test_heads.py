@@ -68,7 +68,7 @@ def test_head_scores_are_gate_derivatives(criterion, target, small_digits):
 
 def test_prune_heads_then_undo_save_load(tmp_path, digits):
     study = xp.Study(xp.zoo.load("digits_transformer"), digits)
-    study.score("attention", granularity="head", samples=64)
+    study.score("attention", granularity="head_mask", samples=64)   # masked, not removed
     step = study.prune(0.25)
     assert sum(len(v) for v in step.removed.values()) == 2
     assert any(":in_proj_weight" in m for m in step.masked)
@@ -90,7 +90,7 @@ def test_prune_heads_then_undo_save_load(tmp_path, digits):
 
 def test_channels_after_heads_keep_head_masks(digits):
     study = xp.Study(xp.zoo.load("digits_transformer"), digits)
-    study.score("magnitude", granularity="head")
+    study.score("magnitude", granularity="head_mask")
     study.prune(0.25)
     masked_before = study.step.masked
     study.score("magnitude", granularity="channel")

@@ -316,6 +316,26 @@ class LRPRunner:
             finally:
                 self._registered = False
 
+    def relevance_at(self, x: torch.Tensor, targets: torch.Tensor,
+                     tensors: Callable[[], list[torch.Tensor]]) -> list[torch.Tensor]:
+        """Relevance of the target logits at intermediate tensors captured during the forward
+        (``tensors()`` returns them once the forward has run, e.g. from forward hooks)."""
+        float_input = x.is_floating_point()
+        for p in self.model.parameters():
+            p.requires_grad_(not float_input)
+        x = x.detach().clone().requires_grad_(float_input)
+        rules = (contextlib.nullcontext() if self._registered
+                 else self.composite.context(self.model))
+        with rules, torch.enable_grad():
+            with _proportional_adds(self.epsilon):
+                logits = self.forward(self.model, x)
+            start = torch.zeros_like(logits)
+            idx = targets.reshape(-1, 1).to(logits.device)
+            start.scatter_(1, idx, logits.detach().gather(1, idx))
+            wanted = tensors()
+            grads = torch.autograd.grad(logits, wanted, grad_outputs=start, allow_unused=True)
+        return [torch.zeros_like(t) if g is None else g.detach() for t, g in zip(wanted, grads)]
+
     def run(self, x: torch.Tensor, targets: torch.Tensor, *, layers: Sequence[str] = (),
             input_relevance: bool = False, weights: bool = False) -> LRPResult:
         """One LRP pass on a batch, starting from the target logit of each example.

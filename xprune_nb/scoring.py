@@ -53,7 +53,7 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
     ctx = ScoringContext(model=model, granularity=kind.score_as, layers=units.layers,
                          inputs=inputs, targets=targets, classes=classes,
                          num_classes=num_classes, forward=env.forward, seed=seed,
-                         batch_size=batch_size, progress=progress)
+                         batch_size=batch_size, progress=progress, units=units)
     before = fingerprint(model)
     criterion = type(scorer)
     with eval_mode(model):

@@ -34,6 +34,7 @@ _REGISTRY: dict[str, type[Criterion] | str] = {
     "conductance": "xprune_nb.criteria.conductance:ConductanceCriterion",
     "shapley": "xprune_nb.criteria.shapley:ShapleyCriterion",
     "attention": "xprune_nb.criteria.attention:AttentionCriterion",
+    "skip": "xprune_nb.criteria.skip:SkipCriterion",
 }
 
 

@@ -185,50 +185,12 @@ def input_feature_norms(ctx: ScoringContext) -> dict[str, torch.Tensor]:
 
 def per_example_head_gates(ctx: ScoringContext, *, target: str = "loss") -> dict:
     """Per reference example, the derivative of the loss (``target="loss"``) or of the true
-    class's logit (``target="logit"``) w.r.t. a gate on each attention head's output, at gate 1.
+    class's logit (``target="logit"``) w.r.t. a gate on each attention head's output, at gate 1
+    (Michel et al. 2019); every attention style the head kinds support, removed heads included.
+    Returns {module name: (examples, heads) tensor}."""
+    from ..pruning.attention.gates import per_example_head_gates as gates
 
-    Gating a head's output by g is the same as scaling its value rows (and value bias) by g, so
-    the derivative is the sum over those rows of parameter x gradient (Michel et al. 2019).
-    Returns {module name: (examples, heads) tensor}.
-    """
-    from torch.func import functional_call, grad, vmap
-
-
-    names = {}
-    for key, module in ctx.layers.items():
-        for param in ("in_proj_weight", "in_proj_bias"):
-            base = param + "_orig" if hasattr(module, param + "_orig") else param
-            if getattr(module, param) is not None:
-                names[(key, param)] = f"{key}.{base}" if key else base
-    params = {k: v.detach() for k, v in ctx.model.named_parameters()}
-    buffers = {k: v.detach() for k, v in ctx.model.named_buffers()}
-    scored = {full: params[full] for full in names.values()}
-    fixed = {k: v for k, v in params.items() if k not in scored}
-
-    def objective_of(trainable, x, y):
-        out = functional_call(ctx.model, ({**fixed, **trainable}, buffers), (x[None],))
-        logits = ctx.forward(_Given(out), x) if not torch.is_tensor(out) else out
-        if target == "logit":
-            return logits[0].gather(0, y[None]).sum()
-        return F.cross_entropy(logits, y[None], reduction="sum")
-
-    per_example = vmap(grad(objective_of), in_dims=(None, 0, 0))
-    gates = {key: [] for key in ctx.layers}
-    for x, y in ctx.batches():
-        with _quiet_vmap():
-            g = per_example(scored, x, y)
-        for key, module in ctx.layers.items():
-            total = 0
-            for param in ("in_proj_weight", "in_proj_bias"):
-                if (key, param) not in names:
-                    continue
-                value = getattr(module, param).detach()          # effective (masked) tensor
-                prod = value[None] * g[names[(key, param)]]     # (examples, rows, ...)
-                view = prod.reshape(prod.shape[0], 3, module.num_heads, -1)
-                total = total + view[:, 2].sum(dim=-1)            # the value rows of each head
-            gates[key].append(total.double())
-    ctx.model.zero_grad(set_to_none=True)
-    return {key: torch.cat(v) for key, v in gates.items()}
+    return gates(ctx, target=target)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 __all__ = ["Criterion", "ScoringContext", "GRANULARITIES"]
 
 #: Granularities a criterion may support (``head``: heads of ``nn.MultiheadAttention``).
-GRANULARITIES = ("weight", "channel", "head")
+GRANULARITIES = ("weight", "channel", "head", "block")
 
 
 @dataclass
@@ -57,6 +57,9 @@ class ScoringContext:
     seed: int = 0
     batch_size: int = 64
     progress: Callable[[int, int], None] | None = None
+    #: what the unit kind found (``Units``): kinds whose units are not layers (blocks) put what
+    #: their criteria need in ``units.detail``
+    units: Any = None
 
     @property
     def num_batches(self) -> int:

@@ -23,7 +23,7 @@ class RandomCriterion(Criterion):
     """
 
     name = "random"
-    granularities = ("weight", "channel", "head")
+    granularities = ("weight", "channel", "head", "block")
     needs_data = False
     reference = "the standard control (e.g. Blalock et al., What is the State of Neural " \
                 "Network Pruning?, MLSys 2020)"
@@ -40,4 +40,9 @@ class RandomCriterion(Criterion):
         return self._draw(ctx, lambda layer: tuple(layer.weight.shape))
 
     def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
-        return self._draw(ctx, lambda module: (module.num_heads,))
+        from ..pruning.attention.discovery import head_count
+
+        return self._draw(ctx, lambda module: (head_count(module),))
+
+    def block_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return self._draw(ctx, lambda module: (1,))

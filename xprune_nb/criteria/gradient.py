@@ -25,9 +25,18 @@ class GradientCriterion(Criterion):
     name = "gradient"
     reference = "Mozer & Smolensky, Skeletonization, NeurIPS 1989"
 
+    granularities = ("weight", "channel", "block")
+
     def channel_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         return output_unit_stats(
             ctx, lambda a, g: g.abs().mean(dim=1).sum(dim=0), backward=True)
+
+    def block_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        # the loss's derivative w.r.t. a gate on the block's residual branch, over the
+        # reference set (Mozer & Smolensky's skeletonization relevance)
+        from ._blocks import per_example_block_gates
+
+        return {k: g.mean().abs() for k, g in per_example_block_gates(ctx).items()}
 
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         return per_example_weight_stats(ctx, lambda layer, g: g.abs())
@@ -47,7 +56,7 @@ class TaylorCriterion(Criterion):
     """
 
     name = "taylor"
-    granularities = ("weight", "channel", "head")
+    granularities = ("weight", "channel", "head", "block")
     reference = ("Molchanov et al., Pruning Convolutional Neural Networks for Resource "
                  "Efficient Inference, ICLR 2017")
 
@@ -62,3 +71,9 @@ class TaylorCriterion(Criterion):
     def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         return {name: g.abs().mean(0).float()
                 for name, g in per_example_head_gates(ctx, target="loss").items()}
+
+    def block_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        # first-order Taylor estimate of the loss change from skipping the block, per example
+        from ._blocks import per_example_block_gates
+
+        return {k: g.abs().mean() for k, g in per_example_block_gates(ctx).items()}

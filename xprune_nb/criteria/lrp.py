@@ -73,6 +73,7 @@ class LRPCriterion(UnitRelevanceMixin, Criterion):
     """
 
     name = "lrp"
+    granularities = ("weight", "channel", "block")
     options = {"rule": "epsilon", "signed": False, "epsilon": 1e-6, "gamma": 0.25, "alpha": 2.0}
     choices = {"rule": RULES, "signed": (False, True)}
     class_aware = True
@@ -114,6 +115,12 @@ class LRPCriterion(UnitRelevanceMixin, Criterion):
                     acc.add(name, sum(unit_sums(r, is_conv) for r in calls), y)
                 acc.count(y)
         return acc
+
+    def block_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        """Relevance flowing into each block's residual branch (``criteria/_blocks.py``)."""
+        from ._blocks import block_relevance
+
+        return block_relevance(ctx, self._runner(ctx), signed=bool(self.params["signed"]))
 
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         runner = self._runner(ctx)

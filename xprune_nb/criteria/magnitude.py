@@ -29,7 +29,7 @@ class MagnitudeCriterion(Criterion):
     """
 
     name = "magnitude"
-    granularities = ("weight", "channel", "head")
+    granularities = ("weight", "channel", "head", "block")
     options = {"p": 1}
     choices = {"p": (1, 2)}
     needs_data = False
@@ -45,16 +45,13 @@ class MagnitudeCriterion(Criterion):
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         return {name: layer.weight.detach().abs().clone() for name, layer in ctx.layers.items()}
 
-    def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
-        from ..pruning.heads import head_view
+    def block_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        from ._blocks import block_magnitudes
 
-        p = self.params["p"]
-        out = {}
-        for name, module in ctx.layers.items():
-            rows = head_view(module.in_proj_weight.detach(), module)        # (3, H, d, E)
-            cols = module.out_proj.weight.detach().reshape(
-                module.embed_dim, module.num_heads, module.head_dim)        # (E, H, d)
-            parts = torch.cat([rows.permute(1, 0, 2, 3).flatten(1),
-                               cols.permute(1, 0, 2).flatten(1)], dim=1)
-            out[name] = parts.norm(p=p, dim=1)
-        return out
+        return block_magnitudes(ctx)
+
+    def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        # the norm of each head's query/key/value rows and output-projection columns
+        from ..pruning.attention.gates import head_norms
+
+        return head_norms(ctx, p=self.params["p"])

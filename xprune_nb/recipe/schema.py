@@ -107,6 +107,12 @@ def _check_retrain(p, call: str, where: str) -> None:
         check(call, f"{where}.{key}", value, _param(key))
 
 
+def _kinds() -> list[str]:
+    from ..pruning import units
+
+    return units.available()
+
+
 def _param(key: str):
     from ..params import PARAMS
 
@@ -159,8 +165,8 @@ def _check_score(p, call: str, where: str) -> None:
     _known(p, _SCORE_KEYS + tuple(criteria.get(name, call).options), call, where)
     classes = p.get("classes")
     checks = {
-        "granularity": (p.get("granularity", "channel") in ("channel", "weight", "head"),
-                        "one of ['channel', 'weight', 'head']"),
+        "granularity": (p.get("granularity", "channel") in _kinds(),
+                        f"one of {_kinds()}"),
         "samples": (_pos_int(p.get("samples", 1)), "a positive integer"),
         "classes": (classes is None or (isinstance(classes, list) and classes and all(
             _int(c) and c >= 0 for c in classes)), "null or a list of class indices"),

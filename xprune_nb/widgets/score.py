@@ -14,7 +14,6 @@ from ._plots import figure, to_png
 
 __all__ = ["ScoreView"]
 
-_GRANULARITIES = ("channel", "weight", "head")
 _NOTHING = object()  # "no scores shown yet", distinct from "the step has no scores" (None)
 
 
@@ -32,8 +31,14 @@ class ScoreView:
         names = criteria.available()
         self.criterion = W.Dropdown(options=names, value=defaults.get("criterion", names[0]),
                                     description="criterion")
-        self.granularity = W.Dropdown(options=_GRANULARITIES,
-                                      value=defaults.get("granularity", "channel"),
+        from ..pruning import units
+
+        # only the unit kinds this model has (heads for transformers, blocks for residual nets)
+        self._kinds = units.present(study.model, study.env) or ["weight"]
+        self.granularity = W.Dropdown(options=self._kinds,
+                                      value=defaults.get("granularity", "channel")
+                                      if defaults.get("granularity") in self._kinds
+                                      else self._kinds[0],
                                       description="granularity")
         samples = defaults.get("samples")
         self.samples = W.Text(value="" if samples is None else str(samples),
@@ -49,7 +54,8 @@ class ScoreView:
         self.criterion.observe(self._on_criterion, names="value")
         self._on_criterion()
         help_text = note_html(
-            "Scores rank every prunable unit (conv channel / neuron, or weight). "
+            "Scores rank every prunable unit (conv channel / neuron, weight, attention head or "
+            "whole block; the choices are what this model has). "
             "<i>samples</i> reference examples are drawn stratified by class; with "
             "<i>classes</i> only those classes count. Press <b>Score</b> above.")
         self.widget = W.VBox([
@@ -76,7 +82,9 @@ class ScoreView:
         if cls.reference:
             about += f" <i>{html.escape(cls.reference)}</i>"
         self.about.value = note_html(about)
-        allowed = [g for g in _GRANULARITIES if g in cls.granularities]
+        from ..pruning import units
+
+        allowed = units.scorable_by(cls, self._kinds)
         if allowed:
             keep = self.granularity.value if self.granularity.value in allowed else allowed[0]
             self.granularity.options = allowed

@@ -4,7 +4,7 @@ Examples
 --------
 >>> from xprune_nb.pruning import units
 >>> sorted(units.available())
-['block', 'channel', 'head', 'weight']
+['block', 'channel', 'head', 'head_mask', 'weight']
 >>> units.get("channel", "Study.score").structural
 True
 """
@@ -14,7 +14,8 @@ from __future__ import annotations
 from ...errors import ConfigError
 from .base import ModelEnv, UnitKind, Units
 
-__all__ = ["ModelEnv", "UnitKind", "Units", "register", "get", "available", "prunable_table"]
+__all__ = ["ModelEnv", "UnitKind", "Units", "register", "get", "available", "present",
+           "scorable_by", "prunable_table"]
 
 _REGISTRY: dict[str, type[UnitKind]] = {}
 
@@ -39,6 +40,24 @@ def get(name: object, call: str, param: str = "granularity") -> UnitKind:
     return _REGISTRY[name]()
 
 
+def present(model, env: ModelEnv) -> list[str]:
+    """The unit kinds ``model`` has at least one prunable unit of (e.g. no ``head`` for a CNN)."""
+    found = []
+    for name, kind in _REGISTRY.items():
+        try:
+            if kind().find(model, env).groups:
+                found.append(name)
+        except Exception:  # noqa: BLE001 - a kind that cannot analyse this model: not offered
+            continue
+    return found
+
+
+def scorable_by(criterion_cls, kinds: list[str]) -> list[str]:
+    """Those of ``kinds`` the criterion can score (by name, or by the method a kind uses)."""
+    return [k for k in kinds if k in criterion_cls.granularities
+            or _REGISTRY[k].score_as in criterion_cls.granularities]
+
+
 def prunable_table(units: Units):
     """One row per prunable group (with its units and layers) and per layer that can't go,
     with why: what ``Study.prunable()`` shows."""
@@ -54,10 +73,11 @@ def prunable_table(units: Units):
 # one line per kind
 from .block import BlockUnits  # noqa: E402
 from .channel import ChannelUnits  # noqa: E402
-from .head import HeadUnits  # noqa: E402
+from .head import HeadUnits, MaskedHeadUnits  # noqa: E402
 from .weight import WeightUnits  # noqa: E402
 
 register(WeightUnits)
 register(ChannelUnits)
 register(HeadUnits)
+register(MaskedHeadUnits)
 register(BlockUnits)

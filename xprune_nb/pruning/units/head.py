@@ -22,13 +22,11 @@ from ..attention import find_heads, remove_heads
 from ..heads import alive_in_groups, mask_heads
 from .base import ModelEnv, UnitKind, Units
 
-__all__ = ["HeadUnits"]
+__all__ = ["HeadUnits", "MaskedHeadUnits"]
 
 MODES = ("remove", "mask")
-#: What the registry's ``"head"`` kind does. Masks until the criteria score heads through
-#: :mod:`xprune_nb.pruning.attention.gates` (today they read ``nn.MultiheadAttention``'s
-#: ``in_proj_weight``, which a removed-for-real ``SDPAttention`` does not have).
-DEFAULT_MODE = "mask"
+#: What the registry's ``"head"`` kind does: real removal (``"head_mask"`` masks instead).
+DEFAULT_MODE = "remove"
 
 
 class HeadUnits(UnitKind):
@@ -105,3 +103,15 @@ class HeadUnits(UnitKind):
     def replay(self, model: nn.Module, plan: dict, example: torch.Tensor,
                forward=None) -> None:
         remove_heads(model, plan)
+
+
+class MaskedHeadUnits(HeadUnits):
+    """``granularity="head_mask"``: heads masked, not removed. Shapes stay, so there is no
+    speed-up (dense kernels multiply the masked zeros too); useful to study what a head
+    contributes, or where the module can't be rebuilt smaller."""
+
+    name = "head_mask"
+    noun = "attention heads (masked)"
+
+    def __init__(self, mode: str = "mask") -> None:
+        super().__init__(mode)
