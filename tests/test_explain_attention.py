@@ -98,6 +98,7 @@ def test_capture_keeps_what_the_caller_asked_for():
     finally:
         handle.remove()
     assert seen[0] is None            # the block asked need_weights=False and got None
+    assert not hasattr(attn, "_xp_wanted")
 
 
 def test_hf_attentions_and_chefer_relevance_match_direct_autograd():

@@ -224,6 +224,8 @@ def capture_attention(model: nn.Module, x: torch.Tensor, forward: Forward | None
     finally:
         for h in handles:
             h.remove()
+        for name in found:            # leave no trace on the model
+            modules[name].__dict__.pop("_xp_wanted", None)
     if not attentions:
         raise _no_attention(model, {n: "never runs in the model's forward" for n in found},
                             call, param)
