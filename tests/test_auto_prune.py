@@ -169,3 +169,21 @@ def test_no_warning_when_met(cnn):
     with warnings.catch_warnings():
         warnings.simplefilter("error", AutoPruneWarning)
         auto_prune(cnn, macs=0.8, steps=1, samples=64)
+
+
+def test_an_allocation_below_one_unit_still_removes_one(cnn):
+    """A last round that needs less than one unit everywhere takes one unit, never zero (a
+    prune that removes nothing is refused)."""
+    from xprune_nb.pruning import units
+    from xprune_nb.pruning.auto import _at_least_one_unit
+    from xprune_nb.pruning.sensitivity import score_copy
+
+    kind = units.get("channel", "test")
+    scorer = xp.criteria.get("taylor", "test")()
+    scores, found = score_copy(cnn, cnn.model, kind, scorer, samples=32, classes=None,
+                               batch_size=64, call="test")
+    out = _at_least_one_unit({"conv1": 0.01, "fc1": 0.005}, kind, cnn.model, found, scores)
+    # fc1 is asked the most units (0.005 x 64 > 0.01 x 16): it gives one
+    assert out == {"conv1": 0.01, "fc1": pytest.approx(1 / 64, abs=1e-6)}
+    same = {"conv1": 0.1}
+    assert _at_least_one_unit(same, kind, cnn.model, found, scores) == same

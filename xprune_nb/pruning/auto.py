@@ -274,7 +274,8 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
         share = 1.0 - goal / current     # the fraction of the cost this round removes
         kept = False
         for attempt in range(TRIES):
-            amounts = allocate(rows, share * base_proxy / 2 ** attempt)
+            amounts = _at_least_one_unit(allocate(rows, share * base_proxy / 2 ** attempt),
+                                         kind, base, units, scores)
             if not amounts:
                 break
             begin = study.current
@@ -330,6 +331,20 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
     result = last if last is not None else study.step
     result.auto = outcome     # the details, for this session (not saved with the study)
     return result
+
+
+def _at_least_one_unit(amounts: dict[str, float], kind, model, units, scores) -> dict:
+    """An allocation whose amounts all round to zero units (a small last step on small
+    groups) would be refused by the prune; take one unit from the group asked most of."""
+    from .selection import _count
+
+    alive = kind.alive(model, units)
+    sizes = {g: int(alive[g].sum()) if alive and g in alive else int(scores.values[g].numel())
+             for g in amounts}
+    if not amounts or any(_count(a, sizes[g]) for g, a in amounts.items()):
+        return amounts
+    group = max(amounts, key=lambda g: amounts[g] * sizes[g])
+    return {**amounts, group: min(1.0 / sizes[group] + 1e-9, 0.9)}
 
 
 def _has_bn(model) -> bool:
