@@ -284,6 +284,11 @@ def test_compressed_refuses_a_model_that_does_not_fit(tmp_path):
     with pytest.raises(StudyFileError, match="does not fit the model.*unchanged"):
         load_compressed(size.path, other)
     assert _same_state(before, other.state_dict()) and not other._forward_pre_hooks
+    raw = torch.load(size.path, weights_only=True)
+    raw["entries"]["weight"]["dtype"] = "save"        # a file may name only a dtype
+    torch.save(raw, tmp_path / "damaged.xpz")
+    with pytest.raises(StudyFileError, match="entry 'weight' of the file is damaged"):
+        load_compressed(tmp_path / "damaged.xpz", nn.Linear(8, 4))
     torch.save({"x": torch.zeros(2)}, tmp_path / "b.pt")
     with pytest.raises(StudyFileError, match="not written by xprune_nb's save_compressed"):
         load_compressed(tmp_path / "b.pt", other)

@@ -43,8 +43,8 @@ from torch import nn
 
 from ..errors import ConfigError, StudyFileError
 
-__all__ = ["save_compressed", "load_compressed", "compress_state", "decompress_state",
-           "CompressedSize", "FORMAT", "VERSION"]
+__all__ = ["save_compressed", "load_compressed", "read_compressed", "compress_state",
+           "decompress_state", "CompressedSize", "FORMAT", "VERSION"]
 
 FORMAT = "xprune_nb.compressed"
 VERSION = 1
@@ -125,7 +125,9 @@ def decompress_state(blob: dict, call: str = "decompress_state") -> dict[str, to
     masked = set(blob.get("masked", []))
     for name, entry in blob.get("entries", {}).items():
         try:
-            dtype = getattr(torch, entry["dtype"])
+            dtype = getattr(torch, str(entry["dtype"]), None)
+            if not isinstance(dtype, torch.dtype):   # the file names a dtype; nothing else
+                raise ValueError(f"unknown dtype {entry['dtype']!r}")
             shape = [int(d) for d in entry["shape"]]
             numel = int(torch.Size(shape).numel())
             start, count = int(entry["offset"]), int(entry["count"])
@@ -220,6 +222,16 @@ def save_compressed(model: nn.Module, path: str | Path, *,
     CompressedSize
         The file's size on disk, the size of the same weights stored densely, and their
         ratio.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from torch import nn
+    >>> from torch.nn.utils import prune
+    >>> layer = prune.l1_unstructured(nn.Linear(256, 256), "weight", amount=0.8)
+    >>> size = save_compressed(layer, tempfile.mkdtemp() + "/layer.xpz")
+    >>> round(size.sparsity, 2), size.ratio < 0.35
+    (0.8, True)
     """
     call = "save_compressed"
     if not isinstance(model, nn.Module):
@@ -269,6 +281,17 @@ def load_compressed(path: str | Path, model: nn.Module) -> nn.Module:
     the same structure, e.g. by :func:`xprune_nb.load_pruned`). Masks are added to the layers
     that had them. Every tensor is checked against the model before anything is changed, so
     a file that does not fit leaves ``model`` as it was.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from torch import nn
+    >>> from torch.nn.utils import prune
+    >>> layer = prune.random_unstructured(nn.Linear(8, 4), "weight", amount=0.5)
+    >>> size = save_compressed(layer, tempfile.mkdtemp() + "/layer.xpz")
+    >>> fresh = load_compressed(size.path, nn.Linear(8, 4))
+    >>> bool(torch.equal(fresh.weight_mask, layer.weight_mask))
+    True
     """
     call = "load_compressed"
     if not isinstance(model, nn.Module):
