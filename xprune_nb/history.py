@@ -59,6 +59,8 @@ class Step:
             label = (f"prune {c.get('criterion', '?')}/{c.get('granularity', '?')} "
                      f"{100 * frac:.0f}%")
             return label + (f" (round {c.get('round', '?')}/{steps})" if steps > 1 else "")
+        if self.kind == "dynamic":
+            return f"dynamic k={c.get('k')} keep={c.get('keep')} conf={c.get('confidence')}"
         if self.kind == "retrain":
             return f"retrain {c.get('epochs', '?')} ep" + (" (stopped)" if self.stopped else "")
         return self.kind
@@ -66,6 +68,9 @@ class Step:
     def row(self) -> dict[str, Any]:
         row = {"step": self.index, "parent": self.parent, "action": self.label}
         row.update({k: self.metrics.get(k) for k in _TABLE_METRICS})
+        if "exit_share" in self.metrics:   # dynamic: mean MACs above, plus these
+            row["macs_longest"] = self.metrics.get("macs_longest")
+            row["exit_share"] = self.metrics.get("exit_share")
         if self.drift:
             # the probe's drift against the original (see explain/glossary.py)
             row["saliency_rank_correlation"] = self.drift.get("saliency_spearman")

@@ -157,6 +157,10 @@ class Metrics:
     latency_ms: dict[int, float] = field(default_factory=dict)
     per_class_accuracy: list[float] = field(default_factory=list)
     per_layer: dict[str, dict] = field(default_factory=dict)
+    #: input-adaptive (dynamic) models: ``macs_longest`` (the longest path), ``exit_share``
+    #: (early exits), ``paths``, and batch-1 latency ``latency_b1_mean_ms`` /
+    #: ``latency_b1_p95_ms`` / ``latency_b1_max_ms``; ``macs`` is then the mean per example
+    dynamic: dict = field(default_factory=dict)
 
     def __getitem__(self, key: str):
         if key in ("latency_b1_ms", "latency_b64_ms"):
@@ -171,9 +175,10 @@ class Metrics:
 
     def as_dict(self) -> dict:
         """Plain scalars (JSON-friendly)."""
-        d = {k: getattr(self, k) for k in self.keys() if k != "latency_ms"}
+        d = {k: getattr(self, k) for k in self.keys() if k not in ("latency_ms", "dynamic")}
         for bs, ms in self.latency_ms.items():
             d[f"latency_b{bs}_ms"] = ms
+        d.update({k: v for k, v in self.dynamic.items() if isinstance(v, (int, float))})
         return d
 
     def to_frame(self):
@@ -223,9 +228,21 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
             if len(x) < bs:
                 x = x.repeat((bs + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:bs]
             lat[bs] = measure_latency(model, x, forward, repeats=repeats)
+    macs, dynamic = count_macs(model, example, forward), {}
+    if type(model).__name__ == "DynamicNet":
+        # input-adaptive: the MACs depend on the input; report the mean over the test split,
+        # the longest path, the early exits and batch-1 latency (mean and worst case)
+        from .pruning.dynamic_eval import dynamic_metrics
+
+        found = dynamic_metrics(model, data.test.X, data.test.y, forward, latency=latency,
+                                samples=min(64, len(data.test)))
+        macs = int(round(found["macs_mean"]))
+        dynamic = {k: v for k, v in found.items() if k in (
+            "macs_longest", "exit_share", "paths", "latency_b1_mean_ms", "latency_b1_p95_ms",
+            "latency_b1_max_ms")}
     return Metrics(
         accuracy=acc, loss=loss, val_accuracy=val_acc, val_loss=val_loss,
-        params=total, nonzero_params=nonzero, macs=count_macs(model, example, forward),
+        params=total, nonzero_params=nonzero, macs=macs,
         size_bytes=size_bytes(model), sparsity=zeros / max(weights, 1), latency_ms=lat,
-        per_class_accuracy=per_class, per_layer=layers,
+        per_class_accuracy=per_class, per_layer=layers, dynamic=dynamic,
     )

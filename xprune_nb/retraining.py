@@ -29,6 +29,10 @@ def retrain_step(study, *, epochs: int, lr: float, optimizer: str, batch_size: i
     if stop is not None and not isinstance(stop, StopSignal):
         raise ConfigError.bad_value(call, "stop", "a xprune_nb.StopSignal or None", stop)
     timeline = study.timeline
+    if type(timeline.model).__name__ == "DynamicNet":
+        raise ConfigError(f"{call}: the current model is dynamic (input-adaptive); its paths "
+                          "were fine-tuned when it was built. Retrain the static step before "
+                          "it (study.undo()), then call study.dynamic() again.")
     model = copy_model(timeline.model)
     start = time.perf_counter()
     result = TrainResult()

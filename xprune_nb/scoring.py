@@ -47,6 +47,9 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
                 options: dict) -> Scores:
     """Score every unit of ``kind`` in ``model`` with ``scorer`` (a Criterion instance)."""
     start = time.perf_counter()
+    if type(model).__name__ == "DynamicNet":
+        raise ModelError(f"{call}: the current model is dynamic (input-adaptive); go back to "
+                         "the static step before it (study.undo()) to score and prune.")
     units = kind.find(model, env, prune_output=prune_output)
     if not units.groups:
         raise ModelError(kind.nothing_found(units, call))

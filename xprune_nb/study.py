@@ -16,6 +16,7 @@ from torch import nn
 
 from . import criteria as _criteria
 from ._data import StudyData, resolve_data, stratified_indices
+from ._facade import delegate
 from ._model import check_finite, check_fits, copy_model, logits_of, model_source, prunable_layers
 from .errors import ConfigError, ModelError, NotScoredError
 from .history import History, Step
@@ -383,6 +384,17 @@ class Study:
 
         return drift_table(self)
 
+    # one call of a service each; signatures and docstrings are the services' own
+    sensitivity = delegate("xprune_nb.pruning.sensitivity:sensitivity")
+    auto_prune = delegate("xprune_nb.pruning.auto:auto_prune")
+    dynamic = delegate("xprune_nb.pruning.dynamic_step:dynamic")
+    forgotten = delegate("xprune_nb.explain.forgotten:forgotten")
+    attention_maps = delegate("xprune_nb.explain.attention_compare:attention_maps")
+    export_onnx = delegate("xprune_nb.export.study_deploy:export_onnx")
+    recipe = delegate("xprune_nb.recipe.from_study:study_recipe")
+    export_script = delegate("xprune_nb.recipe.study_ops:export_study_script")
+    save_pruned = delegate("xprune_nb.recipe.study_ops:save_study_model")
+
     def save(self, path: str | Path) -> Path:
         """Save the whole study to one file (written atomically; read without running code)."""
         from .io.study_file import save_study
@@ -400,14 +412,6 @@ class Study:
         return load_study(cls, path, model=model, data=data, trust_source=trust_source,
                           output_fn=output_fn)
 
-    def recipe(self, *, model: dict | None = None, data: dict | None = None):
-        """The recipe that rebuilds the current model (model and data sources, seed, and the
-        steps on the path from the original); ``model``/``data`` override the detected sources,
-        e.g. ``{"kwargs": {...}}`` or ``{"factory": "pkg.mod:make"}``."""
-        from .recipe.from_study import study_recipe
-
-        return study_recipe(self, model=model, data=data)
-
     @classmethod
     def from_recipe(cls, recipe, *, model: nn.Module | None = None, data=None,
                     epochs: int | None = None, progress=True, trust_source: bool = False,
@@ -423,22 +427,6 @@ class Study:
 
         return study_from_recipe(cls, recipe, model=model, data=data, epochs=epochs,
                                  progress=progress, trust_source=trust_source, **study_options)
-
-    def export_script(self, path: str | Path, *, model: dict | None = None,
-                      data: dict | None = None) -> Path:
-        """Write a standalone script that reproduces the current model (``python SCRIPT --out
-        DIR``; see docs/export_and_scale_out.md); ``model``/``data`` as in :meth:`recipe`."""
-        from .export.script import write_script
-
-        return write_script(self.recipe(model=model, data=data), path, study=self)
-
-    def save_pruned(self, path: str | Path, *, step: int | None = None,
-                    kwargs: dict | None = None) -> Path:
-        """Save the current model (or that of ``step``) for :func:`xprune_nb.load_pruned`
-        (plain tensors and data; ``kwargs`` are the original class's constructor arguments)."""
-        from .recipe.study_ops import save_study_model
-
-        return save_study_model(self, path, step=step, kwargs=kwargs)
 
     def __repr__(self) -> str:
         m = self.step.metrics

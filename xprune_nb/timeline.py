@@ -26,7 +26,11 @@ from ._snapshots import SnapshotStore
 from .errors import ConfigError, StudyBusyError
 from .history import History, Step
 
-__all__ = ["Timeline", "rebuild", "structure_entry"]
+__all__ = ["Timeline", "rebuild", "structure_entry", "STEP_REPLAYERS"]
+
+#: structural changes that are not unit removals, replayed by ``module:function`` (the function
+#: takes ``(model, plan, example, forward)`` and returns the new model)
+STEP_REPLAYERS = {"dynamic": "xprune_nb.pruning.dynamic_step:replay"}
 
 
 def structure_entry(entry: dict) -> dict:
@@ -50,6 +54,13 @@ def rebuild(model: nn.Module, structure: list[dict], masked: list[str],
 
     for raw in structure:
         entry = structure_entry(raw)
+        if entry["kind"] in STEP_REPLAYERS:
+            import importlib
+
+            module, _, name = STEP_REPLAYERS[entry["kind"]].partition(":")
+            model = getattr(importlib.import_module(module), name)(model, entry["plan"],
+                                                                   example, forward)
+            continue
         kind = units.get(entry["kind"], "rebuild", "structure kind")
         model = kind.replay(model, entry["plan"], example, forward) or model
     ensure_masks(model, list(masked))

@@ -10,7 +10,7 @@ __all__ = ["why", "latest_prune", "DriftTable", "drift_table"]
 
 def _latest_prune(study, index: int) -> int | None:
     for step in reversed(study.timeline.path(index)):
-        if step.kind == "prune":
+        if step.kind in ("prune", "dynamic"):
             return step.index
     return None
 
@@ -52,6 +52,10 @@ def why(study, step=None, unit: int | None = None, call: str = "Study.why"):
     else:
         index = study.timeline.index(step, call)
     record = study.history[index]
+    if record.kind == "dynamic":
+        from .why_dynamic import why_dynamic
+
+        return why_dynamic(study, record)
     if record.kind != "prune":
         prunes = [s.index for s in study.history if s.kind == "prune"]
         raise ConfigError.bad_value(call, "step", f"a prune step (one of {prunes})", step)

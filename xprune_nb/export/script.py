@@ -225,6 +225,8 @@ def _steps_code(ops: list[Op]) -> list[str]:
         if op.action == "score":
             p = dict(op.params)
             args = [_lit(p.pop("criterion"), "score.criterion")] + _kwargs(p, "score")
+        elif op.action == "dynamic":
+            args = _kwargs(dict(op.params), "dynamic")
         else:
             p = dict(op.params)
             args = [_lit(p.pop("amount"), "prune.amount")] + _kwargs(p, "prune")

@@ -184,7 +184,7 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, *,
         if not isinstance(dtype, torch.dtype):
             raise StudyFileError(f"{call}: {str(path)!r} names an unknown input dtype.")
         example = torch.zeros(2, *payload["input_shape"], dtype=dtype)
-        rebuild(net, payload["structure"], payload["masked"], example)
+        net = rebuild(net, payload["structure"], payload["masked"], example)
         net.load_state_dict(payload["state_dict"])
         from ..pruning.unstructured import refresh_masked_weights
 

@@ -55,7 +55,7 @@ __all__ = ["Recipe", "StepConfig", "FORMAT", "VERSION", "ACTIONS", "is_import_pa
 
 FORMAT = "xprune_nb.recipe"
 VERSION = 1
-ACTIONS = ("score", "prune", "retrain")
+ACTIONS = ("score", "prune", "retrain", "dynamic")
 
 
 def _plain(value):

@@ -101,6 +101,10 @@ def _steps(study) -> list[StepConfig]:
             out.append(StepConfig("retrain", _retrain_params(c, seed + s.index, where)))
             i += 1
             continue
+        if s.kind == "dynamic":   # Study.dynamic re-scores and rebuilds from these arguments
+            out.append(StepConfig("dynamic", dict(c)))
+            i += 1
+            continue
         out.append(StepConfig("score", _score_params(c)))
         length = _whole_call(path, i, seed)
         params = {k: c[k] for k in _PRUNE_KEYS if k in c}
@@ -210,8 +214,33 @@ def data_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
 
 
 def study_recipe(study, *, model: dict | None = None, data: dict | None = None) -> Recipe:
-    """The recipe that rebuilds ``study``'s current model from its original one."""
-    if getattr(study, "_output_fn", None) is not None:
+    """The recipe that rebuilds the current model: model and data sources, seed, and the
+    score → prune → retrain steps on the path from the original model to the current step.
+
+    Parameters
+    ----------
+    model : dict, optional
+        Overrides of the detected model source, e.g. ``{"kwargs": {"hidden": 32}}`` (your
+        class's constructor arguments) or ``{"factory": "mypkg.nets:make"}``.
+    data : dict, optional
+        The data source when it is not a bundled dataset, e.g. ``{"factory":
+        "mypkg.data:load"}``; by default your tensors go to a file next to the recipe.
+
+    Returns
+    -------
+    Recipe
+        Save it with ``recipe.save("study.yaml")``; replay it with ``xp.Study.from_recipe``
+        or ``xprune-nb run study.yaml``.
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
+    >>> _ = study.score("magnitude"); _ = study.prune(0.3)
+    >>> [s.action for s in study.recipe().steps]
+    ['score', 'prune']
+    """
+    if study.output_fn is not None:
         raise ConfigError(f"{_CALL}: the study uses a custom output_fn, which a recipe cannot "
                           "carry; wrap the model so that it returns logits instead.")
     m, state = model_spec(study, model)

@@ -175,6 +175,9 @@ def plan(recipe: Recipe, *, expand: bool = False, epochs: int | None = None) -> 
         elif step.action == "retrain":
             ops.append(Op("retrain", {**p, "seed": p.get("seed", recipe.seed + index)}, False))
             index += 1
+        elif step.action == "dynamic":
+            ops.append(Op("dynamic", p))
+            index += 1
         elif not (expand and p.get("retrain")):
             ops.append(Op("prune", p))
             n = p.get("steps", 1)

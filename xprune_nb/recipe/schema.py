@@ -177,7 +177,26 @@ def _check_score(p, call: str, where: str) -> None:
         _check(ok, call, f"{where}.{key}", allowed, p.get(key))
 
 
-_STEP_CHECKS = {"score": _check_score, "prune": _check_prune, "retrain": _check_retrain}
+_DYNAMIC_KEYS = ("k", "confidence", "keep", "at", "criterion", "epochs", "samples",
+                 "max_paths", "finetune")
+
+
+def _check_dynamic(p, call: str, where: str) -> None:
+    """A ``dynamic`` step: the arguments of ``Study.dynamic`` (checked the same way)."""
+    from ..pruning.dynamic_build import check_dynamic_args
+
+    _known(p, _DYNAMIC_KEYS, call, where)
+    defaults = {"k": 2, "confidence": 0.9, "keep": 0.5, "epochs": 1, "max_paths": 1}
+    args = {k: p.get(k, v) for k, v in defaults.items()}
+    check_dynamic_args(**args, call=f"{call}({where})")
+    _check(p.get("at") is None or isinstance(p.get("at"), str), call, f"{where}.at",
+           "null or a module name", p.get("at"))
+    _check(isinstance(p.get("criterion", "lrp"), str), call, f"{where}.criterion",
+           "a criterion name", p.get("criterion"))
+
+
+_STEP_CHECKS = {"score": _check_score, "prune": _check_prune, "retrain": _check_retrain,
+                "dynamic": _check_dynamic}
 
 
 def _check_model(m, call: str) -> dict:
