@@ -296,3 +296,26 @@ def test_study_refuses_attention_methods_without_attention():
     with pytest.raises(ConfigError, match=r"model=.*no attention module"):
         attention_maps(study, 0, 0, n=2)
     assert len(study.history) == 1
+
+
+def test_relevance_of_a_masked_model_equals_that_of_the_model_with_heads_removed():
+    from xprune_nb.pruning.attention import remove_heads
+
+    torch.manual_seed(0)
+    removed = DigitsViT(depth=2).eval()
+    masked = DigitsViT(depth=2).eval()
+    masked.load_state_dict(removed.state_dict())
+    remove_heads(removed, {"blocks.0.attn": [1], "blocks.1.attn": [0, 3]})
+    with torch.no_grad():
+        for block, heads in ((0, [1]), (1, [0, 3])):
+            attn = masked.blocks[block].attn
+            for h in heads:
+                for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+                    proj.weight[h * 8:(h + 1) * 8] = 0
+                    proj.bias[h * 8:(h + 1) * 8] = 0
+    x, t = torch.rand(3, 1, 8, 8), torch.tensor([0, 4, 7])
+    torch.testing.assert_close(masked(x), removed(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attention_relevance(masked, x, t),
+                               attention_relevance(removed, x, t), atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(attention_rollout(masked, x), attention_rollout(removed, x),
+                               atol=1e-6, rtol=1e-4)

@@ -267,12 +267,16 @@ def rollout(attentions: Sequence[torch.Tensor], *, active: Sequence[torch.Tensor
 
 
 def gradient_weighted_relevance(attentions: Sequence[torch.Tensor],
-                                grads: Sequence[torch.Tensor]) -> torch.Tensor:
+                                grads: Sequence[torch.Tensor], *,
+                                active: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """Chefer et al. (ICCV 2021) relevance: ``R = I; R += mean_h[(dA ⊙ A)^+] @ R`` per layer
-    in forward order. Returns ``(N, T, T)``, identity included."""
+    in forward order, the mean over the ``active`` heads (all by default: a masked head's term
+    is zero, so leaving it out makes a masked model's relevance that of the same model with the
+    head removed). Returns ``(N, T, T)``, identity included."""
     relevance = None
-    for a, g in zip(attentions, grads):
-        cam = (g.detach().double() * a.detach().double()).clamp(min=0).mean(1)
+    for i, (a, g) in enumerate(zip(attentions, grads)):
+        cam = _fuse((g.detach().double() * a.detach().double()).clamp(min=0),
+                    None if active is None else active[i], "mean")
         if relevance is None:
             relevance = torch.eye(cam.shape[-1], dtype=cam.dtype).expand_as(cam).clone()
         relevance = relevance + cam @ relevance
@@ -347,7 +351,7 @@ def attention_relevance(model: nn.Module, x: torch.Tensor, targets: torch.Tensor
     chosen = record.logits.gather(1, targets.view(-1, 1).long()).sum()
     grads = torch.autograd.grad(chosen, record.attentions, allow_unused=True)
     grads = [torch.zeros_like(a) if g is None else g for a, g in zip(record.attentions, grads)]
-    rel = gradient_weighted_relevance(record.attentions, grads)
+    rel = gradient_weighted_relevance(record.attentions, grads, active=record.active)
     return to_input_space(token_scores(rel, pool, drop_identity=True), x,
                           token_grid=token_grid, call=call)
 
