@@ -233,10 +233,10 @@ def attention_maps(study, before: int = 0, after: int = -1, *, inputs=None,
     tensors, row indices of the test split, or ``None`` for ``n`` rows drawn stratified).
     Explanations never change the study."""
     from .rows import pick_rows
-    from .study import _models
+    from .study import step_models
 
     call = "Study.attention_maps"
-    (b, model_b), (a, model_a) = _models(study, before, after, call)
+    (b, model_b), (a, model_a) = step_models(study, before, after, call)
     x, y = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
     return compare_attention(model_b, model_a, x, labels=y if labels is None else labels,
                              forward=study.forward, pool=pool, token_grid=token_grid,

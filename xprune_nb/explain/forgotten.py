@@ -187,7 +187,7 @@ def forgotten(study, before: int = 0, after: int = -1, *, split: str = "test",
     """Examples whose prediction changed between steps ``before`` and ``after`` (PIEs, Hooker
     et al. 2019), per-class accuracy change, and ``study.saliency`` of up to ``n_examples`` of
     them (forgotten first; ``saliency=False`` skips it). The study is not changed."""
-    from .study import _models
+    from .study import step_models
 
     call = "Study.forgotten"
     if split not in _SPLITS:
@@ -196,7 +196,7 @@ def forgotten(study, before: int = 0, after: int = -1, *, split: str = "test",
         raise ConfigError.bad_value(call, "n_examples", "an integer >= 0", n_examples)
     if not isinstance(saliency, bool):
         raise ConfigError.bad_value(call, "saliency", "True or False", saliency)
-    (b, model_b), (a, model_a) = _models(study, before, after, call)
+    (b, model_b), (a, model_a) = step_models(study, before, after, call)
     rows = study.data.split(split)
     labels = rows.y.numpy()
     pred_b, prob_b = _predict(study, model_b, rows.X)

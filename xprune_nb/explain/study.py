@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..progress import StopSignal, make_progress
 from .rows import pick_rows
 
-__all__ = ["saliency", "shapley", "counting_forward"]
+__all__ = ["saliency", "shapley", "shapley_cost", "counting_forward", "step_models"]
 
 #: forward passes per explained row, per method (both models), for the progress estimate
 _SALIENCY_PASSES = {"saliency": 2, "integrated_gradients": 2 * 50, "gradcam": 2, "lrp": 2,
@@ -38,7 +38,7 @@ def counting_forward(forward, total: int, tick):
     return counted
 
 
-def _models(study, before: int, after: int, call: str):
+def step_models(study, before: int, after: int, call: str):
     b = study.timeline.index(before, call, "before")
     a = study.timeline.index(after, call, "after")
     model_b = study.model if b == study.current else study.model_at(b)
@@ -54,7 +54,7 @@ def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency
 
     call = "Study.saliency"
     tick = make_progress(progress, call, f"saliency {method}", stop)
-    (b, model_b), (a, model_a) = _models(study, before, after, call)
+    (b, model_b), (a, model_a) = step_models(study, before, after, call)
     x, y = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
     if labels is not None:
         try:
@@ -128,7 +128,7 @@ def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto",
     # cheaper defaults for wide inputs: the cost grows with features x permutations x rows
     background_size = (25 if many else 50) if background_size is None else background_size
     permutations = (8 if many else 16) if permutations is None else permutations
-    (b, model_b), (a, model_a) = _models(study, before, after, call)
+    (b, model_b), (a, model_a) = step_models(study, before, after, call)
     x, _ = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
     bg, _ = pick_rows(study.data, background, background_size, "train", seed=study.seed,
                       call=call, param="background")
