@@ -8,6 +8,7 @@ bilinearly and replicated over three channels), trained briefly, then:
   path's batch-1 median and 95th-percentile latency; batch-64 throughput;
 * ``grid``: the trade-off sweep (k x keep x confidence, and the branch point) that picked the
   defaults, with a static channel-pruning row at the same mean MACs;
+* ``static``: static channel pruning at the default net's mean and longest-path MACs;
 * ``zoo``: the zoo's small digits models with the defaults (where overhead dominates).
 
 Run by hand: ``.venv/bin/python benchmarks/bench_dynamic.py [--only defaults,grid,zoo]``; raw
@@ -126,11 +127,11 @@ def bench_grid(model, data, scores, samples: int, repeats: int) -> dict:
     points = auto_branch_point(model, X[:1], 0.35)
     print("branch points by closeness to 35% of MACs:", points[:6], flush=True)
     frames = []
-    for at in ("stage1.0", "stage1.1"):
+    for at in ("stage1.0", "stage1"):
         t = time.perf_counter()
         frame = sweep(model, train_X=Xtr, train_y=ytr, X=X, y=y, per_class_scores=scores,
                       at=at, confidence=(0.8, 0.9, 0.95, 1.0), k=(2, 3),
-                      keep=(0.25, 0.5, 0.75), samples=samples, repeats=repeats)
+                      keep=(0.25, 0.5, 0.75), samples=samples, repeats=repeats, clock="cpu")
         print(f"at={at}: sweep {time.perf_counter() - t:.0f}s", flush=True)
         frames.append(frame if not frames else frame[frame["technique"] == "dynamic"])
     import pandas as pd
@@ -140,7 +141,7 @@ def bench_grid(model, data, scores, samples: int, repeats: int) -> dict:
     best = dyn[dyn["accuracy"] >= frame.iloc[0]["accuracy"] - 0.01]
     target = float(best["macs_mean"].min()) if len(best) else float(dyn["macs_mean"].median())
     static = static_at_macs(model, target, train=data["train"], val=data["val"],
-                            test=data["test"], samples=samples, repeats=repeats)
+                            test=data["test"], samples=samples, repeats=repeats, clock="cpu")
     frame = pd.concat([frame, pd.DataFrame([static]).drop(columns=["path_share"])],
                       ignore_index=True)
     cols = ["technique", "at", "k", "keep", "confidence", "accuracy", "macs_mean",
@@ -148,9 +149,30 @@ def bench_grid(model, data, scores, samples: int, repeats: int) -> dict:
             "amount"]
     print(frame[[c for c in cols if c in frame]].to_string(), flush=True)
     fig, _ = plot_sweep(frame[(frame["technique"] != "dynamic") | (frame["at"] == "stage1.0")])
+    fig.axes[0].set_title("BenchResNet on 3x32x32 digits, branch at stage1.0 (lines: confidence)")
     img = ROOT / "docs" / "img" / "dynamic_tradeoff.png"
     fig.savefig(img, dpi=110, bbox_inches="tight")
     return {"rows": frame.to_dict(orient="records"), "figure": str(img.relative_to(ROOT))}
+
+
+def bench_static(model, data, samples: int) -> dict:
+    """Static channel pruning (taylor) at the default dynamic net's mean and longest-path MACs,
+    without and with 3 epochs of retraining (the paths get 3 epochs of fine-tuning)."""
+    from xprune_nb.pruning.dynamic_sweep import static_at_macs
+
+    grid = json.loads((OUT / "dynamic_defaults.json").read_text())["defaults"]
+    dyn = grid["confidence=0.9, clock=cpu"]["dynamic"]
+    rows = []
+    for what in ("macs_mean", "macs_longest"):
+        for retrain in (0, 3):
+            row = static_at_macs(model, float(dyn[what]), train=data["train"], val=data["val"],
+                                 test=data["test"], samples=samples, repeats=3, clock="cpu",
+                                 retrain=retrain)
+            row["target"] = what
+            rows.append(row)
+            print(fmt(row, ("target", "retrain", "amount", "accuracy", "macs_mean",
+                            "latency_b1_p50_ms", "latency_b1_p95_ms")), flush=True)
+    return {"rows": rows}
 
 
 def bench_zoo(samples: int, repeats: int) -> dict:
@@ -188,7 +210,7 @@ def main() -> None:
     parts = set(args.only.split(","))
     results: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                                  "threads": torch.get_num_threads()}}
-    if parts & {"defaults", "grid"}:
+    if parts & {"defaults", "grid", "static"}:
         from xprune_nb.pruning.dynamic_sweep import per_class_scores
 
         data = upsampled_digits()
@@ -197,6 +219,8 @@ def main() -> None:
         if "defaults" in parts:
             results["defaults"] = bench_defaults(model, data, scores, args.samples,
                                                  args.repeats)
+        if "static" in parts:
+            results["static"] = bench_static(model, data, min(args.samples, 100))
         if "grid" in parts:
             results["grid"] = bench_grid(model, data, scores, min(args.samples, 60), 3)
     if "zoo" in parts:

@@ -287,3 +287,25 @@ def test_sweep_and_plot(digits):
     assert full["accuracy"] == frame.iloc[0]["accuracy"]
     fig, ax = plot_sweep(frame)
     assert ax.get_xlabel() == "macs mean" and len(ax.lines) == 2
+
+
+def test_cpu_clock_and_bad_clock(digits, resnet_net):
+    X, y = digits.test.X[:10], digits.test.y[:10]
+    m = dynamic_metrics(resnet_net, X, y, samples=4, repeats=1, clock="cpu")
+    assert m["latency_b1_mean_ms"] > 0
+    with pytest.raises(ConfigError, match=r"\(clock=\.\.\.\)"):
+        dynamic_metrics(resnet_net, X, y, samples=2, repeats=1, clock="gpu")
+
+
+@pytest.mark.slow
+def test_static_row_at_the_same_macs(digits):
+    from xprune_nb.pruning.dynamic_sweep import static_at_macs
+
+    model = zoo.load("digits_cnn")
+    dense = dense_metrics(model, digits.test.X[:50], digits.test.y[:50], latency=False)
+    train = (digits.train.X[:200], digits.train.y[:200])
+    test = (digits.test.X[:50], digits.test.y[:50])
+    row = static_at_macs(model, 0.5 * dense["macs_mean"], train=train, test=test, tries=4,
+                         latency=False)
+    assert row["technique"] == "static" and 0 < row["amount"] < 0.95
+    assert abs(row["macs_mean"] - 0.5 * dense["macs_mean"]) < 0.25 * dense["macs_mean"]

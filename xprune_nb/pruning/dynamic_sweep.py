@@ -60,13 +60,14 @@ def sweep(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Tensor,
           keep: Sequence[float] = (0.25, 0.5, 0.75), at: str | None = DEFAULTS["at"],
           epochs: int = DEFAULTS["epochs"], seed: int = 0,
           max_paths: int = DEFAULTS["max_paths"], forward: Callable | None = None,
-          latency: bool = True, samples: int = 50, repeats: int = 3):
+          latency: bool = True, samples: int = 50, repeats: int = 3, clock: str = "wall"):
     """Accuracy, mean and longest-path MACs, early exits and batch-1 latency over a grid.
 
     Returns a pandas DataFrame: one row per (k, keep, confidence) with ``technique`` =
     ``"dynamic"``, plus a ``"dense"`` reference row; columns ``k``, ``keep``, ``confidence``,
     ``accuracy``, ``macs_mean``, ``macs_longest``, ``exit_share``, ``paths`` and, with
-    ``latency=True``, ``latency_b1_mean_ms`` / ``_p50_ms`` / ``_p95_ms`` / ``_max_ms``.
+    ``latency=True``, ``latency_b1_mean_ms`` / ``_p50_ms`` / ``_p95_ms`` / ``_max_ms`` (on
+    ``clock``: ``"wall"`` or ``"cpu"``, as in ``dynamic_metrics``).
 
     Examples
     --------
@@ -79,8 +80,8 @@ def sweep(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Tensor,
     common = dict(train_X=train_X, train_y=train_y, per_class_scores=per_class_scores,
                   forward=forward, epochs=epochs, seed=seed, max_paths=max_paths,
                   call="sweep")
-    dense = dense_metrics(model, X, y, forward, latency=latency, samples=samples,
-                          repeats=repeats)
+    timing = dict(latency=latency, samples=samples, repeats=repeats, clock=clock)
+    dense = dense_metrics(model, X, y, forward, **timing)
     rows = [{"technique": "dense", **dense}]
     branch_state = None
     for kk in k:
@@ -91,8 +92,7 @@ def sweep(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Tensor,
                 branch_state, at = net.branch.state_dict(), net.plan["at"]
             for c in confidence:
                 net.confidence = float(c)
-                m = dynamic_metrics(net, X, y, forward, latency=latency, samples=samples,
-                                    repeats=repeats)
+                m = dynamic_metrics(net, X, y, forward, **timing)
                 rows.append({"technique": "dynamic", "at": at, "k": kk, "keep": kp,
                              "confidence": float(c), **m})
     return pd.DataFrame(rows).drop(columns=["path_share"])
@@ -111,7 +111,7 @@ def plot_sweep(frame, *, x: str = "macs_mean", y: str = "accuracy", ax=None):
     else:
         fig = ax.figure
     dyn = frame[frame["technique"] == "dynamic"]
-    markers = "osD^v<>p"
+    markers = "o^Dv<>ph"  # squares mark the static rows
     cmap = plt.get_cmap("viridis")
     keeps = sorted(dyn["keep"].unique()) if len(dyn) else []
     for i, (kk, part) in enumerate(dyn.groupby("k")):
@@ -119,7 +119,8 @@ def plot_sweep(frame, *, x: str = "macs_mean", y: str = "accuracy", ax=None):
             sel = part[part["keep"] == kp].sort_values("confidence")
             if len(sel):
                 ax.plot(sel[x], sel[y], marker=markers[i % len(markers)], ls="-", alpha=0.8,
-                        color=cmap(j / max(len(keeps) - 1, 1)), label=f"k={kk}, keep={kp}")
+                        color=cmap(j / max(len(keeps) - 1, 1)),
+                        label=f"k={int(kk)}, keep={kp:g}")
     dense = frame[frame["technique"] == "dense"]
     if len(dense):
         ax.scatter(dense[x], dense[y], marker="*", s=160, color="black", label="dense",
@@ -137,7 +138,8 @@ def plot_sweep(frame, *, x: str = "macs_mean", y: str = "accuracy", ax=None):
 
 def static_at_macs(model: nn.Module, target_macs: float, *, train, test, val=None,
                    criterion: str = "taylor", seed: int = 0, tries: int = 8,
-                   samples: int = 100, repeats: int = 3, latency: bool = True) -> dict:
+                   samples: int = 100, repeats: int = 3, latency: bool = True,
+                   clock: str = "wall", retrain: int = 0) -> dict:
     """Static channel pruning with (about) ``target_macs`` MACs, for a comparison row.
 
     Bisects the pruning amount of ``xp.Study(model, train=, val=, test=).score(criterion);
@@ -163,6 +165,9 @@ def static_at_macs(model: nn.Module, target_macs: float, *, train, test, val=Non
             break
         lo, hi = (amount, hi) if macs > target_macs else (lo, amount)
     study.prune(best[0])
+    if retrain:
+        study.retrain(epochs=retrain)
     m = dense_metrics(study.model, test[0], test[1], study.forward, latency=latency,
-                      samples=samples, repeats=repeats)
-    return {"technique": "static", "amount": best[0], "criterion": criterion, **m}
+                      samples=samples, repeats=repeats, clock=clock)
+    return {"technique": "static", "amount": best[0], "criterion": criterion,
+            "retrain": retrain, **m}
