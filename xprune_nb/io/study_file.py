@@ -168,17 +168,9 @@ def study_payload(study) -> dict:
     }
 
 
-def _path(path, call: str) -> Path:
-    import os
-
-    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
-        raise ConfigError.bad_value(call, "path", "a file path (str or pathlib.Path)", path)
-    return Path(path)
-
-
 def save_study(study, path) -> Path:
     """Write ``study`` to ``path`` (atomically); returns the path."""
-    path = _path(path, "Study.save")
+    path = as_path(path, call="Study.save")
     return write_study_file(path, study_payload(study), call="Study.save")
 
 
@@ -206,7 +198,6 @@ def load_study(cls, path, *, model=None, data=None, trust_source: bool = False,
     """Read ``path`` (:func:`read_study_file`), rebuild the architecture
     (:func:`build_architecture`) and make the ``cls`` study it holds."""
     call = "Study.load"
-    path = _path(path, call)
     if not isinstance(trust_source, bool):
         raise ConfigError.bad_value(call, "trust_source", "True or False", trust_source)
     if model is not None and not isinstance(model, nn.Module):
