@@ -136,6 +136,7 @@ except StudyFileError as exc:
 """
 
 
+@pytest.mark.slow  # a child process importing torch
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file-size limit")
 def test_a_real_file_size_limit_keeps_the_old_file(tmp_path):
     path = tmp_path / "s.xprune"

@@ -240,6 +240,7 @@ except StudyFileError as exc:
 """
 
 
+@pytest.mark.slow  # child processes importing torch
 def test_os_abort_in_a_study_file_never_runs(study_file, tmp_path):
     """A file naming ``os.abort``: with or without trust, and through ``xprune-nb export``, the
     process must survive (a call would kill it with SIGABRT)."""
@@ -352,6 +353,7 @@ def test_recipe_of_package_classes_and_given_models_need_no_trust(user):
     assert user.untouched and study.current == 1
 
 
+@pytest.mark.slow  # child processes importing torch
 def test_cli_run_refuses_factories_without_trust(user, tmp_path):
     recipe = xp.Recipe.from_dict(_recipe(model={"factory": f"{user.name}:make_net"}))
     path = recipe.save(tmp_path / "r.yaml")
