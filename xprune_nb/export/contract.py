@@ -169,7 +169,7 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
                         saliency_spearman_min: float | None = None,
                         saliency_topk_iou_min: float | None = None,
                         max_class_drop: float | None = None, top_k: float = 0.1,
-                        check: bool = True) -> Path:
+                        check: bool = True, trust_source: bool = False) -> Path:
     """Write a pytest file that fails when the model at ``model_path`` leaves agreed bounds.
 
     Parameters
@@ -195,6 +195,9 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
         maps and the reference's (checkpoints only: ONNX runtimes have no gradients).
     max_class_drop : float, optional
         Largest drop of any class's probe accuracy below the reference's.
+    trust_source : bool
+        The checkpoint is of your own importable class: let the test import it (see
+        ``load_pruned``); not needed for zoo models and ONNX files.
     check : bool
         Measure the model now and refuse (removing the files) when it already breaks a bound.
         With ``check=False``, ``model_path`` may be a file that does not exist yet (e.g. the
@@ -266,7 +269,7 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
         model_ref = str(model_path.resolve())
     contract = {"format": FORMAT, "version": VERSION, "model": Path(model_ref).as_posix(),
                 "probe": probe_path.name, "bounds": bounds, "top_k": float(top_k),
-                "reference": ref}
+                "reference": ref, "trust_source": bool(trust_source)}
     text = _render(path, json_path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(probe, probe_path)
@@ -306,8 +309,9 @@ def _render(path: Path, json_name: str) -> str:
     return text
 
 
-def _load_model(path: Path):
-    """A callable ``x -> logits`` and the torch model (None for ONNX)."""
+def _load_model(path: Path, trust_source: bool = False):
+    """A callable ``x -> logits`` and the torch model (None for ONNX). ``trust_source`` lets
+    a checkpoint of your own class import it (the contract's author opted in)."""
     if path.suffix == ".onnx":
         from .onnx import onnx_session, run_onnx
 
@@ -315,7 +319,7 @@ def _load_model(path: Path):
         return (lambda x: run_onnx(session, x)), None
     from .. import load_pruned  # public name: the checkpoint module may move
 
-    model = load_pruned(path).eval()
+    model = load_pruned(path, trust_source=trust_source).eval()
 
     def run(x):
         with torch.no_grad():
@@ -344,7 +348,7 @@ def measure_contract(contract_path: str | Path) -> dict:
     here = contract_path.resolve().parent
     probe = torch.load(here / contract["probe"], map_location="cpu", weights_only=True)
     x, y = probe["x"], probe["y"]
-    run, model = _load_model(here / contract["model"])
+    run, model = _load_model(here / contract["model"], contract.get("trust_source") is True)
     logits = run(x)
     pred = logits.argmax(1)
     k = int(max(int(y.max()) + 1, logits.shape[1]))

@@ -64,11 +64,15 @@ def summary_metrics(study) -> dict:
 
 
 def write_outputs(study, out: str | Path, *, model: dict | None = None,
-                  data: dict | None = None) -> dict:
+                  data: dict | None = None, deploy: bool = False, contract: bool = False) -> dict:
     """Write ``model.pt``, ``recipe.yaml`` (and its weights/data files) and ``metrics.json``
     into ``out``; return the metrics.
 
-    ``model`` / ``data`` are the recipe's source overrides (see :meth:`Study.recipe`).
+    ``model`` / ``data`` are the recipe's source overrides (see :meth:`Study.recipe`). With
+    ``deploy``: ``model.onnx`` (BatchNorm folded, masks baked in, checked with onnxruntime) and,
+    when weights are masked, ``model.xpz`` (compressed storage; sizes in the metrics). With
+    ``contract``: ``test_model_contract.py``, a pytest file that fails when the model's accuracy
+    or explanation drift on the study's probe leaves the bounds measured now (minus 0.05).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,5 +80,35 @@ def write_outputs(study, out: str | Path, *, model: dict | None = None,
     study.save_pruned(out / "model.pt", kwargs=kwargs)
     study.recipe(model=model, data=data).save(out / "recipe.yaml")
     metrics = summary_metrics(study)
+    if deploy:
+        metrics.update(_deploy(study, out))
+    if contract:
+        from .contract import bounds_from_drift, write_contract_test
+
+        bounds = bounds_from_drift(study.step.drift, reference_drift=study.history[0].drift)
+        accuracy_min = bounds.pop("accuracy_min", 0.0)
+        write_contract_test(out / "test_model_contract.py", model_path=out / "model.pt",
+                            probe_x=study.probe_x, probe_y=study.probe_y,
+                            accuracy_min=accuracy_min, reference=study.original,
+                            forward=study.forward,
+                            # your own exported model: the test may import its class
+                            trust_source=study.model_source.get("kind") != "zoo", **bounds)
+        metrics["contract"] = "test_model_contract.py"
     write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n", call="write_outputs")
     return metrics
+
+
+def _deploy(study, out: Path) -> dict:
+    """ONNX (folded BatchNorm) and, for masked models, compressed storage; what was written."""
+    info = {}
+    try:
+        study.export_onnx(out / "model.onnx")
+        info["onnx"] = "model.onnx"
+    except Exception as exc:  # noqa: BLE001 - e.g. a dynamic model: say why there is none
+        info["onnx"] = f"n/a: {' '.join(str(exc).split())[:200]}"
+    if study.step.masked:
+        from .compressed import save_compressed
+
+        size = save_compressed(study.model, out / "model.xpz")
+        info.update(compressed_bytes=size.bytes, dense_bytes=size.dense_bytes)
+    return info

@@ -236,8 +236,11 @@ def _steps_code(ops: list[Op]) -> list[str]:
     return lines
 
 
-def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -> str:
-    """The text of the script for ``recipe`` (``name`` is the script's file name)."""
+def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
+                  deploy: bool = False, contract: bool = False) -> str:
+    """The text of the script for ``recipe`` (``name`` is the script's file name); with
+    ``deploy`` it also writes ``model.onnx`` (BatchNorm folded) and, for masked models, a
+    compressed ``model.xpz``; with ``contract`` a pytest file guarding accuracy and drift."""
     from .. import __version__
 
     stem = Path(name).stem
@@ -317,6 +320,10 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -
                                      else "{'kwargs': MODEL['kwargs']}"))
     if data_override is not None:
         overrides.append("data=DATA")
+    if deploy:
+        overrides.append("deploy=True")
+    if contract:
+        overrides.append("contract=True")
     lines += [
         "", "", "def main(argv=None):",
         "    parser = argparse.ArgumentParser(description=__doc__)",
@@ -348,13 +355,14 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None) -
     return text
 
 
-def write_script(recipe: Recipe, path: str | Path, *, study=None) -> Path:
+def write_script(recipe: Recipe, path: str | Path, *, study=None, deploy: bool = False,
+                 contract: bool = False) -> Path:
     """Write the script for ``recipe`` to ``path`` (plus ``<name>.weights.pt`` /
     ``<name>.data.pt`` next to it when the recipe holds weights or data in memory)."""
     path = as_path(path, call=_CALL)
     if path.suffix != ".py":
         raise ConfigError.bad_value(_CALL, "path", "a file name ending in .py", str(path))
-    text = render_script(recipe, path.name, study=study)
+    text = render_script(recipe, path.name, study=study, deploy=deploy, contract=contract)
     check_target(path, call=_CALL)  # a folder or a device: refused before any side file
     stem = path.stem
     # every file is replaced atomically: a failure leaves the previous one intact

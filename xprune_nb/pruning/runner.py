@@ -46,9 +46,11 @@ def prune_round(study, scores: Scores, fraction: float, cfg: PruneConfig, *, rou
     if kind.structural and _wants_recalibration(cfg, model):
         from .recalibrate import recalibrate_batchnorm
 
-        recalibrate_batchnorm(model, study.data.train.X, forward=study.forward,
-                              seed=study.seed)
-        step.config["recalibrated"] = True
+        report = recalibrate_batchnorm(model, study.data.train.X, forward=study.forward,
+                                       seed=study.seed)
+        # the settings, so a replay under other defaults recalibrates the same way
+        step.config["recalibration"] = {k: v for k, v in report.as_dict().items()
+                                        if k != "seconds"}
     measure_step(study, step, model, seconds=time.perf_counter() - start)
     timeline.commit(step, model)
     return step

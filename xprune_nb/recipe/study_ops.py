@@ -75,8 +75,8 @@ def save_study_model(study, path, *, step: int | None = None, kwargs: dict | Non
                        metrics=s.metrics, input_dtype=study.data.train.X.dtype)
 
 
-def export_study_script(study, path, *, model: dict | None = None, data: dict | None = None
-                        ) -> Path:
+def export_study_script(study, path, *, model: dict | None = None, data: dict | None = None,
+                        deploy: bool = False, contract: bool = False) -> Path:
     """Write a standalone Python script that reproduces the current model.
 
     The script rebuilds the original model, loads its weights, runs the recorded steps,
@@ -84,7 +84,11 @@ def export_study_script(study, path, *, model: dict | None = None, data: dict | 
     ``python SCRIPT --out DIR [--epochs N] [--device cpu|cuda]`` or ``torchrun
     --nproc_per_node=2 SCRIPT --out DIR``. Weights and data that are not bundled are written
     next to it (``<name>.weights.pt``, ``<name>.data.pt``). No user string is pasted as code.
-    ``model`` and ``data`` are as in :meth:`Study.recipe`.
+    ``model`` and ``data`` are as in :meth:`Study.recipe`. ``deploy=True`` also writes
+    ``model.onnx`` (BatchNorm folded; the ``deploy`` extra) and, for masked models, a
+    compressed ``model.xpz``; ``contract=True`` writes ``test_model_contract.py``, a pytest file
+    for your CI that fails when the exported model's accuracy or explanation drift on the
+    study's probe leaves the bounds measured now.
 
     Examples
     --------
@@ -97,4 +101,5 @@ def export_study_script(study, path, *, model: dict | None = None, data: dict | 
     from ..export.script import write_script
     from .from_study import study_recipe
 
-    return write_script(study_recipe(study, model=model, data=data), path, study=study)
+    return write_script(study_recipe(study, model=model, data=data), path, study=study,
+                        deploy=deploy, contract=contract)
