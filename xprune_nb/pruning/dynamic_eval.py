@@ -31,6 +31,12 @@ __all__ = ["path_macs", "dynamic_metrics", "dense_metrics", "compare_dense", "pa
            "path_channels"]
 
 
+def _params(model: nn.Module) -> int:
+    """Parameters stored (a dynamic net stores every sliced path, so it can hold more than the
+    dense model it came from)."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def _macs(fn: Callable[[], object]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -142,7 +148,8 @@ def dynamic_metrics(net: DynamicNet, X: torch.Tensor, y: torch.Tensor,
     -------
     dict
         ``accuracy``, ``macs_mean``, ``macs_longest``, ``macs_trunk``, ``exit_share``,
-        ``path_share`` (share of examples per path), ``paths``, and when measured
+        ``path_share`` (share of examples per path), ``paths``, ``params`` (stored: trunk,
+        branch and every path), and when measured
         ``latency_b1_mean_ms``, ``latency_b1_p50_ms``, ``latency_b1_p95_ms``,
         ``latency_b1_max_ms``.
 
@@ -160,7 +167,7 @@ def dynamic_metrics(net: DynamicNet, X: torch.Tensor, y: torch.Tensor,
     out = {"accuracy": float((preds == y).float().mean()), "macs_mean": mean,
            "macs_longest": macs["trunk"] + int(per_path.max()), "macs_trunk": macs["trunk"],
            "exit_share": float(exited.float().mean()), "path_share": share,
-           "paths": net.num_paths}
+           "paths": net.num_paths, "params": _params(net)}
     if latency:
         with eval_mode(net):
             out.update(_summary(_latencies([lambda x: forward(net, x)], X, samples,
@@ -178,7 +185,7 @@ def dense_metrics(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
                                for i in range(0, len(X), 256)]).eq(y).float().mean())
         macs = _macs(lambda: forward(model, X[:1]))
     out = {"accuracy": acc, "macs_mean": float(macs), "macs_longest": macs, "macs_trunk": 0,
-           "exit_share": 0.0, "path_share": [1.0], "paths": 1}
+           "exit_share": 0.0, "path_share": [1.0], "paths": 1, "params": _params(model)}
     if latency:
         with eval_mode(model):
             out.update(_summary(_latencies([lambda x: forward(model, x)], X, samples,

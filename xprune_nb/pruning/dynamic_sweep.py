@@ -166,7 +166,7 @@ def static_at_macs(model: nn.Module, target_macs: float, *, train, test, val=Non
         lo, hi = (amount, hi) if macs > target_macs else (lo, amount)
     study.prune(best[0])
     if retrain:
-        study.retrain(epochs=retrain)
+        study.retrain(epochs=retrain, progress=False)
     m = dense_metrics(study.model, test[0], test[1], study.forward, latency=latency,
                       samples=samples, repeats=repeats, clock=clock)
     return {"technique": "static", "amount": best[0], "criterion": criterion,
