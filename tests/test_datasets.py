@@ -22,6 +22,7 @@ EXPECTED = {
     "moons": ("toy", (2,), 2, 200),
     "circles": ("toy", (2,), 2, 200),
     "spiral": ("toy", (2,), 3, 300),
+    "digits_boxes": ("image", (1, 24, 24), 10, 2000),
 }
 
 

@@ -124,7 +124,7 @@ def test_compare_same_targets_for_both_models_and_models_unchanged(method):
                                 "deletion_auc_before"} <= set(frame)
     assert "agreement" in comp._repr_html_()
     fig = comp.plot(max_inputs=2)
-    assert len(fig.axes) == 8
+    assert len(fig.axes) == 8 + 2 * 2   # 4 panels per input, and 2 colour bars each
 
 
 def test_labels_are_the_targets_and_identical_models_do_not_drift():

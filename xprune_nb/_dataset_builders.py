@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from xprune_nb import _ground_truth
+
 __all__ = ["REGISTRY", "Spec", "Option"]
 
 
@@ -192,6 +194,12 @@ REGISTRY: dict[str, _Spec] = {
             "factor": _Option(0.5, "a fraction in (0, 1)", _fraction),
         },
         _build_circles,
+    ),
+    "digits_boxes": _Spec(
+        "image",
+        _ground_truth.DESCRIPTION,
+        {**_SPLIT_OPTIONS, **{k: _Option(*v) for k, v in _ground_truth.OPTIONS.items()}},
+        _ground_truth.build_digits_boxes,
     ),
     "spiral": _Spec(
         "toy",

@@ -282,7 +282,7 @@ def available() -> list[str]:
     Examples
     --------
     >>> available()
-    ['breast_cancer', 'circles', 'digits', 'moons', 'spiral', 'wine']
+    ['breast_cancer', 'circles', 'digits', 'digits_boxes', 'moons', 'spiral', 'wine']
     """
     return sorted(_REGISTRY)
 

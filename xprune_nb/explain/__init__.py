@@ -27,6 +27,25 @@ from .saliency import METHODS, SaliencyComparison, attribute, compare_saliency, 
 from .shapley import EXPLAINERS, OUTPUTS, ShapleyComparison, compare_shapley, shapley_values
 from .why import WhyReport, why_removed, why_unit
 
+# transformers, tokens, grounding and forgotten examples load their dependencies on first use
+_LAZY = {
+    "compare_attention": "attention_compare", "attention_maps": "attention_compare",
+    "AttentionComparison": "attention_compare", "TokenComparison": "token_compare",
+    "compare_token_saliency": "token_compare", "compare_token_shapley": "token_compare",
+    "relevance_mass_in_box": "grounding", "pointing_game": "grounding",
+    "compare_grounding": "grounding", "forgotten": "forgotten",
+    "ForgottenReport": "forgotten", "GLOSSARY": "glossary",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "METHODS",
     "EXPLAINERS",
@@ -48,4 +67,5 @@ __all__ = [
     "prediction_agreement",
     "deletion_insertion_auc",
     "feature_map",
+    *_LAZY,
 ]
