@@ -201,7 +201,7 @@ def test_unknown_dataset_lists_valid_names():
     with pytest.raises(
         ConfigError,
         match=r"datasets.load\(name=...\): unknown name 'mnist'; "
-        r"valid names are 'breast_cancer', 'circles', 'digits', 'moons', "
+        r"valid names are 'breast_cancer', 'circles', 'digits', 'digits_boxes', 'moons', "
         r"'spiral', 'wine'\.",
     ):
         datasets.load("mnist")
