@@ -130,20 +130,8 @@ def _demo(args) -> int:
     print(f"{PROG} demo: digits_cnn on digits, {args.criterion} scores, prune "
           f"{args.amount:.0%}, retrain {args.epochs} epochs", flush=True)
     study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"), seed=0)
-    bars = []
-
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            from tqdm.auto import tqdm
-
-            bars.append(tqdm(total=total, desc="score", leave=False))
-        bars[0].update(done - bars[0].n)
-
-    try:
-        study.score(args.criterion, samples=args.samples, progress=progress)
-    finally:
-        for bar in bars:
-            bar.close()
+    # the one progress protocol: progress=True shows the same bar as in a notebook
+    study.score(args.criterion, samples=args.samples, progress=True)
     study.prune(args.amount)
     study.retrain(epochs=args.epochs)
     _write_all(study, args.out, "prune_digits.py")
