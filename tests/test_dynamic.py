@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import TinyResidual, state_equal
+from conftest import TinyConcat, TinyResidual, state_equal
 from torch import nn
 
 from xprune_nb import zoo
@@ -47,13 +47,13 @@ def build(model, data, **kw):
 
 
 CASES = [("digits_cnn", "pool1"), ("digits_resnet", "layer1"),
-         ("digits_resnet", "layer2.conv1"), ("tiny_residual", "act")]
+         ("digits_resnet", "layer2.conv1"), ("tiny_residual", "act"), ("digits_concat", "stem")]
 
 
 def make_model(name: str) -> nn.Module:
-    if name == "tiny_residual":
+    if name.startswith("tiny"):
         torch.manual_seed(0)
-        return TinyResidual().eval()
+        return (TinyResidual if name == "tiny_residual" else TinyConcat)().eval()
     return zoo.load(name)
 
 
@@ -309,3 +309,30 @@ def test_static_row_at_the_same_macs(digits):
                          latency=False)
     assert row["technique"] == "static" and 0 < row["amount"] < 0.95
     assert abs(row["macs_mean"] - 0.5 * dense["macs_mean"]) < 0.25 * dense["macs_mean"]
+
+
+def test_concatenation_and_depthwise_tails_slice_and_run(digits):
+    # after TinyConcat's concatenation come a depthwise conv (tied to the trunk's channels)
+    # and a grouped conv that cannot lose one channel: nothing to slice, a clear error
+    with pytest.raises(ConfigError, match=r"\(at=\.\.\.\).*channels to slice"):
+        build(make_model("tiny_concat"), digits, at="act")
+    net = build(make_model("digits_concat"), digits, at="stem", finetune=1)
+    assert net.plan["sizes"]  # something after the branch point was sliced
+    X = digits.test.X[:40]
+    with torch.no_grad():
+        batch = net(X)
+        single = torch.cat([net(X[i:i + 1]) for i in range(len(X))])
+    assert batch.shape == (40, 10) and torch.allclose(batch, single, atol=1e-5)
+
+
+def test_copies_and_weights_only_state_dicts(digits, resnet_net, tmp_path):
+    twin = copy.deepcopy(resnet_net)
+    X = digits.test.X[:20]
+    with torch.no_grad():
+        assert torch.equal(twin(X), resnet_net(X))
+    torch.save(resnet_net.state_dict(), tmp_path / "net.pt")
+    state = torch.load(tmp_path / "net.pt", weights_only=True)
+    fresh = rebuild_dynamic(zoo.load("digits_resnet"), dynamic_plan(resnet_net), X[:1],
+                            state_dict=state)
+    with torch.no_grad():
+        assert torch.equal(fresh(X), resnet_net(X))

@@ -167,6 +167,8 @@ def run_tail(tail: nn.Module, values: Sequence[torch.Tensor]) -> torch.Tensor:
 def _tail_graph(tail: nn.Module, values: tuple[torch.Tensor, ...]):
     import torch_pruning as tp
 
+    # detached: torch-pruning follows autograd history, which must stop at the cut
+    values = tuple(v.detach() for v in values)
     with eval_mode(tail):
         return tp.DependencyGraph().build_dependency(
             tail, example_inputs=values, forward_fn=lambda m, xs: m(*xs),
