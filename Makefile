@@ -3,6 +3,7 @@
 #   make demo   headless run of the quick-start notebook and the CLI demo, outputs in build/
 #   make test   install with dev extras, run ruff and the whole test suite (notebooks included)
 #   make bench  run the benchmarks by hand (results go to docs/benchmarks.md)
+#   make docs   build the documentation site strictly (a warning fails) into site/
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # torch==2.13.0 in the constraints is the CPU build; a looser pin would pull CUDA (GBs)
 PIN    := -c constraints.txt
 
-.PHONY: lab demo test lint bench install install-dev clean
+.PHONY: lab demo test lint bench docs install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,10 @@ test: install-dev
 
 bench: install-dev
 	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py
+
+# notebooks are shown as saved (CI runs them in `make test`); any warning fails the build
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

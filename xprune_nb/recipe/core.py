@@ -114,6 +114,8 @@ class Recipe:
     steps : list of StepConfig
     seed : int
 
+    Notes
+    -----
     ``model_state`` / ``data_splits`` hold weights and data in memory (from
     :meth:`Study.recipe`) until :meth:`save` writes them next to the recipe file.
 
