@@ -45,10 +45,23 @@ def test_columns_and_rows(frame):
 
 def test_unavailable_technique_is_a_row_with_a_note(frame):
     row = frame.set_index("technique").loc["dynamic"]
-    if hasattr(xp.Study, "dynamic"):
-        pytest.skip("Study.dynamic exists in this build")
-    assert row["note"].startswith("n/a:") and "dynamic" in row["note"]
-    assert math.isnan(row["accuracy"]) and math.isnan(row["macs"])
+    if math.isnan(row["accuracy"]):       # not in this build, or refused for this model
+        assert row["note"].startswith("n/a:")
+        assert math.isnan(row["macs"]) and math.isnan(row["seconds"])
+    else:                                 # measured: no single ONNX graph, and it says so
+        assert hasattr(xp.Study, "dynamic")
+        assert "onnx n/a" in row["note"] and math.isnan(row["onnx_b1_ms"])
+
+
+def test_blocks_row_says_why_a_mlp_has_none(frame_blocks):
+    row = frame_blocks.set_index("technique").loc["blocks"]
+    assert math.isnan(row["accuracy"]) and row["note"].startswith("n/a:")
+
+
+@pytest.fixture(scope="module")
+def frame_blocks(moons):
+    return compare_techniques(xp.zoo.load("toy_mlp"), moons, techniques=["blocks"],
+                              retrain_epochs=0, onnx=False, shapley_rows=0)
 
 
 def test_table_text_and_pareto_plot(frame):

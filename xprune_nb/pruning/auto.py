@@ -334,14 +334,18 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
 
 
 def _at_least_one_unit(amounts: dict[str, float], kind, model, units, scores) -> dict:
-    """An allocation whose amounts all round to zero units (a small last step on small
-    groups) would be refused by the prune; take one unit from the group asked most of."""
+    """The allocation as prune amounts. ``Study.prune`` turns each amount into a per-round
+    fraction (``1 - (1 - a)``), which can fall a hair below an exact half unit that the
+    sensitivity analysis rounded up: a tiny margin keeps both selections the same. An
+    allocation whose amounts all round to zero units (a small last step on small groups)
+    would be refused by the prune; it takes one unit from the group asked most of."""
     from .selection import _count
 
+    amounts = {g: min(a + 1e-9, 0.9) for g, a in amounts.items()}
     alive = kind.alive(model, units)
     sizes = {g: int(alive[g].sum()) if alive and g in alive else int(scores.values[g].numel())
              for g in amounts}
-    if not amounts or any(_count(a, sizes[g]) for g, a in amounts.items()):
+    if not amounts or any(_count(1 - (1 - a), sizes[g]) for g, a in amounts.items()):
         return amounts
     group = max(amounts, key=lambda g: amounts[g] * sizes[g])
     return {**amounts, group: min(1.0 / sizes[group] + 1e-9, 0.9)}
