@@ -11,8 +11,8 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["defaults_of", "parse_classes", "parse_layer_amounts", "frame_html", "note_html",
-           "esc"]
+__all__ = ["defaults_of", "parse_classes", "parse_layer_amounts", "parse_number",
+           "parse_numbers", "frame_html", "note_html", "esc"]
 
 
 def defaults_of(func: Callable) -> dict[str, Any]:
@@ -85,6 +85,51 @@ def parse_layer_amounts(text: str, call: str = "Panel.prune") -> dict[str, float
             raise ConfigError.bad_value(call, "layer overrides",
                                         "entries like 'conv1=0.5, fc1=0.2'", text) from None
     return out
+
+
+def parse_number(text: str, call: str, param: str, *, integer: bool = False
+                 ) -> float | int | None:
+    """A number typed in a text box; empty means ``None`` (the core's "not set").
+
+    Only the syntax is checked here; the core checks the range, so the panel shows the same
+    messages as a script would get.
+
+    Examples
+    --------
+    >>> parse_number(" 0.02 ", "Panel.auto_prune", "max_accuracy_drop")
+    0.02
+    >>> parse_number("", "Panel.auto_prune", "max_drift") is None
+    True
+    >>> parse_number("64", "Panel.dynamic", "samples", integer=True)
+    64
+    """
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text) if integer else float(text)
+    except ValueError:
+        what = "an integer" if integer else "a number"
+        raise ConfigError.bad_value(call, param, f"{what}, or empty for none", text) from None
+
+
+def parse_numbers(text: str, call: str, param: str, *, integer: bool = False) -> list:
+    """Numbers separated by commas or spaces, e.g. ``"0.25, 0.5"``, sorted and unique.
+
+    Examples
+    --------
+    >>> parse_numbers("0.5, 0.25 0.5", "Panel.sensitivity", "amounts")
+    [0.25, 0.5]
+    >>> parse_numbers("3,1", "Panel.dynamic_sweep", "k", integer=True)
+    [1, 3]
+    """
+    tokens = [t for t in re.split(r"[,;\s]+", text.strip()) if t]
+    values = [parse_number(t, call, param, integer=integer) for t in tokens]
+    if not values:
+        what = "integers" if integer else "numbers"
+        raise ConfigError.bad_value(call, param, f"one or more {what} separated by commas",
+                                    text)
+    return sorted(set(values))
 
 
 def esc(value: Any) -> str:

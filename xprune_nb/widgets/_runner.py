@@ -90,7 +90,8 @@ class Runner:
     def run(self, action: str, label: str, work: Callable[[Task], Any],
             done: Callable[[Any], str], *, block: bool = True,
             after: Callable[[], None] | None = None) -> Any:
-        """Run ``work(task)``, then ``done(result)`` (returns the status text), then ``after()``.
+        """Run ``work(task)``, then ``done(result)`` (returns the status text, or a pair
+        ``(level, text)`` when the outcome deserves a warning), then ``after()``.
 
         With ``block=False`` the work runs in a worker thread and ``None`` is returned at once;
         :meth:`wait` joins it. While a task runs, any other request is refused with a message.
@@ -118,6 +119,8 @@ class Runner:
         try:
             result = work(task)
             text = done(result)
+            if isinstance(text, tuple):     # (level, text): e.g. a budget that was not met
+                level, text = text
             self.last_error = None
         except StoppedError as exc:
             self.last_error = exc

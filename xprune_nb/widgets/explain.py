@@ -19,7 +19,7 @@ from ._plots import plot_to_png
 
 __all__ = ["ExplainView", "call_supported"]
 
-_KINDS = ("saliency", "shapley", "why", "drift")
+_KINDS = ("saliency", "shapley", "why", "drift", "attention", "forgotten")
 _INPUT_MODES = [("first n test examples", "first"),
                 ("misclassified after pruning", "misclassified"),
                 ("these test indices", "indices")]
@@ -76,6 +76,19 @@ class ExplainView:
         self.drift_button = W.Button(description="Drift", icon="line-chart",
                                      tooltip="Accuracy and saliency similarity along the history")
         self.drift_button.add_class("xprune-drift")
+        self.attention_button = W.Button(description="Attention maps", icon="th",
+                                         tooltip="Attention per head and layer, and rollout, "
+                                                 "before vs after")
+        self.attention_button.add_class("xprune-attention")
+        self.forgotten_button = W.Button(description="What was forgotten", icon="user-times",
+                                         tooltip="Test examples whose prediction changed, per-"
+                                                 "class accuracy change, their saliency")
+        self.forgotten_button.add_class("xprune-forgotten")
+        # attention only for a model whose attention probabilities can be read
+        self.attention_row = W.HBox([self.attention_button,
+                                     W.HTML(note_html("attention maps and rollout of both "
+                                                      "steps on the probe inputs"))],
+                                    layout=W.Layout(display="none"))
         self.html = {k: W.HTML() for k in _KINDS}
         # one row per probe input can make tall figures: keep them within a screen
         self.plots = {k: W.Image(format="png", layout=W.Layout(
@@ -84,16 +97,24 @@ class ExplainView:
         help_text = note_html(
             "How did pruning change what the model looks at? Compare two steps on probe inputs "
             "from the test split: saliency maps and Shapley values, with drift numbers "
-            "(rank correlation, top-k overlap, prediction agreement). <i>Why removed</i> "
-            "explains the last prune step.")
+            "(rank correlation, top-k overlap, prediction agreement); token models show "
+            "highlighted text. <i>Why removed</i> explains the last prune or dynamic step; "
+            "<i>What was forgotten</i> lists the test examples whose prediction changed.")
         self.widget = W.VBox([
             W.HTML(help_text),
             W.HBox([self.before, self.after]),
             W.HBox([self.inputs, self.n, self.indices]),
             W.HBox([self.method, self.saliency_button]),
             W.HBox([self.explainer, self.shapley_button, self.why_button, self.drift_button]),
+            self.attention_row,
+            W.HBox([self.forgotten_button]),
             *[w for k in _KINDS for w in (self.html[k], self.plots[k])],
         ])
+
+    def set_model(self, study) -> None:
+        """Offer what the model supports: attention maps only when it has readable attention."""
+        self.has_attention = _has_attention(study.original)
+        self.attention_row.layout.display = None if self.has_attention else "none"
 
     def refresh(self, study) -> None:
         options = [(f"{s.index}: {s.label}", s.index) for s in study.history]
@@ -126,6 +147,16 @@ class ExplainView:
                 "explainer": self.explainer.value, "inputs": self._inputs(study),
                 "n": int(self.n.value)}
 
+    def attention_config(self, study) -> dict[str, Any]:
+        """Keyword arguments of ``Study.attention_maps``."""
+        return {"before": self.before.value, "after": self.after.value,
+                "inputs": self._inputs(study), "n": int(self.n.value)}
+
+    def forgotten_config(self, study) -> dict[str, Any]:
+        """Keyword arguments of ``Study.forgotten`` (saliency of up to *n* changed examples)."""
+        return {"before": self.before.value, "after": self.after.value,
+                "n_examples": int(self.n.value), "method": self.method.value}
+
     def why_config(self, study) -> dict[str, Any]:
         """Keyword arguments of ``Study.why``: the prune step behind *after*."""
         return {"step": latest_prune(study, self.after.value, "Panel.why")}
@@ -142,10 +173,56 @@ class ExplainView:
                 head += ": " + ", ".join(_number_html(k, v) for k, v in numbers.items())
         if kind in ("why", "drift") and hasattr(result, "to_frame"):
             head += frame_html(result.to_frame().head(20), index=kind == "drift")
+        if kind == "attention":
+            head += frame_html(result.layer_frame(), index=False)
+        if kind == "forgotten":
+            head += _forgotten_html(result)
+        if _is_tokens(result):
+            # token models: highlighted text, not heat maps
+            text.value = head + result._repr_html_()
+            plot.layout.display = "none"
+            return
         text.value = head
         if hasattr(result, "plot"):
             plot.value = plot_to_png(result.plot)
             plot.layout.display = None
+
+
+def _is_tokens(result) -> bool:
+    return hasattr(result, "tokens") and hasattr(result, "_repr_html_")
+
+
+def _has_attention(model) -> bool:
+    try:
+        from ..explain.attention import attention_modules
+
+        return bool(attention_modules(model)[0])
+    except Exception:  # noqa: BLE001 - without the explain extra there are no attention maps
+        return False
+
+
+def _forgotten_html(report) -> str:
+    """Per-class accuracy change, the changed examples, and their saliency (as HTML for token
+    models; the per-class bars are the plot)."""
+    out = frame_html(report.per_class(), index=False)
+    frame = report.to_frame()
+    if len(frame):
+        out += note_html(f"{len(frame)} test examples changed prediction; the first 20, most "
+                         "forgotten first:") + frame_html(frame.head(20), index=False)
+    saliency = report.saliency
+    if saliency is not None:
+        if _is_tokens(saliency):
+            out += saliency._repr_html_()
+        else:
+            out += (f'<img style="max-width:760px" src="data:image/png;base64,'
+                    f'{_b64(plot_to_png(saliency.plot))}"/>')
+    return out
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
 
 
 def _number_html(name: str, value) -> str:

@@ -12,22 +12,28 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..errors import ConfigError, XPruneError
+from ..errors import ConfigError
 from ..metrics import measure_latency
 from ._plots import prewarm
 from ._preview import PrunePreview, preview_prune
 from ._runner import Runner, Task
-from .explain import ExplainView, call_supported
+from .actions import SectionActions
+from .auto import AutoView
+from .dynamic import DynamicView
+from .explain import ExplainView
 from .export import ExportView
 from .history import HistoryView
 from .prune import PruneView
 from .retrain import RetrainView
 from .score import ScoreView
+from .sensitivity import SensitivityView
 from .strip import MetricsStrip, StatusLine
 
 __all__ = ["Panel"]
 
-_TABS = ("Score", "Prune", "Retrain", "Explain", "History", "Export")
+# the first six keep their places (scripts select tabs by index); later sections follow
+_TABS = ("Score", "Prune", "Retrain", "Explain", "History", "Export", "Sensitivity", "Auto",
+         "Dynamic")
 #: toolbar: action -> (label, icon, button style, tooltip)
 _BUTTONS = {
     "score": ("Score", "calculator", "primary", "Score every prunable unit (Score tab)"),
@@ -40,14 +46,19 @@ _BUTTONS = {
 }
 
 
-class Panel:
+class Panel(SectionActions):
     """Interactive panel over a :class:`~xprune_nb.Study` (ipywidgets 8).
 
     The toolbar's buttons (CSS classes ``xprune-score``, ``xprune-preview``, ``xprune-prune``,
     ``xprune-retrain``, ``xprune-stop``, ``xprune-undo``, ``xprune-export``) act on the study
     with the settings of the tabs below; the metrics strip (``xprune-metrics``) and the status
     line (``xprune-status``) stay on top; the History tab holds the table of steps
-    (``xprune-history``). Each button is also a method, for scripts and tests.
+    (``xprune-history``). The Dynamic, Sensitivity and Auto tabs have their own buttons
+    (``xprune-dynamic``, ``xprune-sensitivity``, ``xprune-auto``), the Export tab writes ONNX
+    (``xprune-onnx``) and the Explain tab adds attention maps (``xprune-attention``, only for
+    models with attention) and forgotten examples (``xprune-forgotten``). Each button is also a
+    method (:meth:`dynamic`, :meth:`sensitivity`, :meth:`auto_prune`, :meth:`export_onnx`,
+    :meth:`attention`, :meth:`forgotten`...), for scripts and tests.
 
     Work runs in a background thread when started from a button, so the progress display
     updates, *Stop* works, and a second click while busy is refused with a message. The methods
@@ -90,7 +101,11 @@ class Panel:
         self.score_view = ScoreView(study)
         self.prune_view = PruneView(study)
         self.retrain_view = RetrainView(study)
+        self.dynamic_view = DynamicView(study)
+        self.sensitivity_view = SensitivityView(study)
+        self.auto_view = AutoView(study)
         self.explain_view = ExplainView()
+        self.explain_view.set_model(study)
         self.history_view = HistoryView()
         self.export_view = ExportView()
         self.buttons: dict[str, W.Button] = {}
@@ -104,17 +119,27 @@ class Panel:
         for action, method in clicks.items():
             self.buttons[action].on_click(lambda _b, m=method: m(block=False))
         self.buttons["stop"].on_click(lambda _b: self.stop())
-        self.history_view.goto_button.on_click(lambda _b: self.goto(block=False))
-        self.history_view.compare_button.on_click(lambda _b: self.compare(block=False))
-        self.export_view.recipe_button.on_click(lambda _b: self.export_recipe(block=False))
-        self.explain_view.saliency_button.on_click(lambda _b: self.saliency(block=False))
-        self.explain_view.shapley_button.on_click(lambda _b: self.shapley(block=False))
-        self.explain_view.why_button.on_click(lambda _b: self.why(block=False))
-        self.explain_view.drift_button.on_click(lambda _b: self.drift(block=False))
+        ex, views = self.explain_view, (self.history_view, self.export_view, self.dynamic_view,
+                                        self.sensitivity_view, self.auto_view)
+        h, e, d, s, a = views
+        for button, method in ((h.goto_button, self.goto), (h.compare_button, self.compare),
+                               (e.recipe_button, self.export_recipe),
+                               (e.onnx_button, self.export_onnx),
+                               (ex.saliency_button, self.saliency),
+                               (ex.shapley_button, self.shapley), (ex.why_button, self.why),
+                               (ex.drift_button, self.drift),
+                               (ex.attention_button, self.attention),
+                               (ex.forgotten_button, self.forgotten),
+                               (d.build_button, self.dynamic),
+                               (d.sweep_button, self.dynamic_sweep),
+                               (s.run_button, self.sensitivity),
+                               (s.preview_button, self.sensitivity_preview),
+                               (a.run_button, self.auto_prune)):
+            button.on_click(lambda _b, m=method: m(block=False))
+        s.on_cell = lambda: self.sensitivity_preview(block=False)
         self.tabs = W.Tab(children=[self.score_view.widget, self.prune_view.widget,
-                                    self.retrain_view.widget, self.explain_view.widget,
-                                    self.history_view.widget, self.export_view.widget],
-                          titles=list(_TABS))
+                                    self.retrain_view.widget, ex.widget, h.widget, e.widget,
+                                    s.widget, a.widget, d.widget], titles=list(_TABS))
         model_name = type(study.original).__name__
         title = W.HTML(f"<b>xprune_nb</b> · {model_name} · seed {study.seed}",
                        layout=W.Layout(flex="0 0 auto", margin="0 12px 0 0"))
@@ -128,8 +153,8 @@ class Panel:
         ])
         self.widget.add_class("xprune-panel")
         self.tabs.observe(self._on_tab, names="selected_index")
-        self._latency: dict[int, float] = {}
-        self._latency_original = self._measure(study.original)
+        self._latency: dict[int, tuple[float | None, float | None]] = {}
+        self._latency_original = self._measure(study.original)[0]
         self.refresh()
 
     def _on_tab(self, change) -> None:
@@ -185,19 +210,25 @@ class Panel:
         study = self.study
         if study.current not in self._latency:
             self._latency[study.current] = self._measure(study.model)
-        self.metrics.update(study, self._latency[study.current], self._latency_original)
+        self.metrics.update(study, *self._latency[study.current][:1],
+                            self._latency_original, self._latency[study.current][1])
         self.history_view.refresh(study)
         self.explain_view.refresh(study)
         self.score_view.sync(study)
         scores = study.scores_at(study.current)
         self.prune_view.set_groups(list(scores.values) if scores is not None else [])
 
-    def _measure(self, model) -> float | None:
+    def _measure(self, model) -> tuple[float | None, float | None]:
+        """Batch-1 latency in ms, and its 95th percentile over test inputs for a dynamic model
+        (whose latency depends on the input: ``Study.evaluate`` measures both)."""
         try:
+            if type(model).__name__ == "DynamicNet" and model is self.study.model:
+                found = self.study.evaluate(latency=True).dynamic
+                return found.get("latency_b1_mean_ms"), found.get("latency_b1_p95_ms")
             return measure_latency(model, self.study.data.train.X[:1], self.study.forward,
-                                   repeats=10, warmup=2)
+                                   repeats=10, warmup=2), None
         except Exception:  # noqa: BLE001 - latency is informative only; the strip omits it
-            return None
+            return None, None
 
     def _run(self, action: str, label: str, work, done, block: bool, tab: str | None = None):
         if tab is not None and not self.busy:
@@ -339,35 +370,3 @@ class Panel:
     def _path(path, control: W.Text, what: str) -> Path:
         text = str(path) if path is not None else control.value.strip()
         return Path(text) if text else Path(control.placeholder or f"pruned_study.{what}")
-
-    # ------------------------------------------------------------------ explanations
-    def saliency(self, *, block: bool = True):
-        """Saliency maps of two steps on probe inputs, with drift numbers (``Study.saliency``)."""
-        return self._explain("saliency", self.explain_view.saliency_config, block)
-
-    def shapley(self, *, block: bool = True):
-        """Shapley values of two steps on probe inputs (``Study.shapley``)."""
-        return self._explain("shapley", self.explain_view.shapley_config, block)
-
-    def why(self, *, block: bool = True):
-        """Why the prune step behind *after* removed what it removed (``Study.why``)."""
-        return self._explain("why", self.explain_view.why_config, block)
-
-    def drift(self, *, block: bool = True):
-        """Accuracy and saliency similarity to the original along the history
-        (``Study.drift``)."""
-        return self._explain("drift", lambda study: {}, block)
-
-    def _explain(self, kind: str, config, block: bool):
-        def work(task: Task):
-            func = getattr(self.study, kind, None)
-            if func is None:
-                raise XPruneError(f"Panel.{kind}: this installation's Study has no "
-                                  f"{kind}(); install xprune_nb[explain] and update it.")
-            return call_supported(func, **config(self.study), progress=task.progress)
-
-        def done(result) -> str:
-            self.explain_view.show(kind, result)
-            return f"{kind.capitalize()}: done, see the Explain tab."
-
-        return self._run(kind, f"Computing {kind}", work, done, block, "Explain")

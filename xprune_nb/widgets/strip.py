@@ -7,6 +7,7 @@ import re
 
 import ipywidgets as W
 
+from ..explain.glossary import label, meaning
 from ._common import TABLE_CSS
 
 __all__ = ["MetricsStrip", "StatusLine"]
@@ -20,6 +21,35 @@ def _pct(a: float, b: float) -> str:
     return f"{100 * a / b:.1f}%" if b else "n/a"
 
 
+#: the drift numbers every step records (``Step.drift``) -> their glossary names
+_DRIFT = {"saliency_spearman": "saliency_rank_correlation",
+          "saliency_topk_iou": "saliency_topk_iou", "agreement": "agreement"}
+#: numbers of a dynamic step, with a plain meaning (used where the glossary has none)
+_DYNAMIC = {
+    "macs_mean": ("mean MACs", "Multiply-accumulates per example, averaged over the test "
+                               "split: early exits and sliced paths make it input-dependent."),
+    "macs_longest": ("longest-path MACs", "Multiply-accumulates of the most expensive path an "
+                                          "input can take (no early exit, the largest sliced "
+                                          "path): the worst case."),
+    "exit_share": ("early exits", "Share of test examples that left at the branch because its "
+                                  "top-1 probability reached the confidence threshold."),
+    "paths": ("paths", "Distinct sliced paths after the branch (one per cluster of class "
+                       "subsets)."),
+    "latency_b1_mean_ms": ("mean latency", "Batch-1 latency averaged over test examples (each "
+                                           "takes its own path)."),
+    "latency_b1_p95_ms": ("p95 latency", "95th percentile of the batch-1 latency over test "
+                                         "examples: close to the longest path."),
+}
+
+
+def _named(name: str, text: str) -> str:
+    """``text`` under the glossary's label for ``name``, its plain meaning as a tooltip."""
+    tip = meaning(name) or _DYNAMIC.get(name, ("", ""))[1]
+    shown = label(name) if meaning(name) else _DYNAMIC.get(name, (label(name),))[0]
+    return (f"<span class='xprune-metric' title='{html.escape(tip, quote=True)}'>"
+            f"{html.escape(shown)} {text}</span>")
+
+
 class MetricsStrip:
     """Accuracy, parameters, MACs and latency of the current model against the original.
 
@@ -31,7 +61,10 @@ class MetricsStrip:
         self.widget = W.HTML()
         self.widget.add_class("xprune-metrics")
 
-    def update(self, study, latency_ms: float | None, original_latency_ms: float | None) -> None:
+    def update(self, study, latency_ms: float | None, original_latency_ms: float | None,
+               worst_latency_ms: float | None = None) -> None:
+        """Redraw for the current step; ``latency_ms`` is the batch-1 latency (for a dynamic
+        step its mean over test examples, and ``worst_latency_ms`` its 95th percentile)."""
         step, first = study.step, study.history[0]
         m, o = step.metrics, first.metrics
         parts = [f"<b>step {step.index}</b> {html.escape(step.label)}"]
@@ -48,11 +81,35 @@ class MetricsStrip:
                 text += f", nonzero {nonzero} ({_pct(nonzero, oparams)})"
             parts.append(text)
         macs, omacs = m.get("macs"), o.get("macs")
-        if macs is not None:
+        dynamic = "exit_share" in m or "macs_longest" in m
+        if macs is not None and dynamic:
+            # input-adaptive: the MACs depend on the input; mean, worst case and exits
+            parts.append(_named("macs_mean", f"<b>{macs}</b> ({_pct(macs, omacs)})"))
+            longest = m.get("macs_longest")
+            if longest is not None:
+                parts.append(_named("macs_longest", f"<b>{longest}</b> "
+                                                    f"({_pct(longest, omacs)})"))
+            if m.get("exit_share") is not None:
+                parts.append(_named("exit_share", f"<b>{100 * m['exit_share']:.1f}%</b>"))
+            if m.get("paths") is not None:
+                parts.append(_named("paths", f"<b>{m['paths']}</b>"))
+        elif macs is not None:
             parts.append(f"MACs <b>{macs}</b> ({_pct(macs, omacs)})")
         if latency_ms is not None and original_latency_ms:
-            parts.append(f"latency <b>{latency_ms:.3f} ms</b> (original "
-                         f"{original_latency_ms:.3f} ms, batch 1)")
+            if dynamic:
+                text = (f"<b>{latency_ms:.3f} ms</b> (original {original_latency_ms:.3f} ms, "
+                        "batch 1)")
+                parts.append(_named("latency_b1_mean_ms", text))
+                if worst_latency_ms is not None:
+                    parts.append(_named("latency_b1_p95_ms", f"{worst_latency_ms:.3f} ms"))
+            else:
+                parts.append(f"latency <b>{latency_ms:.3f} ms</b> (original "
+                             f"{original_latency_ms:.3f} ms, batch 1)")
+        if step.index != first.index:
+            for key, name in _DRIFT.items():
+                value = (step.drift or {}).get(key)
+                if isinstance(value, (int, float)) and value == value:
+                    parts.append(_named(name, f"<b>{value:.3f}</b>"))
         self.widget.value = (TABLE_CSS + '<div class="xprune-strip" style="font-size:13px">'
                              + " · ".join(parts) + "</div>")
 
