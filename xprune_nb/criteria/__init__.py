@@ -35,6 +35,7 @@ _REGISTRY: dict[str, type[Criterion] | str] = {
     "shapley": "xprune_nb.criteria.shapley:ShapleyCriterion",
     "attention": "xprune_nb.criteria.attention:AttentionCriterion",
     "skip": "xprune_nb.criteria.skip:SkipCriterion",
+    "xmask": "xprune_nb.criteria.xmask:XMaskCriterion",
 }
 
 
