@@ -76,7 +76,7 @@ def test_unknown_granularity_lists_the_registered_kinds():
     study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
     with pytest.raises(ConfigError, match=r"granularity=\.\.\.\): unknown name 'neuron'; "
                                           r"valid names are 'block', 'channel', 'head', "
-                                          r"'head_mask', 'weight'"):
+                                          r"'head_mask', 'recurrent', 'weight'"):
         study.score("magnitude", granularity="neuron")
     assert len(study.history) == 1
 

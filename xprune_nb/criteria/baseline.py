@@ -23,7 +23,7 @@ class RandomCriterion(Criterion):
     """
 
     name = "random"
-    granularities = ("weight", "channel", "head", "block")
+    granularities = ("weight", "channel", "head", "block", "recurrent")
     needs_data = False
     reference = "the standard control (e.g. Blalock et al., What is the State of Neural " \
                 "Network Pruning?, MLSys 2020)"
@@ -46,3 +46,6 @@ class RandomCriterion(Criterion):
 
     def block_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         return self._draw(ctx, lambda module: (1,))
+
+    def recurrent_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return self._draw(ctx, lambda module: (module.hidden_size,))

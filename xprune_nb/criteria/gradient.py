@@ -48,7 +48,9 @@ class TaylorCriterion(Criterion):
     Channels: per example, the absolute value of the mean over positions of activation ×
     gradient, averaged over the reference set (Molchanov et al., ICLR 2017). Weights:
     ``|w · dL_i/dw|`` averaged over the reference examples i (per-example gradients: summed
-    over a trained model's data they nearly cancel).
+    over a trained model's data they nearly cancel). Recurrent hidden units: per example,
+    ``|sum of h · dL_i/dh|`` over the unit's outputs (every time step and direction, and the
+    final states), from one gate per unit (``criteria/_recurrent.py``).
 
     Examples
     --------
@@ -56,7 +58,7 @@ class TaylorCriterion(Criterion):
     """
 
     name = "taylor"
-    granularities = ("weight", "channel", "head", "block")
+    granularities = ("weight", "channel", "head", "block", "recurrent")
     reference = ("Molchanov et al., Pruning Convolutional Neural Networks for Resource "
                  "Efficient Inference, ICLR 2017")
 
@@ -77,3 +79,10 @@ class TaylorCriterion(Criterion):
         from ._blocks import per_example_block_gates
 
         return {k: g.abs().mean() for k, g in per_example_block_gates(ctx).items()}
+
+    def recurrent_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        # per example, |sum over a hidden unit's outputs (time steps, directions, final
+        # states) of h * dL/dh|: the first-order loss change of removing it, via unit gates
+        from ._recurrent import per_example_unit_gates
+
+        return {k: g.abs().mean(0).float() for k, g in per_example_unit_gates(ctx).items()}

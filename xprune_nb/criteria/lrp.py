@@ -73,7 +73,7 @@ class LRPCriterion(UnitRelevanceMixin, Criterion):
     """
 
     name = "lrp"
-    granularities = ("weight", "channel", "block")
+    granularities = ("weight", "channel", "block", "recurrent")
     options = {"rule": "epsilon", "signed": False, "epsilon": 1e-6, "gamma": 0.25, "alpha": 2.0}
     choices = {"rule": RULES, "signed": (False, True)}
     class_aware = True
@@ -121,6 +121,18 @@ class LRPCriterion(UnitRelevanceMixin, Criterion):
         from ._blocks import block_relevance
 
         return block_relevance(ctx, self._runner(ctx), signed=bool(self.params["signed"]))
+
+    def recurrent_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        """Relevance at each recurrent hidden unit's outputs (``criteria/_recurrent.py``).
+
+        Relevance is propagated with the LRP rules from the logits through the layers after
+        the recurrent module, down to its outputs (summed over time steps, directions and final
+        states); zennit has no LSTM/GRU rule, so it is not propagated through the recurrence
+        itself.
+        """
+        from ._recurrent import unit_relevance
+
+        return unit_relevance(ctx, self._runner(ctx), signed=bool(self.params["signed"]))
 
     def weight_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         runner = self._runner(ctx)

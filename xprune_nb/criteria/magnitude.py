@@ -12,7 +12,9 @@ class MagnitudeCriterion(Criterion):
 
     For ``weight`` granularity each weight's absolute value (Han et al., NeurIPS 2015); for
     ``head`` the norm of the head's query, key and value rows and of its columns of the output
-    projection. Needs no data: the cheapest criterion and the usual baseline.
+    projection; for ``recurrent`` the norm of every weight a hidden unit owns in all gates,
+    layers and directions and in the layers reading it. Needs no data: the cheapest criterion
+    and the usual baseline.
 
     Examples
     --------
@@ -29,7 +31,7 @@ class MagnitudeCriterion(Criterion):
     """
 
     name = "magnitude"
-    granularities = ("weight", "channel", "head", "block")
+    granularities = ("weight", "channel", "head", "block", "recurrent")
     options = {"p": 1}
     choices = {"p": (1, 2)}
     needs_data = False
@@ -55,3 +57,10 @@ class MagnitudeCriterion(Criterion):
         from ..pruning.attention.gates import head_norms
 
         return head_norms(ctx, p=self.params["p"])
+
+    def recurrent_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        # the norm of each hidden unit's rows in every gate, its recurrent and next-layer
+        # columns, and its input columns in the layers that read the module
+        from ._recurrent import recurrent_magnitudes
+
+        return recurrent_magnitudes(ctx, p=self.params["p"])

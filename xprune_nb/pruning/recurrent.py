@@ -43,7 +43,7 @@ from .._model import eval_mode
 from ..errors import PruneError
 
 __all__ = ["RecurrentGroup", "find_recurrent", "unit_slices", "recurrent_magnitude",
-           "remove_hidden_units"]
+           "recurrent_readers", "remove_hidden_units"]
 
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
@@ -185,6 +185,15 @@ def _readers(model: nn.Module, rnn: nn.RNNBase, example, forward: Callable) -> l
         for p, flag in frozen:
             p.requires_grad_(flag)
     return found
+
+
+def recurrent_readers(model: nn.Module, name: str, example, forward: Callable) -> list[str]:
+    """Names of the Linear and recurrent layers that read recurrent layer ``name``'s outputs
+    (its sequence output or final state) directly, found by one forward pass on ``example``.
+
+    Raises :class:`PruneError` when the layer returns a packed sequence.
+    """
+    return _readers(model, model.get_submodule(name), example, forward)
 
 
 def _shrink_reader(layer: nn.Module, reader: str, name: str, h: int, directions: int,

@@ -4,7 +4,7 @@ Examples
 --------
 >>> from xprune_nb.pruning import units
 >>> sorted(units.available())
-['block', 'channel', 'head', 'head_mask', 'weight']
+['block', 'channel', 'head', 'head_mask', 'recurrent', 'weight']
 >>> units.get("channel", "Study.score").structural
 True
 """
@@ -74,6 +74,7 @@ def prunable_table(units: Units):
 from .block import BlockUnits  # noqa: E402
 from .channel import ChannelUnits  # noqa: E402
 from .head import HeadUnits, MaskedHeadUnits  # noqa: E402
+from .recurrent import RecurrentUnits  # noqa: E402
 from .weight import WeightUnits  # noqa: E402
 
 register(WeightUnits)
@@ -81,3 +82,4 @@ register(ChannelUnits)
 register(HeadUnits)
 register(MaskedHeadUnits)
 register(BlockUnits)
+register(RecurrentUnits)
