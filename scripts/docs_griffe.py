@@ -6,7 +6,10 @@ analysis sees only an attribute assignment, so the reference would miss it. This
 replaces each such attribute with a copy of the service function: same docstring and
 parameters, without the leading ``study``, plus one line that names the service.
 
-It also gives ``name = property(lambda self: ..., doc="...")`` attributes their ``doc`` text.
+It also gives ``name = property(lambda self: ..., doc="...")`` attributes their ``doc`` text,
+and turns the reStructuredText the docstrings use into Markdown: roles such as
+``:func:`~xprune_nb.explain.compare_saliency``` become code spans, and simple tables (rows
+between ``====  ====`` rules) become Markdown tables.
 """
 
 from __future__ import annotations
@@ -18,6 +21,69 @@ import griffe
 # a `study : Study` entry (and its indented description) in a NumPy Parameters section
 _STUDY_PARAM = re.compile(r"^study(\s*:[^\n]*)?\n(?:[ \t]+[^\n]*\n|[ \t]*\n(?=[ \t]+\S))*",
                           re.MULTILINE)
+
+
+_ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`(~?)([^`]+)`")
+_RULE = re.compile(r"^(\s*)(=+)((?:\s+=+)+)\s*$")
+
+
+def _role(match: re.Match) -> str:
+    short, target = match.groups()
+    return f"`{target.rsplit('.', 1)[-1] if short else target}`"
+
+
+def _columns(rule: str) -> list[tuple[int, int]]:
+    return [m.span() for m in re.finditer(r"=+", rule)]
+
+
+def _cells(line: str, spans: list[tuple[int, int]]) -> list[str]:
+    # the last column runs to the end of the line (RST lets it overflow its rule)
+    ends = [start for start, _ in spans[1:]] + [len(line)]
+    return [line[start:end].strip() for (start, _), end in zip(spans, ends)]
+
+
+def _table(lines: list[str], spans: list[tuple[int, int]], indent: str) -> list[str]:
+    """An RST simple table (header, rule, rows; a row with an empty first cell continues the
+    row above) as a Markdown table."""
+    rows: list[list[str]] = []
+    for line in lines:
+        if _RULE.match(line) or not line.strip():
+            continue
+        cells = _cells(line, spans)
+        if rows and not cells[0]:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells)]
+        else:
+            rows.append(cells)
+    if not rows:
+        return []
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(spans)]
+    out += ["| " + " | ".join(cells) + " |" for cells in rows[1:]]
+    return [indent + row for row in out]
+
+
+def markdown(text: str) -> str:
+    """Docstring text with RST roles and simple tables in Markdown."""
+    text = _ROLE.sub(_role, text)
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        rule = _RULE.match(lines[i])
+        # a table: top rule, header, rule, rows, bottom rule (three rules of the same shape)
+        ends = [j for j in range(i + 1, len(lines)) if lines[j].strip() == lines[i].strip()]
+        if rule and len(ends) >= 2:
+            end = ends[1]
+            out += _table(lines[i + 1:end], _columns(lines[i]), rule.group(1))
+            i = end + 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
+
+
+def _objects(obj):
+    yield obj
+    for member in obj.members.values():
+        if not member.is_alias:
+            yield from _objects(member)
 
 
 def _call_name(value) -> str | None:
@@ -78,6 +144,10 @@ class FacadeMethods(griffe.Extension):
                             doc = str(arg.value).strip("'\"")
                             member.docstring = griffe.Docstring(doc, parent=member)
                             member.labels.add("property")
+
+        for obj in _objects(pkg):
+            if obj.docstring is not None:
+                obj.docstring.value = markdown(obj.docstring.value)
 
     def _classes(self, module: griffe.Module):
         for member in module.members.values():

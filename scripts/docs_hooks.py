@@ -39,11 +39,26 @@ def on_files(files: Files, config) -> Files:
 
 
 def on_config(config):
-    """Fill the nav's ``Notebooks`` section with every notebook not listed there already."""
+    """Fill the nav's ``Notebooks`` section with every notebook not listed anywhere in the nav:
+    the tour notebooks, then the classroom exercises in a sub-section."""
+    listed = set(_nav_pages(config.nav or []))
     for item in config.nav or []:
         if isinstance(item, dict) and "Notebooks" in item:
-            listed = item["Notebooks"] or []
-            known = {v if isinstance(v, str) else next(iter(v.values())) for v in listed}
+            section = list(item["Notebooks"] or [])
             uris = ["notebooks/" + p.relative_to(NOTEBOOKS).as_posix() for p in notebook_paths()]
-            item["Notebooks"] = listed + [u for u in uris if u not in known]
+            new = [u for u in uris if u not in listed]
+            section += [u for u in new if not u.startswith("notebooks/classroom/")]
+            classroom = [u for u in new if u.startswith("notebooks/classroom/")]
+            if classroom:
+                section.append({"Classroom exercises": classroom})
+            item["Notebooks"] = section
     return config
+
+
+def _nav_pages(nav) -> list[str]:
+    pages = []
+    for item in nav:
+        values = item.values() if isinstance(item, dict) else [item]
+        for value in values:
+            pages.extend(_nav_pages(value) if isinstance(value, list) else [value])
+    return pages
