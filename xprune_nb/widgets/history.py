@@ -11,7 +11,16 @@ __all__ = ["HistoryView"]
 
 _COLUMNS = {"parent": "parent", "action": "action", "accuracy": "accuracy",
             "params": "params", "nonzero_params": "nonzero", "macs": "MACs",
-            "sparsity": "sparsity", "saliency_rank_correlation": "saliency rank correlation"}
+            "macs_longest": "longest-path MACs", "exit_share": "early exits",
+            "sparsity": "sparsity", "saliency_rank_correlation": "saliency rank correlation",
+            "note": "note"}
+#: the longest note shown in the table (the whole note is in ``study.history[i].note``)
+NOTE_CHARS = 90
+
+
+def _short(note: str | None) -> str:
+    note = note or ""
+    return note if len(note) <= NOTE_CHARS else note[:NOTE_CHARS - 1] + "…"
 
 
 class HistoryView:
@@ -52,6 +61,8 @@ class HistoryView:
         # saliency maps with the original's); read from the steps, whatever the key's version
         frame["saliency_rank_correlation"] = [
             s.drift.get("saliency_spearman", s.drift.get("spearman")) for s in study.history]
+        # what a step says about itself (e.g. an auto-prune round, kept or rejected and why)
+        frame["note"] = [_short(s.note) for s in study.history]
         cols = [c for c in _COLUMNS if c in frame.columns]
         shown = frame[cols].rename(columns=_COLUMNS)
         self.table.value = (note_html(f"{len(frame)} steps; the current one (step "
