@@ -156,6 +156,32 @@ def test_auto_prune_shows_rounds_live_in_history_and_the_outcome(digits):
     panel.close()
 
 
+def test_auto_prune_stop_keeps_the_rounds_done(digits):
+    study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
+    panel = Panel(study)
+    real = study.auto_prune
+
+    def stop_after_first_round(**kwargs):
+        inner = kwargs["progress"]
+
+        def progress(done, total):
+            if done >= 1:
+                panel.stop()        # as a click on Stop during round 2 would
+            inner(done, total)
+
+        return real(**{**kwargs, "progress": progress})
+
+    study.auto_prune = stop_after_first_round
+    panel.auto_view.budget.value = "params"
+    panel.auto_view.value.value = 0.3
+    panel.auto_view.steps.value = 3
+    with pytest.warns(UserWarning, match="stopped by the user after round 1"):
+        step = panel.auto_prune()
+    assert step.auto.rounds == 1 and study.current == step.index > 0
+    assert panel.status.startswith("⚠") and "stopped by the user after round 1" in panel.status
+    panel.close()
+
+
 def test_auto_prune_bad_constraints_and_unmet_budgets_are_shown(digits):
     study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
     panel = Panel(study)
@@ -240,6 +266,10 @@ def test_dynamic_sweep_plots_and_the_sliders_mark_its_points(panel, study):
     view.confidence.value = 1.0                          # redrawn at once, no new sweep
     assert view.frame is frame
     assert "this setting" in view.point.value and "early exits <b>0.0%</b>" in view.point.value
+    # a failure inside the slider callback reaches the status line
+    view.frame = frame.drop(columns=["macs_mean"])
+    view.confidence.value = 0.8
+    assert panel.status.startswith("✖") and "Drawing the sweep failed" in panel.status
     view.sweep_keep.value = "lots"
     assert panel.dynamic_sweep() is None
     assert panel.status.startswith("✖") and "keep" in panel.status

@@ -27,12 +27,13 @@ _ROUND_COLUMNS = {"round": "round", "try": "try", "step": "step", "budget": "of 
 class AutoView:
     """Controls mapped to :meth:`Study.auto_prune`, its outcome and its rounds."""
 
-    def __init__(self, study) -> None:
+    def __init__(self, study, kinds: list[str] | None = None) -> None:
         from ..pruning import units
 
         d = defaults_of(type(study).auto_prune)
         names = criteria.available()
-        self._kinds = units.present(study.model, study.env) or ["weight"]
+        # the unit kinds this model has (the panel passes the Score tab's, found once)
+        self._kinds = kinds or units.present(study.model, study.env) or ["weight"]
         self.budget = W.ToggleButtons(options=_BUDGETS, value="macs", description="budget",
                                       style={"button_width": "80px"})
         self.value = W.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05,

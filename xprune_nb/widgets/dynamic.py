@@ -103,6 +103,9 @@ class DynamicView:
         self.result = W.HTML()
         self.frame = None     # the last sweep (a DataFrame), marked by the sliders
         self.swept_step: int | None = None
+        #: where a failure inside a slider callback is reported (the panel's status line)
+        self.on_error = lambda text: setattr(self.point, "value", note_html(
+            html.escape(text), "#b00020"))
         for w in (self.k, self.confidence, self.keep):
             w.observe(self._on_setting, names="value")
         help_text = note_html(
@@ -167,9 +170,7 @@ class DynamicView:
             try:
                 self.draw()
             except Exception as exc:  # noqa: BLE001 - a slider callback must not fail silently
-                self.point.value = note_html(f"Drawing the sweep failed: "
-                                             f"{html.escape(f'{type(exc).__name__}: {exc}')}",
-                                             "#b00020")
+                self.on_error(f"Drawing the sweep failed: {type(exc).__name__}: {exc}")
 
     def marked(self):
         """The sweep's row nearest to the sliders (same k when swept), and whether it is exact."""

@@ -102,8 +102,8 @@ class Panel(SectionActions):
         self.prune_view = PruneView(study)
         self.retrain_view = RetrainView(study)
         self.dynamic_view = DynamicView(study)
-        self.sensitivity_view = SensitivityView(study)
-        self.auto_view = AutoView(study)
+        self.sensitivity_view = SensitivityView(study, self.score_view.kinds)
+        self.auto_view = AutoView(study, self.score_view.kinds)
         self.explain_view = ExplainView()
         self.explain_view.set_model(study)
         self.history_view = HistoryView()
@@ -137,6 +137,7 @@ class Panel(SectionActions):
                                (a.run_button, self.auto_prune)):
             button.on_click(lambda _b, m=method: m(block=False))
         s.on_cell = lambda: self.sensitivity_preview(block=False)
+        s.on_error = d.on_error = lambda text: self.status_line.set("error", text)
         self.tabs = W.Tab(children=[self.score_view.widget, self.prune_view.widget,
                                     self.retrain_view.widget, ex.widget, h.widget, e.widget,
                                     s.widget, a.widget, d.widget], titles=list(_TABS))

@@ -65,6 +65,11 @@ class ScoreView:
             self.about, self.options_box, self.plot, self.table,
         ])
 
+    @property
+    def kinds(self) -> list[str]:
+        """The unit kinds this model has (what the granularity dropdowns offer)."""
+        return list(self._kinds)
+
     def _on_criterion(self, change: Any = None) -> None:
         """Show the chosen criterion's description and one control per option."""
         name = self.criterion.value

@@ -38,13 +38,14 @@ def _damage_color(value: float, worst: float) -> str:
 class SensitivityView:
     """Controls mapped to :meth:`Study.sensitivity`, its plots and the clickable heat map."""
 
-    def __init__(self, study) -> None:
+    def __init__(self, study, kinds: list[str] | None = None) -> None:
         from ..pruning import units
         from ..pruning.sensitivity import DEFAULT_AMOUNTS
 
         d = defaults_of(type(study).sensitivity)
         names = criteria.available()
-        self._kinds = units.present(study.model, study.env) or ["weight"]
+        # the unit kinds this model has (the panel passes the Score tab's, found once)
+        self._kinds = kinds or units.present(study.model, study.env) or ["weight"]
         self.criterion = W.Dropdown(options=names, description="criterion",
                                     value=d.get("criterion") if d.get("criterion") in names
                                     else names[0])
@@ -73,6 +74,9 @@ class SensitivityView:
         self.preview_html = W.HTML()
         self.result = None       # the last Sensitivity
         self.on_cell = None      # set by the panel: called after a cell is clicked
+        #: where a failure inside a dropdown callback is reported (the panel's status line)
+        self.on_error = lambda text: setattr(self.summary, "value", note_html(
+            html.escape(text), "#b00020"))
         self.criterion.observe(self._on_criterion, names="value")
         self.metric.observe(self._on_metric, names="value")
         self._on_criterion()
@@ -139,9 +143,7 @@ class SensitivityView:
         try:
             self._draw()
         except Exception as exc:  # noqa: BLE001 - a dropdown callback must not fail silently
-            self.summary.value = note_html(f"Drawing the heat map failed: "
-                                           f"{html.escape(f'{type(exc).__name__}: {exc}')}",
-                                           "#b00020")
+            self.on_error(f"Drawing the heat map failed: {type(exc).__name__}: {exc}")
 
     def _draw(self) -> None:
         result, metric = self.result, self.metric.value
