@@ -45,7 +45,7 @@ def _reader_columns(layer: nn.Module, unit_count: int) -> list[torch.Tensor]:
                      for s in (("", "_reverse") if layer.bidirectional else ("",))])
     out = []
     for w in weights:
-        w = w.detach().double()
+        w = w.detach().double().cpu()
         # input feature f belongs to unit f % hidden (directions are concatenated)
         cols = w.reshape(w.shape[0], -1, unit_count)            # (rows, directions, hidden)
         out.append(cols.permute(2, 0, 1).reshape(unit_count, -1))
@@ -73,7 +73,7 @@ def recurrent_magnitudes(ctx: ScoringContext, p: int = 1) -> dict[str, torch.Ten
         h = group.hidden_size
         total = torch.zeros(h, dtype=torch.float64)
         for pname, dim, idx in unit_slices(rnn):
-            t = getattr(rnn, pname).detach().double().movedim(dim, 0)
+            t = getattr(rnn, pname).detach().double().cpu().movedim(dim, 0)
             total += t[idx.flatten()].reshape(h, -1).abs().pow(p).sum(1)
         for reader in ctx.units.detail["readers"].get(name, []):
             for cols in _reader_columns(ctx.model.get_submodule(reader), h):
@@ -188,7 +188,7 @@ def _gated(ctx: ScoringContext, gates: dict[str, list[torch.Tensor]]) -> Iterato
             x = args[0] if args else kwargs["input"]
             hx = args[1] if len(args) > 1 else kwargs.get("hx")
             n = (x.shape[0] if module.batch_first else x.shape[1]) if x.dim() == 3 else 1
-            gate = torch.ones(n, module.hidden_size, requires_grad=True)
+            gate = torch.ones(n, module.hidden_size, device=x.device, requires_grad=True)
             gates[name].append(gate)
             return unrolled(module, x, hx, gate)
         return hook
@@ -221,7 +221,8 @@ def per_example_unit_gates(ctx: ScoringContext) -> dict[str, torch.Tensor]:
             for _ in gates[n]:
                 g = next(grads)
                 if g is not None:   # an unbatched call (one gate row) counts for every row
-                    total += g.detach().double() if len(g) == len(x) else g.detach().sum(0)
+                    g = g.detach().double().cpu()
+                    total += g if len(g) == len(x) else g.sum(0)
             out[n].append(total)
     ctx.model.zero_grad(set_to_none=True)
     return {n: torch.cat(v) for n, v in out.items()}
@@ -264,7 +265,7 @@ def unit_relevance(ctx: ScoringContext, runner, *, signed: bool = False
             per_example = {n: torch.zeros(len(x), ctx.units.sizes[n], dtype=torch.float64)
                            for n in names}
             for (name, state, _), r in zip(captured, rel):
-                per_example[name] += unit_totals(modules[name], r.double(), state=state)
+                per_example[name] += unit_totals(modules[name], r.double().cpu(), state=state)
             for n, r in per_example.items():
                 totals[n] += (r if signed else r.abs()).sum(0)
             count += len(x)
