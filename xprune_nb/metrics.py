@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -77,10 +78,19 @@ def count_macs(model: nn.Module, example: torch.Tensor, forward) -> int:
     def attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
         return flop_counter.sdpa_flop_count(query, key, value)   # QK^T and AV (shapes here)
 
+    def rnn_layer_flops(input, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
+        # the CPU LSTM kernel (one layer, one direction): every step multiplies the input by
+        # w_ih and the hidden state by w_hh (shapes here, not tensors)
+        steps = math.prod(input) // input[-1]          # time x batch
+        return 2 * steps * (math.prod(w_ih) + math.prod(w_hh))
+
     custom = {}
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_sdpa is not None:
         custom[cpu_sdpa] = attention_flops
+    rnn_layer = getattr(torch.ops.aten, "mkldnn_rnn_layer", None)
+    if rnn_layer is not None:   # otherwise invisible to the counter: an LSTM would count 0
+        custom[rnn_layer] = rnn_layer_flops
     counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
