@@ -40,7 +40,8 @@ def test_amount_out_of_range(study, amount):
 def test_unknown_names_list_valid_ones(study):
     with pytest.raises(xp.ConfigError, match="unknown name 'lrpp'.*'magnitude'"):
         study.score("lrpp")
-    with pytest.raises(xp.ConfigError, match="granularity.*'channel', 'head', 'weight'"):
+    with pytest.raises(xp.ConfigError, match="granularity.*'block', 'channel', 'head', "
+                                             "'head_mask', 'recurrent', 'weight'"):
         study.score("magnitude", granularity="filters")
     with pytest.raises(xp.ConfigError, match="scope.*'global', 'layer'"):
         study.prune(0.2, scope="everywhere")

@@ -105,7 +105,8 @@ def test_lrp_saliency_conserves_the_target_logit():
     np.testing.assert_allclose(maps.sum(1), logit, rtol=0.01, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", list(explain.METHODS))
+# the attention methods need a transformer: tests/test_explain_attention.py covers them
+@pytest.mark.parametrize("method", [m for m in explain.METHODS if not m.startswith("attention")])
 def test_compare_same_targets_for_both_models_and_models_unchanged(method):
     before, after = TinyCNN(0), TinyCNN(1)
     x, y = images(6)
