@@ -187,3 +187,20 @@ def test_an_allocation_below_one_unit_still_removes_one(cnn):
     assert out == {"conv1": pytest.approx(0.01), "fc1": pytest.approx(1 / 64, abs=1e-6)}
     same = {"conv1": 0.1}
     assert _at_least_one_unit(same, kind, cnn.model, found, scores) == pytest.approx(same)
+
+
+def test_stop_ends_after_the_round_in_progress_and_says_so(cnn):
+    from xprune_nb.progress import StopSignal
+
+    stop = StopSignal()
+    ticks = []
+
+    def progress(done, total):
+        ticks.append((done, total))
+        if done == 1:
+            stop.set()
+
+    with pytest.warns(AutoPruneWarning, match="stopped by the user after round 1"):
+        step = auto_prune(cnn, macs=0.3, steps=3, samples=64, progress=progress, stop=stop)
+    assert ticks == [(0, 3), (1, 3)]
+    assert step.auto.rounds == 1 and step.kind == "prune" and cnn.current == step.index

@@ -316,14 +316,15 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
     outcome.reached = current / c0
     outcome.met = current <= target * (1 + TOLERANCE)
     outcome.seconds = time.perf_counter() - start
+    rounds = f"{outcome.rounds} round{'s' if outcome.rounds != 1 else ''}"
     if outcome.met:
         outcome.message = (f"auto_prune reached {name} {outcome.reached:.3f} of the start "
-                           f"(budget {budget:g}) in {outcome.rounds} rounds "
-                           f"({outcome.rejected} rejected), {outcome.seconds:.1f} s.")
+                           f"(budget {budget:g}) in {rounds} ({outcome.rejected} rejected), "
+                           f"{outcome.seconds:.1f} s.")
     else:
         outcome.message = (f"auto_prune stopped at {name} {outcome.reached:.3f} of the start, "
                            f"short of the budget {budget:g}: {message or 'no progress'}; "
-                           f"{outcome.rounds} rounds kept, {outcome.rejected} rejected.")
+                           f"{rounds} kept, {outcome.rejected} rejected.")
         warnings.warn(outcome.message, AutoPruneWarning, stacklevel=3)
     log.info("%s: %s", call, outcome.message)
     if last is not None:
