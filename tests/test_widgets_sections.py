@@ -110,6 +110,19 @@ def test_sensitivity_errors_and_stop_end_in_the_status_line(panel, study):
     # a cell before any analysis
     assert panel.sensitivity_preview() is None
     assert "run the sensitivity analysis first" in panel.status
+    view.amounts.value = "0.5"
+    view.criterion.value = "magnitude"
+    assert panel.sensitivity() is not None
+    assert panel.sensitivity_preview("conv9", 0.5) is None
+    assert panel.status.startswith("✖") and "conv9" in panel.status
+    assert panel.sensitivity_preview("conv1", 0.3) is None
+    assert panel.status.startswith("✖") and "amount" in panel.status
+    panel.prune_view.amount.value = 0.2
+    panel.score()
+    panel.prune()                     # the heat map belongs to step 0, not to step 1
+    assert panel.sensitivity_preview("conv1", 0.5) is None
+    assert "measured on step 0" in panel.status and len(study.history) == 2
+    panel.undo()
 
     # Stop: the analysis gets the panel's stop signal and ends at its next tick
     real = study.sensitivity
@@ -119,11 +132,9 @@ def test_sensitivity_errors_and_stop_end_in_the_status_line(panel, study):
         return real(*args, **kwargs)
 
     study.sensitivity = stopped_then_real
-    view.amounts.value = "0.5"
-    view.criterion.value = "magnitude"
     assert panel.sensitivity() is None
     assert panel.status.startswith("⚠") and "stopped" in panel.status
-    assert len(study.history) == 1
+    assert len(study.history) == 2 and study.current == 0       # nothing new
 
 
 # ---------------------------------------------------------------------- auto
@@ -217,6 +228,7 @@ def _small_dynamic(view) -> None:
 def test_dynamic_build_records_a_step_and_the_strip_shows_its_metrics(panel, study):
     view = panel.dynamic_view
     _small_dynamic(view)
+    assert view.at.label == "auto" and view.config()["at"] is None   # the study picks it
     view.build_button.click()
     assert panel.wait(120), panel.status
     step = study.step
@@ -225,6 +237,7 @@ def test_dynamic_build_records_a_step_and_the_strip_shows_its_metrics(panel, stu
                                         "samples")} == {"k": 2, "keep": 0.5, "confidence": 0.9,
                                                         "epochs": 1, "finetune": 0,
                                                         "samples": 64}
+    assert step.config["at"] in [value for _, value in view.at.options[1:]]
     text = panel.metrics_text
     assert f"mean MACs {step.metrics['macs']}" in text
     assert f"longest-path MACs {step.metrics['macs_longest']}" in text

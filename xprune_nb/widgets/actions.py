@@ -82,12 +82,14 @@ class SectionActions:
         progress and *Stop*; the study does not change."""
         view = self.sensitivity_view
 
+        used: dict = {}
+
         def work(task: Task):
-            return self.study.sensitivity(**view.config(), progress=task.progress,
-                                          stop=task.stop)
+            used.update(view.config())
+            return self.study.sensitivity(**used, progress=task.progress, stop=task.stop)
 
         def done(result) -> str:
-            view.show(result)
+            view.show(result, used)
             return result.summary() + " Click a cell of the heat map to preview that prune."
 
         return self._run("sensitivity", f"Sensitivity analysis with {view.criterion.value}",
@@ -100,24 +102,29 @@ class SectionActions:
         the analysis (criterion and unit kind), the current model is scored that way first, so
         the preview removes the units the analysis removed."""
         view = self.sensitivity_view
-        if layer is not None or amount is not None:
-            view.layer.value = view.layer.value if layer is None else layer
-            view.amount.value = view.amount.value if amount is None else amount
         study = self.study
+        call = "Panel.sensitivity_preview"
 
         def work(task: Task):
             from ..errors import ConfigError
 
             lay, am = view.cell()
+            lay, am = (lay if layer is None else layer), (am if amount is None else amount)
             result = view.result
+            if lay not in result.layers:
+                raise ConfigError.unknown_name(call, "layer", result.layers, lay)
+            if am not in result.amounts:
+                raise ConfigError.bad_value(call, "amount", f"one of {result.amounts}", am)
             if result.step != study.current:
-                raise ConfigError(f"Panel.sensitivity_preview: the heat map was measured on "
-                                  f"step {result.step}, but the current step is "
-                                  f"{study.current}; run the analysis again.")
+                raise ConfigError(f"{call}: the heat map was measured on step {result.step}, "
+                                  f"but the current step is {study.current}; run the analysis "
+                                  "again.")
             scores, scored = study.scores_at(study.current), None
             if scores is None or (scores.criterion, scores.granularity) != (
                     result.criterion, result.granularity):
-                study.score(result.criterion, result.granularity, progress=task.progress)
+                # the same reference examples as the analysis, so the same ranking
+                study.score(result.criterion, result.granularity,
+                            samples=view.used.get("samples"), progress=task.progress)
                 scored = f"{result.criterion}/{result.granularity}"
             preview = study.preview(0.0, layer_amounts={lay: am},
                                     ignore=[g for g in result.layers if g != lay])

@@ -22,6 +22,7 @@ from ._plots import figure, to_png
 __all__ = ["DynamicView"]
 
 _CALL = "Panel.dynamic"
+_AUTO = ""     # "auto": the branch point Study.dynamic picks (at=None); no module is named ""
 #: columns of the sweep shown for the marked point, with their labels
 _POINT = {"accuracy": "accuracy", "macs_mean": "mean MACs", "macs_longest": "longest-path MACs",
           "exit_share": "early exits", "paths": "paths",
@@ -72,8 +73,9 @@ class DynamicView:
         self.criterion = W.Dropdown(options=aware, description="criterion",
                                     value=d.get("criterion") if d.get("criterion") in aware
                                     else aware[0])
-        self.at = W.Dropdown(options=[("auto", None)] + _branch_points(study.model),
-                             value=None, description="branch at")
+        # "auto" rather than None as the value: a Dropdown shows None as no selection
+        self.at = W.Dropdown(options=[("auto", _AUTO)] + [(n, n) for n in _branch_points(
+            study.model)], value=_AUTO, description="branch at")
         self.epochs = W.BoundedIntText(value=d.get("epochs", 20), min=1, max=10_000,
                                        description="epochs")
         self.finetune = W.BoundedIntText(value=d.get("finetune", 3), min=0, max=10_000,
@@ -132,10 +134,13 @@ class DynamicView:
     def config(self) -> dict[str, Any]:
         """Keyword arguments of :meth:`Study.dynamic`."""
         return {"k": int(self.k.value), "confidence": round(float(self.confidence.value), 6),
-                "keep": round(float(self.keep.value), 6), "at": self.at.value,
+                "keep": round(float(self.keep.value), 6), "at": self._at(),
                 "criterion": self.criterion.value, "epochs": int(self.epochs.value),
                 "samples": parse_number(self.samples.value, _CALL, "samples", integer=True),
                 "max_paths": int(self.max_paths.value), "finetune": int(self.finetune.value)}
+
+    def _at(self) -> str | None:
+        return None if self.at.value == _AUTO else self.at.value
 
     def sweep_config(self) -> dict[str, Any]:
         """Keyword arguments of :func:`xprune_nb.pruning.dynamic_sweep.sweep` (grid and branch)."""
@@ -143,7 +148,7 @@ class DynamicView:
         return {"k": parse_numbers(self.sweep_k.value, call, "k", integer=True),
                 "keep": parse_numbers(self.sweep_keep.value, call, "keep"),
                 "confidence": parse_numbers(self.sweep_confidence.value, call, "confidence"),
-                "at": self.at.value, "epochs": int(self.epochs.value),
+                "at": self._at(), "epochs": int(self.epochs.value),
                 "max_paths": int(self.max_paths.value), "latency": bool(self.latency.value)}
 
     # ------------------------------------------------------------------ results
@@ -152,7 +157,8 @@ class DynamicView:
         m = step.metrics
         rows = {"accuracy": m.get("accuracy"), "mean MACs": m.get("macs"),
                 "longest-path MACs": m.get("macs_longest"),
-                "early exits": m.get("exit_share"), "paths": m.get("paths")}
+                "early exits": (f"{100 * m['exit_share']:.1f}%" if m.get("exit_share")
+                                is not None else None), "paths": m.get("paths")}
         import pandas as pd
 
         frame = pd.DataFrame({"value": rows})

@@ -73,6 +73,7 @@ class SensitivityView:
         self.preview_button.add_class("xprune-sensitivity-preview")
         self.preview_html = W.HTML()
         self.result = None       # the last Sensitivity
+        self.used: dict = {}     # the arguments it was run with
         self.on_cell = None      # set by the panel: called after a cell is clicked
         #: where a failure inside a dropdown callback is reported (the panel's status line)
         self.on_error = lambda text: setattr(self.summary, "value", note_html(
@@ -124,9 +125,10 @@ class SensitivityView:
                               "(Run sensitivity), then pick a cell.")
         return self.layer.value, float(self.amount.value)
 
-    def show(self, result) -> None:
-        """The summary, the curves and heat map (image) and the clickable grid."""
-        self.result = result
+    def show(self, result, config: dict | None = None) -> None:
+        """The summary, the curves and heat map (image) and the clickable grid; ``config`` is
+        what the analysis was run with (a cell's preview scores with the same samples)."""
+        self.result, self.used = result, dict(config or {})
         self.summary.value = f"<b>{html.escape(result.summary())}</b>"
         layers, amounts = result.layers, list(result.amounts)
         self.layer.options = layers
