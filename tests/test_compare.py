@@ -29,7 +29,7 @@ def test_columns_and_rows(frame):
     assert frame["technique"].tolist() == ["original", "magnitude_weights", "taylor_channels",
                                            "dynamic"]
     orig, weights, channels = (frame.iloc[i] for i in range(3))
-    assert orig["macs_fraction"] == 1.0 and orig["saliency_rank_corr"] == pytest.approx(1.0)
+    assert orig["macs_fraction"] == 1.0 and orig["saliency_rank_correlation"] == pytest.approx(1.0)
     # masks: half the weights are zero, MACs stay dense (and the note says so)
     assert weights["nonzero_params"] < 0.6 * orig["nonzero_params"]
     assert weights["macs"] == orig["macs"] and "dense" in weights["note"]
@@ -39,7 +39,7 @@ def test_columns_and_rows(frame):
     for row in (weights, channels):
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["noisy_accuracy"] <= 1
         assert row["seconds"] > 0 and row["latency_b1_ms"] > 0 and row["latency_b64_ms"] > 0
-        assert -1 <= row["saliency_rank_corr"] <= 1
+        assert -1 <= row["saliency_rank_correlation"] <= 1
         assert math.isfinite(row["worst_class_drop"])
 
 

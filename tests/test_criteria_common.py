@@ -10,7 +10,8 @@ import xprune_nb as xp
 from xprune_nb import criteria
 
 # options that keep the sampling criteria fast in this common suite
-FAST_OPTIONS = {"shapley": {"permutations": 4}, "conductance": {"steps": 8}}
+FAST_OPTIONS = {"shapley": {"permutations": 4}, "conductance": {"steps": 8},
+                "xmask": {"steps": 5}}
 
 
 def _criteria_for(granularity):

@@ -27,6 +27,7 @@ from .errors import (
     NotScoredError,
     PruneError,
     StoppedError,
+    StudyBusyError,
     StudyFileError,
     XPruneError,
 )
@@ -41,8 +42,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Study", "Scores", "Step", "History", "Metrics", "Callback", "StopSignal",
     "XPruneError", "ConfigError", "DataError", "ModelError", "PruneError", "NotScoredError",
-    "StudyFileError", "StoppedError", "MissingDependencyError",
+    "StudyFileError", "StoppedError", "StudyBusyError", "MissingDependencyError",
     "datasets", "zoo", "criteria", "explain", "Panel", "Recipe", "load_pruned",
+    "compare_techniques", "pareto_plot",
     "__version__",
 ]
 
@@ -51,6 +53,8 @@ _LAZY_ATTRS = {
     "Panel": ("xprune_nb.widgets", "Panel"),
     "Recipe": ("xprune_nb.recipe", "Recipe"),
     "load_pruned": ("xprune_nb.io.checkpoint", "load_pruned"),
+    "compare_techniques": ("xprune_nb.compare", "compare_techniques"),
+    "pareto_plot": ("xprune_nb.compare", "pareto_plot"),
 }
 
 

@@ -42,6 +42,8 @@ class delegate:  # noqa: N801 - used like a function, in class bodies
         def method(*args, **kwargs):
             return func(study, *args, **kwargs)
 
-        params = list(inspect.signature(func).parameters.values())[1:]
+        # the study is bound; ``call`` (the name errors use) is the service's own business
+        params = [p for p in list(inspect.signature(func).parameters.values())[1:]
+                  if p.name != "call"]
         method.__signature__ = inspect.Signature(params)
         return method

@@ -51,7 +51,7 @@ TECHNIQUES = {
 #: The columns of the returned table, in order.
 COLUMNS = ["technique", "accuracy", "params", "nonzero_params", "macs", "macs_fraction",
            "latency_b1_ms", "latency_b64_ms", "onnx_b1_ms", "onnx_b64_ms",
-           "saliency_rank_corr", "shapley_change", "seconds", "worst_class_drop",
+           "saliency_rank_correlation", "shapley_change", "seconds", "worst_class_drop",
            "noisy_accuracy", "note"]
 
 
@@ -202,7 +202,7 @@ def _measure(study, technique: str, seconds: float, *, onnx: bool, shapley_rows:
            "macs_fraction": m.macs / first.metrics["macs"],
            "latency_b1_ms": b1, "latency_b64_ms": b64,
            "onnx_b1_ms": math.nan, "onnx_b64_ms": math.nan,
-           "saliency_rank_corr": study.step.drift.get("saliency_spearman", math.nan),
+           "saliency_rank_correlation": study.step.drift.get("saliency_spearman", math.nan),
            "shapley_change": math.nan, "seconds": seconds,
            "worst_class_drop": max(drops) if drops else math.nan,
            "noisy_accuracy": _noisy_accuracy(study, noise, seed), "note": ""}

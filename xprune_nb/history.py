@@ -58,6 +58,8 @@ class Step:
             frac = c.get("fraction", c.get("amount", 0)) if steps > 1 else c.get("amount", 0)
             label = (f"prune {c.get('criterion', '?')}/{c.get('granularity', '?')} "
                      f"{100 * frac:.0f}%")
+            if c.get("layer_amounts"):   # per-group amounts (e.g. auto_prune's allocation)
+                label += f" + {len(c['layer_amounts'])} per-group amounts"
             return label + (f" (round {c.get('round', '?')}/{steps})" if steps > 1 else "")
         if self.kind == "dynamic":
             return f"dynamic k={c.get('k')} keep={c.get('keep')} conf={c.get('confidence')}"

@@ -51,6 +51,8 @@ def why(study, step=None, unit: int | None = None, call: str = "Study.why"):
                               f"{study.current}; prune first, or pass a step index.")
     else:
         index = study.timeline.index(step, call)
+        if study.history[index].kind == "retrain":   # the prune it retrained after
+            index = latest_prune(study, index, call)
     record = study.history[index]
     if record.kind == "dynamic":
         from .why_dynamic import why_dynamic
@@ -63,10 +65,12 @@ def why(study, step=None, unit: int | None = None, call: str = "Study.why"):
     if scores is None:
         raise ConfigError(f"{call}: the scores behind step {index} are not available.")
     parent = study.history[record.parent]
+    # rank as the prune did: with the normalisation it recorded
     return why_removed(scores, record.removed, per_class=scores.per_class,
                        acc_before=parent.per_class_accuracy,
                        acc_after=record.per_class_accuracy,
-                       class_names=study.data.class_names)
+                       class_names=study.data.class_names,
+                       normalize=record.config.get("normalize", "mean"))
 
 
 class DriftTable:
@@ -99,8 +103,10 @@ def drift_table(study) -> DriftTable:
         row = {"step": s.index, "action": s.label, "parent": s.parent,
                "fraction_pruned": 1 - s.metrics["nonzero_params"] / base["nonzero_params"],
                "accuracy": s.metrics["accuracy"]}
-        row.update({k: v for k, v in s.drift.items()
-                    if k in ("saliency_spearman", "saliency_topk_iou", "agreement")})
+        # the glossary's names (explain/glossary.py) for the probe's drift numbers
+        names = {"saliency_spearman": "saliency_rank_correlation",
+                 "saliency_topk_iou": "saliency_topk_iou", "agreement": "agreement"}
+        row.update({names[k]: v for k, v in s.drift.items() if k in names})
         for name, acc in zip(study.data.class_names, s.per_class_accuracy, strict=False):
             row[f"accuracy[{name}]"] = acc
         rows.append(row)

@@ -129,7 +129,7 @@ def plot_shapley(comp, ax=None, output: int | None = None, max_display: int = 12
         for axis, expl, step in ((axes[1], comp.before, comp.steps[0]),
                                  (axes[2], comp.after, comp.steps[1])):
             shap.plots.beeswarm(expl[..., out], ax=axis, show=False, max_display=max_display,
-                                plot_size=None, color_bar=False)
+                                plot_size=None, color_bar=True)
             axis.set_title(f"step {step}: output {comp.class_names[out]}")
         fig.tight_layout()
         return fig
@@ -200,6 +200,7 @@ def plot_drift(frame, ax=None, x: str | None = None):
     from .glossary import label as glossary_label
 
     labels = {"accuracy": "accuracy", "agreement": "agreement with original",
+              "saliency_rank_correlation": glossary_label("saliency_rank_correlation"),
               "saliency_spearman": glossary_label("saliency_rank_correlation"),
               "saliency_topk_iou": glossary_label("saliency_topk_iou")}
     for col, label in labels.items():

@@ -34,6 +34,18 @@ def _per_class_columns(frame, per_class: Mapping[str, torch.Tensor] | None,
             cols[row, : table.shape[0]] = table[:, int(unit)].double().numpy()
     for j, name in enumerate(names):
         frame[f"relevance[{name}]"] = cols[:, j]
+    # in words: the classes that rely on the unit most (within 80% of its largest per-class
+    # value), e.g. "kept: class 3 relies on it" for xmask or LRP scores
+    relied = []
+    for row in cols:
+        finite = np.isfinite(row)
+        if not finite.any() or np.nanmax(row) <= 0:
+            relied.append("")
+            continue
+        top = np.nanmax(row)
+        relied.append(", ".join(names[j] for j in range(len(row))
+                                if finite[j] and row[j] >= 0.8 * top))
+    frame["relied_on_by"] = relied
 
 
 @dataclass

@@ -45,6 +45,8 @@ def fmt(value) -> str:
     """
     import math
 
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()   # numpy / torch scalars format like Python numbers
     if value is None or isinstance(value, bool):
         return "–" if value is None else str(value)
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer()

@@ -247,6 +247,7 @@ def _gate_mha_values(module: nn.MultiheadAttention, gate: torch.Tensor):
         module._parameters.update(saved)
         saved.clear()
 
+    post.restore = lambda: post(None, None, None)   # also after a forward that raised
     return pre, post
 
 
@@ -273,7 +274,7 @@ def head_gates(model: nn.Module, groups: Sequence[HeadGroup] | None = None,
     """
     groups = find_heads(model)[0] if groups is None else groups
     values = values or {}
-    gates, handles = {}, []
+    gates, handles, restores = {}, [], []
     try:
         for group in groups:
             start = values.get(group.name, torch.ones(group.num_heads))
@@ -284,6 +285,7 @@ def head_gates(model: nn.Module, groups: Sequence[HeadGroup] | None = None,
                 pre, post = _gate_mha_values(module, gate)
                 handles.append(module.register_forward_pre_hook(pre))
                 handles.append(module.register_forward_hook(post))
+                restores.append(post.restore)
             else:
                 out = model.get_submodule(group.out_proj)
                 handles.append(out.register_forward_pre_hook(_gate_linear_input(gate)))
@@ -291,3 +293,5 @@ def head_gates(model: nn.Module, groups: Sequence[HeadGroup] | None = None,
     finally:
         for handle in handles:
             handle.remove()
+        for restore in restores:   # a forward that raised never reached its post-hook
+            restore()

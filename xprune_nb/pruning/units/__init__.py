@@ -67,7 +67,9 @@ def prunable_table(units: Units):
              "prunable": True, "reason": ""} for k, layers in units.groups.items()]
     rows += [{"group": n, "units": None, "layers": n, "prunable": False, "reason": why}
              for n, why in units.skipped.items()]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=["group", "units", "layers", "prunable", "reason"])
+    frame["units"] = frame["units"].astype("Int64")   # counts, with <NA> where not prunable
+    return frame
 
 
 # one line per kind
