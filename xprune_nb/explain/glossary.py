@@ -42,6 +42,25 @@ GLOSSARY: dict[str, tuple[str, str]] = {
         "completeness",
         "Sum of the attributions minus the change of the model's output from the baseline; "
         "0 for methods that promise completeness (integrated gradients, LRP)."),
+    "macs_longest": (
+        "longest-path MACs",
+        "Multiply-accumulates of the costliest way through an input-adaptive (dynamic) model: "
+        "what the slowest input pays; the MACs column is then the mean per example."),
+    "exit_share": (
+        "early exits",
+        "Share of test inputs that a dynamic model answers at its early branch, without "
+        "running the later layers."),
+    "paths": (
+        "sliced paths",
+        "How many precomputed, smaller versions of the later layers a dynamic model has (one "
+        "per cluster of predicted class subsets)."),
+    "latency_b1_mean_ms": (
+        "mean batch-1 latency",
+        "Average time of one input on its own, in milliseconds (dynamic models: over the test "
+        "inputs, each taking its own path)."),
+    "latency_b1_p95_ms": (
+        "worst-case batch-1 latency (p95)",
+        "The time 95% of single inputs stay under: how slow the slow inputs are."),
     "shapley_rank_correlation": (
         "Shapley rank correlation",
         "Spearman correlation of the features' global importance (mean |Shapley value|) before "

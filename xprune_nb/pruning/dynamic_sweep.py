@@ -60,7 +60,8 @@ def sweep(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Tensor,
           keep: Sequence[float] = (0.25, 0.5, 0.75), at: str | None = DEFAULTS["at"],
           epochs: int = DEFAULTS["epochs"], seed: int = 0,
           max_paths: int = DEFAULTS["max_paths"], forward: Callable | None = None,
-          latency: bool = True, samples: int = 50, repeats: int = 3, clock: str = "wall"):
+          latency: bool = True, samples: int = 50, repeats: int = 3, clock: str = "wall",
+          finetune: int = DEFAULTS["finetune"]):
     """Accuracy, mean and longest-path MACs, early exits and batch-1 latency over a grid.
 
     Returns a pandas DataFrame: one row per (k, keep, confidence) with ``technique`` =
@@ -79,7 +80,7 @@ def sweep(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Tensor,
 
     common = dict(train_X=train_X, train_y=train_y, per_class_scores=per_class_scores,
                   forward=forward, epochs=epochs, seed=seed, max_paths=max_paths,
-                  call="sweep")
+                  finetune=finetune, call="sweep")
     timing = dict(latency=latency, samples=samples, repeats=repeats, clock=clock)
     dense = dense_metrics(model, X, y, forward, **timing)
     rows = [{"technique": "dense", **dense}]
