@@ -300,7 +300,7 @@ for cid, kw, pat in [
 for cid, args, pat in [
     ("step-99", (99,), r"step"),
     ("step-float", (1.5,), r"step"),
-    ("step-retrain", (2,), r"step"),
+    ("step-negative", (-99,), r"step"),   # (a retrain step explains the prune before it)
     ("step-original", (0,), r"step"),
     ("layer-unknown", ("nope", 0), r"layer"),
     ("unit-missing", ("hidden.0",), r"unit"),

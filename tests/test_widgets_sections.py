@@ -242,7 +242,8 @@ def test_dynamic_build_records_a_step_and_the_strip_shows_its_metrics(panel, stu
     assert f"mean MACs {step.metrics['macs']}" in text
     assert f"longest-path MACs {step.metrics['macs_longest']}" in text
     assert f"early exits {100 * step.metrics['exit_share']:.1f}%" in text
-    assert re.search(r"mean latency \d+\.\d+ ms", text) and "p95 latency" in text
+    # the glossary's names (explain/glossary.py)
+    assert re.search(r"mean batch-1 latency \d+\.\d+ ms", text) and "(p95)" in text
     assert f"params {step.metrics['params']}" in text
     # glossary names with their plain meaning as tooltips
     assert "saliency rank correlation" in text

@@ -44,8 +44,9 @@ GLOSSARY: dict[str, tuple[str, str]] = {
         "0 for methods that promise completeness (integrated gradients, LRP)."),
     "macs_longest": (
         "longest-path MACs",
-        "Multiply-accumulates of the costliest way through an input-adaptive (dynamic) model: "
-        "what the slowest input pays; the MACs column is then the mean per example."),
+        "Multiply-accumulates of the most expensive path an input can take through a dynamic "
+        "model (no early exit, the largest sliced path): the worst case; its MACs column is "
+        "then the mean per example."),
     "exit_share": (
         "early exits",
         "Share of test inputs that a dynamic model answers at its early branch, without "
