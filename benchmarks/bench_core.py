@@ -181,7 +181,7 @@ def rss():
         return int(fh.read().split()[1]) * page
 data = xp.datasets.load("digits")
 study = xp.Study(xp.zoo.load("digits_resnet"), data, max_snapshots=8)
-study.score("magnitude"); study.prune(0.0); study.undo()   # warm up every code path once
+study.score("magnitude"); study.prune(0.1); study.undo()   # warm up every code path once
 start = rss()
 for i in range(10):
     study.score("magnitude", granularity="channel" if i % 2 == 0 else "weight")
@@ -189,7 +189,7 @@ for i in range(10):
     study.retrain(epochs=1, progress=False)
 end = rss()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(len(study.history) - 2, start, end, peak, len(study._snapshots.on_disk))
+print(len(study.history) - 2, start, end, peak, len(study.timeline.snapshots.on_disk))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     steps, start, end, peak, disk = res.stdout.split()

@@ -43,7 +43,7 @@ def _boom(*args, **kwargs):
 
 
 @pytest.mark.parametrize("target", [
-    "xprune_nb.pruning.units.channel.apply_channel_plan",   # surgery
+    "xprune_nb.pruning.groups.apply_channel_plan",          # surgery
     "xprune_nb.measure.evaluate_model",                      # evaluation of the new model
     "xprune_nb.explain.drift.probe_drift",                   # drift probe
     "xprune_nb._snapshots.SnapshotStore.put",                # snapshot

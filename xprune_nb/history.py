@@ -33,6 +33,10 @@ class Step:
     structure : list[dict]
         The structural removals from the original model to this step, in order; with
         ``masked`` and the saved weights this restores the exact model.
+    calls : list[dict]
+        The public calls that made this step, as recipe steps (``StepConfig.to_dict()``:
+        ``{"score": {...}}``, ``{"prune": {...}}``, ``{"retrain": {...}}``, ``{"dynamic":
+        {...}}``), so a recipe or an exported script replays exactly these calls.
     """
 
     index: int
@@ -48,6 +52,7 @@ class Step:
     stopped: bool = False
     seconds: float = 0.0
     note: str = ""
+    calls: list[dict] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -85,7 +90,7 @@ class Step:
             "config": self.config, "metrics": self.metrics, "removed": self.removed,
             "structure": self.structure, "masked": self.masked, "drift": self.drift,
             "per_class_accuracy": self.per_class_accuracy, "stopped": self.stopped,
-            "seconds": self.seconds, "note": self.note,
+            "seconds": self.seconds, "note": self.note, "calls": self.calls,
         }
 
     @classmethod

@@ -52,7 +52,10 @@ def retrain_step(study, *, epochs: int, lr: float, optimizer: str, batch_size: i
                 config={"epochs": epochs, "lr": lr, "optimizer": optimizer,
                         "batch_size": batch_size, "weight_decay": weight_decay,
                         "custom_train_fn": train_fn is not None, "seed": seed},
-                structure=copy.deepcopy(timeline.step.structure), stopped=result.stopped)
+                structure=copy.deepcopy(timeline.step.structure), stopped=result.stopped,
+                calls=[] if train_fn is not None else [{"retrain": {
+                    "epochs": epochs, "lr": lr, "optimizer": optimizer,
+                    "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed}}])
     step.note = (f"{result.epochs_done} epochs, {result.batches_done} batches"
                  + (", stopped by the user" if result.stopped else ""))
     measure_step(study, step, model, seconds=time.perf_counter() - start)

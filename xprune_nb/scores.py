@@ -93,6 +93,18 @@ class Scores:
     seconds: float = 0.0
     errors: dict[str, torch.Tensor] | None = None
 
+    def call(self) -> dict:
+        """The ``Study.score`` arguments that made these scores (a recipe's ``score`` step)."""
+        options = {k: v for k, v in self.options.items() if k != "seed"}
+        out = {"criterion": self.criterion, "granularity": self.granularity}
+        for key in ("samples", "classes", "prune_output"):
+            if key in options:
+                out[key] = options.pop(key)
+        if isinstance(out.get("classes"), tuple):
+            out["classes"] = list(out["classes"])
+        out.update(options)
+        return out
+
     @property
     def layers(self) -> list[str]:
         return list(self.values)

@@ -96,7 +96,7 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
                       "samples"], "max_paths": max_paths, "finetune": finetune}
         step = Step(len(timeline.history), "dynamic", timeline.current, config=config,
                     structure=copy.deepcopy(timeline.step.structure)
-                    + [{"kind": "dynamic", "plan": plan}])
+                    + [{"kind": "dynamic", "plan": plan}], calls=[{"dynamic": dict(config)}])
         step.note = (f"branch after {plan['at']!r}, {len(plan['paths'])} sliced paths, "
                      f"k={k}, confidence={confidence}, keep={keep}")
         measure_step(study, step, net.eval(), seconds=time.perf_counter() - start)

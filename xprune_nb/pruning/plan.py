@@ -52,6 +52,13 @@ class PruneConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def call(self) -> dict:
+        """The ``Study.prune`` arguments as given (a recipe's ``prune`` step)."""
+        out = self.to_dict()
+        if out["retrain"] is not None:
+            out["retrain"] = dict(out["retrain"])
+        return out
+
 
 _RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed")
 

@@ -33,7 +33,8 @@ def prune_round(study, scores: Scores, fraction: float, cfg: PruneConfig, *, rou
               "score_options": dict(scores.options), **cfg.to_dict(),
               "round": round_index + 1, "fraction": fraction}
     step = Step(len(timeline.history), "prune", timeline.current, config=config,
-                removed={k: v.tolist() for k, v in removal.items()})
+                removed={k: v.tolist() for k, v in removal.items()},
+                calls=[{"score": scores.call()}, {"prune": cfg.call()}])
     # the model is changed in place (the dependency graph built while scoring is reused); a
     # failure from here on is rolled back by rebuilding the current step's exact model
     timeline.mark_dirty()

@@ -97,17 +97,24 @@ def _steps(study) -> list[StepConfig]:
             raise ConfigError(f"{_CALL}: {where} was stopped before it finished, which a "
                               "recipe cannot reproduce; go back to its parent with "
                               f"study.goto({s.parent}) and retrain to the end.")
+        recorded = [StepConfig.from_dict(d, call=_CALL, where=f"step {s.index}")
+                    for d in s.calls]   # the calls stored in the step, as recipe steps
         if s.kind == "retrain":
-            out.append(StepConfig("retrain", _retrain_params(c, seed + s.index, where)))
+            if recorded:
+                _retrain_params(c, seed + s.index, where)   # refuses a custom train_fn
+                out.append(recorded[0])
+            else:
+                out.append(StepConfig("retrain", _retrain_params(c, seed + s.index, where)))
             i += 1
             continue
         if s.kind == "dynamic":   # Study.dynamic re-scores and rebuilds from these arguments
-            out.append(StepConfig("dynamic", dict(c)))
+            out.append(recorded[0] if recorded else StepConfig("dynamic", dict(c)))
             i += 1
             continue
-        out.append(StepConfig("score", _score_params(c)))
+        out.append(recorded[0] if recorded else StepConfig("score", _score_params(c)))
         length = _whole_call(path, i, seed)
-        params = {k: c[k] for k in _PRUNE_KEYS if k in c}
+        given = recorded[1].params if len(recorded) > 1 else c
+        params = {k: given[k] for k in _PRUNE_KEYS if k in given}
         params["rewind"] = rewind(params.get("rewind"))
         if params.get("retrain") is not None:
             params["retrain"] = {k: v for k, v in params["retrain"].items()
@@ -123,9 +130,7 @@ def _steps(study) -> list[StepConfig]:
         out.append(StepConfig("prune", params))
     scores = study.timeline.scores.get(study.current)
     if scores is not None:  # scored but not pruned yet: keep the scores in the replay
-        out.append(StepConfig("score", _score_params(
-            {"criterion": scores.criterion, "granularity": scores.granularity,
-             "score_options": scores.options})))
+        out.append(StepConfig("score", scores.call()))
     return out
 
 

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ...errors import PruneError
-from ..groups import apply_channel_plan, build_graph, channel_groups, safe_channel_groups
 from .base import ModelEnv, UnitKind, Units
 
 __all__ = ["ChannelUnits"]
@@ -30,6 +29,8 @@ class ChannelUnits(UnitKind):
     score_as = "channel"
 
     def _analysis(self, model: nn.Module, env: ModelEnv, graph) -> dict:
+        from ..groups import safe_channel_groups
+
         found = env.analysis.get("channel")
         if found is None:
             unpruned = _same_shapes(model, env.original)
@@ -44,6 +45,9 @@ class ChannelUnits(UnitKind):
         return found
 
     def find(self, model: nn.Module, env: ModelEnv, *, prune_output: bool = False) -> Units:
+        # torch-pruning is imported on first use: ``import xprune_nb`` stays light
+        from ..groups import build_graph, channel_groups
+
         graph = build_graph(model, env.example, env.forward)
         found = self._analysis(model, env, graph)
         safe = set(found["safe"])
@@ -84,6 +88,8 @@ class ChannelUnits(UnitKind):
 
     def apply(self, model: nn.Module, units: Units, removal: dict[str, torch.Tensor],
               env: ModelEnv) -> dict | None:
+        from ..groups import apply_channel_plan
+
         plan = {k: [int(i) for i in v.tolist()] for k, v in removal.items() if len(v)}
         if not plan:
             return None
@@ -94,10 +100,14 @@ class ChannelUnits(UnitKind):
 
     def replay(self, model: nn.Module, plan: dict, example: torch.Tensor,
                forward=None) -> None:
+        from ..groups import apply_channel_plan
+
         apply_channel_plan(model, example, plan, forward=forward)
 
     def preview(self, model: nn.Module, units: Units, removal: dict[str, torch.Tensor],
                 env: ModelEnv) -> nn.Module:
+        from ..groups import apply_channel_plan
+
         trial = copy.deepcopy(model)
         plan = {k: [int(i) for i in v.tolist()] for k, v in removal.items() if len(v)}
         apply_channel_plan(trial, env.example, plan, forward=env.forward)
