@@ -45,6 +45,7 @@ CONFIGS: dict[str, TrainConfig] = {
     "digits_transformer": TrainConfig(epochs=120, lr=2e-3, weight_decay=1e-4),
     "digits_vit": TrainConfig(epochs=100, lr=2e-3, weight_decay=1e-4),
     "digits_lstm": TrainConfig(epochs=60, lr=5e-3, weight_decay=1e-4),
+    "boxes_vit": TrainConfig(epochs=40, lr=2e-3, weight_decay=1e-4),
     "tabular_mlp": TrainConfig(epochs=100, lr=1e-3, batch_size=32, weight_decay=1e-4),
     "toy_mlp": TrainConfig(epochs=60, lr=3e-3, batch_size=32),
 }

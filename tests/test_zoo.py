@@ -15,6 +15,7 @@ from xprune_nb.errors import ConfigError, StudyFileError
 torch.set_num_threads(1)
 
 NAMES = [
+    "boxes_vit",
     "digits_cnn",
     "digits_concat",
     "digits_lstm",
@@ -31,6 +32,7 @@ MIN_ACCURACY = {
     "digits_resnet": 0.95,
     "digits_transformer": 0.90,
     "digits_vit": 0.95,
+    "boxes_vit": 0.85,
     "digits_lstm": 0.93,
     "tabular_mlp": 0.95,
     "toy_mlp": 0.95,
@@ -163,7 +165,8 @@ def test_architectures_have_the_documented_parts():
 
 def test_unknown_name_lists_valid_names():
     message = (
-        r"zoo.load\(name=...\): unknown name 'resnet50'; valid names are 'digits_cnn', "
+        r"zoo.load\(name=...\): unknown name 'resnet50'; valid names are 'boxes_vit', "
+        r"'digits_cnn', "
         r"'digits_concat', 'digits_lstm', 'digits_resnet', 'digits_transformer', 'digits_vit', "
         r"'tabular_mlp', 'toy_mlp'\."
     )

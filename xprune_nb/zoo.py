@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xprune_nb import models
+from xprune_nb import _case_study, models
 from xprune_nb.errors import ConfigError, StudyFileError
 
 __all__ = ["load", "available", "info", "build", "weights_path", "WEIGHTS_DIR"]
@@ -77,6 +77,14 @@ _REGISTRY: dict[str, _Entry] = {
         "digits",
         "LSTM with 32 hidden units reading the 8 image rows as a sequence, linear head on "
         "the last step",
+    ),
+    "boxes_vit": _Entry(
+        _case_study.BoxesViT,
+        "digits_boxes",
+        "the ViT of digits_vit over 4x4 patches of 16x16 canvases (16 tokens) where a digit sits "
+        "among distractors, its box known: the ground truth of the ViT case study",
+        kwargs={"image_size": 16, "patch": 4},
+        dataset_options={"n_samples": 2000, "canvas": 16, "distractors": 2},
     ),
     "tabular_mlp": _Entry(
         models.TabularMLP,
