@@ -9,13 +9,12 @@ evaluation and saving deterministic.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .datasets import Split  # the one Split class: inputs X, labels y
+from .datasets import DataBundle, Split  # the one Split and the one data bundle
 from .errors import ConfigError, DataError
 
 __all__ = ["Split", "StudyData", "as_split", "resolve_data", "stratified_indices", "batches",
@@ -128,43 +127,30 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
     return Split(X.contiguous(), y.contiguous())
 
 
-@dataclass
-class StudyData:
-    """The splits a study works on, plus what is known about the classes and features."""
+#: The one data bundle: every source (a bundled dataset, your tensors, loaders, a recipe's data
+#: file or factory) becomes a :class:`~xprune_nb.datasets.DataBundle`; ``StudyData`` is its name
+#: where the study's own data is meant.
+StudyData = DataBundle
 
-    train: Split
-    val: Split
-    test: Split
-    num_classes: int
-    class_names: list[str]
-    feature_names: list[str] | None = None
-    kind: str = "custom"
-    source: dict | None = None
-    split_names: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.X.shape[1:])
+def bundle(train, val=None, test=None, *, class_names=None, feature_names=None,
+           kind: str = "custom", call: str = "Study", **_ignored) -> StudyData:
+    """Splits given separately (``(X, y)`` pairs, Datasets, loaders...) and what is known about
+    them, as the one data bundle a study works on.
 
-    def renamed(self, *, feature_names=None, class_names=None, call: str = "Study"
-                ) -> StudyData:
-        """A copy with the given feature and class names (checked against the data)."""
-        import dataclasses
+    Examples
+    --------
+    >>> import torch
+    >>> split = (torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))
+    >>> data = bundle(split, split, split, class_names=["no", "yes"])
+    >>> data.num_classes, data.class_names, len(data.val)
+    (2, ['no', 'yes'], 4)
+    """
+    import types
 
-        changes = {}
-        if class_names is not None:
-            names = _names(class_names, self.num_classes, call, "class_names", "classes")
-            changes["class_names"] = names
-        if feature_names is not None:
-            width = int(self.train.X[0].numel())
-            changes["feature_names"] = _names(feature_names, width, call, "feature_names",
-                                              "features per example")
-        return dataclasses.replace(self, **changes) if changes else self
-
-    def split(self, name: str) -> Split:
-        if name not in ("train", "val", "test"):
-            raise ConfigError.unknown_name("Study", "split", ["train", "val", "test"], name)
-        return getattr(self, name)
+    return resolve_data(types.SimpleNamespace(
+        train=train, val=val, test=test, class_names=class_names,
+        feature_names=feature_names, kind=kind), call=call)
 
 
 def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Study") -> StudyData:
@@ -214,11 +200,15 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
         num_classes = len(class_names)
     else:
         class_names = [str(i) for i in range(num_classes)]
-    return StudyData(
-        train=splits["train"], val=splits["val"], test=splits["test"],
+    extra = {k: getattr(data, k) for k in ("mean", "std", "description")
+             if data is not None and getattr(data, k, None) is not None}
+    return DataBundle(
+        name=(source or {}).get("name", getattr(data, "name", "custom")) if data is not None
+        else "custom",
+        train=splits["train"], val=splits["val"], test=splits["test"], input_shape=shape,
         num_classes=num_classes, class_names=list(class_names),
         feature_names=list(feature_names) if feature_names is not None else None,
-        kind=kind, source=source, split_names=stand_in,
+        kind=kind, source=source or {}, split_names=stand_in, **extra,
     )
 
 

@@ -22,7 +22,7 @@ True
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -151,10 +151,29 @@ class DataBundle:
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
     description: str = ""
+    #: for a study's data: which split stands in for a missing one (e.g. ``{"val": "test"}``)
+    split_names: dict[str, str] = field(default_factory=dict)
 
     def splits(self) -> dict[str, Split]:
         """The three splits by name: ``{"train": ..., "val": ..., "test": ...}``."""
         return {"train": self.train, "val": self.val, "test": self.test}
+
+    def renamed(self, *, feature_names=None, class_names=None, call: str = "Study"
+                ) -> DataBundle:
+        """A copy with the given feature and class names (checked against the data)."""
+        import dataclasses
+
+        from ._data import _names
+
+        changes = {}
+        if class_names is not None:
+            changes["class_names"] = _names(class_names, self.num_classes, call, "class_names",
+                                            "classes")
+        if feature_names is not None:
+            width = int(self.train.X[0].numel())
+            changes["feature_names"] = _names(feature_names, width, call, "feature_names",
+                                              "features per example")
+        return dataclasses.replace(self, **changes) if changes else self
 
     def split(self, name: str) -> Split:
         """One split by name (``"train"``, ``"val"`` or ``"test"``).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 from torch import nn
@@ -41,10 +40,11 @@ def load_data(path: str | Path):
         raise StudyFileError(f"load_data(path=...): no such file {str(path)!r}; keep it next "
                              "to the script that names it.")
     stored = read_torch_file(path, call="load_data", kind="data")
+    from .._data import bundle
+
     try:
-        return types.SimpleNamespace(
-            **{k: (stored[k]["X"], stored[k]["y"]) for k in ("train", "val", "test")},
-            **stored.get("meta", {}))
+        return bundle(**{k: (stored[k]["X"], stored[k]["y"]) for k in ("train", "val", "test")},
+                      **stored.get("meta", {}), call="load_data")
     except (KeyError, TypeError, AttributeError) as exc:
         raise StudyFileError(f"load_data(path=...): {str(path)!r} is damaged (not the splits "
                              f"Recipe.save writes: {exc}).") from exc

@@ -175,7 +175,7 @@ def save_study(study, path) -> Path:
 
 
 def _data(payload: dict, data):
-    from .._data import Split, StudyData, resolve_data
+    from .._data import Split, bundle, resolve_data
 
     if data is not None:
         return resolve_data(data, call="Study.load")
@@ -188,9 +188,9 @@ def _data(payload: dict, data):
     if not stored:
         raise StudyFileError("Study.load: the file holds no data; pass data=...")
     splits = {k: Split(v["X"], v["y"]) for k, v in stored.items()}
-    return StudyData(train=splits["train"], val=splits["val"], test=splits["test"],
-                     num_classes=meta["num_classes"], class_names=meta["class_names"],
-                     feature_names=meta["feature_names"], kind=meta["kind"])
+    return bundle(splits["train"], splits["val"], splits["test"], call="Study.load",
+                  class_names=meta["class_names"], feature_names=meta["feature_names"],
+                  kind=meta["kind"])
 
 
 def load_study(cls, path, *, model=None, data=None, trust_source: bool = False,

@@ -110,13 +110,15 @@ def as_bundle(data):
     --------
     >>> import torch
     >>> split = (torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))
-    >>> as_bundle((split, split, split)).val is split
-    True
+    >>> as_bundle((split, split, split)).val.X.shape
+    torch.Size([4, 2])
     """
+    from .._data import bundle
+
     if isinstance(data, (tuple, list)) and len(data) == 3:
-        return types.SimpleNamespace(train=data[0], val=data[1], test=data[2])
+        return bundle(*data, call="data factory")
     if isinstance(data, dict):
-        return types.SimpleNamespace(**data)
+        return bundle(**data, call="data factory")
     return data
 
 
@@ -144,10 +146,11 @@ def build_data(recipe: Recipe, call: str = "Study.from_recipe", *,
     if stored is None:
         path = recipe.resolve(spec["file"])
         stored = read_torch_file(path, call=f"{call}(data.file=...)", kind="data")
+    from .._data import bundle
+
     try:
-        return types.SimpleNamespace(
-            **{k: (v["X"], v["y"]) for k, v in stored.items() if k in ("train", "val", "test")},
-            **stored.get("meta", {}))
+        splits = {k: (v["X"], v["y"]) for k, v in stored.items() if k in ("train", "val", "test")}
+        return bundle(**splits, **stored.get("meta", {}), call=f"{call}(data.file=...)")
     except (KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{call}(data.file=...): the data file is damaged ({exc}).") from exc
 
