@@ -19,7 +19,23 @@ from .errors import ModelError, NotScoredError
 from .pruning.units import ModelEnv, UnitKind
 from .scores import Scores
 
-__all__ = ["score_units", "fingerprint", "reference_indices"]
+__all__ = ["score_units", "fingerprint", "reference_indices", "criterion_and_kind"]
+
+
+def criterion_and_kind(criterion: str, granularity: str, call: str):
+    """The criterion class and unit kind named, checked to work together (one message shape
+    for ``Study.score``, ``sensitivity`` and ``auto_prune``)."""
+    from . import criteria
+    from .errors import ConfigError
+    from .pruning import units
+
+    cls = criteria.get(criterion, call)
+    kind = units.get(granularity, call)
+    if kind.name not in cls.granularities and kind.score_as not in cls.granularities:
+        raise ConfigError.bad_value(call, "granularity",
+                                    f"one of {list(cls.granularities)} for {criterion!r}",
+                                    granularity)
+    return cls, kind
 
 
 def reference_indices(y: torch.Tensor, samples: int | None, classes: list[int] | None, *,

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import criteria as _criteria
 from ._data import StudyData, resolve_data, stratified_indices
 from ._facade import delegate
 from ._model import check_finite, check_fits, copy_model, logits_of, model_source, prunable_layers
@@ -28,7 +27,7 @@ from .pruning import units as _units
 from .pruning.plan import PrunePreview, prune_config, rewind_index, units_for
 from .retraining import retrain_step
 from .scores import Scores
-from .scoring import reference_indices, score_units
+from .scoring import criterion_and_kind, reference_indices, score_units
 from .timeline import Timeline
 from .training import Callback, TrainResult
 
@@ -200,12 +199,7 @@ class Study:
             Also kept as ``study.scores_`` for the next :meth:`prune`.
         """
         call = "Study.score"
-        cls = _criteria.get(criterion, call)
-        kind = _units.get(granularity, call)
-        if kind.name not in cls.granularities and kind.score_as not in cls.granularities:
-            raise ConfigError.bad_value(call, "granularity",
-                                        f"one of {list(cls.granularities)} for {criterion!r}",
-                                        granularity)
+        cls, kind = criterion_and_kind(criterion, granularity, call)
         classes = check_classes(call, classes, self.data.num_classes)
         validate(call, samples=samples, batch_size=batch_size, prune_output=prune_output)
         scorer = cls(**options)

@@ -35,7 +35,6 @@ from .. import criteria as _criteria
 from ..errors import ConfigError, StoppedError
 from ..params import PARAMS, check, validate
 from ..progress import StopSignal, make_progress
-from . import units as _units
 from .allocate import allocate, damage_of
 from .plan import _RETRAIN_KEYS
 from .sensitivity import Measurer, group_rows, score_copy
@@ -84,12 +83,9 @@ def _check_args(study, call, budgets, constraints, criterion, granularity, retra
     (name, value), = given.items()
     check(call, name, value, PARAMS["budget"])
     validate(call, **constraints, steps=steps, samples=samples)
-    cls = _criteria.get(criterion, call)
-    kind = _units.get(granularity, call)
-    if kind.name not in cls.granularities and kind.score_as not in cls.granularities:
-        raise ConfigError.bad_value(call, "granularity",
-                                    f"one of {list(cls.granularities)} for {criterion!r}",
-                                    granularity)
+    from ..scoring import criterion_and_kind
+
+    cls, kind = criterion_and_kind(criterion, granularity, call)
     if name != "params" and not kind.speeds_up:
         raise ConfigError.bad_value(call, "granularity", f"a unit kind that removes computation "
                                     f"for a {name} budget (masks leave dense MACs and latency "

@@ -31,7 +31,6 @@ from numbers import Real
 import torch
 from torch import nn
 
-from .. import criteria as _criteria
 from ..errors import ConfigError, PruneError
 from ..params import Interval, Options, check, check_classes, validate
 from ..progress import StopSignal, make_progress
@@ -180,12 +179,9 @@ def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel
     True
     """
     start = time.perf_counter()
-    cls = _criteria.get(criterion, call)
-    kind = _units.get(granularity, call)
-    if kind.name not in cls.granularities and kind.score_as not in cls.granularities:
-        raise ConfigError.bad_value(call, "granularity",
-                                    f"one of {list(cls.granularities)} for {criterion!r}",
-                                    granularity)
+    from ..scoring import criterion_and_kind
+
+    cls, kind = criterion_and_kind(criterion, granularity, call)
     amounts = check_amounts(call, amounts)
     check(call, "metric", metric, Options(METRICS))
     classes = check_classes(call, classes, study.data.num_classes)
