@@ -29,7 +29,12 @@ from torch import nn
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError
 from .attention import capture_attention, rollout, to_input_space, token_scores
-from .compare import deletion_insertion_auc, prediction_agreement, rank_correlation, topk_iou
+from .compare import (
+    PerInputDrift,
+    deletion_insertion_auc,
+    rank_correlation,
+    topk_iou,
+)
 
 __all__ = ["AttentionComparison", "compare_attention", "attention_maps"]
 
@@ -37,7 +42,7 @@ Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class AttentionComparison:
+class AttentionComparison(PerInputDrift):
     """Per-head attention and rollout of two models on the same inputs.
 
     Attributes
@@ -80,33 +85,6 @@ class AttentionComparison:
     top_k: float = 0.1
     options: dict = field(default_factory=dict)
 
-    @property
-    def agreement(self) -> float:
-        """Fraction of inputs on which both models predict the same class."""
-        return prediction_agreement(self.pred_before, self.pred_after)
-
-    def label(self, index) -> str:
-        index = int(index)
-        if self.class_names and 0 <= index < len(self.class_names):
-            return str(self.class_names[index])
-        return str(index)
-
-    def to_frame(self):
-        """One row per input: target, both predictions and the rollout's drift numbers."""
-        import pandas as pd
-
-        frame = pd.DataFrame({
-            "target": [self.label(t) for t in self.targets],
-            "pred_before": [self.label(p) for p in self.pred_before],
-            "pred_after": [self.label(p) for p in self.pred_after],
-            "saliency_rank_correlation": self.spearman, "saliency_topk_iou": self.topk_iou,
-            "deletion_auc_before": self.deletion_before,
-            "deletion_auc_after": self.deletion_after,
-            "insertion_auc_before": self.insertion_before,
-            "insertion_auc_after": self.insertion_after})
-        frame.index.name = "input"
-        return frame
-
     def layer_frame(self):
         """One row per attention layer: heads before and after, and ``attention_change``: the
         mean total-variation distance between the two models' head-mean attention rows (0 = the
@@ -130,9 +108,7 @@ class AttentionComparison:
         return pd.DataFrame(rows)
 
     def summary(self) -> dict[str, float]:
-        frame = self.to_frame().drop(columns=["target", "pred_before", "pred_after"])
-        out = {"agreement": self.agreement}
-        out.update({k: float(np.nanmean(v)) for k, v in frame.items()})
+        out = super().summary()
         changes = self.layer_frame()["attention_change"].to_numpy(dtype=float)
         out["attention_change"] = (float(np.nanmean(changes)) if np.isfinite(changes).any()
                                    else float("nan"))

@@ -16,6 +16,7 @@ from torch import nn
 from .._model import eval_mode, logits_of
 
 __all__ = [
+    "PerInputDrift",
     "feature_map",
     "rank_correlation",
     "topk_iou",
@@ -163,3 +164,58 @@ def deletion_insertion_auc(
     width = np.diff(fractions.double().numpy())
     auc = ((curve[..., 1:] + curve[..., :-1]) / 2 * width).sum(axis=2)
     return auc[0], auc[1]
+
+
+class PerInputDrift:
+    """What every before/after comparison of per-input maps shares (saliency, attention,
+    tokens): the prediction agreement, class labels, and one row per input with the drift
+    numbers under their glossary names (``explain/glossary.py``).
+
+    Subclasses are dataclasses with ``targets``, ``pred_before``, ``pred_after``,
+    ``spearman``, ``topk_iou``, ``deletion_before/after``, ``insertion_before/after`` and
+    ``class_names``; ``completeness_before/after`` are used when present.
+    """
+
+    #: leading columns that are labels, not drift numbers
+    _label_columns: tuple[str, ...] = ("target", "pred_before", "pred_after")
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of inputs on which both models predict the same class."""
+        return prediction_agreement(self.pred_before, self.pred_after)
+
+    def label(self, index) -> str:
+        index = int(index)
+        if self.class_names and 0 <= index < len(self.class_names):
+            return str(self.class_names[index])
+        return str(index)
+
+    def _leading_columns(self) -> dict:
+        return {}
+
+    def to_frame(self):
+        """One row per input: target, both predictions and every drift number."""
+        import pandas as pd
+
+        frame = pd.DataFrame({
+            **self._leading_columns(),
+            "target": [self.label(t) for t in self.targets],
+            "pred_before": [self.label(p) for p in self.pred_before],
+            "pred_after": [self.label(p) for p in self.pred_after],
+            "saliency_rank_correlation": self.spearman, "saliency_topk_iou": self.topk_iou,
+            "deletion_auc_before": self.deletion_before,
+            "deletion_auc_after": self.deletion_after,
+            "insertion_auc_before": self.insertion_before,
+            "insertion_auc_after": self.insertion_after})
+        if getattr(self, "completeness_before", None) is not None:
+            frame["completeness_before"] = self.completeness_before
+            frame["completeness_after"] = self.completeness_after
+        frame.index.name = "input"
+        return frame
+
+    def summary(self) -> dict[str, float]:
+        """Mean of every drift number over the inputs, plus the prediction agreement."""
+        frame = self.to_frame().drop(columns=[*self._leading_columns(), *self._label_columns])
+        out = {"agreement": self.agreement}
+        out.update({k: float(np.nanmean(v)) for k, v in frame.items()})
+        return out

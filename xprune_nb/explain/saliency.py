@@ -19,7 +19,12 @@ from torch import nn
 
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError, MissingDependencyError, ModelError
-from .compare import deletion_insertion_auc, prediction_agreement, rank_correlation, topk_iou
+from .compare import (
+    PerInputDrift,
+    deletion_insertion_auc,
+    rank_correlation,
+    topk_iou,
+)
 
 __all__ = ["METHODS", "gradient_saliency", "attribute", "compare_saliency", "SaliencyComparison"]
 
@@ -161,7 +166,7 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
 
 
 @dataclass
-class SaliencyComparison:
+class SaliencyComparison(PerInputDrift):
     """Saliency maps of two models on the same inputs for the same targets, with drift numbers.
 
     Attributes
@@ -200,45 +205,6 @@ class SaliencyComparison:
     steps: tuple = (0, -1)
     top_k: float = 0.1
     options: dict = field(default_factory=dict)
-
-    @property
-    def agreement(self) -> float:
-        """Fraction of inputs on which both models predict the same class."""
-        return prediction_agreement(self.pred_before, self.pred_after)
-
-    def label(self, index) -> str:
-        index = int(index)
-        if self.class_names and 0 <= index < len(self.class_names):
-            return str(self.class_names[index])
-        return str(index)
-
-    def to_frame(self):
-        """One row per input: target, both predictions and every drift number."""
-        import pandas as pd
-
-        frame = pd.DataFrame({
-            "target": [self.label(t) for t in self.targets],
-            "pred_before": [self.label(p) for p in self.pred_before],
-            "pred_after": [self.label(p) for p in self.pred_after],
-            # one name per drift number everywhere (see explain/glossary.py)
-            "saliency_rank_correlation": self.spearman, "saliency_topk_iou": self.topk_iou,
-            "deletion_auc_before": self.deletion_before,
-            "deletion_auc_after": self.deletion_after,
-            "insertion_auc_before": self.insertion_before,
-            "insertion_auc_after": self.insertion_after,
-        })
-        if self.completeness_before is not None:
-            frame["completeness_before"] = self.completeness_before
-            frame["completeness_after"] = self.completeness_after
-        frame.index.name = "input"
-        return frame
-
-    def summary(self) -> dict[str, float]:
-        """Mean of every drift number over the inputs, plus the prediction agreement."""
-        frame = self.to_frame().drop(columns=["target", "pred_before", "pred_after"])
-        out = {"agreement": self.agreement}
-        out.update({k: float(np.nanmean(v)) for k, v in frame.items()})
-        return out
 
     def plot(self, ax=None, max_inputs: int = 8):
         """Images: a grid input / before / after / difference (returns the figure). Tabular:

@@ -32,7 +32,7 @@ from torch import nn
 
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError
-from .compare import prediction_agreement, rank_correlation, topk_iou
+from .compare import PerInputDrift, rank_correlation, topk_iou
 from .tokens import _baseline, token_attribution, token_deletion_insertion, token_shapley
 
 __all__ = ["TokenComparison", "compare_token_saliency", "compare_token_shapley",
@@ -80,7 +80,7 @@ def highlight_html(tokens: Sequence[str], values, scale: float | None = None) ->
 
 
 @dataclass
-class TokenComparison:
+class TokenComparison(PerInputDrift):
     """Attributions of the same token ids under two models, one score per token position.
 
     Attributes
@@ -117,48 +117,14 @@ class TokenComparison:
     top_k: float = 0.1
     options: dict = field(default_factory=dict)
 
-    @property
-    def agreement(self) -> float:
-        """Fraction of inputs on which both models predict the same class."""
-        return prediction_agreement(self.pred_before, self.pred_after)
-
-    def label(self, index) -> str:
-        index = int(index)
-        if self.class_names and 0 <= index < len(self.class_names):
-            return str(self.class_names[index])
-        return str(index)
-
     def with_vocab(self, vocab) -> TokenComparison:
         """The same comparison with token strings from ``vocab`` (see :func:`decode`)."""
         from dataclasses import replace
 
         return replace(self, tokens=decode(self.ids, vocab))
 
-    def to_frame(self):
-        """One row per input: target, both predictions and every drift number."""
-        import pandas as pd
-
-        frame = pd.DataFrame({
-            "text": [" ".join(t) for t in self.tokens],
-            "target": [self.label(t) for t in self.targets],
-            "pred_before": [self.label(p) for p in self.pred_before],
-            "pred_after": [self.label(p) for p in self.pred_after],
-            "saliency_rank_correlation": self.spearman, "saliency_topk_iou": self.topk_iou,
-            "deletion_auc_before": self.deletion_before,
-            "deletion_auc_after": self.deletion_after,
-            "insertion_auc_before": self.insertion_before,
-            "insertion_auc_after": self.insertion_after})
-        if self.completeness_before is not None:
-            frame["completeness_before"] = self.completeness_before
-            frame["completeness_after"] = self.completeness_after
-        frame.index.name = "input"
-        return frame
-
-    def summary(self) -> dict[str, float]:
-        frame = self.to_frame().drop(columns=["text", "target", "pred_before", "pred_after"])
-        out = {"agreement": self.agreement}
-        out.update({k: float(np.nanmean(v)) for k, v in frame.items()})
-        return out
+    def _leading_columns(self) -> dict:
+        return {"text": [" ".join(t) for t in self.tokens]}
 
     def plot(self, ax=None, max_inputs: int = 6):
         """Highlighted tokens drawn with matplotlib: per input a line before and a line after
