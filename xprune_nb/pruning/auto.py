@@ -36,7 +36,7 @@ from ..errors import ConfigError, StoppedError
 from ..params import PARAMS, check, validate
 from ..progress import StopSignal, make_progress
 from .allocate import allocate, damage_of
-from .plan import _RETRAIN_KEYS
+from .plan import check_retrain_args
 from .sensitivity import Measurer, group_rows, score_copy
 
 __all__ = ["auto_prune", "AutoOutcome", "AutoPruneWarning", "TOLERANCE", "AMOUNTS"]
@@ -90,16 +90,7 @@ def _check_args(study, call, budgets, constraints, criterion, granularity, retra
         raise ConfigError.bad_value(call, "granularity", f"a unit kind that removes computation "
                                     f"for a {name} budget (masks leave dense MACs and latency "
                                     "as they are; use params= with masks)", granularity)
-    if retrain is not None:
-        if not isinstance(retrain, dict):
-            raise ConfigError.bad_value(call, "retrain", "a dict of Study.retrain arguments",
-                                        retrain)
-        for key in retrain:
-            if key not in _RETRAIN_KEYS:
-                raise ConfigError.unknown_name(call, "retrain", _RETRAIN_KEYS, key)
-        validate(f"{call}(retrain=...)", **{k: v for k, v in retrain.items() if k != "seed"})
-        if retrain.get("seed") is not None:
-            check(f"{call}(retrain=...)", "seed", retrain["seed"])
+    check_retrain_args(call, retrain)
     return name, value, kind
 
 

@@ -86,20 +86,26 @@ def prune_config(call: str, scores: Scores, amount: float, *, scope: str = "glob
             raise ConfigError.unknown_name(call, "layer name", valid, name)
     for name, frac in layer_amounts.items():
         check(call, f"layer_amounts[{name!r}]", frac, _fraction())
-    if retrain is not None:
-        if not isinstance(retrain, dict):
-            raise ConfigError.bad_value(call, "retrain", "a dict of Study.retrain arguments",
-                                        retrain)
-        for key in retrain:
-            if key not in _RETRAIN_KEYS:
-                raise ConfigError.unknown_name(call, "retrain", _RETRAIN_KEYS, key)
-        validate(f"{call}(retrain=...)", **{k: v for k, v in retrain.items() if k != "seed"})
-        if "seed" in retrain and retrain["seed"] is not None:
-            check(f"{call}(retrain=...)", "seed", retrain["seed"])
+    check_retrain_args(call, retrain)
     return PruneConfig(amount=amount, scope=scope, normalize=normalize,
                        layer_amounts=layer_amounts, ignore=ignore, steps=steps,
                        schedule=schedule, retrain=dict(retrain) if retrain else None,
                        rewind=rewind, recalibrate=recalibrate)
+
+
+def check_retrain_args(call: str, retrain: dict | None) -> None:
+    """``retrain=`` of a prune or an auto-prune: ``Study.retrain`` arguments, checked now."""
+    if retrain is None:
+        return
+    if not isinstance(retrain, dict):
+        raise ConfigError.bad_value(call, "retrain", "a dict of Study.retrain arguments",
+                                    retrain)
+    for key in retrain:
+        if key not in _RETRAIN_KEYS:
+            raise ConfigError.unknown_name(call, "retrain", _RETRAIN_KEYS, key)
+    validate(f"{call}(retrain=...)", **{k: v for k, v in retrain.items() if k != "seed"})
+    if retrain.get("seed") is not None:
+        check(f"{call}(retrain=...)", "seed", retrain["seed"])
 
 
 def _fraction():
