@@ -342,43 +342,12 @@ class Study:
         model = self.model if step is None else self.model_at(step)
         return evaluate_model(model, self.data, self.forward, latency=latency)
 
-    def saliency(self, before: int = 0, after: int = -1, *, method: str = "saliency",
-                 inputs=None, labels: Sequence[int] | None = None, n: int = 8, progress=False,
-                 stop: StopSignal | None = None, **method_options):
-        """Saliency maps of the same inputs under two steps' models, with drift numbers
-        (see :func:`xprune_nb.explain.compare_saliency` for methods and options)."""
-        from .explain.study import saliency
-
-        return saliency(self, before, after, method=method, inputs=inputs, labels=labels, n=n,
-                        progress=progress, stop=stop, **method_options)
-
-    def shapley(self, before: int = 0, after: int = -1, *, explainer: str = "auto",
-                inputs=None, background=None, n: int = 20, background_size: int | None = None,
-                permutations: int | None = None, output: str = "logits", progress=False,
-                stop: StopSignal | None = None):
-        """Shapley values (shap) of the same rows under two steps' models, side by side; a long
-        run is announced with its estimated cost (:func:`xprune_nb.explain.study.shapley_cost`)."""
-        from .explain.study import shapley
-
-        return shapley(self, before, after, explainer=explainer, inputs=inputs,
-                       background=background, n=n, background_size=background_size,
-                       permutations=permutations, output=output, progress=progress, stop=stop)
-
-    def why(self, step: int | str | None = None, unit: int | None = None):
-        """Why units were removed: ``why()`` explains the latest prune step on the path to the
-        current model (also after retraining), ``why(step)`` a given one, and
-        ``why(layer, unit)`` one unit under every criterion computed on the current model."""
-        from .explain.lookup import why
-
-        return why(self, step, unit)
-
-    def drift(self):
-        """Accuracy and explanation similarity to the original along the history."""
-        from .explain.lookup import drift_table
-
-        return drift_table(self)
-
     # one call of a service each; signatures and docstrings are the services' own
+    saliency = delegate("xprune_nb.explain.study:saliency")
+    shapley = delegate("xprune_nb.explain.study:shapley")
+    why = delegate("xprune_nb.explain.lookup:why")
+    drift = delegate("xprune_nb.explain.lookup:drift_table")
+    save = delegate("xprune_nb.io.study_file:save_study")
     sensitivity = delegate("xprune_nb.pruning.sensitivity:sensitivity")
     auto_prune = delegate("xprune_nb.pruning.auto:auto_prune")
     dynamic = delegate("xprune_nb.pruning.dynamic_step:dynamic")
@@ -389,12 +358,6 @@ class Study:
     recipe = delegate("xprune_nb.recipe.from_study:study_recipe")
     export_script = delegate("xprune_nb.recipe.study_ops:export_study_script")
     save_pruned = delegate("xprune_nb.recipe.study_ops:save_study_model")
-
-    def save(self, path: str | Path) -> Path:
-        """Save the whole study to one file (written atomically; read without running code)."""
-        from .io.study_file import save_study
-
-        return save_study(self, path)
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, data=None, *,

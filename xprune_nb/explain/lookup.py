@@ -25,7 +25,21 @@ def latest_prune(study, step: int, call: str = "Study.why") -> int:
 
 
 def why(study, step=None, unit: int | None = None, call: str = "Study.why"):
-    """The explanation behind ``Study.why`` (see there)."""
+    """Why units were removed.
+
+    ``why()`` (or ``why(-1)``) explains the latest prune (or dynamic) step on the path to the
+    current model, also after retraining; ``why(step)`` a given one (a retrain step: the prune
+    before it); ``why(layer, unit)`` one unit under every criterion computed on the current
+    model. Returns a :class:`~xprune_nb.explain.WhyReport` (``.to_frame()``, ``.plot()``).
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    >>> _ = study.score("magnitude"); _ = study.prune(0.3)
+    >>> study.why().summary()["criterion"]
+    'magnitude'
+    """
     from . import why_removed, why_unit
 
     if isinstance(step, str):
@@ -96,7 +110,16 @@ class DriftTable:
 
 
 def drift_table(study) -> DriftTable:
-    """Accuracy and explanation similarity to the original along the history."""
+    """Accuracy and explanation similarity to the original along the history: one row per
+    step with the probe's drift numbers under their glossary names and the accuracy per class.
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    >>> study.drift().to_frame()["saliency_rank_correlation"].tolist()
+    [1.0]
+    """
     base = study.history[0].metrics
     rows = []
     for s in study.history:

@@ -169,7 +169,9 @@ def study_payload(study) -> dict:
 
 
 def save_study(study, path) -> Path:
-    """Write ``study`` to ``path`` (atomically); returns the path."""
+    """Save the whole study to one file: the weights of every step, the history, the scores and
+    the data (or its bundled source). Written atomically (the old file survives any failure);
+    read with ``Study.load`` without running code. Returns the path."""
     path = as_path(path, call="Study.save")
     return write_study_file(path, study_payload(study), call="Study.save")
 
