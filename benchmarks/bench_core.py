@@ -135,7 +135,7 @@ def bench_vs_torch_pruning():
             pruner = tp.pruner.BasePruner(model, example, importance=imp, pruning_ratio=0.5,
                                           ignored_layers=[model.head])
             if imp_name == "taylor":
-                from xprune_nb._data import stratified_indices
+                from xprune_nb.data import stratified_indices
                 idx = stratified_indices(data.train.y, 256, seed=0)
                 model.zero_grad()
                 nn.functional.cross_entropy(model(data.train.X[idx]), data.train.y[idx]).backward()

@@ -29,7 +29,7 @@ import torch
 
 import xprune_nb as xp
 from xprune_nb._case_study import BoxesViT, train_boxes_vit
-from xprune_nb._ground_truth import load as load_boxes
+from xprune_nb.data.ground_truth import load as load_boxes
 from xprune_nb.explain.attention_compare import attention_maps
 from xprune_nb.explain.grounding import grounding
 

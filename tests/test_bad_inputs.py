@@ -1078,7 +1078,7 @@ def test_trace_output_and_strict_logits():
 def test_class_and_label_checks():
     import numpy as np
 
-    from xprune_nb._data import check_classes, check_labels
+    from xprune_nb.data import check_classes, check_labels
 
     assert check_classes(np.int64(1), 3, "c") == [1]
     assert check_classes(torch.tensor([0, 2]), 3, "c") == [0, 2]
@@ -1099,7 +1099,7 @@ def test_class_and_label_checks():
     ({"optimizer": "lbfgs"}, "optimizer"), ({"batch_size": 0}, "batch_size"),
 ])
 def test_train_refuses_bad_options_before_touching_the_model(kw, param):
-    from xprune_nb._data import Split
+    from xprune_nb.data import Split
     from xprune_nb.training import train
 
     torch.manual_seed(0)

@@ -116,7 +116,7 @@ def test_taylor_matches_definition(small_digits):
     study = make_study("mlp", small_digits)
     scores = study.score("taylor", samples=20)
     x, y = study.data.train.X, study.data.train.y
-    from xprune_nb._data import stratified_indices
+    from xprune_nb.data import stratified_indices
 
     idx = stratified_indices(y, 20, seed=0)
     model = study.model

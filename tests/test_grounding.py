@@ -1,4 +1,4 @@
-"""Ground-truth relevance: the digits_boxes dataset (_ground_truth.py) and the grounding
+"""Ground-truth relevance: the digits_boxes dataset (data/ground_truth.py) and the grounding
 metrics (explain/grounding.py) with a before/after comparison on a study."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb import _ground_truth as gt
+from xprune_nb.data import ground_truth as gt
+from xprune_nb.data.raw import generate_digits_boxes, sklearn_raw
 from xprune_nb.errors import ConfigError
 from xprune_nb.explain.grounding import (
     compare_grounding,
@@ -30,10 +31,8 @@ def test_generation_is_seeded_and_boxes_hold_the_digit(data):
     other = gt.load(seed=4, n_samples=120, canvas=16, distractors=2)
     assert not torch.equal(other.train.X, data.train.X)
     assert data.input_shape == (1, 16, 16) and data.num_classes == 10
-    from xprune_nb._dataset_builders import _sklearn_raw
-
-    digits, labels, _, _ = _sklearn_raw("digits")
-    X, y, box = gt._generate(3, 120, 16, 2, 0.05, 4)
+    digits, labels, _, _ = sklearn_raw("digits")
+    X, y, box = generate_digits_boxes(3, 120, 16, 2, 0.05, 4)
     rng = np.random.RandomState(3)
     pick = rng.randint(0, len(digits), size=120)
     for i in range(10):
@@ -51,7 +50,7 @@ def test_generation_is_seeded_and_boxes_hold_the_digit(data):
 
 
 def test_without_distractors_or_noise_all_ink_is_in_the_box():
-    X, _, box = gt._generate(0, 30, 16, 0, 0.0, 1)
+    X, _, box = generate_digits_boxes(0, 30, 16, 0, 0.0, 1)
     mass = relevance_mass_in_box(X, box)
     np.testing.assert_allclose(mass, 1.0)
 

@@ -57,7 +57,7 @@ def _gate_derivative(model, x, y, target):
 @pytest.mark.parametrize(("criterion", "target"), [("taylor", "loss"), ("attention", "logit")])
 def test_head_scores_are_gate_derivatives(criterion, target, small_digits):
     study = make_study("transformer", small_digits)
-    from xprune_nb._data import stratified_indices
+    from xprune_nb.data import stratified_indices
 
     scores = study.score(criterion, granularity="head", samples=1, classes=[4])
     idx = stratified_indices(study.data.train.y, 1, seed=study.seed, classes=[4])

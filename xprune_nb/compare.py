@@ -185,7 +185,7 @@ def _noisy_accuracy(study, noise: float, seed: int) -> float:
         return math.nan          # token ids: Gaussian noise has no meaning
     gen = torch.Generator().manual_seed(seed)
     noisy = X + noise * float(X.std()) * torch.randn(X.shape, generator=gen)
-    from ._data import Split
+    from .data import Split
 
     return evaluate_split(study.model, Split(noisy, y), study.forward)[0]
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._data import Split, StudyData, batches
 from ._model import eval_mode
+from .data import Split, StudyData, batches
 
 __all__ = ["Metrics", "count_params", "count_macs", "measure_latency", "layer_sparsity",
            "evaluate_model"]

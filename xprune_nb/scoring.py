@@ -42,7 +42,7 @@ def reference_indices(y: torch.Tensor, samples: int | None, classes: list[int] |
                       seed: int, call: str) -> torch.Tensor:
     """``samples`` training rows in total (default: 256, or all available), stratified by class
     and drawn only from ``classes`` when given; deterministic under ``seed``."""
-    from ._data import stratified_indices
+    from .data import stratified_indices
 
     if samples is None:
         pool = y if classes is None else y[torch.isin(y, torch.tensor(classes))]

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._data import StudyData, resolve_data, stratified_indices
 from ._facade import delegate
 from ._model import check_finite, check_fits, copy_model, logits_of, model_source, prunable_layers
+from .data import StudyData, resolve_data, stratified_indices
 from .errors import ConfigError, ModelError, NotScoredError
 from .history import History, Step
 from .measure import measure_step

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._data import Split, batches
+from .data import Split, batches
 from .errors import ConfigError
 from .metrics import evaluate_split
 from .progress import StopSignal
@@ -180,7 +180,7 @@ def train(
     --------
     >>> import torch
     >>> from torch import nn
-    >>> from xprune_nb._data import Split
+    >>> from xprune_nb.data import Split
     >>> torch.manual_seed(0) and None
     >>> model = nn.Linear(2, 2)
     >>> data = Split(torch.randn(32, 2), torch.randint(0, 2, (32,)))

@@ -191,8 +191,8 @@ def grounding(study, before: int = 0, after: int = -1, *, method: str = "attenti
     """Relevance mass in the box and pointing game of two steps of a study on ``digits_boxes``
     (test rows ``rows``, or ``n`` drawn stratified), for any saliency ``method`` or
     ``"attention_rollout"``."""
-    from .._data import stratified_indices
-    from .._ground_truth import boxes as truth_boxes
+    from ..data import stratified_indices
+    from ..data.ground_truth import boxes as truth_boxes
 
     call = "Study.grounding"
     truth_boxes(study.data, "test", rows=[])          # refuses data without boxes, first

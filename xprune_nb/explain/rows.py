@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._data import StudyData, stratified_indices
+from ..data import StudyData, stratified_indices
 from ..errors import ConfigError
 
 __all__ = ["pick_rows", "misclassified_rows"]

@@ -40,7 +40,7 @@ def load_data(path: str | Path):
         raise StudyFileError(f"load_data(path=...): no such file {str(path)!r}; keep it next "
                              "to the script that names it.")
     stored = read_torch_file(path, call="load_data", kind="data")
-    from .._data import bundle
+    from ..data import bundle
 
     try:
         return bundle(**{k: (stored[k]["X"], stored[k]["y"]) for k in ("train", "val", "test")},

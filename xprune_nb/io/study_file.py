@@ -177,7 +177,7 @@ def save_study(study, path) -> Path:
 
 
 def _data(payload: dict, data):
-    from .._data import Split, bundle, resolve_data
+    from ..data import Split, bundle, resolve_data
 
     if data is not None:
         return resolve_data(data, call="Study.load")

@@ -35,8 +35,8 @@ def per_class_scores(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
     >>> s["conv2"].shape
     torch.Size([10, 32])
     """
-    from .._data import stratified_indices
     from ..criteria import ScoringContext, create
+    from ..data import stratified_indices
 
     forward = forward or (lambda m, x: logits_of(m(x)))
     num_classes = int(y.max()) + 1

@@ -113,7 +113,7 @@ def as_bundle(data):
     >>> as_bundle((split, split, split)).val.X.shape
     torch.Size([4, 2])
     """
-    from .._data import bundle
+    from ..data import bundle
 
     if isinstance(data, (tuple, list)) and len(data) == 3:
         return bundle(*data, call="data factory")
@@ -146,7 +146,7 @@ def build_data(recipe: Recipe, call: str = "Study.from_recipe", *,
     if stored is None:
         path = recipe.resolve(spec["file"])
         stored = read_torch_file(path, call=f"{call}(data.file=...)", kind="data")
-    from .._data import bundle
+    from ..data import bundle
 
     try:
         splits = {k: (v["X"], v["y"]) for k, v in stored.items() if k in ("train", "val", "test")}

@@ -8,19 +8,16 @@ evaluation and saving deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .datasets import DataBundle, Split  # the one Split and the one data bundle
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
+from .split import DataBundle, Split  # the one Split and the one data bundle
 
-__all__ = ["Split", "StudyData", "as_split", "resolve_data", "stratified_indices", "batches",
-           "check_classes", "check_labels"]
-
-
+__all__ = ["StudyData", "as_split", "resolve_data", "bundle"]
 
 
 def _to_tensor(value, what: str, call: str, name: str = "data") -> torch.Tensor:
@@ -210,137 +207,3 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
         feature_names=list(feature_names) if feature_names is not None else None,
         kind=kind, source=source or {}, split_names=stand_in, **extra,
     )
-
-
-def _class_index(value) -> int | None:
-    """``value`` as a class index if it is an integer (Python, NumPy or 0-d integer tensor),
-    else None: 0.7, '1', True and NaN are not class indices."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() != 0 or value.dtype.is_floating_point or value.dtype == torch.bool:
-            return None
-        return int(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        return None
-    return int(value)
-
-
-def check_classes(classes, num_classes: int, call: str, param: str = "classes") -> list[int]:
-    """Validate a list of class indices (or one index); returns them as a list of ints.
-
-    Refuses, naming ``param``: non-integers (``0.7``, ``'1'``, ``True``), indices outside
-    ``[0, num_classes)``, and an empty list. Nothing is coerced.
-
-    Examples
-    --------
-    >>> check_classes([0, 2], 3, "Study.score")
-    [0, 2]
-    >>> check_classes([0.7], 3, "Study.score")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    xprune_nb.errors.ConfigError: Study.score(classes=...): expected class indices ... got [0.7].
-    """
-    allowed = f"class indices (integers) in [0, {num_classes})"
-    items = [classes] if _class_index(classes) is not None else classes
-    if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
-        raise ConfigError.bad_value(call, param, allowed, classes)
-    items = list(items)
-    picked = [_class_index(c) for c in items]
-    if not items or any(c is None or not 0 <= c < num_classes for c in picked):
-        raise ConfigError.bad_value(call, param, allowed, items)
-    return picked
-
-
-def check_labels(labels, n: int, num_classes: int, call: str, param: str = "labels"
-                 ) -> torch.Tensor:
-    """Validate ``n`` target class indices (e.g. ``Study.saliency(labels=...)``); returns a
-    long tensor.
-
-    Examples
-    --------
-    >>> check_labels([1, 0], 2, 3, "Study.saliency").tolist()
-    [1, 0]
-    >>> check_labels([99, 99], 2, 3, "Study.saliency")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    xprune_nb.errors.ConfigError: Study.saliency(labels=...): expected 2 class indices ...
-    """
-    allowed = f"{n} class indices (integers) in [0, {num_classes})"
-    if isinstance(labels, torch.Tensor):
-        items = labels.reshape(-1).tolist() if labels.dim() <= 1 else None
-    elif isinstance(labels, (str, bytes, dict)) or not hasattr(labels, "__iter__"):
-        items = None
-    else:
-        items = list(labels)
-    if items is None or len(items) != n:
-        raise ConfigError.bad_value(call, param, allowed, labels)
-    picked = [_class_index(c) for c in items]
-    if any(c is None or not 0 <= c < num_classes for c in picked):
-        raise ConfigError.bad_value(call, param, allowed, items)
-    return torch.tensor(picked, dtype=torch.long)
-
-
-def stratified_indices(
-    y: torch.Tensor, n: int, *, seed: int, classes: Sequence[int] | None = None,
-    call: str = "Study.score", param: str = "samples",
-) -> torch.Tensor:
-    """Pick ``n`` example indices in total, spread over the classes as evenly as possible.
-
-    Deterministic under ``seed``. With ``classes``, only examples of those classes are drawn.
-
-    Examples
-    --------
-    >>> import torch
-    >>> y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
-    >>> idx = stratified_indices(y, 6, seed=0)
-    >>> sorted(torch.bincount(y[idx]).tolist())
-    [2, 2, 2]
-    """
-    present = sorted(set(y.tolist()))
-    wanted = present if classes is None else list(classes)
-    missing = [c for c in wanted if c not in present]
-    if missing:
-        raise ConfigError.bad_value(call, "classes", f"classes present in the data {present}",
-                                    list(classes))
-    pools = {c: torch.nonzero(y == c).flatten() for c in wanted}
-    available = sum(len(p) for p in pools.values())
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ConfigError.bad_value(call, param, "a positive integer", n)
-    if n > available:
-        raise ConfigError.bad_value(
-            call, param, f"at most {available} (the examples available"
-            + (f" in classes {wanted})" if classes is not None else ")"), n
-        )
-    gen = torch.Generator().manual_seed(int(seed))
-    perms = {c: p[torch.randperm(len(p), generator=gen)] for c, p in pools.items()}
-    # Round-robin over classes so every class gets its share; small classes run out first.
-    taken = {c: 0 for c in wanted}
-    picked: list[int] = []
-    while len(picked) < n:
-        for c in wanted:
-            if len(picked) == n:
-                break
-            if taken[c] < len(perms[c]):
-                picked.append(int(perms[c][taken[c]]))
-                taken[c] += 1
-    return torch.tensor(sorted(picked), dtype=torch.long)
-
-
-def batches(split: Split, batch_size: int, *, shuffle: bool = False,
-            generator: torch.Generator | None = None
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(X, y)`` mini-batches of a split (in order, or shuffled with ``generator``)."""
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        yield split.X[idx], split.y[idx]
-
-
-def _names(names, count: int, call: str, param: str, what: str) -> list[str]:
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise ConfigError.bad_value(call, param, "a list of strings", names)
-    names = list(names)
-    if len(names) != count:
-        raise ConfigError.bad_value(call, param, f"{count} names (the data has {count} {what})",
-                                    f"{len(names)} names")
-    return names

@@ -1,7 +1,7 @@
 """Builders of the bundled datasets: raw arrays and metadata per dataset, and their options.
 
 Each builder returns ``{"X", "y", "class_names", "feature_names"}`` with X shaped per example;
-:mod:`xprune_nb.datasets` splits, standardises and wraps them. Adding a dataset is one builder
+:mod:`xprune_nb.data.bundled` splits, standardises and wraps them. Adding a dataset is one builder
 and one :data:`REGISTRY` entry.
 """
 
@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
 
-from xprune_nb import _ground_truth
+from . import raw
 
-__all__ = ["REGISTRY", "Spec", "Option"]
+__all__ = ["REGISTRY", "Spec", "Option", "is_int"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,49 +56,7 @@ def _noise(default: float) -> _Option:
 
 
 # --------------------------------------------------------------------------------------------
-# Raw data: each builder returns (X, y, metadata) with X float32 already shaped per example.
-
-
-@cache
-def _sklearn_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
-    # sklearn reads these from CSV files inside its own package; caching avoids re-parsing,
-    # and callers copy before mutating (the arrays are marked read-only to make that certain).
-    from sklearn import datasets as skd
-
-    loader = {
-        "digits": skd.load_digits,
-        "breast_cancer": skd.load_breast_cancer,
-        "wine": skd.load_wine,
-    }[name]
-    bunch = loader()
-    X = np.asarray(bunch.data, dtype=np.float64)
-    y = np.asarray(bunch.target, dtype=np.int64)
-    X.setflags(write=False)
-    y.setflags(write=False)
-    features = tuple(str(f) for f in bunch.feature_names)
-    classes = tuple(str(c) for c in bunch.target_names)
-    return X, y, features, classes
-
-
-def _spiral(n_samples: int, noise: float, n_classes: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Interleaved spiral arms, one per class (the classic CS231n toy problem).
-
-    Each arm starts at the origin and makes three quarters of a turn; ``noise`` is the standard
-    deviation of the angular jitter in radians, so larger values blur the arms into each other.
-    """
-    # RandomState, not default_rng: its stream is frozen by NumPy's compatibility policy, so
-    # the same seed gives the same points on every NumPy version.
-    rng = np.random.RandomState(seed)
-    sizes = [n_samples // n_classes + (k < n_samples % n_classes) for k in range(n_classes)]
-    xs, ys = [], []
-    for k, size in enumerate(sizes):
-        radius = np.linspace(0.05, 1.0, size)
-        angle = (
-            2 * np.pi * k / n_classes + 1.5 * np.pi * radius + rng.normal(scale=noise, size=size)
-        )
-        xs.append(np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1))
-        ys.append(np.full(size, k, dtype=np.int64))
-    return np.concatenate(xs), np.concatenate(ys)
+# Builders: each returns {X, y, class_names, feature_names} with X shaped per example.
 
 
 @dataclass(frozen=True)
@@ -111,7 +68,7 @@ class _Spec:
 
 
 def _build_digits(seed: int) -> dict[str, Any]:
-    X, y, _, _ = _sklearn_raw("digits")
+    X, y, _, _ = raw.sklearn_raw("digits")
     # pixel intensities are integers 0..16; scale to [0, 1] so saliency maps share one range
     images = (X / 16.0).reshape(-1, 1, 8, 8)
     return {
@@ -124,7 +81,7 @@ def _build_digits(seed: int) -> dict[str, Any]:
 
 def _build_sklearn_tabular(name: str) -> Callable[..., dict[str, Any]]:
     def build(seed: int) -> dict[str, Any]:
-        X, y, features, classes = _sklearn_raw(name)
+        X, y, features, classes = raw.sklearn_raw(name)
         return {"X": X, "y": y, "class_names": list(classes), "feature_names": list(features)}
 
     return build
@@ -150,7 +107,7 @@ def _build_circles(seed: int, n_samples: int, noise: float, factor: float) -> di
 
 
 def _build_spiral(seed: int, n_samples: int, noise: float, n_classes: int) -> dict[str, Any]:
-    X, y = _spiral(n_samples, noise, n_classes, seed)
+    X, y = raw.spiral(n_samples, noise, n_classes, seed)
     return {
         "X": X,
         "y": y,
@@ -197,9 +154,9 @@ REGISTRY: dict[str, _Spec] = {
     ),
     "digits_boxes": _Spec(
         "image",
-        _ground_truth.DESCRIPTION,
-        {**_SPLIT_OPTIONS, **{k: _Option(*v) for k, v in _ground_truth.OPTIONS.items()}},
-        _ground_truth.build_digits_boxes,
+        raw.DIGITS_BOXES_DESCRIPTION,
+        {**_SPLIT_OPTIONS, **{k: _Option(*v) for k, v in raw.DIGITS_BOXES_OPTIONS.items()}},
+        raw.build_digits_boxes,
     ),
     "spiral": _Spec(
         "toy",
@@ -215,4 +172,4 @@ REGISTRY: dict[str, _Spec] = {
 }
 
 
-Spec, Option = _Spec, _Option
+Spec, Option, is_int = _Spec, _Option, _is_int
