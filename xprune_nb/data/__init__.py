@@ -9,7 +9,8 @@ Modules, lowest first: :mod:`.checks` (class indices and names), :mod:`.split` (
 ``DataBundle``), :mod:`.sampling`, :mod:`.convert` (user data → bundle), :mod:`.raw` (NumPy
 arrays of the bundled datasets), :mod:`.sources` (their registry and options), :mod:`.bundled`
 (``load``), :mod:`.ground_truth` (``digits_boxes`` evidence boxes). Each imports only those
-before it.
+before it. :mod:`.batch` (lowest of all) moves, counts, slices and joins inputs that are a tensor
+or a mapping of tensors (``input_ids``, ``attention_mask``... padded per batch).
 
 Examples
 --------
