@@ -18,7 +18,7 @@ xprune_nb.errors.ConfigError: Study.prune(amount=...): expected a number in [0, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -189,16 +189,55 @@ def validate(call: str, **values: Any) -> None:
         check(call, name, value)
 
 
-def check_classes(call: str, classes, num_classes: int) -> list[int] | None:
-    """``classes=``: one class index or a non-empty list of them (real ints, no strings or
-    floats: ``0.7`` or ``'1'`` would silently mean another class)."""
+def check_classes(call: str, classes, num_classes: int,
+                  class_names: Sequence[str] | None = None, *,
+                  criterion: Any = None, param: str = "classes") -> list[int] | None:
+    """``classes=``: one class or a non-empty list of them, each an index (a real int: ``0.7``
+    or ``'1'`` would silently mean another class) or, when the study has ``class_names``, a
+    class name (``"cultivar_C"``). Returns the indices.
+
+    With ``criterion`` (a criterion class), a criterion that reads no data (``magnitude``,
+    ``random``: the same scores whatever the classes) refuses ``classes=`` instead of ignoring it.
+
+    Examples
+    --------
+    >>> check_classes("Study.score", ["b", 0], 3, ["a", "b", "c"])
+    [1, 0]
+    >>> check_classes("Study.score", "d", 3, ["a", "b", "c"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ConfigError: Study.score(classes=...): unknown name 'd'; valid names are ...
+    """
     if classes is None:
         return None
-    if isinstance(classes, Integral) and not isinstance(classes, bool):
+    names = [str(n) for n in class_names] if class_names is not None else []
+    if isinstance(classes, (Integral, str)) and not isinstance(classes, bool):
         classes = [classes]
-    if (not isinstance(classes, (list, tuple, range)) or not classes or any(
-            isinstance(c, bool) or not isinstance(c, Integral) or not 0 <= c < num_classes
-            for c in classes)):
-        raise ConfigError.bad_value(call, "classes", f"class indices in [0, {num_classes}), "
-                                    "as int or a list of int", classes)
-    return [int(c) for c in classes]
+    allowed = f"class indices in [0, {num_classes})" + (
+        " or class names" if names else "") + ", as one or a list"
+    if not isinstance(classes, (list, tuple, range)) or not classes:
+        raise ConfigError.bad_value(call, param, allowed, classes)
+    out = []
+    for c in classes:
+        if isinstance(c, str):
+            if c not in names:
+                raise ConfigError.unknown_name(call, param, names or ["(no class names)"], c)
+            out.append(names.index(c))
+        elif isinstance(c, bool) or not isinstance(c, Integral) or not 0 <= c < num_classes:
+            raise ConfigError.bad_value(call, param, allowed, classes)
+        else:
+            out.append(int(c))
+    if criterion is not None and not getattr(criterion, "class_aware", False) and not getattr(
+            criterion, "needs_data", True):
+        raise ConfigError(
+            f"{call}(classes=...): criterion {criterion.name!r} does not depend on classes (it "
+            f"reads only the weights), so classes={_short(classes)} would be ignored. Leave "
+            "classes out, or use a class-aware criterion (e.g. 'lrp', 'conductance', "
+            "'xmask') or a data-driven one ('taylor', 'gradient', 'activation': scored on "
+            "examples of those classes only).")
+    return out
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -173,7 +173,7 @@ class Study:
         return _units.prunable_table(kind.find(self.model, self.env))
 
     def score(self, criterion: str = "magnitude", granularity: str = "channel", *,
-              samples: int | None = None, classes: Sequence[int] | None = None,
+              samples: int | None = None, classes: Sequence[int | str] | None = None,
               prune_output: bool = False, batch_size: int = 64, progress=False,
               stop: StopSignal | None = None, **options) -> Scores:
         """Score every prunable unit of the current model with ``criterion``.
@@ -185,9 +185,10 @@ class Study:
         granularity : str
             A unit kind (:func:`xprune_nb.pruning.units.available`): ``channel`` (removed for
             real), ``weight`` (masked), ``head``...
-        samples, classes : int, list of int, optional
+        samples, classes : int, list of int or class names, optional
             Reference examples in total (default 256), drawn stratified by class from the
-            training split, only from ``classes`` when given (relevance for those classes).
+            training split, only from ``classes`` when given (relevance for those classes;
+            criteria that read no data, e.g. ``magnitude``, refuse ``classes``).
         prune_output, batch_size, progress, stop
             Score the output layer too (``weight``); batch size; the progress protocol.
         **options
@@ -200,7 +201,8 @@ class Study:
         """
         call = "Study.score"
         cls, kind = criterion_and_kind(criterion, granularity, call)
-        classes = check_classes(call, classes, self.data.num_classes)
+        classes = check_classes(call, classes, self.data.num_classes, self.data.class_names,
+                                criterion=cls)
         validate(call, samples=samples, batch_size=batch_size, prune_output=prune_output)
         scorer = cls(**options)
         tick = make_progress(progress, call, f"score {criterion}", stop)

@@ -24,7 +24,12 @@ def _to_tensor(value, what: str, call: str, name: str = "data") -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     try:
-        tensor = torch.as_tensor(np.asarray(value))
+        array = np.asarray(value)
+        if not array.flags.writeable:
+            # pandas hands out read-only views; torch warns on those ("NumPy array is not
+            # writable") because it would share them. One copy of what was given, no warning.
+            array = array.copy()
+        tensor = torch.as_tensor(array)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a data error here
         raise DataError(
             f"{call}({name}=...): could not turn {what} into a tensor of numbers "

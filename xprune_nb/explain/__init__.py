@@ -25,6 +25,7 @@ from .compare import (
 from .drift import DriftReport, probe_drift
 from .saliency import METHODS, SaliencyComparison, attribute, compare_saliency, gradient_saliency
 from .shapley import EXPLAINERS, OUTPUTS, ShapleyComparison, compare_shapley, shapley_values
+from .unit_history import UnitWhy
 from .why import WhyReport, why_removed, why_unit
 
 # transformers, tokens, grounding and forgotten examples load their dependencies on first use
@@ -62,6 +63,7 @@ __all__ = [
     "why_removed",
     "why_unit",
     "WhyReport",
+    "UnitWhy",
     "rank_correlation",
     "topk_iou",
     "prediction_agreement",

@@ -3,7 +3,7 @@ computed on a model, and the drift table along the history."""
 
 from __future__ import annotations
 
-from ..errors import ConfigError, NotScoredError
+from ..errors import ConfigError
 
 __all__ = ["why", "latest_prune", "DriftTable", "drift_table"]
 
@@ -24,13 +24,20 @@ def latest_prune(study, step: int, call: str = "Study.why") -> int:
     return found
 
 
-def why(study, step=None, unit: int | None = None, call: str = "Study.why"):
+def why(study, step=None, unit: int | None = None, *, at: int = 0,
+        granularity: str | None = None, call: str = "Study.why"):
     """Why units were removed.
 
     ``why()`` (or ``why(-1)``) explains the latest prune (or dynamic) step on the path to the
     current model, also after retraining; ``why(step)`` a given one (a retrain step: the prune
-    before it); ``why(layer, unit)`` one unit under every criterion computed on the current
-    model. Returns a :class:`~xprune_nb.explain.WhyReport` (``.to_frame()``, ``.plot()``).
+    before it). Both return a :class:`~xprune_nb.explain.WhyReport` (``.to_frame()``: every
+    removed unit; ``.plot()``).
+
+    ``why(layer, unit)`` follows one unit through the whole history, at any step, for any unit
+    that ever existed: every score and rank it got, when it was removed (step and action), its
+    score and rank then, and the classes (by name) that relied on it. ``unit`` is its index in
+    the numbering of step ``at`` (default 0, the original model: a structural prune renumbers
+    the units that stay). Returns a :class:`~xprune_nb.explain.UnitWhy`.
 
     Examples
     --------
@@ -39,25 +46,16 @@ def why(study, step=None, unit: int | None = None, call: str = "Study.why"):
     >>> _ = study.score("magnitude"); _ = study.prune(0.3)
     >>> study.why().summary()["criterion"]
     'magnitude'
+    >>> gone = study.why().to_frame().iloc[0]
+    >>> study.why(gone["layer"], int(gone["unit"])).removed_at
+    1
     """
-    from . import why_removed, why_unit
-
     if isinstance(step, str):
-        if unit is None or isinstance(unit, bool) or not isinstance(unit, int):
-            raise ConfigError.bad_value(call, "unit", "a unit index (with a layer name)", unit)
-        found = dict(study.timeline.all_scores.get(study.current, {}))
-        latest = study.timeline.scores.get(study.current)
-        if latest is not None:
-            found.setdefault(f"{latest.criterion}/{latest.granularity}", latest)
-        if not found:
-            raise NotScoredError(f"{call}: the current model (step {study.current}) has no "
-                                 "scores yet, so there is nothing to say about "
-                                 f"{step!r}; call study.score(criterion) first.")
-        by_criterion = {s.criterion: s for s in found.values() if step in s.values}
-        if not by_criterion:
-            valid = sorted({k for s in found.values() for k in s.values})
-            raise ConfigError.unknown_name(call, "layer", valid, step)
-        return why_unit(step, unit, by_criterion)
+        from .unit_history import unit_history
+
+        return unit_history(study, step, unit, at=at, granularity=granularity, call=call)
+    from . import why_removed
+
     if step is None or step == -1:
         index = _latest_prune(study, study.current)
         if index is None:

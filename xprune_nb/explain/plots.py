@@ -10,8 +10,9 @@ import numpy as np
 __all__ = ["html_report", "plot_saliency", "plot_shapley", "plot_why", "plot_drift"]
 
 
-def html_report(title: str, summary: dict, frame=None, max_rows: int = 20) -> str:
-    """A title, a one-line table of summary numbers and (the head of) a frame, as HTML."""
+def html_report(title: str, summary: dict, frame=None, max_rows: int = 1000) -> str:
+    """A title, a one-line table of summary numbers and a frame, as HTML: every row (up to
+    ``max_rows``, with a note when more exist) in a scrolling box, so none is silently left out."""
     cells = "".join(
         f"<td><b>{html.escape(str(k))}</b>: "
         f"{v:.4g}</td>" if isinstance(v, (float, int, np.floating)) else
@@ -20,7 +21,8 @@ def html_report(title: str, summary: dict, frame=None, max_rows: int = 20) -> st
     out = f"<div><b>{html.escape(title)}</b><table><tr>{cells}</tr></table>"
     if frame is not None:
         more = len(frame) - max_rows
-        out += frame.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}")
+        out += (f"<p>{len(frame)} rows</p><div style='max-height:24em;overflow:auto'>"
+                + frame.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}") + "</div>")
         if more > 0:
             out += f"<p>... {more} more rows (use .to_frame())</p>"
     return out + "</div>"

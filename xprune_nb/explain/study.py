@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import ConfigError
+from ..params import check_classes
 from ..progress import StopSignal, make_progress
 from .rows import pick_rows
 
@@ -73,6 +74,10 @@ def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency
     tick = make_progress(progress, call, f"saliency {method}", stop)
     (b, model_b), (a, model_a) = step_models(study, before, after, call)
     x, y = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
+    if labels is not None and not isinstance(labels, str) and any(
+            isinstance(c, str) for c in labels):   # class names, as everywhere else
+        labels = check_classes(call, list(labels), study.data.num_classes,
+                               study.data.class_names, param="labels")
     if labels is not None:
         try:
             y = torch.as_tensor(list(labels))

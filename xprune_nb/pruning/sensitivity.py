@@ -128,7 +128,7 @@ def _wants_recalibration(recalibrate: bool | None, model: nn.Module) -> bool:
 
 def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel",
                 amounts: Sequence[float] = DEFAULT_AMOUNTS, metric: str = "accuracy",
-                samples: int | None = None, classes: Sequence[int] | None = None,
+                samples: int | None = None, classes: Sequence[int | str] | None = None,
                 recalibrate: bool | None = None, batch_size: int = 64,
                 progress: bool | Callable[[int, int], object] = False,
                 stop: StopSignal | None = None, call: str = "Study.sensitivity",
@@ -184,7 +184,8 @@ def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel
     cls, kind = criterion_and_kind(criterion, granularity, call)
     amounts = check_amounts(call, amounts)
     check(call, "metric", metric, Options(METRICS))
-    classes = check_classes(call, classes, study.data.num_classes)
+    classes = check_classes(call, classes, study.data.num_classes, study.data.class_names,
+                            criterion=cls)
     validate(call, samples=samples, batch_size=batch_size, recalibrate=recalibrate)
     scorer = cls(**criterion_options)
     tick = make_progress(progress, call, f"sensitivity {criterion}", stop)
