@@ -81,6 +81,8 @@ class Step:
         if self.drift:
             # the probe's drift against the original (see explain/glossary.py)
             row["saliency_rank_correlation"] = self.drift.get("saliency_spearman")
+            if self.drift.get("saliency_reason"):   # why probe inputs are missing from it
+                row["saliency_reason"] = self.drift["saliency_reason"]
         return row
 
     def to_dict(self) -> dict:

@@ -34,6 +34,7 @@ _LAZY = {
     "AttentionComparison": "attention_compare", "TokenComparison": "token_compare",
     "compare_token_saliency": "token_compare", "compare_token_shapley": "token_compare",
     "relevance_mass_in_box": "grounding", "pointing_game": "grounding",
+    "relevance_rank_accuracy": "grounding",
     "compare_grounding": "grounding", "forgotten": "forgotten",
     "ForgottenReport": "forgotten", "GLOSSARY": "glossary",
 }

@@ -85,6 +85,9 @@ class AttentionComparison(PerInputDrift):
     top_k: float = 0.1
     options: dict = field(default_factory=dict)
 
+    def _maps(self):
+        return self.scores_before, self.scores_after
+
     def layer_frame(self):
         """One row per attention layer: heads before and after, and ``attention_change``: the
         mean total-variation distance between the two models' head-mean attention rows (0 = the
@@ -129,18 +132,16 @@ class AttentionComparison(PerInputDrift):
         return plot_heads(self, index=index, which=which)
 
     def __repr__(self) -> str:
-        s = self.summary()
         return (f"AttentionComparison(inputs={len(self.targets)}, steps={self.steps}, "
                 f"layers={len(self.maps_before)}->{len(self.maps_after)}, "
-                f"saliency_rank_correlation={s['saliency_rank_correlation']:.3f}, "
-                f"agreement={s['agreement']:.3f})")
+                f"{self._summary_text('saliency_rank_correlation', 'agreement')})")
 
     def _repr_html_(self) -> str:
         from .plots import html_report
 
         title = (f"Attention rollout comparison, step {self.steps[0]} vs {self.steps[1]}, "
                  f"{len(self.targets)} inputs")
-        return (html_report(title, self.summary(), self.to_frame())
+        return (html_report(title, self.summary(), self.to_frame(), notes=self.not_available())
                 + self.layer_frame().to_html(float_format=lambda v: f"{v:.4g}"))
 
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .._model import logits_of
-from .compare import rank_correlation, topk_iou
+from .compare import pair_reasons, rank_correlation, topk_iou
+from .numbers import finite_mean, missing_note
 from .saliency import gradient_saliency
 
 __all__ = ["probe_drift", "DriftReport"]
@@ -25,8 +26,10 @@ def probe_drift(model_original: nn.Module, model: nn.Module, probe_x: torch.Tens
 
     Saliency is the absolute gradient of the true class's logit (``captum.attr.Saliency``'s
     definition, computed directly). Returns ``accuracy``, ``agreement`` (same prediction as the
-    original), ``saliency_spearman`` and ``saliency_topk_iou`` (means over the probe set) and
-    ``accuracy_per_class`` (a list; NaN for classes absent from the probe set).
+    original), ``saliency_spearman`` and ``saliency_topk_iou`` (means over the probe inputs
+    whose maps rank something), ``saliency_reason`` (why probe inputs were left out of those
+    means or why they are NaN; '' when none was) and ``accuracy_per_class`` (a list; NaN for
+    classes absent from the probe set).
 
     Examples
     --------
@@ -57,16 +60,22 @@ def probe_drift(model_original: nn.Module, model: nn.Module, probe_x: torch.Tens
     per_class[counts == 0] = float("nan")
     if sal_o is None:
         spearman = iou = float("nan")
+        reason = "integer inputs (token ids) have no input gradient"
     else:
-        rho = rank_correlation(sal_o, sal_m)
-        # constant maps (a model whose saliency vanished) have no ranking: NaN, not a warning
-        spearman = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
-        iou = float(topk_iou(sal_o, sal_m, top_k).mean())
+        rho, over = rank_correlation(sal_o, sal_m), topk_iou(sal_o, sal_m, top_k)
+        # a map that ranks nothing (a model whose saliency vanished) is left out of the mean,
+        # and the reason says so; NaN only when no probe input has a ranking
+        spearman, iou = finite_mean(rho), finite_mean(over)
+        reasons = pair_reasons(sal_o, sal_m, absolute=True)
+        reason = missing_note(list(np.where(np.isfinite(rho) & np.isfinite(over), 0.0,
+                                            np.nan)), reasons).replace(" inputs n/a",
+                                                                       " probe inputs n/a")
     return {
         "accuracy": float(correct.mean()),
         "agreement": float((pred == logits_o.argmax(dim=1)).double().mean()),
         "saliency_spearman": spearman,
         "saliency_topk_iou": iou,
+        "saliency_reason": reason,
         "accuracy_per_class": per_class.tolist(),
     }
 

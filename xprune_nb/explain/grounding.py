@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["relevance_mass_in_box", "pointing_game", "GroundingComparison",
+__all__ = ["relevance_mass_in_box", "relevance_rank_accuracy", "pointing_game",
+           "grounding_reasons", "GroundingComparison",
            "compare_grounding", "grounding"]
 
 
@@ -61,9 +62,19 @@ def _inside(boxes: np.ndarray, shape: tuple[int, int], pad: int = 0) -> np.ndarr
             & (cols >= b[:, 1] - pad) & (cols < b[:, 3] + pad))
 
 
+def _finite(a: np.ndarray) -> np.ndarray:
+    return np.isfinite(a.reshape(len(a), -1)).all(1)
+
+
 def relevance_mass_in_box(attributions, boxes, *, positive: bool = True) -> np.ndarray:
     """Share of each map's relevance inside its box: ``sum_box R+ / sum R+`` (``positive``;
-    else absolute values). NaN for a map with no relevance at all.
+    else absolute values). In [0, 1]; higher = more of the evidence for the class is inside.
+    NaN for a map with no positive (or, with ``positive=False``, no) relevance at all or with
+    a non-finite entry.
+
+    Quantus's ``RelevanceMassAccuracy`` sums the signed map; on maps without negative values
+    both agree exactly (tested). Negative relevance (evidence against the class) is left out
+    here so that the share stays in [0, 1] and means "where the evidence for the class is".
 
     Examples
     --------
@@ -77,12 +88,49 @@ def relevance_mass_in_box(attributions, boxes, *, positive: bool = True) -> np.n
     total = r.sum((1, 2))
     inside = (r * _inside(b, a.shape[1:])).sum((1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+        out = np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+    return np.where(_finite(a), out, np.nan)
+
+
+def relevance_rank_accuracy(attributions, boxes) -> np.ndarray:
+    """Share of the ``K`` most relevant pixels that lie in the box, ``K`` = the box's size
+    (relevance rank accuracy, Arras, Osman & Samek 2022). In [0, 1]; higher = better.
+
+    Pixels are ranked by signed relevance. Pixels tied at the cut count with the share of
+    the ``K`` places left for them (the mean over every order of the tie), so the number does
+    not depend on the pixel order; Quantus's ``RelevanceRankAccuracy`` breaks such ties by
+    its sort and agrees exactly on maps without ties at the cut (tested). NaN for a constant
+    map (it ranks nothing) or one with a non-finite entry.
+
+    Examples
+    --------
+    >>> m = np.zeros((1, 3, 3)); m[0, 0, 0] = 2; m[0, 2, 2] = 1
+    >>> relevance_rank_accuracy(m, [[0, 0, 1, 2]]).tolist()
+    [0.5]
+    """
+    call = "relevance_rank_accuracy"
+    a = _pixels(attributions, call)
+    b = _boxes(boxes, len(a), a.shape[1:], call)
+    inside = _inside(b, a.shape[1:]).reshape(len(a), -1)
+    flat = a.reshape(len(a), -1)
+    out = np.full(len(a), np.nan)
+    for i, (row, box) in enumerate(zip(flat, inside)):
+        if not np.isfinite(row).all() or row.max() == row.min():
+            continue
+        k = int(box.sum())
+        cut = np.sort(row)[::-1][k - 1]
+        above, tied = row > cut, row == cut
+        hits = (above & box).sum() + (k - above.sum()) * (tied & box).sum() / tied.sum()
+        out[i] = hits / k
+    return out
 
 
 def pointing_game(attributions, boxes, *, tolerance: int = 0) -> np.ndarray:
     """1.0 where the most relevant pixel lies in the box (grown by ``tolerance`` pixels), else
-    0.0; NaN for a constant map (it points nowhere).
+    0.0. When several pixels share the maximum, it is a hit if any of them lies in the box
+    (Quantus's ``PointingGame`` rule: it does not depend on the pixel order). NaN for a
+    constant map (every pixel is a maximum: it points nowhere; Quantus counts it as a hit) and
+    for a map with a non-finite entry.
 
     Examples
     --------
@@ -97,10 +145,30 @@ def pointing_game(attributions, boxes, *, tolerance: int = 0) -> np.ndarray:
             or tolerance < 0:
         raise ConfigError.bad_value(call, "tolerance", "an integer >= 0 (pixels)", tolerance)
     flat = a.reshape(len(a), -1)
-    top = flat.argmax(1)
-    hit = _inside(b, a.shape[1:], int(tolerance)).reshape(len(a), -1)[np.arange(len(a)), top]
-    constant = flat.max(1) == flat.min(1)
-    return np.where(constant, np.nan, hit.astype(np.float64))
+    inside = _inside(b, a.shape[1:], int(tolerance)).reshape(len(a), -1)
+    with np.errstate(invalid="ignore"):
+        top = flat == flat.max(1, keepdims=True)
+        hit = (top & inside).any(1).astype(np.float64)
+        constant = flat.max(1) == flat.min(1)
+    return np.where(constant | ~_finite(a), np.nan, hit)
+
+
+def grounding_reasons(attributions) -> list[str]:
+    """Per map, why its grounding numbers are NaN ('' where they are not)."""
+    a = _pixels(attributions, "grounding_reasons")
+    out = []
+    for row in a.reshape(len(a), -1):
+        if not np.isfinite(row).all():
+            out.append("non-finite values in the map")
+        elif not row.any():
+            out.append("all-zero map")
+        elif row.max() == row.min():
+            out.append("constant map")
+        elif row.max() <= 0:
+            out.append("no positive relevance (mass in box)")
+        else:
+            out.append("")
+    return out
 
 
 @dataclass
@@ -115,24 +183,52 @@ class GroundingComparison:
     hit_after: np.ndarray
     box_fraction: np.ndarray
     steps: tuple = (0, -1)
+    rank_before: np.ndarray | None = None
+    rank_after: np.ndarray | None = None
+    #: per input, why a number of that row is NaN ('' where none is)
+    reasons: list[str] | None = None
 
     def to_frame(self):
-        """One row per input: box, its share of the image, mass and hit before and after."""
+        """One row per input: box, its share of the image, mass, rank accuracy and pointing
+        hit before and after, and ``reason`` (why a number of that row is NaN)."""
         import pandas as pd
 
-        frame = pd.DataFrame({"box": [tuple(int(v) for v in b) for b in self.boxes],
-                              "box_fraction": self.box_fraction,
-                              "mass_in_box_before": self.mass_before,
-                              "mass_in_box_after": self.mass_after,
-                              "pointing_before": self.hit_before,
-                              "pointing_after": self.hit_after})
+        columns = {"box": [tuple(int(v) for v in b) for b in self.boxes],
+                   "box_fraction": self.box_fraction,
+                   "mass_in_box_before": self.mass_before,
+                   "mass_in_box_after": self.mass_after}
+        if self.rank_before is not None:
+            columns["rank_accuracy_before"] = self.rank_before
+            columns["rank_accuracy_after"] = self.rank_after
+        columns.update({"pointing_before": self.hit_before, "pointing_after": self.hit_after,
+                        "reason": self.reasons or [""] * len(self.boxes)})
+        frame = pd.DataFrame(columns)
         frame.index.name = "input"
         return frame
 
     def summary(self) -> dict[str, float]:
-        """Means over the inputs; ``box_fraction`` is what a uniform map would score."""
-        frame = self.to_frame().drop(columns=["box"])
-        return {k: float(np.nanmean(v)) for k, v in frame.items()}
+        """Means over the inputs that have the number (NaN where none has it; see
+        :meth:`not_available`); ``box_fraction`` is what a uniform map would score."""
+        from .numbers import finite_mean
+
+        frame = self.to_frame().drop(columns=["box", "reason"])
+        out = {}
+        for k, v in frame.items():
+            out[k] = finite_mean(v)
+        return out
+
+    def not_available(self) -> dict[str, str]:
+        """For each number some inputs lack: how many and why (the means leave them out)."""
+        from .numbers import missing_note
+
+        frame = self.to_frame()
+        reasons = list(frame["reason"])
+        out = {}
+        for k, v in frame.drop(columns=["box", "reason"]).items():
+            note = missing_note(list(v), reasons)
+            if note:
+                out[k] = note
+        return out
 
     def plot(self, ax=None):
         """Mass inside the box before vs after, one dot per input (above the diagonal: the
@@ -151,16 +247,23 @@ class GroundingComparison:
         return ax
 
     def __repr__(self) -> str:
-        s = self.summary()
+        from .numbers import shown
+
+        s, gone = self.summary(), self.not_available()
+
+        def pair(name: str) -> str:
+            return " -> ".join(shown(s[f"{name}_{w}"], gone.get(f"{name}_{w}"))
+                               for w in ("before", "after"))
+
         return (f"GroundingComparison(method={self.method!r}, inputs={len(self.boxes)}, "
-                f"mass_in_box {s['mass_in_box_before']:.3f} -> {s['mass_in_box_after']:.3f}, "
-                f"pointing {s['pointing_before']:.3f} -> {s['pointing_after']:.3f})")
+                f"mass_in_box {pair('mass_in_box')}, pointing {pair('pointing')})")
 
     def _repr_html_(self) -> str:
         from .plots import html_report
 
         return html_report(f"Relevance on the evidence ({self.method}), step {self.steps[0]} "
-                           f"vs {self.steps[1]}", self.summary(), self.to_frame())
+                           f"vs {self.steps[1]}", self.summary(), self.to_frame(),
+                           notes=self.not_available())
 
 
 def compare_grounding(comparison, boxes, *, tolerance: int = 0) -> GroundingComparison:
@@ -182,7 +285,11 @@ def compare_grounding(comparison, boxes, *, tolerance: int = 0) -> GroundingComp
         hit_before=pointing_game(before, b, tolerance=tolerance),
         hit_after=pointing_game(after, b, tolerance=tolerance),
         box_fraction=(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / float(h * w),
-        steps=tuple(getattr(comparison, "steps", (0, -1))))
+        steps=tuple(getattr(comparison, "steps", (0, -1))),
+        rank_before=relevance_rank_accuracy(before, b),
+        rank_after=relevance_rank_accuracy(after, b),
+        reasons=["; ".join(f"{side}: {r}" for side, r in (("before", x), ("after", y)) if r)
+                 for x, y in zip(grounding_reasons(before), grounding_reasons(after))])
 
 
 def grounding(study, before: int = 0, after: int = -1, *, method: str = "attention_relevance",

@@ -128,6 +128,8 @@ def drift_table(study) -> DriftTable:
         names = {"saliency_spearman": "saliency_rank_correlation",
                  "saliency_topk_iou": "saliency_topk_iou", "agreement": "agreement"}
         row.update({names[k]: v for k, v in s.drift.items() if k in names})
+        if s.drift.get("saliency_reason"):   # why probe inputs are missing from the means
+            row["saliency_reason"] = s.drift["saliency_reason"]
         for name, acc in zip(study.data.class_names, s.per_class_accuracy, strict=False):
             row[f"accuracy[{name}]"] = acc
         rows.append(row)

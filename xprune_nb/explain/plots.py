@@ -10,19 +10,35 @@ import numpy as np
 __all__ = ["html_report", "plot_saliency", "plot_shapley", "plot_why", "plot_drift"]
 
 
-def html_report(title: str, summary: dict, frame=None, max_rows: int = 1000) -> str:
+def html_report(title: str, summary: dict, frame=None, max_rows: int = 1000,
+                notes: dict | None = None) -> str:
     """A title, a one-line table of summary numbers and a frame, as HTML: every row (up to
-    ``max_rows``, with a note when more exist) in a scrolling box, so none is silently left out."""
-    cells = "".join(
-        f"<td><b>{html.escape(str(k))}</b>: "
-        f"{v:.4g}</td>" if isinstance(v, (float, int, np.floating)) else
-        f"<td><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</td>"
-        for k, v in summary.items())
+    ``max_rows``, with a note when more exist) in a scrolling box, so none is silently left out.
+
+    A missing summary number shows as ``n/a: reason`` (its note from ``notes``); a number that
+    some rows lack is followed by the note saying how many and why.
+    """
+    from .numbers import is_missing
+
+    notes = notes or {}
+
+    def cell(k, v) -> str:
+        name = f"<b>{html.escape(str(k))}</b>"
+        if isinstance(v, (float, int, np.floating)) and not isinstance(v, bool):
+            if is_missing(v):
+                text = f"n/a: {notes[k]}" if k in notes else "n/a"
+            else:
+                text = f"{v:.4g}" + (f" ({notes[k]})" if k in notes else "")
+            return f"<td>{name}: {html.escape(text)}</td>"
+        return f"<td>{name}: {html.escape(str(v))}</td>"
+
+    cells = "".join(cell(k, v) for k, v in summary.items())
     out = f"<div><b>{html.escape(title)}</b><table><tr>{cells}</tr></table>"
     if frame is not None:
         more = len(frame) - max_rows
         out += (f"<p>{len(frame)} rows</p><div style='max-height:24em;overflow:auto'>"
-                + frame.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}") + "</div>")
+                + frame.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}", na_rep="n/a")
+                + "</div>")
         if more > 0:
             out += f"<p>... {more} more rows (use .to_frame())</p>"
     return out + "</div>"

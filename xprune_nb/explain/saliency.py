@@ -214,18 +214,13 @@ class SaliencyComparison(PerInputDrift):
         return plot_saliency(self, ax=ax, max_inputs=max_inputs)
 
     def __repr__(self) -> str:
-        s = self.summary()
         return (f"SaliencyComparison(method={self.method!r}, inputs={len(self.targets)}, "
                 f"steps={self.steps}, "
-                f"saliency_rank_correlation={s['saliency_rank_correlation']:.3f}, "
-                f"agreement={s['agreement']:.3f})")
+                f"{self._summary_text('saliency_rank_correlation', 'agreement')})")
 
     def _repr_html_(self) -> str:
-        from .plots import html_report
-
-        title = (f"Saliency comparison ({self.method}), step {self.steps[0]} vs "
-                 f"{self.steps[1]}, {len(self.targets)} inputs")
-        return html_report(title, self.summary(), self.to_frame())
+        return self._summary_html(f"Saliency comparison ({self.method}), step {self.steps[0]} "
+                                  f"vs {self.steps[1]}, {len(self.targets)} inputs")
 
 
 def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *, labels=None,

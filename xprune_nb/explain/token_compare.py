@@ -159,12 +159,13 @@ class TokenComparison(PerInputDrift):
 
     def __repr__(self) -> str:
         return (f"TokenComparison(method={self.method!r}, inputs={len(self.ids)}, "
-                f"steps={self.steps}, agreement={self.agreement:.3f})")
+                f"steps={self.steps}, agreement={self.agreement:.3f}, "
+                f"{self._summary_text('saliency_rank_correlation')})")
 
     def _repr_html_(self) -> str:
         from .plots import html_report
 
-        lines = []
+        lines, reasons = [], self.reasons()
         for i in range(min(len(self.ids), 20)):
             scale = max(float(np.abs(self.before[i]).max()), float(np.abs(self.after[i]).max()))
             lines.append(
@@ -172,12 +173,15 @@ class TokenComparison(PerInputDrift):
                 f"before (pred {html.escape(self.label(self.pred_before[i]))}): "
                 f"{highlight_html(self.tokens[i], self.before[i], scale)}<br>"
                 f"after (pred {html.escape(self.label(self.pred_after[i]))}): "
-                f"{highlight_html(self.tokens[i], self.after[i], scale)}</td></tr>")
+                f"{highlight_html(self.tokens[i], self.after[i], scale)}"
+                + (f"<br><i>n/a: {html.escape(reasons[i])}</i>" if reasons[i] else "")
+                + "</td></tr>")
         title = (f"Token attributions ({self.method}), step {self.steps[0]} vs {self.steps[1]},"
                  f" {len(self.ids)} inputs (red: for the target class, blue: against)")
-        return (html_report(title, self.summary()) + "<table>" + "".join(lines) + "</table>"
+        return (html_report(title, self.summary(), notes=self.not_available())
+                + "<table>" + "".join(lines) + "</table>"
                 + self.to_frame().drop(columns=["text"]).to_html(
-                    float_format=lambda v: f"{v:.4g}"))
+                    float_format=lambda v: f"{v:.4g}", na_rep="n/a"))
 
 
 def _predict(model_b, model_a, ids, labels, forward, call):

@@ -42,6 +42,7 @@ from torch import nn
 
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError, MissingDependencyError
+from .compare import map_reasons
 
 __all__ = ["TOKEN_METHODS", "embedding_layer", "check_float_inputs", "token_attribution",
            "token_shapley", "token_deletion_insertion"]
@@ -307,7 +308,7 @@ def token_deletion_insertion(model: nn.Module, ids: torch.Tensor, maps, targets,
     forward = forward or _default_forward
     ids = ids.long()
     n, length = ids.shape
-    rel = torch.as_tensor(np.asarray(maps, dtype=np.float64)).reshape(n, length)
+    rel = torch.nan_to_num(torch.as_tensor(np.asarray(maps, dtype=np.float64)).reshape(n, length))
     rank = torch.empty(n, length, dtype=torch.long)
     rank.scatter_(1, torch.argsort(-rel, dim=1, stable=True),
                   torch.arange(length).expand(n, length))
@@ -322,4 +323,7 @@ def token_deletion_insertion(model: nn.Module, ids: torch.Tensor, maps, targets,
     curve = probs.gather(3, t).squeeze(3).numpy()
     width = np.diff(fractions.double().numpy())
     auc = ((curve[..., 1:] + curve[..., :-1]) / 2 * width).sum(axis=2)
+    # a map that orders nothing (e.g. an empty map from a [PAD] baseline) has no curve of its own
+    flat = np.asarray(maps, dtype=np.float64).reshape(n, length)
+    auc[:, np.array([bool(r) for r in map_reasons(flat)], dtype=bool)] = np.nan
     return auc[0], auc[1]

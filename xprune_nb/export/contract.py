@@ -44,7 +44,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -367,11 +366,12 @@ def measure_contract(contract_path: str | Path) -> dict:
         from ..explain.saliency import gradient_saliency
 
         sal, _ = gradient_saliency(model, x.float(), y)
-        rho = rank_correlation(probe["reference_saliency"], sal)
-        out["saliency_spearman"] = float(np.nanmean(rho)) if np.isfinite(rho).any() else float(
-            "nan")
-        out["saliency_topk_iou"] = float(topk_iou(probe["reference_saliency"], sal,
-                                                  contract["top_k"]).mean())
+        from ..explain.numbers import finite_mean
+
+        # the same means as the study's probe drift: inputs whose maps rank nothing left out
+        out["saliency_spearman"] = finite_mean(rank_correlation(probe["reference_saliency"], sal))
+        out["saliency_topk_iou"] = finite_mean(topk_iou(probe["reference_saliency"], sal,
+                                                        contract["top_k"]))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 
+from ..explain.numbers import is_missing, shown
 from ._common import frame_html, note_html
 from ._plots import figure, to_png
 
@@ -12,7 +13,8 @@ __all__ = ["HistoryView"]
 _COLUMNS = {"parent": "parent", "action": "action", "accuracy": "accuracy",
             "params": "params", "nonzero_params": "nonzero", "macs": "MACs",
             "macs_longest": "longest-path MACs", "exit_share": "early exits",
-            "sparsity": "sparsity", "saliency_rank_correlation": "saliency rank correlation",
+            "sparsity": "sparsity",
+            "saliency_rank_correlation": "saliency rank correlation (probe)",
             "note": "note"}
 #: the longest note shown in the table (the whole note is in ``study.history[i].note``)
 NOTE_CHARS = 90
@@ -21,6 +23,15 @@ NOTE_CHARS = 90
 def _short(note: str | None) -> str:
     note = note or ""
     return note if len(note) <= NOTE_CHARS else note[:NOTE_CHARS - 1] + "…"
+
+
+def _probe_number(step):
+    """The step's probe rank correlation, or ``n/a: reason`` (never a bare NaN)."""
+    drift = step.drift or {}
+    value = drift.get("saliency_spearman", drift.get("spearman"))
+    if value is None or not is_missing(value):
+        return value
+    return shown(value, drift.get("saliency_reason") or "not measurable on the probe")
 
 
 class HistoryView:
@@ -59,8 +70,7 @@ class HistoryView:
         frame = study.history.to_frame()
         # the drift each step recorded on the study's probe set (rank correlation of its
         # saliency maps with the original's); read from the steps, whatever the key's version
-        frame["saliency_rank_correlation"] = [
-            s.drift.get("saliency_spearman", s.drift.get("spearman")) for s in study.history]
+        frame["saliency_rank_correlation"] = [_probe_number(s) for s in study.history]
         # what a step says about itself (e.g. an auto-prune round, kept or rejected and why)
         frame["note"] = [_short(s.note) for s in study.history]
         cols = [c for c in _COLUMNS if c in frame.columns]

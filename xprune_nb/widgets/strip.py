@@ -8,6 +8,7 @@ import re
 import ipywidgets as W
 
 from ..explain.glossary import label, meaning
+from ..explain.numbers import is_missing, shown
 from ._common import TABLE_CSS
 
 __all__ = ["MetricsStrip", "StatusLine"]
@@ -106,10 +107,16 @@ class MetricsStrip:
                 parts.append(f"latency <b>{latency_ms:.3f} ms</b> (original "
                              f"{original_latency_ms:.3f} ms, batch 1)")
         if step.index != first.index:
+            drift = step.drift or {}
             for key, name in _DRIFT.items():
-                value = (step.drift or {}).get(key)
-                if isinstance(value, (int, float)) and value == value:
-                    parts.append(_named(name, f"<b>{value:.3f}</b>"))
+                if key not in drift:
+                    continue
+                value = drift[key]
+                # the probe's number against the original, as in the history (one value)
+                text = (f"<b>{shown(value)}</b>" if not is_missing(value) else
+                        html.escape(shown(value, drift.get("saliency_reason")
+                                          or "not measurable on the probe")))
+                parts.append(_named(name, text + (" (probe)" if key != "agreement" else "")))
         self.widget.value = (TABLE_CSS + '<div class="xprune-strip" style="font-size:13px">'
                              + " · ".join(parts) + "</div>")
 
