@@ -360,6 +360,7 @@ class Study:
     recipe = delegate("xprune_nb.recipe.from_study:study_recipe")
     export_script = delegate("xprune_nb.recipe.study_ops:export_study_script")
     save_pruned = delegate("xprune_nb.recipe.study_ops:save_study_model")
+    save_pretrained = delegate("xprune_nb.io.pretrained:save_study_pretrained")
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, data=None, *,

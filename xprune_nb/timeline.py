@@ -158,7 +158,15 @@ class Timeline:
                         self.forward)
         model.load_state_dict(self.snapshots.get(index))
         refresh_masked_weights(model)
+        self._mark(model, step)
         return model.eval()
+
+    def _mark(self, model: nn.Module, step: Step) -> None:
+        """A pruned Hugging Face model's own ``save_pretrained`` writes a folder that loads
+        right (:func:`xprune_nb.io.pretrained.mark_pruned`)."""
+        from .io.pretrained import mark_pruned
+
+        mark_pruned(model, self.original, step.structure, step.masked, self.example)
 
     def is_ancestor(self, a: int, b: int) -> bool:
         """True when step ``a`` is on the path from the original model to step ``b``."""
@@ -222,6 +230,7 @@ class Timeline:
         self.history.append(step)
         self.history.current = step.index
         self.model = model
+        self._mark(model, step)
         # _dirty stays set: a later failure in the same transaction (a nested retrain, the next
         # round) must rebuild the model that was changed in place
 

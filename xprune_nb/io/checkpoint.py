@@ -156,7 +156,10 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, *,
     ----------
     path : str or Path
         A ``model.pt`` written by :func:`save_pruned` (``study.save_pruned`` or an exported
-        script's ``--out`` folder).
+        script's ``--out`` folder), or a Hugging Face folder written by
+        ``study.save_pretrained`` (see :mod:`xprune_nb.io.pretrained`): its class must be one
+        of the ``transformers`` package (``architectures`` in ``config.json``; remote code
+        is never run), then the recorded structure is replayed and the weights loaded.
     model : nn.Module, optional
         A fresh instance of the *original* (unpruned) architecture. Needed for your own
         classes unless ``trust_source=True``; zoo models rebuild by themselves.
@@ -175,6 +178,10 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, *,
         raise ConfigError.bad_value(call, "model", "a torch.nn.Module or None", model)
     if not isinstance(trust_source, bool):
         raise ConfigError.bad_value(call, "trust_source", "True or False", trust_source)
+    if as_path(path, call=call).is_dir():   # a Hugging Face folder (Study.save_pretrained)
+        from .pretrained import load_pretrained
+
+        return load_pretrained(path, model, call=call)
     payload = read_checkpoint(path, call)
     try:
         net = copy.deepcopy(model) if model is not None else _construct(

@@ -13,8 +13,9 @@ are recognised:
 ``hf``
     Hugging Face style: separate ``query``/``key``/``value`` (or ``q_proj``/``k_proj``/``v_proj``,
     ``q_lin``/...) ``Linear`` layers, a head-count attribute (``num_attention_heads``,
-    ``num_heads`` or ``n_heads``) and an output projection in the module (``o_proj``,
-    ``out_proj``, ``proj``, ``dense``, ``out_lin``) or next to it (BERT's ``output.dense``).
+    ``num_heads`` or ``n_heads``; Llama style: a ``head_dim`` that divides the query width)
+    and an output projection in the module (``o_proj``, ``out_proj``, ``proj``, ``dense``,
+    ``out_lin``) or next to it (BERT's ``output.dense``).
 ``fused_qkv``
     timm style: one ``qkv`` ``Linear`` laid out as (q|k|v, head, head_dim), ``num_heads`` and a
     ``proj`` output layer.
@@ -134,6 +135,8 @@ def _classify(model_modules: dict[str, nn.Module], name: str, module: nn.Module
         return HeadGroup(name, "levit", heads, module.key_dim,
                          module.attention_ratio * module.key_dim, prefix + "projection.linear")
     heads = _count_attr(module)
+    if heads and type(getattr(module, "c_attn", None)).__name__ == "Conv1D":
+        return "GPT-2 style fused Conv1D c_attn is not supported (its layers can be removed)"
     qkv = _linear(module, "qkv")
     if qkv is not None and heads:
         out = _linear(module, "proj") or _linear(module, "out_proj")
@@ -148,9 +151,12 @@ def _classify(model_modules: dict[str, nn.Module], name: str, module: nn.Module
         q, k, v = (_linear(module, n) for n in (q_name, k_name, v_name))
         if q is None or k is None or v is None:
             continue
+        width = getattr(module, "head_dim", None)
+        if not heads and isinstance(width, int) and width > 0 and q.out_features % width == 0:
+            heads = q.out_features // width   # Llama style: the forward reshapes with -1 heads
         if not heads:
             return (f"separate {q_name}/{k_name}/{v_name} layers but no head-count attribute "
-                    f"({', '.join(HEAD_COUNT_ATTRS)})")
+                    f"({', '.join(HEAD_COUNT_ATTRS)}) or head_dim")
         kv_heads = getattr(module, "num_key_value_heads", heads)
         if kv_heads != heads or k.out_features != q.out_features:
             return "grouped-query attention (fewer key/value heads than query heads)"

@@ -1,0 +1,183 @@
+"""Pruned Hugging Face models back to Hugging Face: save_pretrained / load_pruned round trips on
+small random configs (BERT, DistilBERT, RoBERTa, ViT, GPT-2, Llama-style)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import xprune_nb as xp
+from xprune_nb._model import logits_of
+from xprune_nb.errors import ConfigError, StudyFileError
+from xprune_nb.io.pretrained import PRUNING_KEY
+
+hf = pytest.importorskip("transformers")
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _text(n=24, length=7, vocab=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (n, length), generator=gen)
+    return ids, (ids[:, 0] % 2).long()
+
+
+def _bert(layers=3):
+    torch.manual_seed(0)
+    return hf.BertForSequenceClassification(hf.BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=24, max_position_embeddings=16, num_labels=2)).eval()
+
+
+def _distilbert():
+    torch.manual_seed(0)
+    return hf.DistilBertForSequenceClassification(hf.DistilBertConfig(
+        vocab_size=40, dim=16, n_layers=2, n_heads=4, hidden_dim=24,
+        max_position_embeddings=16, num_labels=2)).eval()
+
+
+def _roberta():
+    torch.manual_seed(0)
+    return hf.RobertaForSequenceClassification(hf.RobertaConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=24, max_position_embeddings=20, num_labels=2, pad_token_id=1)).eval()
+
+
+def _gpt2():
+    torch.manual_seed(0)
+    return hf.GPT2ForSequenceClassification(hf.GPT2Config(
+        vocab_size=40, n_embd=16, n_layer=3, n_head=4, n_positions=16, num_labels=2,
+        pad_token_id=0, bos_token_id=0, eos_token_id=0)).eval()
+
+
+def _llama():
+    torch.manual_seed(0)
+    return hf.LlamaForSequenceClassification(hf.LlamaConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, head_dim=4, intermediate_size=24, num_labels=2,
+        pad_token_id=0, bos_token_id=0, eos_token_id=0)).eval()
+
+
+def _vit():
+    torch.manual_seed(0)
+    return hf.ViTForImageClassification(hf.ViTConfig(
+        image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=3,
+        num_attention_heads=4, intermediate_size=24, num_labels=3)).eval()
+
+
+def _study(model, data, steps):
+    study = xp.Study(model, train=data, seed=0)
+    for granularity, amount, scope in steps:
+        study.score("magnitude", granularity=granularity)
+        study.prune(amount, scope=scope)
+    return study
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return logits_of(model.eval()(x))
+
+
+def _round_trip(study, x, tmp_path):
+    folder = study.save_pretrained(tmp_path / "hf")
+    assert {"config.json", "model.safetensors"} <= {p.name for p in folder.iterdir()}
+    record = json.loads((folder / "config.json").read_text())[PRUNING_KEY]
+    loaded = xp.load_pruned(folder)
+    assert (_logits(loaded, x) - _logits(study.model, x)).abs().max() <= 1e-5
+    # the live model's own save_pretrained writes a folder that loads right too
+    study.model.save_pretrained(tmp_path / "own")
+    again = xp.load_pruned(tmp_path / "own")
+    assert (_logits(again, x) - _logits(study.model, x)).abs().max() <= 1e-5
+    return folder, record, loaded
+
+
+@pytest.mark.parametrize("build", [_bert, _distilbert, _roberta])
+def test_uneven_heads_are_recorded_and_a_stock_load_says_what_to_call(build, tmp_path):
+    ids, y = _text()
+    study = _study(build(), (ids, y), [("head", 0.3, "global"), ("block", 0.5, "global")])
+    folder, record, loaded = _round_trip(study, ids, tmp_path)
+    assert not record["stock"] and record["heads_kept"] and record["layers_removed"]
+    kept = sum(p.numel() for p in loaded.parameters())
+    assert kept == sum(p.numel() for p in study.model.parameters())
+    with pytest.raises(Exception, match=r"xprune_nb.load_pruned\(folder\)"):
+        hf.AutoModelForSequenceClassification.from_pretrained(folder)
+
+
+def test_heads_kept_are_original_indices_across_two_prunes(tmp_path):
+    ids, y = _text()
+    study = _study(_bert(2), (ids, y), [("head", 0.25, "layer"), ("head", 0.34, "layer")])
+    _, record, _ = _round_trip(study, ids, tmp_path)
+    for name, kept in record["heads_kept"].items():
+        assert len(kept) == 2 and len(set(kept)) == 2 and all(0 <= h < 4 for h in kept)
+        assert record["num_heads"][name] == 4
+
+
+@pytest.mark.parametrize("build", [_bert, _gpt2])
+def test_removed_layers_load_with_stock_from_pretrained(build, tmp_path):
+    ids, y = _text()
+    study = _study(build(), (ids, y), [("block", 0.34, "global")])
+    folder, record, _ = _round_trip(study, ids, tmp_path)
+    assert record["stock"] and len(record["layers_removed"]) == 1
+    stock = hf.AutoModelForSequenceClassification.from_pretrained(folder)
+    assert stock.config.num_hidden_layers == 2
+    assert (_logits(stock, ids) - _logits(study.model, ids)).abs().max() <= 1e-5
+
+
+def test_even_heads_with_head_dim_load_with_stock_from_pretrained(tmp_path):
+    ids, y = _text()
+    study = _study(_llama(), (ids, y), [("head", 0.5, "layer")])
+    folder, record, _ = _round_trip(study, ids, tmp_path)
+    assert record["stock"]
+    stock = hf.AutoModelForSequenceClassification.from_pretrained(folder)
+    assert stock.config.num_attention_heads == 2 and stock.config.head_dim == 4
+    assert (_logits(stock, ids) - _logits(study.model, ids)).abs().max() <= 1e-5
+
+
+def test_vit_heads_and_layers(tmp_path):
+    x = torch.randn(24, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    study = _study(_vit(), (x, torch.arange(24) % 3), [("head", 0.3, "global"),
+                                                         ("block", 0.34, "global")])
+    _, record, loaded = _round_trip(study, x, tmp_path)
+    assert not record["stock"] and record["input"]["shape"] == [1, 8, 8]
+
+
+def test_masked_weights_are_saved_as_zeros_and_masks_come_back(tmp_path):
+    ids, y = _text()
+    study = _study(_bert(2), (ids, y), [("weight", 0.5, "global")])
+    folder, record, loaded = _round_trip(study, ids, tmp_path)
+    assert record["stock"] and record["masked"]
+    layer = record["masked"][0]
+    assert hasattr(loaded.get_submodule(layer), "weight_mask")
+    stock = hf.AutoModelForSequenceClassification.from_pretrained(folder)
+    assert (_logits(stock, ids) - _logits(study.model, ids)).abs().max() <= 1e-5
+
+
+def test_unpruned_study_writes_a_plain_folder(tmp_path):
+    ids, y = _text()
+    study = xp.Study(_bert(2), train=(ids, y))
+    folder, record, _ = _round_trip(study, ids, tmp_path)
+    assert record["stock"] and not record["structure"]
+
+
+def test_refusals(tmp_path):
+    study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
+    with pytest.raises(ConfigError, match=r"Study.save_pretrained\(model=.*Hugging Face"):
+        study.save_pretrained(tmp_path / "x")
+    ids, y = _text()
+    bert = _study(_bert(2), (ids, y), [("head", 0.25, "layer")])
+    folder = bert.save_pretrained(tmp_path / "hf")
+    raw = json.loads((folder / "config.json").read_text())
+    raw["architectures"] = ["os.system"]
+    (folder / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(StudyFileError, match="not a model class of the transformers package"):
+        xp.load_pruned(folder)
+    assert xp.load_pruned(folder, model=_bert(2)) is not None   # the caller's class instead
+
+
+def test_gpt2_heads_are_reported_with_the_reason():
+    from xprune_nb.pruning.attention import find_heads
+
+    groups, skipped = find_heads(_gpt2())
+    assert not groups and skipped
+    assert all("Conv1D c_attn is not supported" in why for why in skipped.values())
