@@ -48,6 +48,7 @@ from xprune_nb.errors import (
     ModelError,
     NotScoredError,
     PruneError,
+    StudyBusyError,
     StudyFileError,
     XPruneError,
 )
@@ -733,6 +734,55 @@ for frac in (0.0, 0.3, 0.6, 0.9, "last-2", "last-1", "last"):
 for frac in (0.0, 0.5, "last"):
     add(f"interrupt-prune-loss-{frac}", ("ce", "prune", frac), KeyboardInterrupt, r"injected")
 
+
+
+def _interrupted_twice(c):
+    """Ctrl-C during a prune's surgery, then again while the rollback rebuilds the model it
+    started from: the rollback still finishes."""
+    from xprune_nb.timeline import Timeline
+
+    real, second = Timeline.model_at, []
+    with interrupt_at(PHASES["surgery"]) as surgery:
+        def model_at(self, index):
+            if surgery[0] and not second:
+                second.append(index)
+                raise KeyboardInterrupt("injected again, during the rollback")
+            return real(self, index)
+
+        Timeline.model_at = model_at
+        try:
+            c.study.prune(0.2)
+        finally:
+            Timeline.model_at = real
+            assert second, "the rollback never rebuilt the model"
+
+
+def _auto_prune_undoing_a_rejected_try(c):
+    """auto_prune whose tries are all rejected, with Ctrl-C as it goes back from the first:
+    the study must be where auto_prune began, never on the rejected try."""
+    from xprune_nb.pruning import auto
+    from xprune_nb.timeline import Timeline
+
+    real_judge, real_go = auto._violations, Timeline.go
+
+    def judge(*a, **k):
+        return ["forced rejection"], real_judge(*a, **k)[1]
+
+    def go(self, index):
+        raise KeyboardInterrupt("injected while undoing a rejected try")
+
+    auto._violations, Timeline.go = judge, go
+    try:
+        c.study.auto_prune(params=0.5, steps=1, samples=64)
+    finally:
+        auto._violations, Timeline.go = real_judge, real_go
+
+
+add("interrupt-prune-and-again-in-its-rollback", _interrupted_twice, KeyboardInterrupt,
+    r"injected at call")
+add("interrupt-auto_prune-undoing-a-rejected-try", _auto_prune_undoing_a_rejected_try,
+    KeyboardInterrupt, r"injected")
+
 CE_ACTIONS = {"retrain": lambda s: s.retrain(epochs=2, progress=False),
               "prune": lambda s: s.prune(0.2)}
 
@@ -788,6 +838,14 @@ for cid, second in [("prune", lambda s: s.prune(0.2)),
                     ("goto", lambda s: s.goto(0))]:
     add(f"race-{cid}-during-retrain", _race(second), XPruneError, r"retrain|running|busy",
         study="race", expect="race")
+# a save while another thread changes the study is refused (it wrote unloadable files), and
+# auto_prune is refused under its own name (not that of the first call it makes inside)
+add("race-save-during-retrain", lambda c: _race(lambda s: s.save(c.tmp / "race.xprune"))(c),
+    StudyBusyError, r"Study\.save: the study is busy with Study\.retrain", study="race",
+    expect="race")
+add("race-auto_prune-during-retrain",
+    _race(lambda s: s.auto_prune(params=0.5, steps=1, samples=64)), StudyBusyError,
+    r"Study\.auto_prune: the study is busy with Study\.retrain", study="race", expect="race")
 
 
 # ------------------------------------------------------------------ fixtures and the test

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import weakref
 from collections import OrderedDict
 from pathlib import Path
@@ -35,6 +36,9 @@ class SnapshotStore:
         self._disk: dict[int, Path] = {}
         self._dir_arg = directory
         self._dir: Path | None = None
+        # reading threads (model_at, evaluate(step=)) may run while the study's owner thread
+        # commits: a get must never see a step half moved from memory to disk
+        self._guard = threading.RLock()
 
     def _directory(self) -> Path:
         if self._dir is None:
@@ -58,22 +62,26 @@ class SnapshotStore:
         return index in self._memory or index in self._disk
 
     def put(self, index: int, state: dict) -> None:
-        self._memory[index] = {k: v.detach().clone() for k, v in state.items()}
-        self._memory.move_to_end(index)
-        while len(self._memory) > self.max_in_memory:
-            old, old_state = self._memory.popitem(last=False)
-            path = self._directory() / f"step_{old}.pt"
-            torch.save(old_state, path)
-            self._disk[old] = path
+        copied = {k: v.detach().clone() for k, v in state.items()}
+        with self._guard:
+            self._memory[index] = copied
+            self._memory.move_to_end(index)
+            while len(self._memory) > self.max_in_memory:
+                old, old_state = self._memory.popitem(last=False)
+                path = self._directory() / f"step_{old}.pt"
+                torch.save(old_state, path)
+                self._disk[old] = path
 
     def get(self, index: int) -> dict:
-        if index in self._memory:
-            self._memory.move_to_end(index)
-            return self._memory[index]
-        return torch.load(self._disk[index], weights_only=True)
+        with self._guard:
+            if index in self._memory:
+                self._memory.move_to_end(index)
+                return self._memory[index]
+            return torch.load(self._disk[index], weights_only=True)
 
     def drop(self, index: int) -> None:
-        self._memory.pop(index, None)
-        path = self._disk.pop(index, None)
+        with self._guard:
+            self._memory.pop(index, None)
+            path = self._disk.pop(index, None)
         if path is not None:
             path.unlink(missing_ok=True)

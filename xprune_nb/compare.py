@@ -285,9 +285,11 @@ def compare_techniques(model, data, budget: float = 0.5,
         study = Study(model, data, seed=seed)
         start = time.perf_counter()
         try:
-            note = _run(study, name, budget)
-            if retrain_epochs and name != "dynamic":
-                study.retrain(epochs=retrain_epochs, progress=False)
+            # one transaction: a technique that fails half-way leaves no half-pruned study
+            with study.timeline.transaction(call):
+                note = _run(study, name, budget)
+                if retrain_epochs and name != "dynamic":
+                    study.retrain(epochs=retrain_epochs, progress=False)
         except (_Unavailable, PruneError, ModelError, ConfigError) as exc:
             # the technique does not exist here, or refuses this model: a row saying why
             rows.append({c: math.nan for c in COLUMNS} | {"technique": name,

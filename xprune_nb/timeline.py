@@ -8,6 +8,11 @@ thread is refused at once, never waited for, since waiting on the kernel's threa
 and, on any exception including ``KeyboardInterrupt``, puts the history, the current step, the
 scores and the model back exactly as they were. New steps enter through :meth:`commit` only.
 
+A call made of rounds that each stand on their own (``auto_prune``) holds the lock for its whole
+run with :meth:`Timeline.hold` and opens one transaction per round inside it: a kept round stays,
+the round in progress is undone as a whole. Reading the whole record at once (``Study.save``)
+holds the lock too, so it never sees half a change.
+
 :func:`rebuild` replays recorded structural changes (``Step.structure``) on a fresh copy of the
 original model; checkpoints, distributed ranks and ``model_at`` all use it.
 """
@@ -127,6 +132,7 @@ class Timeline:
         self.model: nn.Module = copy.deepcopy(original)
         self._lock = _Lock()
         self._dirty = False
+        self._tx_depth = 0     # transactions open in the lock's owner thread
 
     # ------------------------------------------------------------------ reading
     @property
@@ -191,11 +197,26 @@ class Timeline:
         self._dirty = True
 
     @contextlib.contextmanager
+    def hold(self, call: str) -> Iterator[None]:
+        """Hold the study's lock for ``call`` without a rollback of its own.
+
+        Other threads' changing calls (and saves) are refused with ``StudyBusyError`` until it
+        ends, and ``busy_with`` names ``call`` throughout. A :meth:`transaction` opened inside
+        is a full transaction (it rolls back to its own start), unless a transaction encloses
+        the hold: then the outermost transaction decides, as for any nested call.
+        """
+        self._lock.acquire(call)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextlib.contextmanager
     def transaction(self, call: str) -> Iterator[None]:
         """Hold the lock; on any exception (``KeyboardInterrupt`` too) restore the state."""
         self._lock.acquire(call)
-        if self._lock.depth > 1:     # nested in a call of the same thread: the outer one rolls
-            try:                     # back everything
+        if self._tx_depth:           # nested in a transaction of the same thread: the outer
+            try:                     # one rolls back everything
                 yield
             finally:
                 self._lock.release()
@@ -203,16 +224,29 @@ class Timeline:
         saved = (len(self.history), self.current, dict(self.scores),
                  {k: dict(v) for k, v in self.all_scores.items()}, self.model)
         self._dirty = False
+        self._tx_depth = 1
         try:
             yield
         except BaseException:
             self._rollback(saved)
             raise
         finally:
+            self._tx_depth = 0
             self._dirty = False
             self._lock.release()
 
     def _rollback(self, saved) -> None:
+        """Restore ``saved``; a second Ctrl-C while restoring must not leave half of it (the
+        study on a step that was being undone), so the restore is repeated until it is done.
+        Every part of it is idempotent."""
+        while True:
+            try:
+                self._restore(saved)
+                return
+            except KeyboardInterrupt:
+                continue
+
+    def _restore(self, saved) -> None:
         length, current, scores, all_scores, model = saved
         for step in self.history[length:]:
             self.snapshots.drop(step.index)

@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import ConfigError, StudyFileError, XPruneError
 from ..history import History, Step
 from ..scores import Scores
-from .atomic import as_path, torch_save
+from .atomic import as_path, check_target, torch_save
 from .reading import WHAT_TO_DO, check_finite_state, read_torch_file
 from .resolver import build_module
 
@@ -171,9 +171,19 @@ def study_payload(study) -> dict:
 def save_study(study, path) -> Path:
     """Save the whole study to one file: the weights of every step, the history, the scores and
     the data (or its bundled source). Written atomically (the old file survives any failure);
-    read with ``Study.load`` without running code. Returns the path."""
-    path = as_path(path, call="Study.save")
-    return write_study_file(path, study_payload(study), call="Study.save")
+    read with ``Study.load`` without running code. Returns the path.
+
+    The save holds the study's lock, so the file is one consistent record: while another
+    thread changes the study (a panel retrain, an ``auto_prune``), the save is refused at once
+    with :class:`~xprune_nb.errors.StudyBusyError` (wait for it or stop it, then save), and
+    changing calls from other threads are refused while the file is written. A save from
+    inside a running call of the same thread (a training callback) writes the steps recorded
+    so far. A save that returns always loads.
+    """
+    call = "Study.save"
+    path = check_target(path, call=call)
+    with study.timeline.hold(call):
+        return write_study_file(path, study_payload(study), call=call)
 
 
 def _data(payload: dict, data):

@@ -8,7 +8,14 @@ optionally ``study.retrain``), so every round is an ordinary history step: undoa
 replayed from the recipe. A round that breaks a constraint is not kept: the study goes back to
 the step before it (the rejected steps stay in the history as a side branch, with a note) and
 the round is tried again with half the saving, twice at most; then auto_prune stops and says
-what it reached. Constraints are judged on the validation split (accuracy and per-class
+what it reached.
+
+auto_prune holds the study's lock from start to end (``study.busy_with`` names it; other
+threads' changing calls and saves are refused with ``StudyBusyError``) and commits round by
+round: each try (score, prune, retrain, judging, and going back after a rejection) is one
+transaction. Whatever ends the run early -- ``stop``, Ctrl-C, an error, even a Ctrl-C while a
+rejected try is being undone -- leaves the study on the last kept round (or where it started),
+never on a rejected one. Constraints are judged on the validation split (accuracy and per-class
 accuracy against the model auto_prune started from) and on the study's probe (explanation drift
 ``1 - saliency rank correlation`` against the original model, the history's drift).
 
@@ -188,6 +195,8 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
         Scoring examples; BatchNorm recalibration (default: on for models with BatchNorm).
     progress, stop
         One tick per round; a stop ends after the round in progress (kept rounds stay).
+        Ctrl-C or an error undoes the try in progress only: the study stays on the last
+        kept round.
 
     Returns
     -------
@@ -211,6 +220,17 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
                                      granularity, retrain, steps, samples)
     validate(call, recalibrate=recalibrate)
     tick = make_progress(progress, call, f"auto_prune {name}", stop)
+    with study.timeline.hold(call):
+        return _run(study, call=call, name=name, budget=budget, kind=kind, limits=limits,
+                    criterion=criterion, granularity=granularity, retrain=retrain,
+                    steps=steps, samples=samples, recalibrate=recalibrate, tick=tick,
+                    start=start)
+
+
+def _run(study, *, call, name, budget, kind, limits, criterion, granularity, retrain, steps,
+         samples, recalibrate, tick, start):
+    """The rounds of :func:`auto_prune`, run while it holds the study's lock."""
+    max_drift = limits["max_drift"]
     cost = _Cost(study, name, kind)
     try:
         c0 = cost(study.model)
@@ -265,29 +285,33 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
                                          kind, base, units, scores)
             if not amounts:
                 break
-            begin = study.current
-            study.score(criterion, granularity, samples=samples)
-            step = study.prune(0.0, layer_amounts=amounts, recalibrate=recalibrate)
-            if retrain:
-                step = study.retrain(**{"progress": False, **retrain})
-            broken, values = _violations(study, study.model, ref, limits, measure)
-            new_cost = cost(study.model)
-            record = {"round": outcome.rounds + 1, "try": attempt + 1, "step": step.index,
-                      "layer_amounts": amounts, name: new_cost / c0, **values,
-                      "kept": not broken}
-            outcome.history.append(record)
+            # one try is one transaction: Ctrl-C or an error anywhere in it, going back after
+            # a rejection included, leaves the study where the try began (the last kept round)
+            with study.timeline.transaction(call):
+                begin = study.current
+                study.score(criterion, granularity, samples=samples)
+                step = study.prune(0.0, layer_amounts=amounts, recalibrate=recalibrate)
+                if retrain:
+                    step = study.retrain(**{"progress": False, **retrain})
+                broken, values = _violations(study, study.model, ref, limits, measure)
+                new_cost = cost(study.model)
+                if broken:
+                    _append_note(step, "auto_prune: rejected, " + "; ".join(broken))
+                    study.goto(begin)
+                else:
+                    _append_note(step, f"auto_prune round {outcome.rounds + 1}: {name} "
+                                 f"{new_cost / c0:.3f} of start (target {budget:g}), val "
+                                 f"accuracy {values['accuracy']:.4f}")
+            outcome.history.append({"round": outcome.rounds + 1, "try": attempt + 1,
+                                    "step": step.index, "layer_amounts": amounts,
+                                    name: new_cost / c0, **values, "kept": not broken})
             if broken:
                 outcome.rejected += 1
-                _append_note(step, "auto_prune: rejected, " + "; ".join(broken))
                 log.info("%s: round %d try %d rejected (%s)", call, outcome.rounds + 1,
                          attempt + 1, "; ".join(broken))
-                study.goto(begin)
                 continue
             outcome.rounds += 1
             current, last, kept = new_cost, step, True
-            _append_note(step, f"auto_prune round {outcome.rounds}: {name} "
-                         f"{current / c0:.3f} of start (target {budget:g}), val accuracy "
-                         f"{values['accuracy']:.4f}")
             break
         if not kept:
             message = ("no group can be pruned further" if not amounts else
@@ -312,7 +336,7 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
         outcome.message = (f"auto_prune stopped at {name} {outcome.reached:.3f} of the start, "
                            f"short of the budget {budget:g}: {message or 'no progress'}; "
                            f"{rounds} kept, {outcome.rejected} rejected.")
-        warnings.warn(outcome.message, AutoPruneWarning, stacklevel=3)
+        warnings.warn(outcome.message, AutoPruneWarning, stacklevel=4)
     log.info("%s: %s", call, outcome.message)
     if last is not None:
         _append_note(last, outcome.message)
