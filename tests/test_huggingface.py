@@ -181,3 +181,35 @@ def test_gpt2_heads_are_reported_with_the_reason():
     groups, skipped = find_heads(_gpt2())
     assert not groups and skipped
     assert all("Conv1D c_attn is not supported" in why for why in skipped.values())
+
+
+@pytest.mark.slow
+def test_onnx_names_inputs_as_forward_with_dynamic_batch_and_sequence(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from torch import nn
+
+    from xprune_nb.export.onnx import export_onnx, onnx_session, run_onnx
+
+    ids, y = _text(length=7)
+    study = _study(_bert(2), (ids, y), [("head", 0.25, "layer")])
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    path = export_onnx(study.model, {"attention_mask": mask[:2], "input_ids": ids[:2]},
+                       tmp_path / "bert.onnx")
+    session = onnx_session(path)
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [
+        ("input_ids", ["batch", "sequence"]), ("attention_mask", ["batch", "sequence"])]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    for length in (4, 11):   # two other lengths, the longer one right-padded
+        x = torch.randint(1, 40, (3, length), generator=torch.Generator().manual_seed(length))
+        m = torch.ones_like(x)
+        x[0, length - 2:], m[0, length - 2:] = 0, 0
+        with torch.no_grad():
+            want = study.model(input_ids=x, attention_mask=m).logits
+        got = run_onnx(session, {"input_ids": x, "attention_mask": m})
+        assert (got - want).abs().max() <= 1e-4
+    # vision keeps a dynamic batch axis, named after forward's parameter
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).eval()
+    session = onnx_session(export_onnx(net, torch.randn(2, 1, 6, 6), tmp_path / "v.onnx"))
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("input", ["batch", 1, 6, 6])]
