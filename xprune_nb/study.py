@@ -356,6 +356,8 @@ class Study:
     forgotten = delegate("xprune_nb.explain.forgotten:forgotten")
     attention_maps = delegate("xprune_nb.explain.attention_compare:attention_maps")
     grounding = delegate("xprune_nb.explain.grounding:grounding")
+    pathways = delegate("xprune_nb.explain.pathways.study:pathways")
+    pathways_compare = delegate("xprune_nb.explain.pathways.study:pathways_compare")
     export_onnx = delegate("xprune_nb.export.study_deploy:export_onnx")
     recipe = delegate("xprune_nb.recipe.from_study:study_recipe")
     export_script = delegate("xprune_nb.recipe.study_ops:export_study_script")

@@ -1,0 +1,54 @@
+"""Where each drawn unit and edge goes: one layout shared by the matplotlib plot and the SVG.
+
+Columns are layers in execution order; each column shows its ``top`` most relevant units
+(removed ones included when they rank), ordered by original index so two maps of the same
+model line up; a column with more units says how many are not drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .result import Pathways
+
+__all__ = ["Layout", "layout"]
+
+
+@dataclass
+class Layout:
+    columns: list[str]
+    nodes: list[dict]        # layer, unit, x, y, value, removed_at
+    edges: list[dict]        # a, b (node indices), flow
+    hidden: dict[str, int]   # units not drawn, per layer
+    scale: float             # largest |relevance| drawn
+    flow_scale: float
+
+
+def layout(p: Pathways, cls: int | None, top: int, edges: int) -> Layout:
+    shown = p.top_units(cls, top)
+    nodes, where = [], {}
+    for x, layer in enumerate(p.layers):
+        units = sorted(shown[layer])
+        r = p._layer_relevance(layer, cls)
+        for k, u in enumerate(units):
+            y = (k + 0.5) / max(len(units), 1)
+            where[(layer, u)] = len(nodes)
+            label = p.class_name(u) if layer == p.layers[-1] and p.output else str(u)
+            nodes.append({"layer": layer, "unit": u, "x": x, "y": y, "label": label,
+                          "value": float(np.nan_to_num(r[u])),
+                          "removed_at": p.removed_at.get(layer, {}).get(u)})
+    flows = []
+    for (a, b), m in p.layer_edges(cls).items():
+        for i in shown.get(a, []):
+            for j in shown.get(b, []):
+                if m[i, j] != 0:
+                    flows.append({"a": where[(a, i)], "b": where[(b, j)],
+                                  "flow": float(m[i, j])})
+    flows.sort(key=lambda e: -abs(e["flow"]))
+    flows = flows[:edges]
+    scale = max([abs(n["value"]) for n in nodes] + [1e-12])
+    flow_scale = max([abs(e["flow"]) for e in flows] + [1e-12])
+    hidden = {layer: p.sizes[layer] - len(shown[layer]) for layer in p.layers}
+    return Layout(list(p.layers), nodes, flows, hidden, scale, flow_scale)
