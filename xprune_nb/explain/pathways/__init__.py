@@ -6,7 +6,7 @@ Examples
 >>> import xprune_nb as xp
 >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
 >>> study.pathways(classes=[0]).layers[-1]
-'net.4'
+'head'
 """
 
 from .compare import PathwaysComparison, compare_pathways

@@ -140,12 +140,17 @@ class PathwaysComparison:
             columns="size").reset_index(drop=True)
 
     def plot(self, cls: int | str | None = None, *, top: int = 10, edges: int = 40):
-        """The two maps side by side (the same class; removed units hollow)."""
+        """The two maps side by side, drawing the same units (the ``top`` of ``before`` per
+        layer and those removed in between, hollow on the right)."""
         import matplotlib.pyplot as plt
 
+        c = self.before._class_index(cls)
+        units = self.before.top_units(c, top)
+        for layer, gone in self.removed_between().items():
+            units[layer] = sorted(set(units[layer]) | set(sorted(gone)[: max(1, top // 3)]))
         fig, axes = plt.subplots(1, 2, figsize=(14, 5))
-        self.before.plot(ax=axes[0], cls=cls, top=top, edges=edges)
-        self.after.plot(ax=axes[1], cls=cls, top=top, edges=edges)
+        self.before.plot(ax=axes[0], cls=c, top=top, edges=edges, units=units)
+        self.after.plot(ax=axes[1], cls=c, top=top, edges=edges, units=units)
         fig.tight_layout()
         return fig
 

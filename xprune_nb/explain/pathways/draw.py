@@ -12,11 +12,11 @@ NEGATIVE = "#2e6db4"   # evidence against it
 
 
 def plot_pathways(p: Pathways, *, ax=None, cls: int | None = None, top: int = 12,
-                  edges: int = 60):
+                  edges: int = 60, units: dict | None = None):
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch
 
-    lay = layout(p, cls, top, edges)
+    lay = layout(p, cls, top, edges, units)
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(lay.columns)), 5.5))
     else:

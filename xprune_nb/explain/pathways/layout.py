@@ -26,8 +26,11 @@ class Layout:
     flow_scale: float
 
 
-def layout(p: Pathways, cls: int | None, top: int, edges: int) -> Layout:
-    shown = p.top_units(cls, top)
+def layout(p: Pathways, cls: int | None, top: int, edges: int,
+           units: dict[str, list[int]] | None = None) -> Layout:
+    """Positions of the drawn units (``units``, or the ``top`` per layer plus a third as many
+    removed ones) and of the ``edges`` largest flows between them."""
+    shown = units if units is not None else p.top_units(cls, top, removed=max(1, top // 3))
     nodes, where = [], {}
     for x, layer in enumerate(p.layers):
         units = sorted(shown[layer])

@@ -72,7 +72,7 @@ def node_specs(model: nn.Module, env, granularity: str, call: str) -> list[NodeS
     elif granularity == "head":
         from ...pruning.attention.discovery import find_heads
 
-        groups, skipped = find_heads(seen)
+        groups, skipped = find_heads(seen, single=True)
         if not groups:
             why = f" ({skipped})" if skipped else ""
             raise ModelError(f"{call}(granularity='head'): the model has no attention heads"
@@ -117,7 +117,7 @@ def original_ids(study, index: int, granularity: str,
     if granularity == "head":
         from ...pruning.attention.discovery import find_heads
 
-        groups = {g.name: g for g in find_heads(tagged)[0]}
+        groups = {g.name: g for g in find_heads(tagged, single=True)[0]}
         _tag_heads(tagged, [groups[n] for n in layers if n in groups])
     else:
         _tag_rows(tagged, [n for n in layers if _has(tagged, n)])
@@ -127,14 +127,14 @@ def original_ids(study, index: int, granularity: str,
         if granularity == "head":
             from ...pruning.attention.discovery import find_heads
 
-            groups = {g.name: g for g in find_heads(rebuilt)[0]}
+            groups = {g.name: g for g in find_heads(rebuilt, single=True)[0]}
             g = groups.get(name)
             if g is None:
                 out[name] = None if not _has(rebuilt, name) else []
                 continue
             w = rebuilt.get_submodule(g.out_proj).weight
             width = w.shape[1] // g.num_heads
-            out[name] = [int(round(float(v))) - 1 for v in w[0, ::width]]
+            out[name] = [int(round(float(v))) - 1 for v in w.detach()[0, ::width]]
         elif not _has(rebuilt, name):
             out[name] = None
         else:
@@ -156,7 +156,7 @@ def _size(model: nn.Module, name: str, granularity: str) -> int:
     if granularity == "head":
         from ...pruning.attention.discovery import find_heads
 
-        for g in find_heads(model)[0]:
+        for g in find_heads(model, single=True)[0]:
             if g.name == name:
                 return g.num_heads
         return 0

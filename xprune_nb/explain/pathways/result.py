@@ -151,15 +151,18 @@ class Pathways:
                 "max_edge_error": float(b["edge_error"].max()) if len(b) else np.nan,
                 "conserved": self.conserved}
 
-    def top_units(self, c: int | None = None, k: int = DRAW_UNITS) -> dict[str, list[int]]:
+    def top_units(self, c: int | None = None, k: int = DRAW_UNITS, *,
+                  removed: int = 0) -> dict[str, list[int]]:
         """The ``k`` units of each layer with the largest |relevance| (for class ``c``, or
-        summed over the classes), removed units included when they rank."""
+        summed over the classes), plus up to ``removed`` removed units (most recently
+        removed first) so a drawing shows what pruning took."""
         out = {}
         for layer in self.layers:
             r = self._layer_relevance(layer, c)
             order = np.argsort(-np.nan_to_num(np.abs(r), nan=-1.0), kind="stable")
-            out[layer] = [int(u) for u in order[:k] if np.isfinite(r[u]) or
-                          u in self.removed_at.get(layer, {})]
+            out[layer] = [int(u) for u in order if np.isfinite(r[u])][:k]
+            gone = self.removed_at.get(layer, {})
+            out[layer] += sorted(gone, key=lambda u: (-gone[u], u))[:removed]
         return out
 
     def _layer_relevance(self, layer: str, c: int | None) -> np.ndarray:
@@ -191,14 +194,16 @@ class Pathways:
 
     # ------------------------------------------------------------------ views
     def plot(self, ax=None, *, cls: int | str | None = None, top: int = DRAW_UNITS,
-             edges: int = DRAW_EDGES):
+             edges: int = DRAW_EDGES, units: dict[str, list[int]] | None = None):
         """Layers as columns, units as circles sized by |relevance| (red: positive evidence,
         blue: negative; hollow: removed), the ``edges`` largest flows as lines with width
-        proportional to the flow. ``cls`` picks one class (default: the sum over the classes).
+        proportional to the flow. ``cls`` picks one class (default: the sum over the classes);
+        ``units`` (layer -> original unit indices) fixes which units are drawn.
         Returns the figure; save it as SVG or PNG with ``fig.savefig("map.svg")``."""
         from .draw import plot_pathways
 
-        return plot_pathways(self, ax=ax, cls=self._class_index(cls), top=top, edges=edges)
+        return plot_pathways(self, ax=ax, cls=self._class_index(cls), top=top, edges=edges,
+                             units=units)
 
     def _class_index(self, cls) -> int | None:
         from ...errors import ConfigError

@@ -170,7 +170,7 @@ def _classify(model_modules: dict[str, nn.Module], name: str, module: nn.Module
     return None
 
 
-def find_heads(model: nn.Module, executed: set[str] | None = None
+def find_heads(model: nn.Module, executed: set[str] | None = None, *, single: bool = False
                ) -> tuple[list[HeadGroup], dict[str, str]]:
     """Attention modules whose heads can be removed, and the others with the reason why not.
 
@@ -180,6 +180,9 @@ def find_heads(model: nn.Module, executed: set[str] | None = None
     executed : set of str, optional
         Names of the modules that run in the model's forward; attention modules outside it are
         reported as never running.
+    single : bool, default False
+        Also return modules left with a single head (they cannot be pruned further, but
+        explanations still map them).
 
     Returns
     -------
@@ -210,7 +213,7 @@ def find_heads(model: nn.Module, executed: set[str] | None = None
             skipped[name] = found
         elif executed is not None and name not in executed:
             skipped[name] = "never runs in the model's forward"
-        elif found.num_heads < 2:
+        elif found.num_heads < 2 and not single:
             skipped[name] = "has a single head (removing it would leave zero heads)"
         else:
             groups.append(found)
