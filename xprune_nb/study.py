@@ -1,9 +1,8 @@
 """Study: one model, its data, and the history of score → prune → retrain steps on it.
 
-The :class:`Study` is a façade: it validates arguments (``params``), delegates the work to
-services (``scoring``, ``pruning.plan`` and the unit kinds, ``training``, ``explain``, ``io``,
-``recipe``) and records each result as a step through its :class:`~xprune_nb.timeline.Timeline`,
-inside one transaction per mutating call (rolled back on any exception, Ctrl-C included).
+The :class:`Study` is a façade: it validates arguments (``params``), delegates the work to services
+(``scoring``, ``pruning``, ``training``, ``explain``, ``io``, ``recipe``) and records each result as
+a step of its ``Timeline``, in one transaction per mutating call (rolled back on failure or Ctrl-C).
 """
 
 from __future__ import annotations
