@@ -184,10 +184,9 @@ class Study:
         granularity : str
             A unit kind (:func:`xprune_nb.pruning.units.available`): ``channel`` (removed for
             real), ``weight`` (masked), ``head``...
-        samples, classes : int, list of int or class names, optional
-            Reference examples in total (default 256), drawn stratified by class from the
-            training split, only from ``classes`` when given (relevance for those classes;
-            criteria that read no data, e.g. ``magnitude``, refuse ``classes``).
+        samples, classes : int, list of class indices or names, optional
+            Reference examples in total (default 256), stratified by class, only from
+            ``classes`` when given (``magnitude``/``random`` read no data: they refuse it).
         prune_output, batch_size, progress, stop
             Score the output layer too (``weight``); batch size; the progress protocol.
         **options
@@ -362,6 +361,7 @@ class Study:
     export_script = delegate("xprune_nb.recipe.study_ops:export_study_script")
     save_pruned = delegate("xprune_nb.recipe.study_ops:save_study_model")
     save_pretrained = delegate("xprune_nb.io.pretrained:save_study_pretrained")
+    report = delegate("xprune_nb.export.report:study_report")
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, data=None, *,

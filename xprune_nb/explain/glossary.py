@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 
-__all__ = ["GLOSSARY", "label", "meaning", "glossary_html", "PROBE_NOTE"]
+__all__ = ["GLOSSARY", "TERMS", "label", "meaning", "glossary_html", "PROBE_NOTE"]
 
 #: name -> (label, one-line plain meaning)
 GLOSSARY: dict[str, tuple[str, str]] = {
@@ -68,6 +68,45 @@ GLOSSARY: dict[str, tuple[str, str]] = {
         "and after: 1 = the model ranks its features the same way."),
 }
 
+#: name -> (label, plain meaning) for the other numbers and words a report shows
+TERMS: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy", "Share of the test examples the model classifies correctly."),
+    "val_accuracy": ("validation accuracy",
+                     "Share of the validation examples classified correctly."),
+    "per_class_accuracy": ("accuracy per class", "Accuracy on the test examples of one class "
+                           "only: shows a class the overall number hides."),
+    "pp": ("pp (percentage points)", "The difference of two percentages: 92 % to 90 % is "
+           "-2 pp (not -2 %)."),
+    "params": ("parameters", "Number of weights and biases the model stores."),
+    "nonzero_params": ("non-zero parameters", "Parameters that are not zero; masked "
+                       "(unstructured) pruning zeroes weights without removing them."),
+    "macs": ("MACs", "Multiply-accumulate operations for one input: the compute the model "
+             "needs (dynamic models: the mean per example)."),
+    "size_bytes": ("size", "Bytes of the model's parameters and buffers in memory (32-bit "
+                   "floats)."),
+    "sparsity": ("sparsity", "Share of zero weights in the prunable layers."),
+    "latency_b1_ms": ("latency, batch 1", "Median time of one forward pass on a single "
+                      "input, measured on this machine when the report was written."),
+    "latency_b64_ms": ("latency, batch 64", "Median time of one forward pass on 64 inputs, "
+                       "measured on this machine when the report was written."),
+    "forgotten": ("forgotten example", "A test example the original model classified "
+                  "correctly and the pruned one does not (a pruning-identified exemplar, "
+                  "Hooker et al. 2019)."),
+    "learned": ("learned example", "A test example the pruned model classifies correctly and "
+                "the original did not."),
+    "score": ("score", "How important the criterion found a unit (higher = more important); "
+              "the least important units are removed first."),
+    "normalized": ("normalized score", "The score divided by its layer's mean, so layers of "
+                   "different scale can be ranked together."),
+    "rank": ("rank", "Position of a unit among all units, 0 = least important (removed "
+             "first)."),
+    "percentile": ("percentile", "Where a unit's rank lies among all units, 0 to 100."),
+    "relied_on_by": ("relied on by", "The classes for which the unit's relevance was within "
+                     "80 % of its largest (class-aware criteria only)."),
+    "probe": ("probe set", "A fixed set of test inputs, chosen when the study starts, on "
+              "which every step's explanation drift is measured."),
+}
+
 #: why the history's drift and a comparison's drift differ
 PROBE_NOTE = ("The history measures drift against the original model, with gradient saliency, "
               "on a fixed probe set of test inputs chosen when the study starts; a comparison "
@@ -76,18 +115,20 @@ PROBE_NOTE = ("The history measures drift against the original model, with gradi
 
 
 def label(name: str) -> str:
-    """The label of a drift number (its name when it has none)."""
-    return GLOSSARY.get(name, (name, ""))[0]
+    """The label of a drift number or report term (its name when it has none)."""
+    return GLOSSARY.get(name, TERMS.get(name, (name, "")))[0]
 
 
 def meaning(name: str) -> str:
-    """The one-line plain meaning of a drift number ('' when unknown)."""
-    return GLOSSARY.get(name, (name, ""))[1]
+    """The one-line plain meaning of a drift number or report term ('' when unknown)."""
+    return GLOSSARY.get(name, TERMS.get(name, (name, "")))[1]
 
 
 def glossary_html(names=None) -> str:
-    """A definition list of drift numbers, for reports and the panel."""
-    names = list(GLOSSARY) if names is None else [n for n in names if n in GLOSSARY]
+    """A definition list of drift numbers (``names``: only these, drift numbers or report
+    terms, in that order), for reports and the panel."""
+    names = list(GLOSSARY) if names is None else [n for n in names
+                                                    if n in GLOSSARY or n in TERMS]
     items = "".join(f"<dt><b>{html.escape(label(n))}</b></dt><dd>{html.escape(meaning(n))}</dd>"
                     for n in names)
     return (f"<dl class='xprune-glossary'>{items}</dl>"

@@ -1,190 +1,177 @@
-"""A self-contained HTML report of a study: metrics tables and before/after figures.
+"""A stakeholder report of a study: one self-contained HTML file that opens with a
+plain-language summary, then the detail (per-class table, forgotten examples, explanation
+figures, why each unit was removed, history, your own notes and comparisons) and a glossary of
+only the terms it shows.
 
-Figures are PNG files written next to the report (and embedded as base64 too, so the HTML file
-alone shows them). Every figure is made with matplotlib's Agg backend: no display needed.
+Figures are embedded as base64 PNGs (matplotlib's Agg backend: no display needed); every number
+goes through one format (:mod:`.report_format`). Sections come from a registry
+(:data:`~xprune_nb.export.report_sections.SECTIONS`; add one with
+:func:`~xprune_nb.export.report_sections.register_section`).
 """
 
 from __future__ import annotations
 
-import base64
 import html
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
+from ..errors import ConfigError
+from ..io.atomic import write_text
+from .report_context import ReportContext, figure_html
+from .report_format import fmt
+from .report_sections import SECTIONS, register_section, table_html
+from .report_summary import summary_html
 
-from ..io.atomic import write_bytes, write_text
+__all__ = ["study_report", "write_report", "fmt", "register_section", "SECTIONS"]
 
-__all__ = ["write_report"]
-
-
-def _save(fig, path: Path) -> str:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes(path, buffer.getvalue(), call="write_report")  # atomic: never half a file
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;"
+        "line-height:1.45;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "th{background:#f4f4f4}img{max-width:100%}.xprune-summary{background:#f7f9fc;"
+        "border:1px solid #d6e0ef;padding:.5em 1.2em;border-radius:6px}"
+        ".xprune-scroll{max-height:28em;overflow:auto}figcaption{font-size:90%;color:#555}")
 
 
-def _history_figure(study):
-    ax = study.history.plot()
-    return ax.figure
+def _comparison_html(obj, ctx: ReportContext) -> str:
+    """A comparison or table of the user's: tables through the report's number format,
+    figures embedded, text escaped."""
+    import pandas as pd
+
+    if isinstance(obj, str):
+        return "".join(f"<p>{html.escape(p.strip())}</p>" for p in obj.split("\n\n")
+                       if p.strip())
+    if isinstance(obj, pd.DataFrame):
+        return "<div class='xprune-scroll'>" + table_html(obj, ctx, index=True) + "</div>"
+    if hasattr(obj, "savefig"):
+        return figure_html(obj, "", "figure")
+    if hasattr(obj, "to_frame") and callable(obj.to_frame):
+        out = "<div class='xprune-scroll'>" + table_html(obj.to_frame(), ctx) + "</div>"
+        if hasattr(obj, "plot"):
+            plotted = obj.plot()
+            fig = plotted if hasattr(plotted, "savefig") else getattr(plotted, "figure", None)
+            if fig is None:
+                import numpy as np
+
+                fig = np.asarray(plotted).flat[0].figure
+            out += figure_html(fig, "", type(obj).__name__)
+        return out
+    if hasattr(obj, "_repr_html_"):
+        return obj._repr_html_()
+    raise ConfigError.bad_value("Study.report", "comparisons", "text, a DataFrame, a figure "
+                                "or a result with to_frame() or _repr_html_", obj)
 
 
-def fmt(value) -> str:
-    """One number format for the whole report: integers with thousands separators, other
-    numbers with 4 significant digits, and a dash (not NaN) where there is no value.
+def _comparisons(comparisons, ctx: ReportContext) -> list[tuple[str, str]]:
+    if comparisons is None:
+        return []
+    if isinstance(comparisons, Mapping):
+        items = list(comparisons.items())
+    elif isinstance(comparisons, Sequence) and not isinstance(comparisons, str):
+        items = [c if isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], str)
+                 else (type(c).__name__, c) for c in comparisons]
+    else:
+        raise ConfigError.bad_value("Study.report", "comparisons", "a dict title -> object or "
+                                    "a list of objects or (title, object) pairs", comparisons)
+    return [(str(title), _comparison_html(obj, ctx)) for title, obj in items]
+
+
+def study_report(study, path: str | Path, title: str | None = None, notes: str | None = None,
+                 *, include: Sequence[str] | None = None, comparisons=None, before: int = 0,
+                 after: int | None = None, latency: bool = True) -> Path:
+    """Write a self-contained HTML report a stakeholder can read; returns its path.
+
+    It opens with a plain-language summary generated from the study (what was pruned and by
+    how much; size, MACs and measured speed before and after; accuracy overall and per class,
+    naming the classes that lost most; what pruning forgot; how the explanations changed; what
+    to watch), then the detail, then a glossary of only the terms it shows.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.html`` file to write (a folder: ``report.html`` in it).
+    title : str, optional
+        The report's heading (default: "Pruning report: <model class>").
+    notes : str, optional
+        Your own text, shown right after the summary (paragraphs split on blank lines).
+    include : list of str, optional
+        The detail sections to show, from ``"notes"``, ``"metrics"``, ``"per_class"``,
+        ``"forgotten"``, ``"explanations"``, ``"why"``, ``"comparisons"``, ``"history"``,
+        ``"glossary"`` (and any added with ``register_section``); default: all. The summary
+        always comes first.
+    comparisons : dict or list, optional
+        Your own comparisons: title -> a result with ``to_frame()`` (e.g.
+        ``study.saliency(1, 3)``), a DataFrame, a matplotlib figure or text.
+    before, after : int
+        The steps compared (default: the original and the current step).
+    latency : bool
+        Measure each model's speed now (a few seconds); False leaves speed out.
 
     Examples
     --------
-    >>> fmt(13802), fmt(0.98329), fmt(float("nan")), fmt(None)
-    ('13,802', '0.9833', '–', '–')
+    >>> import xprune_nb as xp, tempfile, pathlib
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    >>> _ = study.score("taylor", samples=64); _ = study.prune(0.3)
+    >>> out = study.report(pathlib.Path(tempfile.mkdtemp()) / "r.html", latency=False)
+    >>> "Summary" in out.read_text()
+    True
     """
-    import math
+    call = "Study.report"
+    for name, value in (("title", title), ("notes", notes)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError.bad_value(call, name, "a string or None", value)
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise ConfigError.bad_value(call, "path", "a file or folder path", path)
+    if not isinstance(latency, bool):
+        raise ConfigError.bad_value(call, "latency", "True or False", latency)
+    choices = [*SECTIONS, "glossary", "summary"]
+    if include is None:
+        wanted = choices
+    else:
+        if isinstance(include, str) or not isinstance(include, Sequence):
+            raise ConfigError.bad_value(call, "include", f"a list of names from {choices}",
+                                        include)
+        for name in include:
+            if name not in choices:
+                raise ConfigError.unknown_name(call, "include", choices, name)
+        wanted = list(include)
+    ctx = ReportContext(study, before=study.timeline.index(before, call),
+                        after=study.timeline.index(study.current if after is None else after,
+                                                   call), latency=latency,
+                        explain="explanations" in wanted)
+    ctx._cache["notes"] = notes
+    ctx._cache["comparisons"] = _comparisons(comparisons, ctx)
 
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()   # numpy / torch scalars format like Python numbers
-    if value is None or isinstance(value, bool):
-        return "–" if value is None else str(value)
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
-                                  and abs(value) >= 1000):
-        return f"{int(value):,}"
-    if isinstance(value, float):
-        return "–" if not math.isfinite(value) else f"{value:.4g}"
-    return html.escape(str(value))
-
-
-def _table(frame) -> str:
-    return frame.to_html(formatters={c: fmt for c in frame.columns}, escape=True, na_rep="–")
-
-
-def _widths_figure(study):
-    """Output units of every Conv/Linear layer before and after pruning."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from .._model import prunable_layers
-
-    def widths(model):
-        return {name: (m.out_channels if hasattr(m, "out_channels") else m.out_features)
-                for name, m in prunable_layers(model).items()}
-
-    before, after = widths(study.original), widths(study.model)
-    names = list(before)
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2), 3.6))
-    ax.bar(x - 0.2, [before[n] for n in names], 0.4, label="before")
-    ax.bar(x + 0.2, [after.get(n, 0) for n in names], 0.4, label="after")
-    ax.set_xticks(x, [n if len(n) < 24 else n[:21] + "..." for n in names], rotation=45,
-                  ha="right")
-    ax.set_ylabel("output units")
-    ax.set_title("layer widths before and after pruning")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def _last_scores(study):
-    index = study.current
-    while index is not None:
-        step = study.history[index]
-        if step.kind == "prune" and step.parent is not None:
-            return study.scores_at(step.parent)
-        index = step.parent
-    return study.scores_at(study.current)
-
-
-def _figures(study) -> list[tuple[str, object, str]]:
-    """(file stem, figure, caption) for each figure we can make."""
-    figs = [("history", _history_figure(study),
-             "Test accuracy against parameter count for every step (numbers are steps)."),
-            ("widths", _widths_figure(study),
-             "Output units (channels / neurons) per layer, original vs current model.")]
-    scores = _last_scores(study)
-    if scores is not None:
-        ax = scores.plot()
-        figs.append(("scores", ax.figure,
-                     f"{scores.criterion} scores per group (before the last pruning)."))
-    if study.current != 0:
-        try:
-            comparison = study.saliency(0, study.current)
-            out = comparison.plot()
-            fig = out if hasattr(out, "savefig") else out.figure
-            figs.append(("saliency", fig,
-                         f"Saliency maps before (step 0) and after (step {study.current}); "
-                         "saliency rank correlation "
-                         f"{comparison.summary()['saliency_rank_correlation']:.3f}."))
-        except Exception as exc:  # noqa: BLE001 - an optional figure must not sink the report
-            figs.append(("saliency", None, f"(saliency comparison unavailable: "
-                                           f"{type(exc).__name__}: {exc})"))
-        figs.append(_shapley_figure(study))
-    return figs
-
-
-def _shapley_figure(study):
-    """Shapley values before vs after (tabular data, where shap is cheap enough)."""
-    try:
-        if study.data.train.X[0].numel() > 64:
-            return ("shapley", None, "(Shapley values: skipped for inputs with more than 64 "
-                                     "features; run study.shapley() for them.)")
-        comparison = study.shapley(0, study.current, n=10, background_size=20)
-        out = comparison.plot()
-        fig = out if hasattr(out, "savefig") else np.asarray(out).flat[0].figure
-        moved = getattr(comparison, "rank_correlation", float("nan"))
-        return ("shapley", fig, "Shapley values before (step 0) and after (step "
-                f"{study.current}): global feature importance; Shapley rank correlation "
-                f"{fmt(moved)}.")
-    except Exception as exc:  # noqa: BLE001 - an optional figure must not sink the report
-        return ("shapley", None, f"(Shapley comparison unavailable: {type(exc).__name__}: "
-                                 f"{exc})")
-
-
-def _why_section(study) -> str:
-    """The latest prune step on the path to the current model: what went and why."""
-    try:
-        report = study.why()
-    except Exception as exc:  # noqa: BLE001 - no prune step yet, or no scores kept
-        return f"<p><i>{html.escape(str(exc))}</i></p>"
-    frame = report.to_frame()
-    summary = report.summary()
-    head = "<p>" + html.escape("; ".join(f"{k.replace('_', ' ')}: {fmt(v)}"
-                                         for k, v in summary.items())) + "</p>"
-    return head + (_table(frame.head(20)) if frame is not None else "")
-
-
-def write_report(study, out: str | Path, *, title: str = "xprune_nb study report") -> Path:
-    """Write ``out/report.html`` (plus ``out/report_*.png``); returns the report's path."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    from ..explain.glossary import glossary_html
-
-    compare = study.compare(0, study.current)
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p>{html.escape(repr(study))}</p>",
-             "<h2>Before and after</h2>",
-             _table(compare),
-             "<h2>History</h2>",
-             _table(study.history.to_frame()),
-             "<h2>Why units were removed</h2>",
-             _why_section(study),
-             "<h2>Figures</h2>"]
-    for stem, fig, caption in _figures(study):
-        if fig is None:
-            parts.append(f"<p><i>{html.escape(caption)}</i></p>")
+    heading = title or f"Pruning report: {type(study.original).__name__}"
+    parts = [f"<h1>{html.escape(heading)}</h1>", summary_html(ctx)]
+    for name, (section_title, builder) in SECTIONS.items():
+        if name not in wanted:
             continue
-        png = out / f"report_{stem}.png"
-        data = _save(fig, png)
-        parts.append(f'<figure><img alt="{stem}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{html.escape(caption)} ({png.name})</figcaption></figure>")
-    parts += ["<h2>Glossary</h2>", glossary_html()]
-    page = ("<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;"
-            "max-width:980px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-            "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>")
-    return write_text(out / "report.html", page, call="write_report")
+        body = builder(ctx)
+        if body:
+            parts.append(f"<section id='{html.escape(name)}'><h2>{html.escape(section_title)}"
+                         f"</h2>{body}</section>")
+    if "glossary" in wanted and ctx.terms.names:
+        from ..explain.glossary import glossary_html
+
+        parts.append("<section id='glossary'><h2>Glossary</h2>"
+                     f"{glossary_html(ctx.terms.names)}</section>")
+    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(heading)}</title><style>{_CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")
+    out = Path(path)
+    if out.suffix.lower() not in (".html", ".htm"):
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / "report.html"
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return write_text(out, page, call=call)
+
+
+def write_report(study, out: str | Path, *, title: str = "xprune_nb study report") -> Path:
+    """``study.report(out)``: writes ``out/report.html`` (``out`` a folder) or the ``.html``
+    file ``out``; kept for scripts that call it directly."""
+    return study_report(study, out, title=title)
