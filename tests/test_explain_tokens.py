@@ -73,12 +73,35 @@ def test_integrated_gradients_are_complete_and_ids_stay_integers(net):
         handle.remove()
     assert set(seen) == {torch.long}
     assert scores.shape == (4, 6)
-    # completeness computed independently: sum of scores = f(x) - f(baseline)
+    # completeness computed independently: sum of scores = f(x) - f(zero word embedding)
+    rows, target = torch.arange(4), torch.tensor([0, 1, 2, 0])
     with torch.no_grad():
-        fx = net(ids)[torch.arange(4), torch.tensor([0, 1, 2, 0])]
-        fb = net(torch.zeros_like(ids))[torch.arange(4), torch.tensor([0, 1, 2, 0])]
+        fx = net(ids)[rows, target]
+        handle = net.embed.register_forward_hook(lambda m, a, out: torch.zeros_like(out))
+        try:
+            fb = net(ids)[rows, target]
+        finally:
+            handle.remove()
     np.testing.assert_allclose(scores.sum(1), (fx - fb).numpy(), atol=5e-3)
     assert gap.max() < 5e-3
+    # baseline_token=id: from a sequence of that token instead
+    scores, gap = token_attribution(net, ids, target, "integrated_gradients", n_steps=200,
+                                    baseline_token=0)
+    with torch.no_grad():
+        fb = net(torch.zeros_like(ids))[rows, target]
+    np.testing.assert_allclose(scores.sum(1), (fx - fb).numpy(), atol=5e-3)
+
+
+def test_default_baseline_leaves_no_token_blank(net):
+    """Tokens equal to a token baseline get exactly zero; the zero embedding is no word, so
+    every token that matters gets a score."""
+    ids, _ = _data(4)
+    ids[:, ::2] = 0                       # id 0 is an ordinary word of this vocabulary
+    target = torch.tensor([0, 1, 2, 0])
+    token, _ = token_attribution(net, ids, target, "integrated_gradients", baseline_token=0)
+    assert np.all(token[:, ::2] == 0)
+    zero, _ = token_attribution(net, ids, target, "integrated_gradients")
+    assert np.all(np.abs(zero[:, ::2]) > 0)
 
 
 def _shapley_by_definition(f, x, base):

@@ -159,7 +159,7 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
                       forward: Forward | None = None, pool: str = "mean", token_grid=None,
                       head_fusion: str = "mean", class_names: Sequence[str] | None = None,
                       steps: tuple = (0, -1), top_k: float = 0.1,
-                      baseline_token: int = 0) -> AttentionComparison:
+                      baseline_token: int | None = None) -> AttentionComparison:
     """Attention maps and rollout of two models on the same inputs (images or token ids),
     with drift numbers on the rollout (see the module docstring)."""
     call = "study.attention_maps"

@@ -215,8 +215,10 @@ def compare_token_saliency(model_before: nn.Module, model_after: nn.Module, ids,
                            top_k: float = 0.1, vocab=None, **method_options) -> TokenComparison:
     """Token attributions of two models for the same ids and targets (labels, else the first
     model's predictions). Methods: ``saliency``, ``integrated_gradients`` (default when
-    called directly), ``attention_relevance``, ``attention_rollout``; ``baseline_token`` (0)
-    is the id that deletion/insertion and integrated gradients start from."""
+    called directly), ``attention_relevance``, ``attention_rollout``; ``baseline_token`` is the
+    id that deletion/insertion start from (default: the model's padding id) and, when given,
+    integrated gradients too (default: a zero word embedding, see
+    :mod:`xprune_nb.explain.tokens`)."""
     call = "study.saliency"
     forward = forward or (lambda m, x: logits_of(m(x)))
     x = torch.as_tensor(ids)
@@ -239,7 +241,7 @@ def compare_token_saliency(model_before: nn.Module, model_after: nn.Module, ids,
 
 def compare_token_shapley(model_before: nn.Module, model_after: nn.Module, ids, *,
                           labels=None, explainer: str = "auto", output: str = "logits",
-                          forward: Forward | None = None, baseline_token: int = 0,
+                          forward: Forward | None = None, baseline_token: int | None = None,
                           class_names: Sequence[str] | None = None, seed: int = 0,
                           steps: tuple = (0, -1), permutations: int = 16, top_k: float = 0.1,
                           vocab=None) -> TokenComparison:

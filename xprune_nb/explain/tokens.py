@@ -8,16 +8,22 @@ forward pass: the embedding that reads the input ids) and sums over the embeddin
     The gradient of the explained logit with respect to each token's embedding: its L2 norm
     (``abs=True``, Simonyan et al. 2014 for text) or gradient x embedding (``abs=False``).
 ``integrated_gradients``
-    captum's ``LayerIntegratedGradients`` on the embedding layer, from a sequence of
-    ``baseline_token`` ids (Sundararajan et al. 2017). Complete: per input, the token scores sum
-    to ``f(x) - f(baseline)``; the gap is reported as ``completeness``.
+    By default from a zero word embedding (Sundararajan et al. 2017 use "the all-zero input
+    embedding vector" for text): captum's ``IntegratedGradients`` on the embedding output. A
+    token id as baseline means a different word in every vocabulary (0 is ``[PAD]`` in BERT,
+    ``<s>`` in RoBERTa, ``!`` in GPT-2), and a baseline equal to many of the input's own tokens
+    leaves their maps empty; the zero embedding is "no word" for every model. With
+    ``baseline_token=id``, captum's ``LayerIntegratedGradients`` from a sequence of that id
+    instead. Complete: per input, the token scores sum to ``f(x) - f(baseline)``; the gap is
+    reported as ``completeness``.
 ``attention_relevance``, ``attention_rollout``
     From the attention probabilities (:mod:`xprune_nb.explain.attention`), one score per token.
 ``shapley``
     Shapley values of token positions: a coalition keeps its tokens and replaces the others by
-    ``baseline_token``. ``exact`` enumerates every coalition (up to 12 tokens); ``permutation``
-    averages marginal contributions over seeded random orders, each also walked in reverse
-    (antithetic); both are efficient (values sum to ``f(x) - f(baseline)``) by construction.
+    ``baseline_token`` (default: the model's padding id, :func:`default_token`). ``exact``
+    enumerates every coalition (up to 12 tokens); ``permutation`` averages marginal
+    contributions over seeded random orders, each also walked in reverse (antithetic); both
+    are efficient (values sum to ``f(x) - f(baseline)``) by construction.
 
 Examples
 --------
@@ -45,7 +51,7 @@ from ..errors import ConfigError, MissingDependencyError
 from .compare import map_reasons
 
 __all__ = ["TOKEN_METHODS", "embedding_layer", "check_float_inputs", "token_attribution",
-           "token_shapley", "token_deletion_insertion"]
+           "token_shapley", "token_deletion_insertion", "default_token"]
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -141,11 +147,62 @@ def _check_ids(x: torch.Tensor, call: str) -> torch.Tensor:
     return x.long()
 
 
-def _baseline(options: dict, call: str) -> int:
-    token = options.get("baseline_token", 0)
+def _baseline(options: dict, call: str) -> int | None:
+    """The ``baseline_token`` option: a token id, or None (the default, see
+    :func:`default_token` and :func:`token_attribution`)."""
+    token = options.get("baseline_token")
+    if token is None:
+        return None
     if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or token < 0:
-        raise ConfigError.bad_value(call, "baseline_token", "a token id >= 0", token)
+        raise ConfigError.bad_value(call, "baseline_token", "a token id >= 0 or None (the "
+                                    "model's padding token)", token)
     return int(token)
+
+
+def default_token(model: nn.Module, token: int | None = None) -> int:
+    """The id that replaces removed tokens (deletion/insertion, Shapley coalitions): ``token``
+    when given, else the model's own padding id (``config.pad_token_id``, e.g. 0 for BERT, 1 for
+    RoBERTa), else 0.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> default_token(nn.Linear(2, 2)), default_token(nn.Linear(2, 2), 5)
+    (0, 5)
+    """
+    if token is not None:
+        return int(token)
+    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+    return pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 0
+
+
+def _zero_embedding_ig(model, ids, targets, forward, emb, options):
+    """Integrated gradients from a zero word embedding (Sundararajan et al. 2017, section 6.3:
+    "the all-zero input embedding vector" for text): captum's ``IntegratedGradients`` on the
+    embedding's output, which a forward hook feeds into the model; ids of the other inputs are
+    repeated to match captum's batch of interpolation steps."""
+    from captum.attr import IntegratedGradients
+
+    with torch.no_grad():
+        x_emb = emb(ids).detach()
+    fed: dict[str, torch.Tensor] = {}
+    handle = emb.register_forward_hook(lambda _m, _a, out: fed.get("e", out))
+
+    def f(e):
+        fed["e"] = e
+        try:
+            return forward(model, ids.repeat(len(e) // len(ids), 1))
+        finally:
+            fed.clear()
+
+    try:
+        with eval_mode(model):
+            attr, delta = IntegratedGradients(f).attribute(
+                x_emb, baselines=torch.zeros_like(x_emb), target=targets,
+                return_convergence_delta=True, **options)
+    finally:
+        handle.remove()
+    return attr.detach().sum(-1).double().numpy(), delta.detach().abs().double().numpy()
 
 
 def _gradient(model, ids, targets, forward, emb, signed: bool) -> torch.Tensor:
@@ -203,8 +260,11 @@ def token_attribution(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor
     except ImportError as exc:
         raise MissingDependencyError.for_package("captum", "Integrated gradients", "explain") \
             from exc
-    base = torch.full_like(ids, _baseline(options, call))
+    token = _baseline(options, call)
     opts = {k: v for k, v in options.items() if k != "baseline_token"}
+    if token is None:
+        return _zero_embedding_ig(model, ids, targets, forward, emb, opts)
+    base = torch.full_like(ids, token)
     with eval_mode(model):
         attr, delta = LayerIntegratedGradients(lambda t: forward(model, t), emb).attribute(
             ids, baselines=base, target=targets, return_convergence_delta=True, **opts)
@@ -218,7 +278,8 @@ def _outputs(model, forward, rows: torch.Tensor, batch: int = 4096) -> torch.Ten
 
 
 def token_shapley(model: nn.Module, ids: torch.Tensor, *, forward: Forward | None = None,
-                  baseline_token: int = 0, explainer: str = "auto", permutations: int = 16,
+                  baseline_token: int | None = None, explainer: str = "auto",
+                  permutations: int = 16,
                   seed: int = 0, output: str = "logits", call: str = "study.shapley"
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Shapley values of token positions against ``baseline_token``.
@@ -233,7 +294,7 @@ def token_shapley(model: nn.Module, ids: torch.Tensor, *, forward: Forward | Non
         ``exact`` or ``permutation`` (``auto`` resolved: exact up to 10 tokens).
     """
     ids = _check_ids(ids, call)
-    baseline_token = _baseline({"baseline_token": baseline_token}, call)
+    baseline_token = default_token(model, _baseline({"baseline_token": baseline_token}, call))
     if explainer not in ("auto", "exact", "permutation"):
         raise ConfigError.bad_value(call, "explainer", "'auto', 'exact' or 'permutation' for "
                                     "token inputs", explainer)
@@ -299,13 +360,15 @@ def token_shapley(model: nn.Module, ids: torch.Tensor, *, forward: Forward | Non
 
 
 def token_deletion_insertion(model: nn.Module, ids: torch.Tensor, maps, targets, *,
-                             forward: Forward | None = None, baseline_token: int = 0,
+                             forward: Forward | None = None,
+                             baseline_token: int | None = None,
                              steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion AUC (Petsiuk et al. 2018) over token positions: the most relevant
     tokens are replaced by (deletion) or restored from (insertion) ``baseline_token`` first;
     the curve is the target's softmax probability. Lower deletion / higher insertion = better.
     """
     forward = forward or _default_forward
+    baseline_token = default_token(model, baseline_token)
     ids = ids.long()
     n, length = ids.shape
     rel = torch.nan_to_num(torch.as_tensor(np.asarray(maps, dtype=np.float64)).reshape(n, length))
