@@ -54,7 +54,7 @@ def test_new_buttons_carry_their_css_classes(panel):
     titles = [panel.tabs.get_title(i) for i in range(len(panel.tabs.children))]
     # the original six keep their places; the new sections follow
     assert titles == ["Score", "Prune", "Retrain", "Explain", "History", "Export",
-                      "Sensitivity", "Auto", "Dynamic"]
+                      "Sensitivity", "Auto", "Dynamic", "Pathways"]
     # a CNN has no attention: the attention maps are not offered
     assert panel.explain_view.attention_row.layout.display == "none"
 

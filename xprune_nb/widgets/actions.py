@@ -220,6 +220,21 @@ class SectionActions:
         return self._explain("attention", self.explain_view.attention_config, block,
                              method="attention_maps")
 
+    def pathways(self, *, block: bool = True):
+        """The relevance-flow map of the current step against the chosen one, per class
+        (``Study.pathways_compare``), shown in the Pathways tab."""
+        view = self.pathways_view
+
+        def work(task: Task):
+            return self.study.pathways_compare(**view.config(self.study),
+                                               progress=task.progress)
+
+        def done(result) -> str:
+            view.show(result)
+            return "Pathways: done, see the Pathways tab."
+
+        return self._run("pathways", "Mapping pathways", work, done, block, "Pathways")
+
     def forgotten(self, *, block: bool = True):
         """The test examples whose prediction changed between two steps, the per-class
         accuracy change and their saliency (``Study.forgotten``)."""

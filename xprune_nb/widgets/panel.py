@@ -23,6 +23,7 @@ from .dynamic import DynamicView
 from .explain import ExplainView
 from .export import ExportView
 from .history import HistoryView
+from .pathways import PathwaysView
 from .prune import PruneView
 from .retrain import RetrainView
 from .score import ScoreView
@@ -33,7 +34,7 @@ __all__ = ["Panel"]
 
 # the first six keep their places (scripts select tabs by index); later sections follow
 _TABS = ("Score", "Prune", "Retrain", "Explain", "History", "Export", "Sensitivity", "Auto",
-         "Dynamic")
+         "Dynamic", "Pathways")
 #: toolbar: action -> (label, icon, button style, tooltip)
 _BUTTONS = {
     "score": ("Score", "calculator", "primary", "Score every prunable unit (Score tab)"),
@@ -55,9 +56,11 @@ class Panel(SectionActions):
     line (``xprune-status``) stay on top; the History tab holds the table of steps
     (``xprune-history``). The Dynamic, Sensitivity and Auto tabs have their own buttons
     (``xprune-dynamic``, ``xprune-sensitivity``, ``xprune-auto``), the Export tab writes ONNX
-    (``xprune-onnx``) and the Explain tab adds attention maps (``xprune-attention``, only for
-    models with attention) and forgotten examples (``xprune-forgotten``). Each button is also a
-    method (:meth:`dynamic`, :meth:`sensitivity`, :meth:`auto_prune`, :meth:`export_onnx`,
+    (``xprune-onnx``), the Pathways tab maps relevance flow (``xprune-pathways``; a unit's
+    why-row in ``xprune-pathways-why``) and the Explain tab adds attention maps
+    (``xprune-attention``, only for models with attention) and forgotten examples
+    (``xprune-forgotten``). Each button is also a method (:meth:`dynamic`, :meth:`sensitivity`,
+    :meth:`pathways`, :meth:`auto_prune`, :meth:`export_onnx`,
     :meth:`attention`, :meth:`forgotten`...), for scripts and tests.
 
     Work runs in a background thread when started from a button, so the progress display
@@ -108,6 +111,7 @@ class Panel(SectionActions):
         self.explain_view.set_model(study)
         self.history_view = HistoryView()
         self.export_view = ExportView()
+        self.pathways_view = PathwaysView()
         self.buttons: dict[str, W.Button] = {}
         for action, (label, icon, style, tip) in _BUTTONS.items():
             button = W.Button(description=label, icon=icon, button_style=style, tooltip=tip,
@@ -134,13 +138,15 @@ class Panel(SectionActions):
                                (d.sweep_button, self.dynamic_sweep),
                                (s.run_button, self.sensitivity),
                                (s.preview_button, self.sensitivity_preview),
-                               (a.run_button, self.auto_prune)):
+                               (a.run_button, self.auto_prune),
+                               (self.pathways_view.button, self.pathways)):
             button.on_click(lambda _b, m=method: m(block=False))
         s.on_cell = lambda: self.sensitivity_preview(block=False)
         s.on_error = d.on_error = lambda text: self.status_line.set("error", text)
         self.tabs = W.Tab(children=[self.score_view.widget, self.prune_view.widget,
                                     self.retrain_view.widget, ex.widget, h.widget, e.widget,
-                                    s.widget, a.widget, d.widget], titles=list(_TABS))
+                                    s.widget, a.widget, d.widget,
+                                    self.pathways_view.widget], titles=list(_TABS))
         model_name = type(study.original).__name__
         title = W.HTML(f"<b>xprune_nb</b> · {model_name} · seed {study.seed}",
                        layout=W.Layout(flex="0 0 auto", margin="0 12px 0 0"))
@@ -215,6 +221,7 @@ class Panel(SectionActions):
                             self._latency_original, self._latency[study.current][1])
         self.history_view.refresh(study)
         self.explain_view.refresh(study)
+        self.pathways_view.refresh(study)
         self.score_view.sync(study)
         scores = study.scores_at(study.current)
         self.prune_view.set_groups(list(scores.values) if scores is not None else [])

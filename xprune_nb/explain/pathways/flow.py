@@ -212,7 +212,8 @@ def _weighted_connections(rule_hook, module: nn.Module, x: torch.Tensor, relevan
             weight = modified.weight
             if not weight.requires_grad:
                 weight.requires_grad_(True)
-            outputs.append(out_mod(modified.forward(modified_input)).detach())
+            with torch.no_grad():   # only the denominators z_j: no graph needed
+                outputs.append(out_mod(modified.forward(modified_input)))
             weighted.append(out_mod(modified.forward(modified_input * tau)))
             weights.append(weight)
     grad_outputs = rule_hook.gradient_mapper(relevance, outputs)

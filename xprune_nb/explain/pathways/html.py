@@ -40,9 +40,16 @@ def _why_text(p: Pathways, layer: str, unit: int) -> str:
     return "\n".join(lines)
 
 
-def pathways_html(p: Pathways, *, top: int = 12, edges: int = 60) -> str:
+def _radius(v: float, scale: float) -> float:
+    return 3 + 12 * (abs(v) / scale) ** 0.5
+
+
+def pathways_html(p: Pathways, *, top: int = 12, edges: int = 60, cls: int | None = None,
+                  units: dict | None = None) -> str:
+    """The map as an SVG in a ``div``; painted for class ``cls`` (default: all classes)
+    without any script, re-painted by the class buttons where scripts run."""
     uid = "xpw" + uuid.uuid4().hex[:10]
-    lay = layout(p, None, top, edges)
+    lay = layout(p, None, top, edges, units)
     width = _PAD * 2 + _W * max(len(lay.columns) - 1, 1)
     # per class: node radii/colours and edge widths for the same drawn units and edges
     per_class = {}
@@ -53,6 +60,10 @@ def pathways_html(p: Pathways, *, top: int = 12, edges: int = 60) -> str:
             lay.nodes[e["a"]]["unit"], lay.nodes[e["b"]]["unit"]]) for e in lay.edges]
         per_class[p.class_name(c)] = {"v": vals, "f": flows}
     per_class["all"] = {"v": [n["value"] for n in lay.nodes], "f": [e["flow"] for e in lay.edges]}
+    first = "all" if cls is None else p.class_name(cls)
+    shown = per_class[first]
+    scale = max([abs(v) for v in shown["v"]] + [1e-12])
+    flow_scale = max([abs(f) for f in shown["f"]] + [1e-12])
 
     def xy(n):
         return _PAD + _W * n["x"], _PAD + (_H - 2 * _PAD) * n["y"]
@@ -64,16 +75,22 @@ def pathways_html(p: Pathways, *, top: int = 12, edges: int = 60) -> str:
         bend = "" if lay.nodes[e["b"]]["x"] - lay.nodes[e["a"]]["x"] == 1 else "arc"
         mid = f"{(x1 + x2) / 2:.1f},{min(y1, y2) - 40:.1f}" if bend else \
             f"{(x1 + x2) / 2:.1f},{(y1 + y2) / 2:.1f}"
+        f = shown["f"][k]
         parts.append(f'<path class="e" data-k="{k}" d="M{x1:.1f},{y1:.1f} Q{mid} '
-                     f'{x2:.1f},{y2:.1f}" fill="none" stroke-opacity="0.35"/>')
+                     f'{x2:.1f},{y2:.1f}" fill="none" stroke-opacity="0.35" '
+                     f'stroke="{POSITIVE if f >= 0 else NEGATIVE}" '
+                     f'stroke-width="{0.3 + 5 * abs(f) / flow_scale:.2f}"/>')
     for k, n in enumerate(lay.nodes):
         x, y = xy(n)
         removed = n["removed_at"] is not None
         tip = html.escape(_why_text(p, n["layer"], n["unit"]))
-        style = ('fill="white" stroke="#555" stroke-dasharray="2,2"' if removed
-                 else 'stroke="black" stroke-width="0.4"')
-        parts.append(f'<g class="n" data-k="{k}" data-removed="{int(removed)}">'
-                     f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" {style}/>'
+        v = shown["v"][k]
+        style = ('r="6" fill="white" stroke="#555" stroke-dasharray="2,2"' if removed
+                 else f'r="{_radius(v, scale):.1f}" fill="{POSITIVE if v >= 0 else NEGATIVE}" '
+                 'stroke="black" stroke-width="0.4"')
+        parts.append(f'<g class="n" data-k="{k}" data-removed="{int(removed)}" '
+                     f'data-layer="{html.escape(n["layer"])}" data-unit="{n["unit"]}">'
+                     f'<circle cx="{x:.1f}" cy="{y:.1f}" {style}/>'
                      f'<text x="{x + 9:.1f}" y="{y + 3:.1f}" fill="#333">'
                      f'{html.escape(n["label"])}</text>'
                      f'<title>{tip}</title></g>')
@@ -86,7 +103,8 @@ def pathways_html(p: Pathways, *, top: int = 12, edges: int = 60) -> str:
         f'<button type="button" class="xpw-class" data-c="{html.escape(name)}">'
         f'{html.escape(name)}</button>' for name in per_class)
     tips = [_why_text(p, n["layer"], n["unit"]) for n in lay.nodes]
-    data = json.dumps({"classes": per_class, "tips": tips, "pos": POSITIVE, "neg": NEGATIVE})
+    data = json.dumps({"classes": per_class, "tips": tips, "pos": POSITIVE, "neg": NEGATIVE,
+                       "first": first})
     data = data.replace("</", "<\\/")   # never closes the script element early
     summary = p.summary()
     head = (f"<b>Relevance flow, step {p.step}</b> ({html.escape(p.granularity)}s; "
@@ -118,7 +136,7 @@ root.querySelectorAll('.xpw-class').forEach(function(b){
 b.style.fontWeight=b.dataset.c===c?'bold':'normal';});}
 root.querySelectorAll('.xpw-class').forEach(function(b){b.addEventListener('click',function(){paint(b.dataset.c);});});
 nodes.forEach(function(g){g.addEventListener('mouseenter',function(){root.querySelector('.xpw-why').textContent=d.tips[+g.dataset.k];});});
-paint('all');})();"""
+paint(d.first);})();"""
 
 
 def standalone_page(p: Pathways, body: str) -> str:

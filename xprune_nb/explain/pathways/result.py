@@ -219,12 +219,15 @@ class Pathways:
         raise ConfigError.bad_value("Pathways.plot", "cls", f"one of {self.classes} or "
                                     f"{names}", cls)
 
-    def to_html(self, *, top: int = DRAW_UNITS, edges: int = DRAW_EDGES) -> str:
+    def to_html(self, *, top: int = DRAW_UNITS, edges: int = DRAW_EDGES,
+                cls: int | str | None = None, units: dict | None = None) -> str:
         """A self-contained interactive SVG view (no network): hover a unit to see its
-        why-row, click a class to re-colour the map by that class's relevance."""
+        why-row, click a class to re-colour the map by that class's relevance (painted for
+        ``cls`` to begin with; the view needs no script to show that)."""
         from .html import pathways_html
 
-        return pathways_html(self, top=top, edges=edges)
+        return pathways_html(self, top=top, edges=edges, cls=self._class_index(cls),
+                             units=units)
 
     def _repr_html_(self) -> str:
         return self.to_html()
