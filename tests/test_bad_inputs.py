@@ -561,6 +561,12 @@ add("recipe-file-garbage", lambda c: xp.Study.from_recipe(c.files["garbage_yaml"
 
 
 # ------------------------------------------------------------------ command line
+def _notebook(c) -> Path:
+    path = c.tmp / "served.ipynb"
+    path.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    return path
+
+
 def _recipe_file(c, name, r):
     path = c.tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(r))
@@ -591,6 +597,21 @@ for cid, argv, pat in [
     ("export-no-args", lambda c: ["export"], r"study|required"),
     ("export-to-directory", lambda c: ["export", c.files["good"], c.files["directory"]],
      r"director|path"),
+    # output folders are checked before any work (they failed with FileExistsError after it)
+    ("run-out-is-a-file", lambda c: ["run", c.tmp / "x.yaml", "--out", c.files["text"]],
+     r"--out=\.\.\.\): expected a folder .*it is a file"),
+    ("demo-out-dev-null", lambda c: ["demo", "--out", "/dev/null"],
+     r"--out=\.\.\.\): expected a folder .*not a folder"),
+    ("demo-out-under-a-file", lambda c: ["demo", "--out", c.files["text"] / "sub"],
+     r"--out=\.\.\.\): expected a folder .*no folder can be made"),
+    ("lab-dir-is-a-file", lambda c: ["lab", "--no-launch", "--dir", c.files["text"]],
+     r"--dir=\.\.\.\): expected a folder .*it is a file"),
+    ("app-port-70000", lambda c: ["app", _notebook(c), "--port", "70000", "--no-launch"],
+     r"--port: expected a port number in \[1, 65535\], got '70000'"),
+    ("app-port-0", lambda c: ["app", _notebook(c), "--port", "0", "--no-launch"],
+     r"--port: expected a port number"),
+    ("app-max-kernels-0", lambda c: ["app", _notebook(c), "--max-kernels", "0", "--no-launch"],
+     r"--max-kernels: expected a positive integer"),
 ]:
     add(f"cli-{cid}", lambda c, a=argv: cli(*a(c)), CliExit, rf"^rc=2: [\s\S]*({pat})")
 

@@ -50,3 +50,155 @@ def test_app_command_serves_the_notebook_without_sources(tmp_path, capsys):
     assert main(["app", str(tmp_path / "missing.ipynb"), "--no-launch"]) == 2
     err = capsys.readouterr().err
     assert "NOTEBOOK" in err and "an existing .ipynb file" in err
+
+
+# ------------------------------------------------------------------ issue 17: lab and app
+def test_lab_as_root_allows_root_as_make_lab_does(tmp_path, capsys, monkeypatch):
+    for uid, allowed in ((0, True), (1000, False)):
+        monkeypatch.setattr(os, "geteuid", lambda uid=uid: uid)
+        assert main(["lab", "--no-launch", "--dir", str(tmp_path / "work")]) == 0
+        line = capsys.readouterr().out.splitlines()[-1]
+        assert line.startswith("start it with: ") and "jupyterlab" in line
+        assert ("--allow-root" in line) == allowed, line
+
+
+def test_lab_never_writes_through_symlinks(tmp_path, capsys):
+    from xprune_nb.cli import bundled_notebooks
+
+    names = sorted(p.name for p in bundled_notebooks().glob("*.ipynb"))
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    precious = outside / "precious.txt"
+    precious.write_text("keep me")
+    (work / names[0]).symlink_to(precious)                  # a link to a file of the user's
+    (work / names[1]).symlink_to(outside / "not_yet.txt")   # a dangling link
+    for args in (["lab", "--no-launch"], ["lab", "--no-launch", "--force"]):
+        assert main([*args, "--dir", str(work)]) == 0
+        out = capsys.readouterr().out
+        assert precious.read_text() == "keep me"
+        assert not (outside / "not_yet.txt").exists()
+        assert (work / names[0]).is_symlink() and (work / names[1]).is_symlink()
+        assert out.count("a symbolic link: not followed") == 2, out
+        assert (work / names[2]).is_file() and not (work / names[2]).is_symlink()
+
+
+def test_run_and_demo_check_their_out_folder_before_any_work(tmp_path, monkeypatch, capsys):
+    import xprune_nb as xp
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(xp.Study, "from_recipe", classmethod(no_work))
+    monkeypatch.setattr(xp.Study, "__init__", no_work)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {zoo: toy_mlp}\ndata: {dataset: moons}\nsteps: []\n")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for argv in (["run", str(recipe), "--out", str(a_file)], ["demo", "--out", "/dev/null"],
+                 ["demo", "--out", str(a_file / "sub")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "xprune-nb: error: xprune-nb " in err and "(--out=...): expected a folder" in err
+    assert a_file.read_text() == "x"
+
+
+def test_app_has_a_token_and_a_kernel_limit(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import re
+    import subprocess as sp
+
+    nb = tmp_path / "ex.ipynb"
+    nb.write_text("{}")
+    runs = []
+    monkeypatch.delenv("JUPYTER_TOKEN", raising=False)
+    monkeypatch.setattr(sp, "call", lambda cmd, env=None: runs.append((cmd, env)) or 0)
+    real_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "voila" else real_spec(name, *a))
+    urls = []
+    for _ in range(2):
+        assert main(["app", str(nb), "--no-browser", "--port", "9101", "--max-kernels", "3"]) == 0
+        found = re.findall(r"http://127\.0\.0\.1:9101/\?token=([0-9a-f]{48})\b",
+                           capsys.readouterr().out)
+        assert len(found) == 1
+        urls.append(found[0])
+    assert urls[0] != urls[1], "the token must be fresh for every run"
+    for (cmd, env), token in zip(runs, urls):
+        assert env["JUPYTER_TOKEN"] == token
+        assert not any(token in part for part in cmd), "the token leaks into the command line"
+        assert "--Voila.auto_token=True" in cmd and "--LimitedKernelManager.max_kernels=3" in cmd
+        assert "--VoilaConfiguration.multi_kernel_manager_class=" \
+               "xprune_nb._app_kernels.LimitedKernelManager" in cmd
+        assert any(c.startswith("--MappingKernelManager.cull_idle_timeout=") for c in cmd)
+    # a token the user set (JUPYTER_TOKEN, as Jupyter reads it) is kept
+    monkeypatch.setenv("JUPYTER_TOKEN", "mine")
+    assert main(["app", str(nb), "--no-browser"]) == 0
+    assert runs[-1][1]["JUPYTER_TOKEN"] == "mine" and "?token=mine" in capsys.readouterr().out
+
+
+@pytest.mark.slow   # starts Voila and one kernel: ~5 s on an idle machine
+def test_app_serves_only_with_the_token_and_at_most_max_kernels(tmp_path):
+    """A real Voila: without the token a page load is sent to the login page, with it the
+    notebook runs, and a page load beyond --max-kernels gets 503 (no new kernel)."""
+    pytest.importorskip("voila")
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    nb = tmp_path / "hello.ipynb"
+    nb.write_text('{"cells": [{"cell_type": "code", "execution_count": null, "id": "a", '
+                  '"metadata": {}, "outputs": [], "source": ["print(\'hello from xprune\')"]}],'
+                  ' "metadata": {"kernelspec": {"display_name": "Python 3", "language": '
+                  '"python", "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JUPYTER_TOKEN": "t0ken", "OMP_NUM_THREADS": "1",
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_DATA_DIR": str(tmp_path / "d"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    log = open(tmp_path / "app.log", "w")  # noqa: SIM115 - closed below
+    # the command `xprune-nb app` runs, with the token it passes (test above); run directly so
+    # that ending it here ends Voila and its kernels (own process group)
+    proc = subprocess.Popen(app_command(nb, port=port, browser=False, max_kernels=1), env=env,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                            start_new_session=True)
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    opener = urllib.request.build_opener(Stay)
+
+    def get(query: str) -> tuple[int, str]:
+        try:
+            with opener.open(f"http://127.0.0.1:{port}/{query}", timeout=60) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Location", "")
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "app.log").read_text()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.3)
+        code, where = get("")
+        assert code == 302 and "login" in where, (code, where)
+        assert get("?token=wrong")[0] == 302
+        code, page = get("?token=t0ken")
+        assert code == 200 and "hello from xprune" in page
+        assert get("?token=t0ken")[0] == 503       # the one kernel is taken
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -13,7 +13,8 @@ Examples
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 PROG = "xprune-nb"
+#: kernels ``xprune-nb app`` runs at once by default; idle, unconnected ones go after CULL_IDLE_S
+MAX_KERNELS = 10
+CULL_IDLE_S = 600
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +44,16 @@ def _fraction(text: str) -> float:
         value = -1.0
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in [1, 65535], got {text!r}")
     return value
 
 
@@ -94,10 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "an exercise's Check button) as a web page without the code, with "
                          "Voila. Each visitor gets a fresh kernel.")
     app.add_argument("notebook", type=Path, help="the notebook to serve (.ipynb)")
-    app.add_argument("--port", type=_positive_int, default=8866, help="port (default 8866)")
+    app.add_argument("--port", type=_port, default=8866, help="port (default 8866)")
     app.add_argument("--ip", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1, this machine only; "
                      "0.0.0.0 lets a class on the same network reach it)")
+    app.add_argument("--max-kernels", type=_positive_int, default=MAX_KERNELS,
+                     help=f"most kernels (visitors' pages) running at once (default "
+                     f"{MAX_KERNELS}); a page beyond them gets '503: try again later'")
     app.add_argument("--no-browser", action="store_true", help="do not open a browser")
     app.add_argument("--no-launch", action="store_true",
                      help="print the Voila command, but do not start it")
@@ -123,10 +140,43 @@ def _summary(study, out: Path) -> None:
                                                       if p.is_file())))
 
 
+def check_out_dir(out: Path, call: str, param: str = "--out") -> Path:
+    """``out`` as a folder the command can write into, checked before any work: an existing
+    folder, or a new one whose nearest existing parent is a writable folder.
+
+    Examples
+    --------
+    >>> check_out_dir(Path("/dev/null"), "xprune-nb demo")
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.StudyFileError: xprune-nb demo(--out=...): expected a folder ...
+    """
+    from .errors import StudyFileError
+
+    def refuse(why: str):
+        return StudyFileError(f"{call}({param}=...): expected a folder (existing or new) to "
+                              f"write into, got {str(out)!r}: {why}.")
+
+    if out.exists() and not out.is_dir():
+        raise refuse("it is a file, not a folder" if out.is_file() else
+                     "it is not a folder (a device, pipe or socket)")
+    parent = out
+    while not parent.exists():
+        if parent.is_symlink():
+            raise refuse(f"{str(parent)!r} is a broken symbolic link")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise refuse(f"{str(parent)!r} is a file, so no folder can be made under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise refuse(f"the folder {str(parent)!r} is not writable")
+    return out
+
+
 def _demo(args) -> int:
     import xprune_nb as xp
 
     xp.criteria.get(args.criterion, "Study.score")  # fail before any work on a typo
+    check_out_dir(args.out, "xprune-nb demo")
     print(f"{PROG} demo: digits_cnn on digits, {args.criterion} scores, prune "
           f"{args.amount:.0%}, retrain {args.epochs} epochs", flush=True)
     study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"), seed=0)
@@ -145,11 +195,12 @@ def _run(args) -> int:
     from . import distributed
     from .recipe import Recipe
 
+    out = check_out_dir(args.out or args.recipe.with_name(args.recipe.stem + "_out"),
+                        "xprune-nb run")
     recipe = Recipe.load(args.recipe)
     distributed.setup(args.device)
     try:
         study = xp.Study.from_recipe(recipe, epochs=args.epochs, trust_source=args.trust)
-        out = args.out or args.recipe.with_name(args.recipe.stem + "_out")
         if distributed.is_main():
             _write_all(study, out, "reproduce.py")
             _summary(study, out)
@@ -181,18 +232,45 @@ def bundled_notebooks() -> Path:
     raise StudyFileError("xprune-nb lab: no bundled notebooks found in this installation.")
 
 
+def _is_root() -> bool:
+    return getattr(os, "geteuid", lambda: -1)() == 0
+
+
+def lab_command(folder: Path) -> list[str]:
+    """The JupyterLab command ``xprune-nb lab`` runs (as root, with ``--allow-root``: Jupyter
+    refuses root without it, and containers and classroom VMs run as root)."""
+    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}"]
+    return command + (["--allow-root"] if _is_root() else [])
+
+
 def _lab(args) -> int:
+    from .errors import StudyFileError
+    from .io.atomic import write_bytes
+
+    call = "xprune-nb lab"
     source = bundled_notebooks()
     target = args.dir
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise StudyFileError(f"{call}(--dir=...): expected a folder (existing or new), got "
+                             f"{str(target)!r}: it is a file.") from exc
+    except OSError as exc:
+        raise StudyFileError(f"{call}(--dir=...): cannot make the folder {str(target)!r}: "
+                             f"{exc.strerror or exc}.") from exc
     for nb in sorted(source.glob("*.ipynb")):
         dest = target / nb.name
+        if dest.is_symlink():
+            # never write through a link: its target may be any file of the user's
+            print(f"kept {dest} (a symbolic link: not followed, not replaced; remove it to "
+                  "get a fresh copy)")
+            continue
         if dest.exists() and not args.force:
             print(f"kept {dest} (exists; --force overwrites it)")
             continue
-        shutil.copyfile(nb, dest)
+        write_bytes(dest, nb.read_bytes(), call=call)   # atomic, replaces a file only
         print(f"copied {dest}")
-    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={target}"]
+    command = lab_command(target)
     if args.no_launch:
         print("start it with: " + " ".join(command))
         return 0
@@ -206,12 +284,46 @@ def _lab(args) -> int:
 
 
 def app_command(notebook: Path, *, port: int = 8866, ip: str = "127.0.0.1",
-                browser: bool = True) -> list[str]:
-    """The Voila command that serves ``notebook`` (sources stripped, tracebacks hidden)."""
+                browser: bool = True, max_kernels: int = MAX_KERNELS) -> list[str]:
+    """The Voila command that serves ``notebook`` (sources stripped, tracebacks hidden).
+
+    The page asks for a token (``Voila.auto_token``: the one in ``JUPYTER_TOKEN``, which
+    :func:`main` sets to a fresh one, or one Voila makes and prints), and at most
+    ``max_kernels`` kernels run at once; kernels idle for ``CULL_IDLE_S`` seconds with no page
+    connected are ended (jupyter_server's culling), freeing their places.
+    """
     command = [sys.executable, "-m", "voila", str(notebook), f"--port={port}",
                f"--Voila.ip={ip}", "--Voila.port_retries=0", "--strip_sources=True",
-               "--show_tracebacks=False"]
+               "--show_tracebacks=False", "--Voila.auto_token=True",
+               "--VoilaConfiguration.multi_kernel_manager_class="
+               "xprune_nb._app_kernels.LimitedKernelManager",
+               f"--LimitedKernelManager.max_kernels={max_kernels}",
+               f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_S}",
+               "--MappingKernelManager.cull_interval=60"]
     return command + ([] if browser else ["--no-browser"])
+
+
+def _open_when_listening(url: str, ip: str, port: int, timeout: float = 120.0) -> None:
+    """Open ``url`` (with its token) in a browser once the server listens; Voila's own opener
+    would land on its login page, as it does not pass the token."""
+    import socket
+    import threading
+    import time
+    import webbrowser
+
+    host = "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip
+
+    def wait_then_open() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host, port), timeout=1):
+                    webbrowser.open(url)
+                    return
+            except OSError:
+                time.sleep(0.5)
+
+    threading.Thread(target=wait_then_open, daemon=True).start()
 
 
 def _app(args) -> int:
@@ -223,15 +335,24 @@ def _app(args) -> int:
     if notebook.suffix != ".ipynb" or not notebook.is_file():
         raise ConfigError.bad_value("xprune-nb app", "NOTEBOOK", "an existing .ipynb file",
                                     str(notebook))
-    command = app_command(notebook, port=args.port, ip=args.ip, browser=not args.no_browser)
+    command = app_command(notebook, port=args.port, ip=args.ip, browser=False,
+                          max_kernels=args.max_kernels)
     if args.no_launch:
         print("start it with: " + " ".join(command))
         return 0
     if importlib.util.find_spec("voila") is None:
         raise MissingDependencyError.for_package("voila", "xprune-nb app", "classroom")
-    print(f"{PROG} app: serving {notebook} at http://{args.ip}:{args.port}/ (Ctrl-C stops)",
-          flush=True)
-    return subprocess.call(command)
+    # a token, as Jupyter has one: only who has the URL gets a page (and a kernel); kept out
+    # of the command line, which other users of the machine can read
+    token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
+    host = "localhost" if args.ip in ("", "0.0.0.0", "::") else args.ip
+    url = f"http://{host}:{args.port}/?token={token}"
+    print(f"{PROG} app: serving {notebook} (Ctrl-C stops), at most {args.max_kernels} "
+          f"visitors at once.\n    To open it, copy and paste this URL (it holds the token; "
+          f"share it only with your class):\n        {url}", flush=True)
+    if not args.no_browser:
+        _open_when_listening(url, args.ip, args.port)
+    return subprocess.call(command, env={**os.environ, "JUPYTER_TOKEN": token})
 
 
 _COMMANDS = {"demo": _demo, "run": _run, "export": _export, "lab": _lab, "app": _app}

@@ -50,14 +50,15 @@ def app(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(base / "config"),
            "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "JUPYTER_DATA_DIR": str(base / "data"),
-           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
+           "JUPYTER_TOKEN": "browser-test-token"}   # the app asks for a token (issue 17)
     cmd = [sys.executable, "-m", "xprune_nb.cli", "app", str(notebook), "--port", str(port),
            "--no-browser"]
     log = open(base / "voila.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
     try:
         _wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/?token=browser-test-token"
     finally:
         proc.terminate()
         try:
