@@ -139,9 +139,14 @@ def _explanations(ctx: ReportContext) -> str:
     from ..explain.glossary import label
 
     parts = []
+    note = row.get("saliency_reason")
+    note = note if isinstance(note, str) and note else None
     for k in names:
         ctx.terms.use(k)
-        parts.append(f"{html.escape(label(k))} {num(row[k], k)}")
+        why = note if k.startswith("saliency") else None
+        parts.append(f"{html.escape(label(k))} {num(row[k], k, reason=why)}")
+    if note and all(row[k] == row[k] for k in names):   # some probe inputs left out, and why
+        parts.append(f"saliency numbers: {html.escape(note)}")
     text = ""
     if parts:
         ctx.terms.use("probe")
