@@ -4,6 +4,7 @@
 #   make test   install with dev extras, run ruff and the whole test suite (notebooks included)
 #   make bench  run the benchmarks by hand (results go to docs/benchmarks.md)
 #   make docs   build the documentation site strictly (a warning fails) into site/
+#   make wheel  build the wheel and the sdist into dist/ (without the teacher solutions)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +13,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # torch==2.13.0 in the constraints is the CPU build; a looser pin would pull CUDA (GBs)
 PIN    := -c constraints.txt
 
-.PHONY: lab demo test lint bench docs install install-dev clean
+.PHONY: lab demo test lint bench docs wheel install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,13 @@ bench: install-dev
 # notebooks are shown as saved (CI runs them in `make test`); any warning fails the build
 docs: install-dev
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# pip install dist/xprune_nb-*.whl (add [classroom] etc. for extras: see docs/classroom.md)
+wheel: $(PY)
+	$(PIP) install $(PIN) hatchling
+	rm -rf dist
+	$(PY) -m hatchling build -d dist
+	@ls dist
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -79,6 +79,12 @@ def test_lab_copies_the_notebooks_without_launching(tmp_path, capsys):
     shipped = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
     assert shipped and sorted(p.name for p in (tmp_path / "work").glob("*.ipynb")) == shipped
     assert "jupyterlab" in proc.stdout
+    # the classroom exercises (student versions) and the nbgrader template, never solutions
+    classroom = sorted(p.name for p in (ROOT / "notebooks" / "classroom").glob("*.ipynb"))
+    copied = tmp_path / "work" / "classroom"
+    assert classroom and sorted(p.name for p in copied.glob("*.ipynb")) == classroom
+    assert (copied / "nbgrader_config.py").is_file()
+    assert not list((tmp_path / "work").rglob("solutions"))
     (tmp_path / "work" / shipped[0]).write_text("{}")   # the user's edits are kept...
     assert main(["lab", "--no-launch", "--dir", str(tmp_path / "work")]) == 0
     assert "kept" in capsys.readouterr().out

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(by default only zoo models are rebuilt)")
 
     lab = sub.add_parser("lab", parents=[common],
-                         help="JupyterLab on a copy of the bundled notebooks")
+                         help="JupyterLab on a copy of the bundled notebooks (the classroom "
+                         "exercises in classroom/)")
     lab.add_argument("--dir", type=Path, default=Path("."),
                      help="where to copy the notebooks (default: the current folder)")
     lab.add_argument("--force", action="store_true", help="overwrite existing notebooks")
@@ -243,6 +244,20 @@ def lab_command(folder: Path) -> list[str]:
     return command + (["--allow-root"] if _is_root() else [])
 
 
+#: never copied by ``xprune-nb lab`` (nor packaged): the teacher versions of the exercises
+TEACHER_ONLY = ("solutions",)
+
+
+def lab_files(source: Path) -> list[Path]:
+    """The notebooks (and the classroom's nbgrader config template) ``xprune-nb lab`` copies,
+    relative to ``source``: the main notebooks and the student versions of the classroom
+    exercises, never the teacher solutions."""
+    files = [p for p in source.rglob("*") if p.is_file()
+             and (p.suffix == ".ipynb" or p.name == "nbgrader_config.py")
+             and not set(p.relative_to(source).parts) & {*TEACHER_ONLY, ".ipynb_checkpoints"}]
+    return sorted(p.relative_to(source) for p in files)
+
+
 def _lab(args) -> int:
     from .errors import StudyFileError
     from .io.atomic import write_bytes
@@ -258,8 +273,8 @@ def _lab(args) -> int:
     except OSError as exc:
         raise StudyFileError(f"{call}(--dir=...): cannot make the folder {str(target)!r}: "
                              f"{exc.strerror or exc}.") from exc
-    for nb in sorted(source.glob("*.ipynb")):
-        dest = target / nb.name
+    for rel in lab_files(source):
+        dest = target / rel
         if dest.is_symlink():
             # never write through a link: its target may be any file of the user's
             print(f"kept {dest} (a symbolic link: not followed, not replaced; remove it to "
@@ -268,7 +283,8 @@ def _lab(args) -> int:
         if dest.exists() and not args.force:
             print(f"kept {dest} (exists; --force overwrites it)")
             continue
-        write_bytes(dest, nb.read_bytes(), call=call)   # atomic, replaces a file only
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(dest, (source / rel).read_bytes(), call=call)   # atomic, replaces a file only
         print(f"copied {dest}")
     command = lab_command(target)
     if args.no_launch:
