@@ -172,3 +172,12 @@ def test_sections_can_be_added(tmp_path):
         assert "<section id='extra'><h2>Extra figure</h2><p>step 0</p>" in page
     finally:
         del SECTIONS["extra"]
+
+
+def test_pathways_section_shows_where_the_evidence_went(digits_report):
+    _study, page = digits_report
+    assert "<section id='pathways'><h2>Relevance pathways</h2>" in page
+    section = page.split("<section id='pathways'>")[1].split("</section>")[0]
+    assert "flowed through units removed by step 1" in section
+    assert "<img alt='relevance pathways before and after'" in section
+    assert "cut share" in _text(page.split("<section id='glossary'")[-1]).lower()

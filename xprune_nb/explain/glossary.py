@@ -105,6 +105,13 @@ TERMS: dict[str, tuple[str, str]] = {
                      "80 % of its largest (class-aware criteria only)."),
     "probe": ("probe set", "A fixed set of test inputs, chosen when the study starts, on "
               "which every step's explanation drift is measured."),
+    "relevance_flow": ("relevance flow", "How much of a class's evidence (its logit, split "
+                       "by layer-wise relevance propagation) passes from one unit to a unit of "
+                       "the next layer."),
+    "cut_share": ("cut share", "Share of a class's relevance flow, before pruning, that went "
+                  "through units the pruning removed."),
+    "recovered": ("recovered", "The class's mean logit after pruning as a fraction of before: "
+                  "1 = its evidence is as strong as before (re-routed through kept units)."),
 }
 
 #: why the history's drift and a comparison's drift differ

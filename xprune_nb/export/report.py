@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io.atomic import write_text
+from . import report_pathways  # noqa: F401 - registers the "pathways" section
 from .report_context import ReportContext, figure_html
 from .report_format import fmt
 from .report_sections import SECTIONS, register_section, table_html
