@@ -106,13 +106,15 @@ def test_run_and_demo_check_their_out_folder_before_any_work(tmp_path, monkeypat
 def test_app_has_a_token_and_a_kernel_limit(tmp_path, capsys, monkeypatch):
     import importlib.util
     import re
-    import subprocess as sp
 
     nb = tmp_path / "ex.ipynb"
     nb.write_text("{}")
     runs = []
     monkeypatch.delenv("JUPYTER_TOKEN", raising=False)
-    monkeypatch.setattr(sp, "call", lambda cmd, env=None: runs.append((cmd, env)) or 0)
+    import xprune_nb._serve as serve
+
+    monkeypatch.setattr(serve, "run_until_stopped",
+                        lambda cmd, env=None: runs.append((cmd, env)) or 0)
     real_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "voila" else real_spec(name, *a))

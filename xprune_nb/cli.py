@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 
@@ -296,7 +295,9 @@ def _lab(args) -> int:
         from .errors import MissingDependencyError
 
         raise MissingDependencyError.for_package("jupyterlab", "xprune-nb lab", "lab")
-    return subprocess.call(command)
+    from ._serve import run_until_stopped
+
+    return run_until_stopped(command)
 
 
 def app_command(notebook: Path, *, port: int = 8866, ip: str = "127.0.0.1",
@@ -368,7 +369,10 @@ def _app(args) -> int:
           f"share it only with your class):\n        {url}", flush=True)
     if not args.no_browser:
         _open_when_listening(url, args.ip, args.port)
-    return subprocess.call(command, env={**os.environ, "JUPYTER_TOKEN": token})
+    from ._serve import run_until_stopped
+
+    # Voila and its kernels end with us: Ctrl-C, SIGTERM and SIGHUP stop the whole group
+    return run_until_stopped(command, env={**os.environ, "JUPYTER_TOKEN": token})
 
 
 _COMMANDS = {"demo": _demo, "run": _run, "export": _export, "lab": _lab, "app": _app}
