@@ -76,9 +76,12 @@ def test_integrated_gradients_equals_captum_and_reports_completeness():
     theirs, delta = IntegratedGradients(model).attribute(x, target=y,
                                                          return_convergence_delta=True)
     np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(completeness, delta.abs().detach().numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(completeness, delta.detach().numpy(), rtol=1e-5, atol=1e-7)
     gap = (model(x) - model(torch.zeros_like(x))).gather(1, y[:, None]).squeeze(1)
-    assert (completeness <= 0.05 * gap.abs().detach().numpy() + 1e-3).all()
+    # signed, as the glossary says: sum of attributions minus the change of the output
+    np.testing.assert_allclose(completeness, ours.reshape(len(x), -1).sum(1)
+                               - gap.detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert (np.abs(completeness) <= 0.05 * gap.abs().detach().numpy() + 1e-3).all()
 
 
 def test_gradcam_is_last_conv_upsampled_and_occlusion_equals_captum():

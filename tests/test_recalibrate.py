@@ -121,8 +121,13 @@ def test_bad_arguments_change_nothing(net, kwargs, match):
 
 
 def test_bad_inputs(net):
-    with pytest.raises(ConfigError, match=r"X=...\): expected a tensor"):
-        recalibrate_batchnorm(net, [[1.0] * 6])
+    with pytest.raises(ConfigError, match=r"X=...\): expected a tensor of inputs.*or an "
+                       r"iterable of training batches"):
+        recalibrate_batchnorm(net, 3.0)
+    with pytest.raises(DataError, match=r"expected a tensor or a mapping"):
+        recalibrate_batchnorm(net, [[1.0] * 6])     # batches that hold no tensor
+    with pytest.raises(ConfigError, match=r"samples=...\): expected an integer >= 2"):
+        recalibrate_batchnorm(net, torch.randn(4, 6), samples=1)
     with pytest.raises(DataError, match="at least 2 examples"):
         recalibrate_batchnorm(net, torch.randn(1, 6))
     with pytest.raises(ConfigError, match=r"model=...\)"):
@@ -166,3 +171,26 @@ def test_pruned_zoo_model_recovers_accuracy(digits):
     assert set(report.layers) == set(batchnorm_layers(model))
     assert after.accuracy > before.accuracy + 0.2   # measured: about 0.12 -> 0.87
     assert after.params == before.params and after.macs == before.macs
+
+
+def test_an_iterable_of_batches_is_read_up_to_the_sample_bound(net):
+    """A user's loader (tuples, dicts or tensors) is iterated as it comes, at most ``samples``
+    examples; the statistics are the plain mean of the per-batch ones (momentum=None)."""
+    X = torch.randn(40, 6)
+    seen = []
+
+    def loader():
+        for i in range(0, 40, 8):
+            seen.append(i)
+            yield X[i:i + 8], torch.zeros(8, dtype=torch.long)
+
+    report = recalibrate_batchnorm(net, loader(), samples=20)
+    assert (report.examples, report.batches) == (20, 3) and seen == [0, 8, 16]
+    feats = net.fc(X[:20]).detach()
+    means = torch.stack([feats[a:b].mean(0) for a, b in ((0, 8), (8, 16), (16, 20))])
+    assert torch.allclose(net.bn.running_mean, means.mean(0), atol=1e-6)
+    assert net.bn.momentum == 0.1                    # restored after the cumulative pass
+    # a mapping batch reaches the forward as it is
+    got = []
+    recalibrate_batchnorm(net, [{"x": X[:4]}], forward=lambda m, b: got.append(b) or m(b["x"]))
+    assert set(got[0]) == {"x"}

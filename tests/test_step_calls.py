@@ -18,7 +18,9 @@ def test_steps_store_their_calls_and_recipes_use_them(tmp_path):
     assert prune_call.params["scope"] == "layer"
     assert retrain.calls == [{"retrain": {"epochs": 1, "lr": 2e-3, "optimizer": "adam",
                                           "batch_size": 64, "weight_decay": 0.0,
-                                          "seed": retrain.config["seed"]}}]
+                                          "seed": retrain.config["seed"],
+                                          "recalibrate": False,     # no BatchNorm here
+                                          "recalibrate_samples": 2048}}]
     recipe = study.recipe()
     assert recipe.steps[0] == score_call and recipe.steps[2].params == retrain.calls[0][
         "retrain"]

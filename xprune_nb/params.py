@@ -158,6 +158,7 @@ PARAMS: dict[str, Constraint] = {
     "max_snapshots": Interval(Integral, 1, None),
     "trust_source": Options((True, False)),
     "recalibrate": Options((True, False, None)),
+    "recalibrate_samples": Interval(Integral, 2, None),
     # budgets and constraints (fractions of the current model; drops in accuracy points / 1)
     "budget": Interval(Real, 0, 1, "neither"),
     "max_accuracy_drop": Interval(Real, 0, 1, "both", allow_none=True),

@@ -10,20 +10,37 @@ from __future__ import annotations
 import copy
 import time
 
+import torch
+
 from ._model import check_finite, copy_model
 from .errors import ConfigError
 from .history import Step
 from .measure import measure_step
 from .progress import StopSignal, make_progress
-from .training import ProgressBar, TickCallback, TrainResult, train
+from .training import Callback, ProgressBar, TickCallback, TrainResult, train
 
 __all__ = ["retrain_step"]
 
 
 def retrain_step(study, *, epochs: int, lr: float, optimizer: str, batch_size: int,
                  weight_decay: float, callbacks, progress, stop, train_fn, seed: int,
-                 call: str) -> Step:
-    """Fine-tune and record a ``retrain`` step on ``study`` (arguments already validated)."""
+                 call: str, recalibrate: bool | None = False,
+                 recalibrate_samples: int = 2048) -> Step:
+    """Fine-tune and record a ``retrain`` step on ``study`` (numbers already validated).
+
+    After the last epoch, BatchNorm statistics are re-estimated (``recalibrate``: ``None`` =
+    on for a model with BatchNorm trained by our loop): the running averages a training loop
+    leaves behind lag behind the weights it ended with, most of all after heavy pruning,
+    and one pass in train mode without gradients (cumulative averaging) replaces them with the
+    statistics of the final weights. The pass and its settings are recorded in the step
+    (``config["recalibrate"]``, ``config["recalibration"]``), so recipes and scripts replay it.
+    """
+    if train_fn is not None and not callable(train_fn):
+        raise ConfigError.bad_value(call, "train_fn", "a callable(model, data)", train_fn)
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)) or not all(
+            isinstance(c, Callback) for c in callbacks):
+        raise ConfigError.bad_value(call, "callbacks", "a list of xprune_nb.Callback",
+                                    callbacks)
     bar = progress is True
     tick = None if bar else make_progress(progress, call, "retrain")
     if stop is not None and not isinstance(stop, StopSignal):
@@ -46,19 +63,47 @@ def retrain_step(study, *, epochs: int, lr: float, optimizer: str, batch_size: i
                        batch_size=batch_size, weight_decay=weight_decay, seed=seed,
                        forward=study.forward, val_split=study.data.val, callbacks=cbs,
                        stop=stop)
+    recal = _recalibrate(study, model, recalibrate, recalibrate_samples, batch_size, seed,
+                         own_loop=train_fn is None)
     model.eval()
     check_finite(model, call)
+    settings = {"recalibrate": recal is not None, "recalibrate_samples": recalibrate_samples}
     step = Step(len(timeline.history), "retrain", timeline.current,
                 config={"epochs": epochs, "lr": lr, "optimizer": optimizer,
                         "batch_size": batch_size, "weight_decay": weight_decay,
-                        "custom_train_fn": train_fn is not None, "seed": seed},
+                        "custom_train_fn": train_fn is not None, "seed": seed, **settings},
                 structure=copy.deepcopy(timeline.step.structure), stopped=result.stopped,
                 calls=[] if train_fn is not None else [{"retrain": {
                     "epochs": epochs, "lr": lr, "optimizer": optimizer,
-                    "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed}}])
+                    "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed,
+                    **settings}}])
+    if recal is not None:
+        step.config["recalibration"] = {k: v for k, v in recal.as_dict().items()
+                                        if k != "seconds"}
     step.note = (f"{result.epochs_done} epochs, {result.batches_done} batches"
-                 + (", stopped by the user" if result.stopped else ""))
+                 + (", stopped by the user" if result.stopped else "")
+                 + (f", BatchNorm recalibrated on {recal.examples} examples" if recal else ""))
     measure_step(study, step, model, seconds=time.perf_counter() - start)
     timeline.commit(step, model)
     study.last_train_result = result
     return step
+
+
+def _recalibrate(study, model, recalibrate: bool | None, samples: int, batch_size: int,
+                 seed: int, *, own_loop: bool):
+    """The BatchNorm pass after training (a ``Recalibration``), or ``None`` when none runs."""
+    from .pruning.recalibrate import has_batchnorm, recalibrate_batchnorm
+
+    if recalibrate is False or not has_batchnorm(model) or (recalibrate is None and not own_loop):
+        return None
+    # the training split's inputs, read in a seeded order and bounded by ``samples``; any
+    # iterable of training batches (e.g. the user's own loader) works the same way
+    split = study.data.train
+    source = split.X
+    if not isinstance(source, torch.Tensor):
+        from .data.sampling import batches
+
+        source = batches(split, batch_size, shuffle=True,
+                         generator=torch.Generator().manual_seed(seed))
+    return recalibrate_batchnorm(model, source, batch_size=max(2, batch_size),
+                                 samples=samples, forward=study.forward, seed=seed)

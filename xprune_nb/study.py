@@ -290,29 +290,29 @@ class Study:
                 callbacks: Sequence[Callback] = (), progress=True,
                 stop: StopSignal | None = None,
                 train_fn: Callable[[nn.Module, StudyData], None] | None = None,
-                seed: int | None = None) -> Step:
+                seed: int | None = None, recalibrate: bool | None = None,
+                recalibrate_samples: int = 2048) -> Step:
         """Fine-tune the current model on the training split; records a ``retrain`` step.
 
         Masks stay in force. ``progress`` follows the progress protocol (``True`` shows a
         bar, a callable gets ``(batches done, total)``); set ``stop`` to stop between batches:
         the step is recorded with ``stopped=True``. ``train_fn(model, data)`` replaces our
         loop. ``seed`` (default: study seed + step index) is recorded so a recipe replays it.
+        ``recalibrate`` (default: on for models with BatchNorm and our loop) re-estimates the
+        BatchNorm statistics after the last epoch from at most ``recalibrate_samples``
+        training examples (:func:`xprune_nb.pruning.recalibrate.recalibrate_batchnorm`).
         """
         call = "Study.retrain"
         validate(call, epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
-                 weight_decay=weight_decay)
+                 weight_decay=weight_decay, recalibrate=recalibrate,
+                 recalibrate_samples=recalibrate_samples)
         seed = self.seed + len(self.history) if seed is None else check(call, "seed", seed)
-        if train_fn is not None and not callable(train_fn):
-            raise ConfigError.bad_value(call, "train_fn", "a callable(model, data)", train_fn)
-        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)) or not all(
-                isinstance(c, Callback) for c in callbacks):
-            raise ConfigError.bad_value(call, "callbacks", "a list of xprune_nb.Callback",
-                                        callbacks)
         with self.timeline.transaction(call):
             return retrain_step(self, epochs=epochs, lr=lr, optimizer=optimizer,
                                 batch_size=batch_size, weight_decay=weight_decay,
                                 callbacks=callbacks, progress=progress, stop=stop,
-                                train_fn=train_fn, seed=seed, call=call)
+                                train_fn=train_fn, seed=seed, call=call,
+                                recalibrate=recalibrate, recalibrate_samples=recalibrate_samples)
 
     def goto(self, index: int) -> Step:
         """Make step ``index`` current (its exact model is restored); later steps are kept,

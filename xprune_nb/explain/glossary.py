@@ -21,27 +21,60 @@ __all__ = ["GLOSSARY", "TERMS", "label", "meaning", "glossary_html", "PROBE_NOTE
 GLOSSARY: dict[str, tuple[str, str]] = {
     "saliency_rank_correlation": (
         "saliency rank correlation",
-        "Mean Spearman correlation between the two models' saliency maps of the same inputs: "
-        "1 = the same inputs matter in the same order, 0 = unrelated, < 0 = reversed."),
+        "Mean Spearman correlation between the two models' saliency maps of the same inputs "
+        "(ties share their mean rank): 1 = the same inputs matter in the same order, 0 = "
+        "unrelated, -1 = reversed (a map whose sign flipped scores -1). An input whose map "
+        "ranks nothing (all zero, constant or not finite) is left out of the mean and counted "
+        "as n/a with its reason."),
     "saliency_topk_iou": (
         "saliency top-k overlap",
-        "Overlap (intersection over union) of the 10% most salient inputs of the two maps: "
-        "1 = the same most important pixels or features."),
+        "Overlap (intersection over union) of the most relevant features of the two maps, "
+        "ranked by absolute value (the top 10% unless top_k says otherwise): 1 = the same "
+        "most important pixels or features, 0 = none shared. A sign flip scores 1. Ties at "
+        "the cut are all kept and features of zero relevance never count, so pixel order "
+        "never matters; a map that ranks nothing is n/a."),
     "agreement": (
         "prediction agreement",
         "Share of inputs on which the two models predict the same class."),
     "deletion_auc": (
         "deletion AUC",
-        "Area under the curve of the predicted class's probability as the most salient inputs "
-        "are removed first; lower = the map found the inputs the model really needs."),
+        "Area under the curve of the target class's probability (the true label when labels "
+        "are given, else the first model's prediction) as the most relevant inputs (by signed "
+        "relevance) are set to 0 first, in [0, 1]; lower = the map found the inputs the model "
+        "really needs."),
     "insertion_auc": (
         "insertion AUC",
-        "Area under the curve of the probability as the most salient inputs are added first "
-        "to a blank input; higher = the map found the inputs the model really needs."),
+        "Area under the curve of the target class's probability as the most relevant inputs "
+        "are put back first into an all-zero input (token models: a sequence of the baseline "
+        "token), in [0, 1]; higher = the map found the inputs the model really needs."),
     "completeness": (
         "completeness",
-        "Sum of the attributions minus the change of the model's output from the baseline; "
-        "0 for methods that promise completeness (integrated gradients, LRP)."),
+        "Signed: sum of the attributions minus what they should add up to. Integrated "
+        "gradients: minus f(x) - f(baseline), 0 up to the integration error. Shapley values: "
+        "the same (efficiency), 0 up to rounding. LRP: minus the explained logit, 0 only for "
+        "layers without biases and BatchNorm (see conserved share)."),
+    "conserved_share": (
+        "LRP conserved share",
+        "Sum of the LRP input relevance divided by the explained logit it started from: 1 = "
+        "conserved. Exactly 1 only without biases and BatchNorm (epsilon rule up to its "
+        "stabiliser, z+, gamma); alpha-beta conserves only approximately."),
+    "absorbed_share": (
+        "LRP absorbed share",
+        "1 - conserved share: the part of the logit that biases, merged BatchNorm shifts and "
+        "the stabiliser took instead of passing it to the input (negative when they added "
+        "relevance)."),
+    "mass_in_box": (
+        "relevance mass in box",
+        "Share of a map's positive relevance inside the ground-truth box (relevance mass "
+        "accuracy), in [0, 1]; a uniform map scores the box's share of the image."),
+    "rank_accuracy": (
+        "relevance rank accuracy",
+        "Share of the K most relevant pixels (K = the box's size, signed relevance) that lie "
+        "in the box, in [0, 1]; pixels tied at the cut share the remaining places."),
+    "pointing": (
+        "pointing game",
+        "1 when a most relevant pixel lies in the box (any of them when several tie), else "
+        "0; a constant map points nowhere (n/a)."),
     "macs_longest": (
         "longest-path MACs",
         "Multiply-accumulates of the most expensive path an input can take through a dynamic "
@@ -64,8 +97,9 @@ GLOSSARY: dict[str, tuple[str, str]] = {
         "The time 95% of single inputs stay under: how slow the slow inputs are."),
     "shapley_rank_correlation": (
         "Shapley rank correlation",
-        "Spearman correlation of the features' global importance (mean |Shapley value|) before "
-        "and after: 1 = the model ranks its features the same way."),
+        "Spearman correlation of the features' global importance (mean |Shapley value| over "
+        "the explained rows and outputs) before and after, on the rows of that comparison: "
+        "1 = the model ranks its features the same way."),
 }
 
 #: name -> (label, plain meaning) for the other numbers and words a report shows
@@ -116,9 +150,11 @@ TERMS: dict[str, tuple[str, str]] = {
 
 #: why the history's drift and a comparison's drift differ
 PROBE_NOTE = ("The history measures drift against the original model, with gradient saliency, "
-              "on a fixed probe set of test inputs chosen when the study starts; a comparison "
-              "measures it between the two steps you pick, with the method and inputs you "
-              "pick. Both use the same definitions, so they differ only by what is compared.")
+              "on a fixed probe set of test inputs chosen when the study starts (shown as "
+              "'probe'); a comparison measures it between the two steps you pick, with the "
+              "method and inputs you pick (shown as 'these rows'). Both use the same "
+              "definitions, so they differ only by what is compared; on the probe's inputs "
+              "they agree exactly.")
 
 
 def label(name: str) -> str:

@@ -26,7 +26,8 @@ from .compare import (
     topk_iou,
 )
 
-__all__ = ["METHODS", "gradient_saliency", "attribute", "compare_saliency", "SaliencyComparison"]
+__all__ = ["METHODS", "gradient_saliency", "attribute", "compare_saliency", "SaliencyComparison",
+           "conserved_share"]
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -100,8 +101,15 @@ def _occlusion_defaults(shape: Sequence[int]) -> dict:
 def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str = "saliency",
               *, forward: Forward | None = None, **options
               ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Attributions shaped like ``x`` for ``targets``, and the completeness gap of Integrated
-    Gradients (``|sum of attributions - (f(x) - f(baseline))|`` per input, else ``None``).
+    """Attributions shaped like ``x`` for ``targets``, and the signed completeness gap of the
+    methods that promise one (``None`` for the others), per input:
+
+    - Integrated Gradients: ``sum of attributions - (f(x) - f(baseline))`` (captum's
+      convergence delta); 0 up to the integration error.
+    - LRP: ``sum of input relevance - f(x)``, where ``f(x)`` is the explained logit LRP starts
+      from. 0 only for layers without biases and without BatchNorm (epsilon rule up to its
+      stabiliser, z+, gamma); biases and merged BatchNorm shifts absorb relevance, so the gap
+      is usually not 0 (:func:`compare_saliency` reports the conserved share).
 
     Examples
     --------
@@ -135,7 +143,10 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
         from .._zennit import LRPRunner
 
         runner = LRPRunner(model, forward, call="study.saliency(method='lrp')", **options)
-        return runner.run(x, targets, input_relevance=True).input_relevance.numpy(), None
+        out = runner.run(x, targets, input_relevance=True)
+        start = out.logits.double().gather(1, targets.view(-1, 1)).squeeze(1)
+        gap = out.input_relevance.double().flatten(1).sum(1) - start
+        return out.input_relevance.numpy(), gap.numpy()
     attr = _captum()
 
     def f(inp: torch.Tensor) -> torch.Tensor:
@@ -145,7 +156,7 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
         if method == "integrated_gradients":
             maps, delta = attr.IntegratedGradients(f).attribute(
                 x, target=targets, return_convergence_delta=True, **options)
-            completeness = delta.detach().abs().numpy()
+            completeness = delta.detach().double().numpy()
         elif method == "gradcam":
             opts = dict(options)
             layer = opts.pop("layer", None) or _last_conv(model, x, forward)
@@ -165,6 +176,21 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
     return maps.detach().numpy().astype(np.float32), completeness
 
 
+def conserved_share(gap, start) -> np.ndarray:
+    """Share of the relevance LRP started from that reached the input: ``(start + gap) /
+    start`` per input (``gap`` = sum of input relevance - start); NaN where the explained
+    logit is 0 (nothing to conserve).
+
+    Examples
+    --------
+    >>> conserved_share(np.array([-0.5, 0.0, 1.0]), np.array([2.0, 3.0, 0.0])).tolist()
+    [0.75, 1.0, nan]
+    """
+    gap, start = np.asarray(gap, dtype=np.float64), np.asarray(start, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(start != 0, (start + gap) / np.where(start != 0, start, 1), np.nan)
+
+
 @dataclass
 class SaliencyComparison(PerInputDrift):
     """Saliency maps of two models on the same inputs for the same targets, with drift numbers.
@@ -182,7 +208,14 @@ class SaliencyComparison(PerInputDrift):
         Per input, each model's deletion (lower is better) and insertion (higher is better)
         AUC with its own map.
     completeness_before, completeness_after : ndarray or None
-        Integrated Gradients only: ``|sum(map) - (f(x) - f(baseline))|`` per input.
+        Signed completeness gap per input (Integrated Gradients: ``sum(map) - (f(x) -
+        f(baseline))``; LRP: ``sum(map) - f(x)``); ``None`` for methods that promise none.
+    conserved_share_before, conserved_share_after : ndarray or None
+        LRP only: ``sum(map) / f(x)``, the share of the explained logit that reached the
+        input (1 = conserved).
+    absorbed_share_before, absorbed_share_after : ndarray or None
+        LRP only: ``1 - conserved share``, what biases, merged BatchNorm shifts and the
+        stabiliser took (negative when they added relevance).
     """
 
     method: str
@@ -202,6 +235,10 @@ class SaliencyComparison(PerInputDrift):
     completeness_after: np.ndarray | None = None
     class_names: list[str] | None = None
     feature_names: list[str] | None = None
+    conserved_share_before: np.ndarray | None = None
+    conserved_share_after: np.ndarray | None = None
+    absorbed_share_before: np.ndarray | None = None
+    absorbed_share_after: np.ndarray | None = None
     steps: tuple = (0, -1)
     top_k: float = 0.1
     options: dict = field(default_factory=dict)
@@ -278,7 +315,13 @@ def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *,
     after, comp_a = attribute(model_after, x, targets, method, forward=forward, **method_options)
     del_b, ins_b = deletion_insertion_auc(model_before, x, before, targets, forward=forward)
     del_a, ins_a = deletion_insertion_auc(model_after, x, after, targets, forward=forward)
-    return SaliencyComparison(
+    shares = {}
+    if method == "lrp":
+        for side, gap, logits in (("before", comp_b, logits_b), ("after", comp_a, logits_a)):
+            shares[f"conserved_share_{side}"] = conserved_share(
+                gap, logits.double().gather(1, targets.view(-1, 1)).squeeze(1).numpy())
+            shares[f"absorbed_share_{side}"] = 1.0 - shares[f"conserved_share_{side}"]
+    return SaliencyComparison(**shares,
         method=method, inputs=x.numpy(), targets=targets.numpy(), before=before, after=after,
         pred_before=pred_b.numpy(), pred_after=pred_a.numpy(),
         spearman=rank_correlation(before, after), topk_iou=topk_iou(before, after, top_k),

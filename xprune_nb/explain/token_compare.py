@@ -93,7 +93,8 @@ class TokenComparison(PerInputDrift):
     spearman, topk_iou : ndarray (N,)
     deletion_before, deletion_after, insertion_before, insertion_after : ndarray (N,)
     completeness_before, completeness_after : ndarray or None
-        Integrated gradients: ``|sum - (f(x) - f(baseline))|``; Shapley: the efficiency gap.
+        Signed: integrated gradients ``sum - (f(x) - f(baseline))``; Shapley: the efficiency
+        gap ``sum - (f(x) - f(baseline))``.
     """
 
     method: str
@@ -246,8 +247,8 @@ def compare_token_shapley(model_before: nn.Module, model_after: nn.Module, ids, 
                           steps: tuple = (0, -1), permutations: int = 16, top_k: float = 0.1,
                           vocab=None) -> TokenComparison:
     """Shapley values of token positions (against ``baseline_token``) under two models, for
-    each row's target class; ``completeness_*`` holds each row's efficiency gap (0 up to
-    rounding: both estimators are efficient by construction)."""
+    each row's target class; ``completeness_*`` holds each row's signed efficiency gap for
+    that class (0 up to rounding: both estimators are efficient by construction)."""
     call = "study.shapley"
     forward = forward or (lambda m, x: logits_of(m(x)))
     x = torch.as_tensor(np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids)
@@ -263,8 +264,9 @@ def compare_token_shapley(model_before: nn.Module, model_after: nn.Module, ids, 
     rows = np.arange(len(x))
     t = targets.numpy()
     before, after = phi_b[rows, :, t], phi_a[rows, :, t]
-    gap_b = np.abs(phi_b.sum(1) - (fx_b - base_b)).max(1)
-    gap_a = np.abs(phi_a.sum(1) - (fx_a - base_a)).max(1)
+    # signed, for the explained class, as every completeness column is
+    gap_b = (phi_b.sum(1) - (fx_b - base_b))[rows, t]
+    gap_a = (phi_a.sum(1) - (fx_a - base_a))[rows, t]
     return _build(f"shapley ({used})", x, targets, before, after, pred_b, pred_a, model_before,
                   model_after, forward, baseline_token, top_k, vocab, call,
                   completeness_before=gap_b, completeness_after=gap_a,

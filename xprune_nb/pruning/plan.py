@@ -60,7 +60,8 @@ class PruneConfig:
         return out
 
 
-_RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed")
+_RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed",
+                 "recalibrate", "recalibrate_samples")
 
 
 def prune_config(call: str, scores: Scores, amount: float, *, scope: str = "global",
@@ -89,7 +90,10 @@ def prune_config(call: str, scores: Scores, amount: float, *, scope: str = "glob
     check_retrain_args(call, retrain)
     return PruneConfig(amount=amount, scope=scope, normalize=normalize,
                        layer_amounts=layer_amounts, ignore=ignore, steps=steps,
-                       schedule=schedule, retrain=dict(retrain) if retrain else None,
+                       # recalibrate recorded (None = the default) so that a replay knows
+                       # this call is newer than BatchNorm recalibration after retraining
+                       schedule=schedule,
+                       retrain={"recalibrate": None, **retrain} if retrain else None,
                        rewind=rewind, recalibrate=recalibrate)
 
 

@@ -24,13 +24,15 @@ True
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..data.batch import batch_size as count
+from ..data.batch import take, to_device
 from ..errors import ConfigError, DataError, ModelError
 
 __all__ = ["recalibrate_batchnorm", "has_batchnorm", "batchnorm_layers", "Recalibration"]
@@ -84,26 +86,32 @@ def _plain_forward(model: nn.Module, x: torch.Tensor):
     return model(x)
 
 
-def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batches: int = 10,
+def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor | Iterable, *, batches: int = 10,
                           batch_size: int = 64,
                           forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
-                          seed: int = 0) -> Recalibration:
+                          seed: int = 0, samples: int | None = None) -> Recalibration:
     """Re-estimate the running statistics of every BatchNorm layer of ``model`` (in place).
 
     The running mean and variance are reset and then accumulated as a plain (cumulative)
-    average over ``batches`` batches of ``batch_size`` examples drawn from ``X`` without
-    replacement, in an order fixed by ``seed``. During the passes only the BatchNorm layers are
-    in training mode: dropout and every other layer stay in eval mode, so the statistics are
-    those of the network that will run at inference. No gradient is computed and no parameter
-    changes. Afterwards every module's ``training`` flag and every BatchNorm's ``momentum`` are
-    restored. BatchNorm layers that the forward pass never reaches keep their old statistics.
+    average (``momentum=None``: every batch weighs the same) over ``batches`` batches of
+    ``batch_size`` examples drawn from ``X`` without replacement, in an order fixed by
+    ``seed``. ``X`` may also be an iterable of training batches (a ``DataLoader``, a
+    generator): tensors, mappings of named tensors (``input_ids``, ...) or tuples whose first
+    entry is the input; it is read batch by batch, as it comes, until ``samples`` examples
+    (default ``batches * batch_size``) have gone through, and never copied. During the passes
+    only the BatchNorm layers are in training mode: dropout and every other layer stay in
+    eval mode, so the statistics are those of the network that will run at inference. No
+    gradient is computed and no parameter changes. Afterwards every module's ``training`` flag
+    and every BatchNorm's ``momentum`` are restored. BatchNorm layers that the forward pass
+    never reaches keep their old statistics.
 
     Parameters
     ----------
     model : nn.Module
         The (pruned) model; modified in place, BatchNorm buffers only.
-    X : torch.Tensor
-        Training inputs, one example per row (labels are not needed).
+    X : torch.Tensor or iterable of batches
+        Training inputs, one example per row (labels are not needed), or the training batches
+        (e.g. your own ``DataLoader``; its transforms apply).
     batches : int, default 10
         Number of forward passes. Fewer examples than ``batches * batch_size`` means fewer
         batches; a last batch of a single example is dropped (BatchNorm needs two).
@@ -113,7 +121,10 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batches: int = 1
         ``forward(model, x)`` runs the model (e.g. ``Study.forward``); its result is ignored.
         Default: ``model(x)``.
     seed : int, default 0
-        Fixes which examples are drawn, so the result is the same bit for bit on CPU.
+        Fixes which examples are drawn from a tensor, so the result is the same bit for bit on
+        CPU (an iterable is read in its own order).
+    samples : int, optional
+        At most this many examples in total (at least 2); default ``batches * batch_size``.
 
     Returns
     -------
@@ -143,18 +154,26 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batches: int = 1
     """
     if not isinstance(model, nn.Module):
         raise ConfigError.bad_value(_CALL, "model", "a torch.nn.Module", model)
-    if not isinstance(X, torch.Tensor) or X.dim() < 1:
-        raise ConfigError.bad_value(_CALL, "X", "a tensor of inputs, one example per row", X)
+    tensor = isinstance(X, torch.Tensor)
+    if (tensor and X.dim() < 1) or (not tensor and not isinstance(X, Iterable)) \
+            or isinstance(X, (str, bytes, Mapping)):
+        raise ConfigError.bad_value(_CALL, "X", "a tensor of inputs, one example per row, or "
+                                    "an iterable of training batches", type(X).__name__)
     batches = _positive_int(batches, "batches")
     batch_size = _positive_int(batch_size, "batch_size")
     if batch_size < 2:
         raise ConfigError.bad_value(_CALL, "batch_size", "an integer >= 2 (BatchNorm needs two "
                                     "examples per batch to measure a variance)", batch_size)
+    if samples is not None:
+        samples = _positive_int(samples, "samples")
+        if samples < 2:
+            raise ConfigError.bad_value(_CALL, "samples", "an integer >= 2", samples)
+    samples = batches * batch_size if samples is None else samples
     if forward is not None and not callable(forward):
         raise ConfigError.bad_value(_CALL, "forward", "a callable(model, x) or None", forward)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError.bad_value(_CALL, "seed", "an integer", seed)
-    if len(X) < 2:
+    if tensor and len(X) < 2:
         raise DataError(f"{_CALL}(X=...): BatchNorm needs at least 2 examples, got {len(X)}.")
     forward = forward or _plain_forward
     layers = batchnorm_layers(model)
@@ -162,12 +181,17 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batches: int = 1
         return Recalibration(seed=seed, batch_size=batch_size)
 
     start = time.perf_counter()
-    # the order is fixed by a private generator: the global RNG is neither read nor advanced
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(X), generator=gen)[: batches * batch_size]
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if len(chunks[-1]) < 2:
-        chunks.pop()
+    if tensor:
+        # the order is fixed by a private generator: the global RNG is neither read nor
+        # advanced
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(X), generator=gen)[:samples]
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if len(chunks[-1]) < 2:
+            chunks.pop()
+        source: Iterable = (X[idx] for idx in chunks)
+    else:
+        source = _bounded(X, samples)
 
     saved_buffers = {name: {k: v.clone() for k, v in bn.named_buffers(recurse=False)}
                      for name, bn in layers.items()}
@@ -179,10 +203,15 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batches: int = 1
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average: every batch weighs the same
             bn.train()
-        device = next((p.device for p in model.parameters()), X.device)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        seen = passes = 0
         with torch.no_grad():
-            for idx in chunks:
-                forward(model, X[idx].to(device))
+            for inputs in source:
+                forward(model, to_device(inputs, device))
+                seen, passes = seen + count(inputs), passes + 1
+    except DataError:          # a batch that is no input: the user's data, not the model
+        _restore(layers, saved_buffers)
+        raise
     except Exception as exc:
         _restore(layers, saved_buffers)
         raise ModelError(f"{_CALL}: the forward pass failed while re-estimating the BatchNorm "
@@ -197,9 +226,25 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batches: int = 1
     skipped = [name for name, bn in layers.items() if int(bn.num_batches_tracked) == 0]
     _restore({n: layers[n] for n in skipped}, saved_buffers)
     return Recalibration(layers=[n for n in layers if n not in skipped],
-                         examples=int(sum(len(c) for c in chunks)), batches=len(chunks),
+                         examples=int(seen), batches=passes,
                          batch_size=batch_size, seed=seed,
                          seconds=time.perf_counter() - start, skipped=skipped)
+
+
+def _bounded(batches: Iterable, samples: int) -> Iterator:
+    """The inputs of ``batches`` until ``samples`` examples have come (the last one cut to
+    fit; a batch of one example is skipped: BatchNorm needs two to measure a variance)."""
+    left = samples
+    for batch in batches:
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        n = count(inputs, _CALL)
+        if n > left:
+            inputs, n = take(inputs, torch.arange(left)), left
+        if n >= 2:
+            yield inputs
+            left -= n
+        if left < 2:
+            return
 
 
 def _restore(layers: dict[str, _BatchNorm], saved: dict[str, dict[str, torch.Tensor]]) -> None:

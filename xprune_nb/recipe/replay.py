@@ -169,6 +169,7 @@ def plan(recipe: Recipe, *, expand: bool = False, epochs: int | None = None) -> 
         recipe = recipe.with_epochs(epochs)
     ops: list[Op] = []
     index = 1          # history index of the next step; step 0 is the original model
+    recipe = _without_new_defaults(recipe)
     last_score: dict = {}
     for step in recipe.steps:
         p = dict(step.params)
@@ -201,6 +202,21 @@ def plan(recipe: Recipe, *, expand: bool = False, epochs: int | None = None) -> 
                               False))
                 index += 1
     return ops
+
+
+def _without_new_defaults(recipe: Recipe) -> Recipe:
+    """``recipe`` with ``recalibrate: False`` in every retraining that does not say: recipes
+    written before BatchNorm recalibration after retraining existed replay exactly as before
+    (new studies record the setting, so theirs replay as they ran)."""
+    import copy
+
+    recipe = copy.deepcopy(recipe)
+    for step in recipe.steps:
+        if step.action == "retrain":
+            step.params.setdefault("recalibrate", False)
+        elif step.action == "prune" and step.params.get("retrain"):
+            step.params["retrain"].setdefault("recalibrate", False)
+    return recipe
 
 
 def run(study, ops: list[Op], *, progress: bool = True):

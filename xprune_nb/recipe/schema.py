@@ -20,7 +20,8 @@ _DATA_KINDS = ("dataset", "factory", "file")
 _DATA_KEYS = {"dataset": ("dataset", "options"), "factory": ("factory", "kwargs"),
               "file": ("file",)}
 _SCORE_KEYS = ("criterion", "granularity", "samples", "classes", "prune_output", "batch_size")
-_RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed")
+_RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed",
+                 "recalibrate", "recalibrate_samples")
 _PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
                "retrain", "rewind", "recalibrate")
 
