@@ -147,3 +147,22 @@ def test_grounding_comparison_reports_reasons_instead_of_dropping_silently():
     assert g.summary()["pointing_after"] == 1.0
     assert g.not_available()["pointing_after"] == "1 of 2 inputs n/a (after: all-zero map)"
     assert "rank_accuracy_before" in g.to_frame()
+
+
+def test_an_empty_token_map_is_na_with_its_reason_in_table_repr_and_html():
+    from xprune_nb.explain.token_compare import compare_token_saliency
+
+    torch.manual_seed(0)
+    before = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
+    after = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
+    with torch.no_grad():
+        after[2].weight.zero_()                 # nothing reaches the tokens: an empty map
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    comp = compare_token_saliency(before, after, ids, labels=torch.tensor([0, 1]),
+                                  method="saliency")
+    assert np.isnan(comp.spearman).all() and np.isnan(comp.topk_iou).all()
+    assert np.isnan(comp.deletion_after).all() and np.isfinite(comp.deletion_before).all()
+    assert comp.to_frame()["reason"].tolist() == ["after: all-zero map"] * 2
+    assert "saliency_rank_correlation=n/a: 2 of 2 inputs n/a (after: all-zero map)" in \
+        repr(comp)
+    assert "n/a: after: all-zero map" in comp._repr_html_()

@@ -3,7 +3,6 @@ report's caption show the same saliency rank correlation for a step (the probe's
 number of other rows is labelled as such."""
 
 import pytest
-
 from conftest import make_study
 
 
