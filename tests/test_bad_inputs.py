@@ -39,6 +39,8 @@ from _bad_input_cases import (
     nan_model,
     same,
 )
+from _bad_input_round3 import CASES as ROUND3
+from _bad_input_round3 import symlinked_contract_json_is_replaced_not_written_through
 from torch import nn
 
 import xprune_nb as xp
@@ -869,6 +871,11 @@ add("race-auto_prune-during-retrain",
     r"Study\.auto_prune: the study is busy with Study\.retrain", study="race", expect="race")
 
 
+# ------------------------------------------------------------------ round 3 (issue 17)
+for cid, fn, exc, pat, kw in ROUND3:
+    add(cid, fn, exc, pat, **kw)
+
+
 # ------------------------------------------------------------------ fixtures and the test
 def _build_base(data) -> xp.Study:
     study = xp.Study(xp.zoo.load("toy_mlp"), data, seed=0)
@@ -1125,6 +1132,10 @@ def test_evaluate_is_free_while_a_retrain_runs(env):
         block.release.set()
         thread.join(60)
     assert study.current == 1 and study.history[1].kind == "retrain"
+
+
+def test_a_symlinked_contract_json_is_replaced_not_written_through(env):
+    symlinked_contract_json_is_replaced_not_written_through(env.tmp, env.study("base"))
 
 
 # ------------------------------------------------------------------ validation helpers

@@ -32,9 +32,6 @@ True
 from __future__ import annotations
 
 import io
-import os
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, StudyFileError
+from ..io.atomic import check_target, torch_save
 
 __all__ = ["save_compressed", "load_compressed", "read_compressed", "compress_state",
            "decompress_state", "CompressedSize", "FORMAT", "VERSION"]
@@ -118,30 +116,54 @@ def compress_state(model: nn.Module) -> dict:
             "bits": torch.cat(bits) if bits else torch.zeros(0, dtype=torch.uint8)}
 
 
+def _index(value) -> int:
+    """A stored size or offset: a non-negative int (a crafted file may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a size")
+    return value
+
+
 def decompress_state(blob: dict, call: str = "decompress_state") -> dict[str, torch.Tensor]:
     """The state dict stored by :func:`compress_state` (masked parameters as ``_orig`` and
     ``_mask`` tensors, masked positions of ``_orig`` being zero)."""
     state = {}
-    masked = set(blob.get("masked", []))
-    for name, entry in blob.get("entries", {}).items():
+    entries, masked = blob.get("entries", {}), blob.get("masked", [])
+    if not isinstance(entries, dict) or not isinstance(masked, list) or not isinstance(
+            blob.get("values"), dict) or not isinstance(blob.get("bits"), torch.Tensor):
+        raise StudyFileError(f"{call}: the file is damaged: expected 'entries', 'masked', "
+                             "'values' and 'bits' as written by save_compressed.")
+    masked = set(map(str, masked))
+    for name, entry in entries.items():
         try:
             dtype = getattr(torch, str(entry["dtype"]), None)
             if not isinstance(dtype, torch.dtype):   # the file names a dtype; nothing else
                 raise ValueError(f"unknown dtype {entry['dtype']!r}")
-            shape = [int(d) for d in entry["shape"]]
+            shape = [_index(d) for d in entry["shape"]]
             numel = int(torch.Size(shape).numel())
-            start, count = int(entry["offset"]), int(entry["count"])
+            start, count = _index(entry["offset"]), _index(entry["count"])
             stored = blob["values"][entry["dtype"]][start:start + count].to(dtype)
             if len(stored) != count:
                 raise ValueError("the values buffer is too short")
+            # sizes are checked against the buffers the file really holds before anything
+            # of the declared shape is allocated: a crafted shape cannot ask for terabytes
             if entry["encoding"] == "dense":
+                if count != numel:
+                    raise ValueError(f"{count} values for a tensor of {numel}")
                 values, keep = stored.reshape(shape), None
-            else:
-                first = int(entry["bit_offset"])
-                keep = _unpack(blob["bits"][first:first + (numel + 7) // 8], numel)
+            elif entry["encoding"] == "bitmask":
+                first, size = _index(entry["bit_offset"]), (numel + 7) // 8
+                packed = blob["bits"][first:first + size]
+                if len(packed) != size:
+                    raise ValueError("the bitmask buffer is too short")
+                keep = _unpack(packed, numel)
+                if int(keep.sum()) != count:
+                    raise ValueError(f"the mask keeps {int(keep.sum())} values, the file "
+                                     f"holds {count}")
                 flat = torch.zeros(numel, dtype=dtype)
                 flat[keep] = stored
                 values, keep = flat.reshape(shape), keep.reshape(shape)
+            else:
+                raise ValueError(f"unknown encoding {entry['encoding']!r}")
         except (KeyError, TypeError, RuntimeError, ValueError, AttributeError,
                 IndexError) as exc:
             raise StudyFileError(f"{call}: the entry {name!r} of the file is damaged "
@@ -236,35 +258,20 @@ def save_compressed(model: nn.Module, path: str | Path, *,
     call = "save_compressed"
     if not isinstance(model, nn.Module):
         raise ConfigError.bad_value(call, "model", "a torch.nn.Module", model)
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise ConfigError.bad_value(call, "path", "a file path", path)
+    path = check_target(path, call=call)   # a folder, a device or a pipe: refused first
     if meta is not None and not isinstance(meta, dict):
         raise ConfigError.bad_value(call, "meta", "a dict of plain data or None", meta)
-    path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **compress_state(model),
                "meta": dict(meta or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    torch_save(payload, path, call=call)   # atomic: a failure leaves the previous file
     return CompressedSize(path, path.stat().st_size, _dense_bytes(model), _sparsity(model))
 
 
 def read_compressed(path: str | Path, call: str = "load_compressed") -> dict:
     """The file's contents as plain data (never runs code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise StudyFileError(f"{call}(path=...): no such file {str(path)!r}.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError,
-            AttributeError, TypeError) as exc:
-        raise StudyFileError(f"{call}(path=...): {str(path)!r} is not a readable compressed "
-                             f"model file: {' '.join(str(exc).split())[:300]}") from exc
+    from ..io.reading import read_torch_file
+
+    payload = read_torch_file(path, call=call, kind="compressed model")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise StudyFileError(f"{call}(path=...): {str(path)!r} was not written by "
                              "xprune_nb's save_compressed.")

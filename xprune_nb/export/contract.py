@@ -9,10 +9,14 @@
 * ``NAME.probe.pt``: the stored probe (inputs, labels) and the reference model's predictions
   and saliency maps on it, plain tensors (``torch.load(weights_only=True)``).
 
-The test module contains no user string as code: the only value in it is the JSON file's
-name, written as a checked ``repr`` literal. The measuring is done by :func:`measure_contract`
-with the definitions of :func:`xprune_nb.explain.drift.probe_drift` (saliency is the absolute
-gradient of the true class's logit), so the numbers match the study's drift numbers.
+The test module contains no user string as code: its only values are the JSON file's name,
+written as a checked ``repr`` literal, and ``TRUST_SOURCE = True|False``. Trust comes from
+that line of code alone: the data files are checked (:mod:`.contract_measure`) and cannot
+grant it. The three files are written all or none, atomically; a refused contract
+(``check=True``) writes nothing and leaves earlier files as they were. The measuring is done
+by :func:`measure_contract` with the definitions of
+:func:`xprune_nb.explain.drift.probe_drift` (saliency is the absolute gradient of the true
+class's logit), so the numbers match the study's drift numbers.
 
 The model under contract is a pruned checkpoint (``study.save_pruned``, read with
 :func:`xprune_nb.load_pruned`) or an ONNX file (run with onnxruntime). ONNX runtimes give no
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import ast
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -48,22 +53,22 @@ import torch
 from torch import nn
 
 from .._model import eval_mode, logits_of
-from ..errors import ConfigError, StudyFileError
+from ..errors import ConfigError
+from ..io.atomic import check_target, write_files
+from .contract_measure import (
+    BOUNDS,
+    FORMAT,
+    VERSION,
+    check_contract,
+    measure,
+    measure_contract,
+    per_class_accuracy,
+)
 
 __all__ = ["write_contract_test", "measure_contract", "check_contract", "bounds_from_drift",
            "BOUNDS"]
 
-FORMAT = "xprune_nb.contract"
-VERSION = 1
 _CALL = "write_contract_test"
-#: bound name -> (measured value it applies to, "min" or "max", allowed range)
-BOUNDS = {
-    "accuracy_min": ("accuracy", "min", (0.0, 1.0)),
-    "agreement_min": ("agreement", "min", (0.0, 1.0)),
-    "saliency_spearman_min": ("saliency_spearman", "min", (-1.0, 1.0)),
-    "saliency_topk_iou_min": ("saliency_topk_iou", "min", (0.0, 1.0)),
-    "max_class_drop": ("class_drop", "max", (0.0, 1.0)),
-}
 _SALIENCY = ("saliency_spearman_min", "saliency_topk_iou_min")
 
 _TEMPLATE = '''\
@@ -82,11 +87,14 @@ import pytest
 from xprune_nb.export.contract import BOUNDS, check_contract, measure_contract
 
 CONTRACT = Path(__file__).resolve().parent / {json_name}
+# May loading the model import its own class? Decided when this file was written
+# (write_contract_test(trust_source=...)); the contract's data files cannot change it.
+TRUST_SOURCE = {trust}
 
 
 @pytest.fixture(scope="module")
 def measured():
-    return measure_contract(CONTRACT)
+    return measure_contract(CONTRACT, trust_source=TRUST_SOURCE)
 
 
 @pytest.mark.parametrize("bound", sorted(BOUNDS))
@@ -152,14 +160,6 @@ def _reference_values(reference: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return {"pred": logits.argmax(1), "saliency": saliency}
 
 
-def _per_class(pred: torch.Tensor, y: torch.Tensor, k: int) -> list[float]:
-    correct = (pred == y).double()
-    counts = torch.bincount(y, minlength=k).double()
-    acc = torch.zeros(k, dtype=torch.float64).index_add_(0, y, correct) / counts.clamp(min=1)
-    acc[counts == 0] = float("nan")
-    return acc.tolist()
-
-
 def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: torch.Tensor,
                         probe_y: torch.Tensor, accuracy_min: float,
                         reference: nn.Module | None = None,
@@ -196,9 +196,10 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
         Largest drop of any class's probe accuracy below the reference's.
     trust_source : bool
         The checkpoint is of your own importable class: let the test import it (see
-        ``load_pruned``); not needed for zoo models and ONNX files.
+        ``load_pruned``); not needed for zoo models and ONNX files. It is written into the
+        test file's code, never into its data files, so editing those cannot grant trust.
     check : bool
-        Measure the model now and refuse (removing the files) when it already breaks a bound.
+        Measure the model now and refuse (writing nothing) when it already breaks a bound.
         With ``check=False``, ``model_path`` may be a file that does not exist yet (e.g. the
         ``model.pt`` an exported script will write).
 
@@ -243,6 +244,9 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
     if saliency and not probe_x.is_floating_point():
         raise ConfigError.bad_value(_CALL, saliency[0], "None for integer (token) inputs, "
                                     "which have no input gradient", bounds[saliency[0]])
+    for name, flag in (("check", check), ("trust_source", trust_source)):
+        if not isinstance(flag, bool):
+            raise ConfigError.bad_value(_CALL, name, "True or False", flag)
     if forward is not None and not callable(forward):
         raise ConfigError.bad_value(_CALL, "forward", "a callable(model, x) or None", forward)
 
@@ -256,10 +260,12 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
             probe["reference_saliency"] = values["saliency"].clone()
         k = int(max(int(y.max()) + 1, int(values["pred"].max()) + 1))
         ref = {"accuracy": float((values["pred"] == y).double().mean()),
-               "accuracy_per_class": _per_class(values["pred"], y, k)}
+               "accuracy_per_class": per_class_accuracy(values["pred"], y, k)}
     stem = path.stem
     json_path, probe_path = path.with_name(stem + ".contract.json"), path.with_name(
         stem + ".probe.pt")
+    for target in (path, json_path, probe_path):   # folders and devices: refused first
+        check_target(target, call=_CALL)
     try:
         model_ref = os.path.relpath(model_path.resolve(), path.parent.resolve())
         if model_ref.startswith(".."):
@@ -268,33 +274,25 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
         model_ref = str(model_path.resolve())
     contract = {"format": FORMAT, "version": VERSION, "model": Path(model_ref).as_posix(),
                 "probe": probe_path.name, "bounds": bounds, "top_k": float(top_k),
-                "reference": ref, "trust_source": bool(trust_source)}
-    text = _render(path, json_path.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(probe, probe_path)
-    json_path.write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
-    path.write_text(text, encoding="utf-8")
-    if check:
-        try:
-            measured = measure_contract(json_path)
-            failed = [v.message for b in BOUNDS
-                      if (v := check_contract(measured, b)) is not None and not v.ok]
-        except BaseException:
-            _remove(path, json_path, probe_path)
-            raise
+                "reference": ref}
+    text = _render(path, json_path.name, trust_source)
+    if check:   # measured before anything is written: a refusal leaves every file as it was
+        measured = measure(contract, probe, model_path, trust_source)
+        failed = [v.message for b in BOUNDS
+                  if (v := check_contract(measured, b)) is not None and not v.ok]
         if failed:
-            _remove(path, json_path, probe_path)
             raise ConfigError(f"{_CALL}: the model at {str(model_path)!r} already breaks the "
                               f"contract: {'; '.join(failed)}. Nothing was written.")
+    buffer = io.BytesIO()
+    torch.save(probe, buffer)
+    # all three files or none: a full disk or a file-size limit leaves the previous ones
+    write_files({probe_path: buffer.getvalue(),
+                 json_path: (json.dumps(contract, indent=2) + "\n").encode("utf-8"),
+                 path: text.encode("utf-8")}, call=_CALL)
     return path
 
 
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        p.unlink(missing_ok=True)
-
-
-def _render(path: Path, json_name: str) -> str:
+def _render(path: Path, json_name: str, trust_source: bool) -> str:
     from .. import __version__
 
     literal = repr(json_name)
@@ -303,96 +301,7 @@ def _render(path: Path, json_name: str) -> str:
     shown = path.name if path.name.replace("_", "").replace(".", "").isalnum() else repr(
         path.name)
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = _TEMPLATE.format(version=__version__, when=when, shown=shown, json_name=literal)
+    text = _TEMPLATE.format(version=__version__, when=when, shown=shown, json_name=literal,
+                            trust=repr(trust_source is True))
     ast.parse(text)   # a generated test that does not parse is a bug here, not the user's
     return text
-
-
-def _load_model(path: Path, trust_source: bool = False):
-    """A callable ``x -> logits`` and the torch model (None for ONNX). ``trust_source`` lets
-    a checkpoint of your own class import it (the contract's author opted in)."""
-    if path.suffix == ".onnx":
-        from .onnx import onnx_session, run_onnx
-
-        session = onnx_session(path)
-        return (lambda x: run_onnx(session, x)), None
-    from .. import load_pruned  # public name: the checkpoint module may move
-
-    model = load_pruned(path, trust_source=trust_source).eval()
-
-    def run(x):
-        with torch.no_grad():
-            return logits_of(model(x))
-
-    return run, model
-
-
-def measure_contract(contract_path: str | Path) -> dict:
-    """Measure the model named by a ``.contract.json`` file on its stored probe.
-
-    Returns the bounds and the measured ``accuracy``, ``agreement``, ``saliency_spearman``,
-    ``saliency_topk_iou``, ``class_drop`` (NaN where not measurable) and
-    ``accuracy_per_class``.
-    """
-    call = "measure_contract"
-    contract_path = Path(contract_path)
-    try:
-        contract = json.loads(contract_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StudyFileError(f"{call}: cannot read {str(contract_path)!r}: {exc}") from exc
-    if not isinstance(contract, dict) or contract.get("format") != FORMAT or contract.get(
-            "version") != VERSION:
-        raise StudyFileError(f"{call}: {str(contract_path)!r} is not a contract written by "
-                             f"this xprune_nb (format {FORMAT!r}, version {VERSION}).")
-    here = contract_path.resolve().parent
-    probe = torch.load(here / contract["probe"], map_location="cpu", weights_only=True)
-    x, y = probe["x"], probe["y"]
-    run, model = _load_model(here / contract["model"], contract.get("trust_source") is True)
-    logits = run(x)
-    pred = logits.argmax(1)
-    k = int(max(int(y.max()) + 1, logits.shape[1]))
-    per_class = _per_class(pred, y, k)
-    out = {"bounds": contract["bounds"], "accuracy": float((pred == y).double().mean()),
-           "accuracy_per_class": per_class, "agreement": float("nan"),
-           "saliency_spearman": float("nan"), "saliency_topk_iou": float("nan"),
-           "class_drop": float("nan")}
-    if "reference_pred" in probe:
-        out["agreement"] = float((pred == probe["reference_pred"]).double().mean())
-        ref = contract["reference"]["accuracy_per_class"]
-        drops = [r - a for r, a in zip(ref, per_class) if not (math.isnan(r) or math.isnan(a))]
-        out["class_drop"] = max(drops) if drops else float("nan")
-    if "reference_saliency" in probe and model is not None:
-        from ..explain.compare import rank_correlation, topk_iou
-        from ..explain.saliency import gradient_saliency
-
-        sal, _ = gradient_saliency(model, x.float(), y)
-        from ..explain.numbers import finite_mean
-
-        # the same means as the study's probe drift: inputs whose maps rank nothing left out
-        out["saliency_spearman"] = finite_mean(rank_correlation(probe["reference_saliency"], sal))
-        out["saliency_topk_iou"] = finite_mean(topk_iou(probe["reference_saliency"], sal,
-                                                        contract["top_k"]))
-    return out
-
-
-class _Verdict:
-    def __init__(self, ok: bool, message: str):
-        self.ok, self.message = ok, message
-
-    def __repr__(self) -> str:
-        return f"Verdict(ok={self.ok}, {self.message!r})"
-
-
-def check_contract(measured: dict, bound: str) -> _Verdict | None:
-    """Whether ``measured`` (from :func:`measure_contract`) keeps ``bound``; ``None`` when no
-    such bound was agreed. A value that could not be measured (NaN) breaks its bound."""
-    if bound not in BOUNDS:
-        raise ConfigError.unknown_name("check_contract", "bound", BOUNDS, bound)
-    limit = measured["bounds"].get(bound)
-    if limit is None:
-        return None
-    key, kind, _ = BOUNDS[bound]
-    value = measured[key]
-    ok = (value >= limit) if kind == "min" else (value <= limit)
-    rel = ">=" if kind == "min" else "<="
-    return _Verdict(bool(ok), f"{key} = {value:.4f}, agreed {rel} {limit:.4f}")

@@ -7,8 +7,10 @@ dynamo=True)``, the default since PyTorch 2.9; the TorchScript-based one is depr
 silently bakes in whichever branch of an ``if`` on tensor values the example took, where
 ``torch.export`` refuses), with a dynamic batch dimension. Before the file is written,
 onnxruntime runs it on the example and on a batch of another size, and its outputs must match
-the eager model's (masks and BatchNorm as they are) within ``atol``. The file is written to a
-temporary name in the same folder and then renamed, so a reader never sees half a file.
+the eager model's (masks and BatchNorm as they are) within ``atol``. The target is checked
+first (a folder, a device or a pipe is refused with ``StudyFileError``) and the file is
+written through the package's atomic writer, so a reader never sees half a file and a full
+disk or a file-size limit leaves the previous file as it was.
 
 onnx, onnxscript and onnxruntime are the optional extra ``xprune_nb[deploy]``.
 
@@ -27,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +38,7 @@ from torch import nn
 
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError, MissingDependencyError, ModelError, StudyFileError
+from ..io.atomic import check_target, write_bytes
 
 __all__ = ["export_onnx", "onnx_session", "run_onnx", "input_names"]
 
@@ -286,8 +287,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
     if dynamic_sequence not in (None, True, False):
         raise ConfigError.bad_value(_CALL, "dynamic_sequence", "None (auto), True or False",
                                     dynamic_sequence)
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise ConfigError.bad_value(_CALL, "path", "a file path", path)
+    path = check_target(path, call=_CALL)   # a folder, a device or a pipe: refused first
     if output_fn is not None and not callable(output_fn):
         raise ConfigError.bad_value(_CALL, "output_fn", "a callable or None", output_fn)
     for param, value in (("fold_bn", fold_bn), ("check", check),
@@ -299,7 +299,6 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)
                               or opset < 7):
         raise ConfigError.bad_value(_CALL, "opset", "an ONNX opset version >= 7 or None", opset)
-    path = Path(path)
     _require("onnx", "ONNX export")
     _require("onnxscript", "ONNX export")
     if check:
@@ -348,7 +347,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
     data = program.model_proto.SerializeToString()
     if check:
         _check(model, output_fn, data, example, atol, dynamic_batch, seq, _max_length(model))
-    return _write_atomically(path, data)
+    return write_bytes(path, data, call=_CALL)
 
 
 def _copy(model: nn.Module) -> nn.Module:
@@ -402,19 +401,3 @@ def _check(model: nn.Module, output_fn, data: bytes, example, atol: float,
             raise ModelError(f"{_CALL}: onnxruntime's outputs differ from the model's by "
                              f"{diff:.3g} on inputs of shape {shape} (atol={atol}); nothing "
                              "written. Try fold_bn=False, or a larger atol for low precision.")
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path

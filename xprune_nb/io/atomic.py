@@ -36,7 +36,8 @@ from typing import IO, Any
 
 from ..errors import ConfigError, StudyFileError
 
-__all__ = ["atomic_write", "write_bytes", "write_text", "torch_save", "check_target", "as_path"]
+__all__ = ["atomic_write", "write_bytes", "write_text", "torch_save", "check_target", "as_path",
+           "write_files"]
 
 _REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
             errno.EFBIG: "the file-size limit was reached", errno.EROFS: "the disk is read-only",
@@ -162,6 +163,33 @@ def write_bytes(path: str | Path, data: bytes, *, call: str) -> Path:
 def write_text(path: str | Path, text: str, *, call: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
     return write_bytes(path, text.encode("utf-8"), call=call)
+
+
+def write_files(files: dict[Path, bytes], *, call: str) -> list[Path]:
+    """Write several files that belong together: all of them or none.
+
+    Every target is checked first, then every new content is staged in a temporary file
+    next to its target (flushed and fsynced); only when all are staged are they moved over
+    their targets, one ``os.replace`` each. A failure before that (a full disk, a file-size
+    limit, Ctrl-C) removes the staged files and leaves every previous file as it was. A
+    target that is a symbolic link is replaced by the new file, never written through.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> [p.name for p in write_files({folder / "a.txt": b"1", folder / "b.txt": b"2"},
+    ...                             call="demo")]
+    ['a.txt', 'b.txt']
+    """
+    paths = [check_target(p, call=call) for p in files]
+    with contextlib.ExitStack() as stack:
+        for path, data in zip(paths, files.values()):
+            stack.enter_context(atomic_write(path, call=call)).write(data)
+        # leaving the stack commits (renames) every staged file; an exception above
+        # unwinds every one of them without committing any
+    return paths
 
 
 def torch_save(obj: Any, path: str | Path, *, call: str) -> Path:
