@@ -37,7 +37,7 @@ from typing import IO, Any
 from ..errors import ConfigError, StudyFileError
 
 __all__ = ["atomic_write", "write_bytes", "write_text", "torch_save", "check_target", "as_path",
-           "write_files"]
+           "write_files", "move_into"]
 
 _REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
             errno.EFBIG: "the file-size limit was reached", errno.EROFS: "the disk is read-only",
@@ -190,6 +190,20 @@ def write_files(files: dict[Path, bytes], *, call: str) -> list[Path]:
         # leaving the stack commits (renames) every staged file; an exception above
         # unwinds every one of them without committing any
     return paths
+
+
+def move_into(staged: Path, path: str | Path, *, call: str) -> Path:
+    """Move a finished file (written in a private staging folder on the same file system)
+    over ``path`` with one ``os.replace``, after the same target check as every writer: a
+    folder, a device or a pipe at ``path`` is refused, a symbolic link is replaced, never
+    written through."""
+    path = check_target(path, call=call)
+    try:
+        os.replace(staged, path)
+    except OSError as exc:
+        raise StudyFileError(f"{call}(path=...): could not write {str(path)!r}: "
+                             f"{_reason(exc)}.") from exc
+    return path
 
 
 def torch_save(obj: Any, path: str | Path, *, call: str) -> Path:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import tempfile
 import types
@@ -259,7 +258,7 @@ def save_pretrained(model: nn.Module, path, *, record: dict, example,
     Files are written to a temporary folder first and then moved into ``path`` one by one
     (each move is atomic); other files in ``path`` (a tokenizer's) are kept.
     """
-    from .atomic import as_path
+    from .atomic import as_path, move_into, write_text
 
     folder = as_path(path, call=call)
     if folder.exists() and not folder.is_dir():
@@ -285,12 +284,12 @@ def save_pretrained(model: nn.Module, path, *, record: dict, example,
         raw = json.loads(cfg.read_text())
         if not record["stock"]:
             if not _poison(raw, record):   # no count field: hide the weights from a stock load
-                os.replace(tmp / _WEIGHTS, tmp / ("xprune_" + _WEIGHTS))
+                move_into(tmp / _WEIGHTS, tmp / ("xprune_" + _WEIGHTS), call=call)
             raw[PRUNING_KEY] = record
-        cfg.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+        write_text(cfg, json.dumps(raw, indent=2, sort_keys=True) + "\n", call=call)
         folder.mkdir(exist_ok=True)
         for item in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
-            os.replace(item, folder / item.name)   # the config last: it names the weights
+            move_into(item, folder / item.name, call=call)   # config last: it names weights
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         net.config.__dict__.pop(PRUNING_KEY, None)
