@@ -213,3 +213,32 @@ def test_onnx_names_inputs_as_forward_with_dynamic_batch_and_sequence(tmp_path):
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).eval()
     session = onnx_session(export_onnx(net, torch.randn(2, 1, 6, 6), tmp_path / "v.onnx"))
     assert [(i.name, i.shape) for i in session.get_inputs()] == [("input", ["batch", 1, 6, 6])]
+
+
+def test_export_script_rebuilds_from_the_config_without_a_factory(tmp_path):
+    import ast
+    import runpy
+
+    from tests.export_helpers import HOSTILE
+
+    model = _bert(2)
+    model.config.id2label = {0: HOSTILE, 1: "yes"}   # config strings are data, never code
+    ids, y = _text()
+    study = _study(model, (ids, y), [("head", 0.25, "global")])
+    recipe = study.recipe()
+    assert recipe.model["transformers"] == "BertForSequenceClassification"
+    path = study.export_script(tmp_path / "prune_bert.py")
+    text = path.read_text()
+    tree = ast.parse(text)
+    assert not any(isinstance(n, (ast.Import, ast.ImportFrom)) and "transformers" in ast.dump(n)
+                   for n in ast.walk(tree))          # no factory module, no class pasted
+    assert any(isinstance(n, ast.Constant) and n.value == HOSTILE for n in ast.walk(tree))
+    runpy.run_path(str(path))["main"](["--out", str(tmp_path / "out"), "--quiet"])
+    for saved in ("model.pt", "pretrained"):
+        rebuilt = xp.load_pruned(tmp_path / "out" / saved)
+        assert (_logits(rebuilt, ids) - _logits(study.model, ids)).abs().max() <= 1e-5
+    # a recipe with another class name is refused before anything is imported
+    bad = recipe.to_dict()
+    bad["model"]["transformers"] = "os.system"
+    with pytest.raises(ConfigError, match=r"model.transformers"):
+        xp.Recipe.from_dict(bad)

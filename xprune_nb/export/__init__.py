@@ -11,9 +11,10 @@ Nothing here imports widgets; scripts need only this headless core and torch.
 from __future__ import annotations
 
 from ..io.checkpoint import load_pruned, save_pruned
+from ..io.pretrained_load import build_pretrained
 from ..recipe.replay import as_bundle
 from .outputs import load_data, load_weights, summary_metrics, write_outputs
 from .script import write_script
 
 __all__ = ["write_script", "save_pruned", "load_pruned", "write_outputs", "load_weights",
-           "load_data", "summary_metrics", "as_bundle"]
+           "load_data", "summary_metrics", "as_bundle", "build_pretrained"]

@@ -78,6 +78,10 @@ def write_outputs(study, out: str | Path, *, model: dict | None = None,
     out.mkdir(parents=True, exist_ok=True)
     kwargs = (model or {}).get("kwargs")
     study.save_pruned(out / "model.pt", kwargs=kwargs)
+    from ..io.pretrained import is_pretrained
+
+    if is_pretrained(study.original):   # and as a Hugging Face folder (docs/huggingface.md)
+        study.save_pretrained(out / "pretrained")
     study.recipe(model=model, data=data).save(out / "recipe.yaml")
     metrics = summary_metrics(study)
     if deploy:

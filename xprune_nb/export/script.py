@@ -30,7 +30,7 @@ _WIDTH = 88
 #: names the script defines or imports itself; notebook code must not redefine them
 _RESERVED = {"argparse", "Path", "xp", "dist", "load_weights", "load_data", "write_outputs",
              "HERE", "SEED", "MODEL", "DATA", "build_model", "build_data", "main",
-             "model_factory", "data_factory", "as_bundle"}
+             "model_factory", "data_factory", "as_bundle", "build_pretrained"}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -163,6 +163,9 @@ def _model_code(recipe: Recipe, stem: str, imports: list[str], top: list[str]):
         imports.append(line)
         body.append(f"    model = {expr}(**MODEL['kwargs'])")
         override = {"factory": spec["factory"], "kwargs": kwargs}
+    elif "transformers" in spec:   # the class name and config are data, never code
+        body.append("    model = build_pretrained(MODEL['transformers'], MODEL['config'])")
+        override = {"transformers": spec["transformers"], "config": spec["config"]}
     else:
         source = spec["source"]
         try:
@@ -261,6 +264,8 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
     model_desc = (f"zoo model {_lit(recipe.model['zoo'], 'zoo')}" if "zoo" in recipe.model
                   else f"factory {_lit(recipe.model['factory'], 'factory')}"
                   if "factory" in recipe.model
+                  else "transformers." + _ident(recipe.model['transformers'], 'transformers')
+                  + " built from its config" if "transformers" in recipe.model
                   else f"notebook class {_ident(recipe.model['class_name'], 'class_name')}")
     data_desc = (f"dataset {_lit(recipe.data['dataset'], 'dataset')}" if "dataset" in recipe.data
                  else f"factory {_lit(recipe.data['factory'], 'factory')}"
@@ -284,6 +289,7 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
     )
     helpers = ["write_outputs"] + (["load_weights"] if any(
         "load_weights" in line for line in model_body) else []) + (
+        ["build_pretrained"] if any("build_pretrained" in ln for ln in model_body) else []) + (
         ["load_data"] if any("load_data" in line for line in data_body) else []) + (
         ["as_bundle"] if any("as_bundle" in line for line in data_body) else [])
     lines = [header + '"""Reproduce a pruned model with xprune_nb (see the comments above)."""',
@@ -305,9 +311,10 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
     if model_override is not None:  # the constructor arguments (and factory), as recorded
         # kwargs always present: the code below reads MODEL['kwargs'] (a factory given
         # without arguments takes none)
-        lines.append("MODEL = " + _lit({**{k: v for k, v in recipe.model.items()
-                                           if k in ("factory", "class_name")},
-                                        "kwargs": recipe.model.get("kwargs", {})}, "model"))
+        lines.append("MODEL = " + (_lit(model_override, "model") if "transformers" in
+                                   model_override else _lit(
+            {**{k: v for k, v in recipe.model.items() if k in ("factory", "class_name")},
+             "kwargs": recipe.model.get("kwargs", {})}, "model")))
     if data_override is not None:
         lines.append("DATA = " + _lit(data_override, "data"))
     lines += ["", "", "def build_model():", '    """The original model, with its weights."""']
@@ -316,7 +323,7 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
     lines += data_body
     overrides = []
     if model_override is not None:
-        overrides.append("model=" + ("MODEL" if "factory" in model_override
+        overrides.append("model=" + ("MODEL" if {"factory", "transformers"} & set(model_override)
                                      else "{'kwargs': MODEL['kwargs']}"))
     if data_override is not None:
         overrides.append("data=DATA")

@@ -48,6 +48,14 @@ def architecture_of(model: nn.Module, kwargs: dict | None = None) -> dict:
     cls = type(model)
     arch = {"module": cls.__module__, "qualname": cls.__qualname__,
             "kwargs": dict(kwargs or {}), "zoo": None}
+    from .pretrained import is_pretrained
+
+    if is_pretrained(model) and not kwargs:   # rebuilt from its config, like load_pruned(dir)
+        from ..recipe.from_study import _transformers_spec
+
+        spec = _transformers_spec(model)
+        if spec is not None:
+            arch["transformers"] = spec
     name = getattr(model, "_xprune_zoo_name", None)
     if name:
         from .. import zoo
@@ -84,7 +92,9 @@ def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (
     payload = {
         "format": FORMAT, "version": VERSION,
         "architecture": {"module": str(arch["module"]), "qualname": str(arch["qualname"]),
-                         "kwargs": dict(arch.get("kwargs") or {}), "zoo": arch.get("zoo")},
+                         "kwargs": dict(arch.get("kwargs") or {}), "zoo": arch.get("zoo"),
+                         **({"transformers": arch["transformers"]}
+                            if arch.get("transformers") else {})},
         "structure": [_plain(structure_entry(entry)) for entry in structure],
         "masked": [str(n) for n in masked],
         "input_shape": [int(d) for d in input_shape],
@@ -117,6 +127,11 @@ def read_checkpoint(path: str | Path, call: str = "load_pruned") -> dict:
 
 
 def _construct(arch: dict, call: str, trust_source: bool) -> nn.Module:
+    hf = arch.get("transformers")
+    if isinstance(hf, dict):   # a transformers class from its plain config: runs no file code
+        from .pretrained_load import build_pretrained
+
+        return build_pretrained(hf.get("transformers"), hf.get("config"), call=call)
     if arch.get("zoo"):
         from .. import zoo
 
@@ -178,7 +193,7 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, *,
         raise ConfigError.bad_value(call, "model", "a torch.nn.Module or None", model)
     if not isinstance(trust_source, bool):
         raise ConfigError.bad_value(call, "trust_source", "True or False", trust_source)
-    if as_path(path, call=call).is_dir():   # a Hugging Face folder (Study.save_pretrained)
+    if (as_path(path, call=call) / "config.json").is_file():   # a Hugging Face folder
         from .pretrained import load_pretrained
 
         return load_pretrained(path, model, call=call)

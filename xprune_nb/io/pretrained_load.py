@@ -24,7 +24,7 @@ from .pretrained import (
     example_from,
 )
 
-__all__ = ["load_pretrained"]
+__all__ = ["load_pretrained", "build_pretrained", "plain_config"]
 
 
 def _read_weights(folder: Path, call: str) -> dict[str, torch.Tensor]:
@@ -59,7 +59,7 @@ def _model_class(raw: dict, call: str, folder: Path):
     cls = getattr(transformers, name, None) if name.isidentifier() else None
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         raise StudyFileError(
-            f"{call}(path=...): config.json names the architecture {name!r}, which is not a "
+            f"{call}: the config names the architecture {name!r}, which is not a "
             "model class of the transformers package (remote code is never run); give "
             "model=a fresh instance of the original architecture.")
     return cls
@@ -124,3 +124,33 @@ def _remask(net: nn.Module, masked) -> None:
         module = net.get_submodule(layer) if layer else net
         tensor = getattr(module, param or "weight")
         prune.custom_from_mask(module, param or "weight", (tensor != 0).to(tensor.dtype))
+
+
+def build_pretrained(name: str, config: dict, *, call: str = "build_pretrained") -> nn.Module:
+    """A fresh (randomly initialised) ``transformers.<name>`` built from a plain config dict.
+
+    Only model classes of the transformers package are built, so no code from a file or
+    recipe runs: the name is looked up there, the config is plain data
+    (``cls.config_class.from_dict``), and ``auto_map`` (remote code) is dropped.
+
+    Examples
+    --------
+    >>> import transformers
+    >>> config = transformers.BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1,
+    ...                                  num_attention_heads=2, intermediate_size=8).to_dict()
+    >>> type(build_pretrained("BertModel", config)).__name__
+    'BertModel'
+    """
+    if not isinstance(config, dict):
+        raise StudyFileError(f"{call}(config=...): expected a plain config mapping, got "
+                             f"{type(config).__name__}")
+    raw = {k: v for k, v in config.items() if k != "auto_map"}
+    raw["architectures"] = [name]
+    cls = _model_class(raw, call, Path("."))
+    return cls(cls.config_class.from_dict(raw)).eval()
+
+
+def plain_config(model: nn.Module) -> dict:
+    """``model.config`` as plain JSON data (what a recipe or checkpoint stores)."""
+    return json.loads(model.config.to_json_string(use_diff=False))
+

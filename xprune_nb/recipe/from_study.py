@@ -162,13 +162,30 @@ def _check_rebuilds(study, kwargs: dict) -> None:
             "study.recipe(model={'kwargs': {...}}).")
 
 
+def _transformers_spec(model: nn.Module) -> dict | None:
+    """``{"transformers": class name, "config": plain config}`` for a model class of the
+    transformers package (rebuilt from its config: no factory, no download), else None."""
+    from ..io.pretrained import is_pretrained
+
+    if not is_pretrained(model):
+        return None
+    import transformers
+
+    from ..io.pretrained_load import plain_config
+
+    name = type(model).__name__
+    if getattr(transformers, name, None) is not type(model):
+        return None   # a subclass of the user's own: their class, as for any model
+    return {"transformers": name, "config": plain_config(model)}
+
+
 def model_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
     """The recipe's ``model`` entry and the original weights to store (None: not needed)."""
     from ..export.source import capture_model_source, is_importable
 
     override = dict(override or {})
     state = {k: v.detach().clone() for k, v in study.original.state_dict().items()}
-    kinds = [k for k in ("zoo", "factory", "source") if k in override]
+    kinds = [k for k in ("zoo", "factory", "source", "transformers") if k in override]
     if kinds:
         return override, (None if override.get("weights") else state)
     known = dict(study.model_spec or {})
@@ -182,6 +199,9 @@ def model_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
         return {"zoo": source["name"]}, (None if _same_state(shipped, state) else state)
     kwargs = dict(known.get("kwargs", {}))
     cls = type(study.original)
+    hf = _transformers_spec(study.original)
+    if hf is not None and not kwargs and "factory" not in known and "source" not in known:
+        return hf, state
     if "source" in known and "class_name" in known:
         return {"source": known["source"], "class_name": known["class_name"],
                 "kwargs": kwargs}, state

@@ -65,7 +65,9 @@ def build_model(recipe: Recipe, *, trust_source: bool = False,
                 call: str = "Study.from_recipe") -> nn.Module:
     """The recipe's original model, with its weights.
 
-    Zoo models build by themselves. A factory (``"package.module:callable"``) or a model given
+    Zoo models build by themselves, and so do Hugging Face models (``{"transformers": class
+    name, "config": plain config}``: only classes of the transformers package). A factory
+    (``"package.module:callable"``) or a model given
     as source code runs code, so it needs ``trust_source=True``; nothing is imported without
     it. A factory must return an ``nn.Module``, and its arguments must be plain values.
     """
@@ -79,6 +81,10 @@ def build_model(recipe: Recipe, *, trust_source: bool = False,
         factory = resolve_factory(spec["factory"], trust_source=trust_source, call=call,
                                   param="model.factory")
         model = factory(**_kwargs(spec, call, "model.kwargs"))
+    elif "transformers" in spec:   # a transformers class from plain config data: no trust needed
+        from ..io.pretrained_load import build_pretrained
+
+        model = build_pretrained(spec["transformers"], spec["config"], call=call)
     else:
         if not trust_source:
             raise ConfigError(

@@ -12,8 +12,9 @@ import math
 from ..errors import ConfigError
 
 _TOP_KEYS = ("format", "version", "seed", "model", "data", "steps")
-_MODEL_KINDS = ("zoo", "factory", "source")
+_MODEL_KINDS = ("zoo", "factory", "source", "transformers")
 _MODEL_KEYS = {"zoo": ("zoo", "weights"),
+               "transformers": ("transformers", "config", "weights"),
                "factory": ("factory", "kwargs", "weights"),
                "source": ("source", "class_name", "kwargs", "weights")}
 _DATA_KINDS = ("dataset", "factory", "file")
@@ -212,6 +213,14 @@ def _check_model(m, call: str) -> dict:
     elif kind == "factory":
         _check(is_import_path(m["factory"]), call, "model.factory",
                "'package.module:callable' made of Python identifiers", m["factory"])
+    elif kind == "transformers":
+        from ..io.resolver import is_plain_json
+
+        _check(_identifier(m["transformers"]), call, "model.transformers",
+               "the name of a model class of the transformers package", m["transformers"])
+        _check(isinstance(m.get("config"), dict) and is_plain_json(m["config"]), call,
+               "model.config", "the model's config as a plain mapping (config.to_dict())",
+               m.get("config"))
     else:
         _check(isinstance(m["source"], str) and m["source"].strip() != "", call,
                "model.source", "the source code of the model class", m["source"])
