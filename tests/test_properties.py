@@ -7,11 +7,22 @@ call:
 - every step's parent is an earlier step, and ``current`` is a valid index;
 - a save / load round trip gives an identical study;
 - the recipe replays (``Study.from_recipe(study.recipe())``) to the same weights.
+
+A second machine (issue 17) runs a background thread that calls ``save``, ``score``, ``prune``
+and ``auto_prune`` at random while the first thread runs its own calls. Checked with the
+background paused: every saved file loads (and is a consistent study), no call interleaves
+inside another (each successful call held the study's lock once, under its own name, from its
+first change to its last), and ``model == model_at(current)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import tempfile
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -22,6 +33,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import xprune_nb as xp
+from xprune_nb.errors import NotScoredError, PruneError, StudyBusyError
 
 _DATA = {}
 
@@ -188,3 +200,172 @@ def test_every_rule_runs_in_a_fixed_sequence():
             check()
     assert [s.kind for s in m.study.history].count("prune") == 3
     m.teardown()
+
+
+# ------------------------------------------------------------------ two threads (issue 17)
+#: refusals a call may meet when the other thread changed the study first: busy, or the step it
+#: meant to prune from is no longer current (no scores there) or cannot lose more units
+EXPECTED_REFUSALS = (StudyBusyError, NotScoredError, PruneError)
+
+
+class _Recorder:
+    """Instruments a study's lock: which top-level lock sessions each call of each thread
+    opened. A call that held the lock once, under its own name, had nothing interleaved."""
+
+    def __init__(self):
+        self.local = threading.local()
+        self.calls: list[tuple[str, list[str]]] = []
+        self.guard = threading.Lock()
+
+    def instrument(self, study) -> None:
+        lock, local = study.timeline._lock, self.local
+        real = lock.acquire
+
+        def acquire(call):
+            real(call)
+            sessions = getattr(local, "sessions", None)
+            if lock.depth == 1 and sessions is not None:
+                sessions.append(call)
+
+        lock.acquire = acquire
+
+    def call(self, name: str, fn):
+        """Run ``fn``; None if it was refused because of the other thread."""
+        self.local.sessions = []
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # auto_prune short of its budget
+                result = fn()
+        except EXPECTED_REFUSALS:
+            return None
+        finally:
+            sessions, self.local.sessions = self.local.sessions, None
+        with self.guard:
+            self.calls.append((name, sessions))
+        return result
+
+
+class _Background(threading.Thread):
+    """Calls save, score, prune and auto_prune at random until stopped; ``paused()`` waits for
+    the call in progress to end and holds the next one back."""
+
+    def __init__(self, machine, seed: int):
+        super().__init__(daemon=True)
+        self.m, self.rng = machine, random.Random(seed)
+        self.turn, self.done = threading.Lock(), threading.Event()
+        self.error: BaseException | None = None
+        self.saves = 0
+
+    def run(self):
+        # auto_prune is the long call (tenths of a second here): rarer, so the pauses stay short
+        ops = [self.save] * 2 + [self.score] * 3 + [self.prune] * 3 + [self.auto_prune]
+        try:
+            while not self.done.is_set():
+                with self.turn:
+                    self.rng.choice(ops)()
+                time.sleep(self.rng.uniform(0.0, 0.03))
+        except BaseException as exc:   # noqa: BLE001 - reported by the machine's invariants
+            self.error = exc
+
+    @contextlib.contextmanager
+    def paused(self):
+        with self.turn:
+            yield
+
+    def save(self):
+        if self.saves < 6:   # bounded: every file is loaded by an invariant
+            path = self.m.tmp / f"background_{self.saves}.xprune"
+            self.saves += 1
+            if self.m.rec.call("Study.save", lambda: self.m.study.save(path)) is not None:
+                self.m.saved.append(path)
+
+    def score(self):
+        crit = self.rng.choice(["magnitude", "taylor"])
+        self.m.rec.call("Study.score", lambda: self.m.study.score(crit, samples=64))
+
+    def prune(self):
+        amount = self.rng.uniform(0.1, 0.3)
+        self.m.rec.call("Study.prune", lambda: self.m.study.prune(amount))
+
+    def auto_prune(self):
+        self.m.rec.call("Study.auto_prune",
+                        lambda: self.m.study.auto_prune(params=0.6, steps=1, samples=32))
+
+
+class TwoThreadMachine(RuleBasedStateMachine):
+    """A user clicking through a study while the panel works on it in the background."""
+
+    @initialize(seed=st.integers(0, 2 ** 16))
+    def start(self, seed):
+        torch.manual_seed(0)
+        self.tmp = Path(tempfile.mkdtemp(prefix="xprune_threads_"))
+        self.study = xp.Study(xp.zoo.load("toy_mlp"), moons(), seed=0)
+        self.rec, self.saved, self.loaded = _Recorder(), [], 0
+        self.rec.instrument(self.study)
+        self.bg = _Background(self, seed)
+        self.bg.start()
+
+    # ------------------------------------------------------------------ the first thread
+    @rule(crit=CRITERIA)
+    def score(self, crit):
+        self.rec.call("Study.score", lambda: self.study.score(crit[0], granularity=crit[1],
+                                                             samples=64))
+
+    @rule(amount=st.floats(0.1, 0.4), steps=st.integers(1, 2))
+    def prune(self, amount, steps):
+        self.rec.call("Study.prune", lambda: self.study.prune(amount, steps=steps))
+
+    @rule()
+    def retrain(self):
+        self.rec.call("Study.retrain", lambda: self.study.retrain(epochs=1, batch_size=128,
+                                                                  progress=False))
+
+    @rule(data=st.data())
+    def goto(self, data):
+        index = data.draw(st.integers(0, len(self.study.history) - 1))
+        self.rec.call("Study.goto", lambda: self.study.goto(index))
+
+    @rule()
+    def auto_prune(self):
+        self.rec.call("Study.auto_prune",
+                      lambda: self.study.auto_prune(params=0.6, steps=1, samples=32))
+
+    @rule()
+    def save(self):
+        path = self.tmp / f"main_{len(self.saved)}.xprune"
+        if self.rec.call("Study.save", lambda: self.study.save(path)) is not None:
+            self.saved.append(path)
+
+    # ------------------------------------------------------------------ invariants
+    @invariant()
+    def checked_with_the_background_paused(self):
+        with self.bg.paused():
+            assert self.bg.error is None, f"the background thread failed: {self.bg.error!r}"
+            assert self.study.busy_with is None
+            diff = same(state_of(self.study.model),
+                        state_of(self.study.model_at(self.study.current)))
+            assert diff is None, f"study.model differs from model_at(current): {diff}"
+            history = self.study.history
+            assert all(s.index == i and (i == 0 or 0 <= s.parent < i)
+                       for i, s in enumerate(history))
+            for name, sessions in self.rec.calls:
+                assert sessions == [name], (
+                    f"{name} held the study's lock as {sessions}: another thread's call "
+                    "could run inside it")
+            for path in self.saved[self.loaded:]:
+                loaded = xp.Study.load(path)     # a save that reported success must load
+                diff = same(state_of(loaded.model),
+                            state_of(loaded.model_at(loaded.current)))
+                assert diff is None, f"{path.name} loads inconsistent: {diff}"
+            self.loaded = len(self.saved)
+
+    def teardown(self):
+        self.bg.done.set()
+        self.bg.join(60)
+        assert not self.bg.is_alive()
+
+
+TwoThreadMachine.TestCase.settings = settings(
+    max_examples=2, stateful_step_count=6, deadline=None, database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TestTwoThreadMachine = TwoThreadMachine.TestCase
