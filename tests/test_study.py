@@ -19,7 +19,7 @@ def test_quickstart_on_bundled_model_and_data(digits):
     step = study.prune(0.5)
     assert step.metrics["params"] < study.history[0].metrics["params"]
     study.retrain(epochs=1, progress=False)
-    m = study.evaluate()
+    m = study.evaluate(latency=True)
     assert m.accuracy > 0.8 and m["params"] == m.params
     assert set(m.latency_ms) == {1, 64} and m.macs > 0 and m.size_bytes > 0
     assert len(study.history) == 3

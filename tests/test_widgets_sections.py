@@ -238,6 +238,8 @@ def test_dynamic_build_records_a_step_and_the_strip_shows_its_metrics(panel, stu
                                                         "epochs": 1, "finetune": 0,
                                                         "samples": 64}
     assert step.config["at"] in [value for _, value in view.at.options[1:]]
+    assert "latency not measured yet" in panel.metrics_text   # timed only on Measure
+    panel.measure()
     text = panel.metrics_text
     assert f"mean MACs {step.metrics['macs']}" in text
     assert f"longest-path MACs {step.metrics['macs_longest']}" in text

@@ -214,6 +214,22 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
 
 
+def _hook_layers(model: nn.Module, order: list) -> list:
+    """Forward hooks that append ``(name, output)`` of every Conv/Linear layer that runs."""
+    return [m.register_forward_hook(lambda mod, inp, out, name=name: order.append((name, out)))
+            for name, m in prunable_layers(model).items()]
+
+
+def _output_layers(order: list[tuple[str, torch.Tensor]], out: torch.Tensor) -> list[str]:
+    direct = [name for name, t in order if t is out]
+    if direct:
+        return direct[-1:]
+    width = out.shape[-1] if out.dim() > 1 else 1
+    candidates = [name for name, t in order if isinstance(t, torch.Tensor) and t.dim() >= 2
+                  and t.shape[1] == width]
+    return candidates[-1:] if candidates else []
+
+
 def find_output_layers(model: nn.Module, example: torch.Tensor,
                        forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> list[str]:
     """Names of the layers that produce the model's logits (never pruned unless asked).
@@ -221,24 +237,15 @@ def find_output_layers(model: nn.Module, example: torch.Tensor,
     The output layer is the last Conv/Linear layer run whose output width equals the number of
     logits; wrapped models that post-process the logits are handled the same way.
     """
-    layers = prunable_layers(model)
     order: list[tuple[str, torch.Tensor]] = []
-    handles = [
-        m.register_forward_hook(lambda mod, inp, out, name=name: order.append((name, out)))
-        for name, m in layers.items()
-    ]
+    handles = _hook_layers(model, order)
     try:
         with torch.no_grad(), eval_mode(model):
             out = forward(model, example)
     finally:
         for h in handles:
             h.remove()
-    direct = [name for name, t in order if t is out]
-    if direct:
-        return direct[-1:]
-    width = out.shape[-1] if out.dim() > 1 else 1
-    candidates = [name for name, t in order if t.dim() >= 2 and t.shape[1] == width]
-    return candidates[-1:] if candidates else []
+    return _output_layers(order, out)
 
 
 def check_finite(model: nn.Module, call: str) -> None:
@@ -252,9 +259,17 @@ def check_finite(model: nn.Module, call: str) -> None:
 
 
 def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
-               forward: Callable[[nn.Module, torch.Tensor], torch.Tensor], call: str) -> int:
-    """Run the model once on ``example``; return its number of logits or raise a DataError."""
+               forward: Callable[[nn.Module, torch.Tensor], torch.Tensor], call: str,
+               trace: dict | None = None) -> int:
+    """Run the model once on ``example``; return its number of logits or raise a DataError.
+
+    With a ``trace`` dict, the same pass also fills ``trace["output_layers"]`` (see
+    :func:`find_output_layers`) and ``trace["executed"]`` (see :func:`executed_layers`): a
+    study of a big model runs it once, not three times.
+    """
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    order: list[tuple[str, torch.Tensor]] = []
+    handles = _hook_layers(model, order) if trace is not None else []
     try:
         with torch.no_grad(), eval_mode(model):
             out = forward(model, example)
@@ -266,6 +281,8 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
             f"(plus a batch dimension): {type(exc).__name__}: {exc}"
         ) from exc
     finally:
+        for h in handles:
+            h.remove()
         changed = _restore_buffers(model, buffers)
     if changed:
         # evaluation would then change the model: every metric, snapshot and comparison of
@@ -289,6 +306,9 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
             f"{call}: the data has {num_classes} classes but the model outputs only "
             f"{out.shape[1]} logits."
         )
+    if trace is not None:
+        trace["output_layers"] = _output_layers(order, out)
+        trace["executed"] = {name for name, _ in order}
     return int(out.shape[1])
 
 

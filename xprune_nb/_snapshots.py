@@ -1,6 +1,12 @@
 """Bounded storage of model weights per history step: recent ones in memory, older on disk.
 
-Files are written with ``torch.save`` of plain tensors and read with ``weights_only=True``.
+At most ``max_in_memory`` snapshots and at most ``memory_bytes`` bytes of them stay in memory
+(the most recent one always does); the rest are spilled, least recently used first, to
+``directory`` (a temporary folder by default, removed with the store). A ResNet-50 (94 MB of
+float32 weights) thus keeps 5 steps in memory under the default 512 MB, a ViT-B/16 (343 MB)
+one. A snapshot ``put`` with ``shared=True`` (the untouched original's weights) is not copied
+and costs no memory. Files are written with ``torch.save`` of plain CPU tensors and read with
+``weights_only=True``, so a study made on a GPU loads on a CPU.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ class SnapshotStore:
     [0.0, 0.0]
     """
 
-    def __init__(self, max_in_memory: int = 8, directory: str | Path | None = None) -> None:
+    def __init__(self, max_in_memory: int = 8, directory: str | Path | None = None,
+                 memory_bytes: int = 512 * 2**20) -> None:
         self.max_in_memory = max(1, int(max_in_memory))
+        self.memory_bytes = int(memory_bytes)
         self._memory: OrderedDict[int, dict] = OrderedDict()
+        self._shared: dict[int, dict] = {}
         self._disk: dict[int, Path] = {}
         self._dir_arg = directory
         self._dir: Path | None = None
@@ -59,29 +68,47 @@ class SnapshotStore:
         return sorted(self._disk)
 
     def __contains__(self, index: int) -> bool:
-        return index in self._memory or index in self._disk
+        return index in self._memory or index in self._disk or index in self._shared
 
-    def put(self, index: int, state: dict) -> None:
-        copied = {k: v.detach().clone() for k, v in state.items()}
+    @staticmethod
+    def _bytes(state: dict) -> int:
+        return sum(v.numel() * v.element_size() for v in state.values())
+
+    def put(self, index: int, state: dict, *, shared: bool = False) -> None:
+        """Keep ``state`` for step ``index`` (a CPU copy; ``shared``: the tensors themselves,
+        for weights that never change, such as the study's untouched original)."""
+        if shared and all(v.device.type == "cpu" for v in state.values()):
+            with self._guard:
+                self.drop(index)
+                self._shared[index] = dict(state)
+            return
+        copied = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
         with self._guard:
+            self.drop(index)
             self._memory[index] = copied
             self._memory.move_to_end(index)
-            while len(self._memory) > self.max_in_memory:
+            held = sum(self._bytes(v) for v in self._memory.values())
+            while len(self._memory) > 1 and (len(self._memory) > self.max_in_memory
+                                             or held > self.memory_bytes):
                 old, old_state = self._memory.popitem(last=False)
+                held -= self._bytes(old_state)
                 path = self._directory() / f"step_{old}.pt"
                 torch.save(old_state, path)
                 self._disk[old] = path
 
     def get(self, index: int) -> dict:
         with self._guard:
+            if index in self._shared:
+                return self._shared[index]
             if index in self._memory:
                 self._memory.move_to_end(index)
                 return self._memory[index]
-            return torch.load(self._disk[index], weights_only=True)
+            return torch.load(self._disk[index], weights_only=True, map_location="cpu")
 
     def drop(self, index: int) -> None:
         with self._guard:
             self._memory.pop(index, None)
+            self._shared.pop(index, None)
             path = self._disk.pop(index, None)
         if path is not None:
             path.unlink(missing_ok=True)

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--criterion", default="taylor", help="importance criterion")
     demo.add_argument("--amount", type=_fraction, default=0.3, help="fraction to prune")
     demo.add_argument("--epochs", type=_positive_int, default=2, help="retraining epochs")
+    demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                      help="where the study computes (auto: where the model is)")
     demo.add_argument("--samples", type=_positive_int, default=256,
                       help="reference examples for scoring")
 
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output folder (default: RECIPE's name without suffix + '_out')")
     run.add_argument("--epochs", type=_positive_int, default=None,
                      help="epochs of every retraining (default: as in the recipe)")
-    run.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    run.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                     help="where the study computes: scoring, pruning, retraining, explaining")
     run.add_argument("--trust", "--trust-source", dest="trust", action="store_true",
                      help="trust the recipe: allow it to import and run code it names "
                      "(factories, importable classes, model source code); by default it "
@@ -179,7 +182,8 @@ def _demo(args) -> int:
     check_out_dir(args.out, "xprune-nb demo")
     print(f"{PROG} demo: digits_cnn on digits, {args.criterion} scores, prune "
           f"{args.amount:.0%}, retrain {args.epochs} epochs", flush=True)
-    study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"), seed=0)
+    study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"), seed=0,
+                     device=args.device)
     # the one progress protocol: progress=True shows the same bar as in a notebook
     study.score(args.criterion, samples=args.samples, progress=True)
     study.prune(args.amount)
@@ -200,7 +204,8 @@ def _run(args) -> int:
     recipe = Recipe.load(args.recipe)
     distributed.setup(args.device)
     try:
-        study = xp.Study.from_recipe(recipe, epochs=args.epochs, trust_source=args.trust)
+        study = xp.Study.from_recipe(recipe, epochs=args.epochs, trust_source=args.trust,
+                                     device=args.device)
         if distributed.is_main():
             _write_all(study, out, "reproduce.py")
             _summary(study, out)

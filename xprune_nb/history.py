@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Step", "History", "compare_steps"]
+__all__ = ["Step", "History", "compare_steps", "compare_study_steps"]
 
 _TABLE_METRICS = ("accuracy", "val_accuracy", "params", "nonzero_params", "macs", "sparsity")
 
@@ -37,6 +37,9 @@ class Step:
         The public calls that made this step, as recipe steps (``StepConfig.to_dict()``:
         ``{"score": {...}}``, ``{"prune": {...}}``, ``{"retrain": {...}}``, ``{"dynamic":
         {...}}``), so a recipe or an exported script replays exactly these calls.
+    pending : list[str]
+        Measurements left for the first ask (``"drift"`` on a big model): their numbers are
+        "not measured yet" until :meth:`Study.drift` fills them in.
     """
 
     index: int
@@ -53,6 +56,7 @@ class Step:
     seconds: float = 0.0
     note: str = ""
     calls: list[dict] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -83,6 +87,10 @@ class Step:
             row["saliency_rank_correlation"] = self.drift.get("saliency_spearman")
             if self.drift.get("saliency_reason"):   # why probe inputs are missing from it
                 row["saliency_reason"] = self.drift["saliency_reason"]
+        elif "drift" in self.pending:
+            row["saliency_rank_correlation"] = float("nan")
+        if self.pending:   # the reason next to the NaN: computed on first ask
+            row["not_measured_yet"] = ", ".join(self.pending)
         return row
 
     def to_dict(self) -> dict:
@@ -93,6 +101,7 @@ class Step:
             "structure": self.structure, "masked": self.masked, "drift": self.drift,
             "per_class_accuracy": self.per_class_accuracy, "stopped": self.stopped,
             "seconds": self.seconds, "note": self.note, "calls": self.calls,
+            "pending": self.pending,
         }
 
     @classmethod
@@ -162,6 +171,21 @@ class History(list):
 
     def _repr_html_(self) -> str:
         return "<b>History</b>" + self.to_frame().to_html(float_format=lambda x: f"{x:.4g}")
+
+
+def compare_study_steps(study, a: int = 0, b: int = -1):
+    """Metrics of two steps of ``study`` side by side, with the ratio b / a.
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    >>> list(study.compare(0, 0).columns)
+    ['step 0', 'step 0', 'ratio']
+    """
+    t = study.timeline
+    return compare_steps(t.history[t.index(a, "Study.compare")],
+                         t.history[t.index(b, "Study.compare", "b")])
 
 
 def compare_steps(a: Step, b: Step):

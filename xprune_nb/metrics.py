@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._device import model_device, to_device
 from ._model import eval_mode
 from .data import Split, StudyData, batches
 
@@ -103,16 +104,41 @@ def count_macs(model: nn.Module, example: torch.Tensor, forward) -> int:
 
 
 def measure_latency(model: nn.Module, example: torch.Tensor, forward, *, repeats: int = 20,
-                    warmup: int = 3) -> float:
-    """Median wall time of one forward pass on ``example`` in milliseconds (after warm-up)."""
+                    warmup: int = 3, budget_s: float | None = 2.0) -> float:
+    """Median wall time of one forward pass on ``example`` in milliseconds (after warm-up).
+
+    At most ``repeats`` timed passes, and no new one once ``budget_s`` seconds have gone by
+    (warm-up included; at least one warm-up and three timed passes run): a big model is timed
+    in seconds, not minutes. ``budget_s=None`` always runs every repeat. On CUDA the device is
+    synchronised around each pass, so the time is that of the kernels, not of their launch.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> ms = measure_latency(nn.Linear(4, 2), torch.zeros(1, 4), lambda m, x: m(x), repeats=5)
+    >>> ms > 0
+    True
+    """
     times = []
+    sync = torch.cuda.synchronize if example.device.type == "cuda" else (lambda: None)
+    begin = time.perf_counter()
+
+    def spent() -> bool:
+        return budget_s is not None and time.perf_counter() - begin > budget_s
+
     with torch.inference_mode(), eval_mode(model):
         for _ in range(warmup):
             forward(model, example)
+            if spent():
+                break
+        sync()
         for _ in range(repeats):
             start = time.perf_counter()
             forward(model, example)
+            sync()
             times.append(time.perf_counter() - start)
+            if len(times) >= 3 and spent():
+                break
     return 1000.0 * statistics.median(times)
 
 
@@ -130,9 +156,10 @@ def layer_sparsity(model: nn.Module) -> dict[str, dict]:
 
 
 def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 512,
-                   return_predictions: bool = False):
+                   return_predictions: bool = False, progress=None):
     """(accuracy, mean cross-entropy loss) of ``model`` on ``split``, in eval mode; with
-    ``return_predictions`` also the predicted class of every example."""
+    ``return_predictions`` also the predicted class of every example. ``progress()`` is
+    called after each batch."""
     correct, total_loss, preds = 0, 0.0, []
     with torch.no_grad(), eval_mode(model):
         for x, y in batches(split, batch_size):
@@ -141,6 +168,8 @@ def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 51
             pred = logits.argmax(1)
             correct += int((pred == y).sum())
             preds.append(pred)
+            if progress is not None:
+                progress()
     n = max(len(split), 1)
     if return_predictions:
         return correct / n, total_loss / n, torch.cat(preds)
@@ -213,15 +242,39 @@ class Metrics:
                 f"sparsity={self.sparsity:.3f}" + (f", latency: {lat}" if lat else "") + ")")
 
 
-def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool = True,
-                   batch_sizes: tuple[int, ...] = (1, 64), repeats: int = 20) -> Metrics:
-    """Measure ``model`` on the study's data (test and validation splits)."""
+def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool = False,
+                   batch_sizes: tuple[int, ...] = (1, 64), repeats: int = 20,
+                   macs: int | None = None, budget_s: float | None = 2.0,
+                   progress=None) -> Metrics:
+    """Measure ``model`` on the study's data (test and validation splits).
 
-    acc, loss, preds = evaluate_split(model, data.test, forward, return_predictions=True)
-    if data.val is data.test:
+    Latency is timed only with ``latency=True`` (each batch size within ``budget_s`` seconds,
+    see :func:`measure_latency`); ``macs``, when known (a study counts them once per
+    structure), is not counted again. ``progress(done, total)`` follows the progress protocol
+    (one unit per evaluation batch and per latency batch size).
+    """
+    # the same examples given as validation and test (common with a user's own data) are
+    # evaluated once
+    same = data.val is data.test or (getattr(data.val, "X", 0) is getattr(data.test, "X", 1)
+                                     and getattr(data.val, "y", 0) is getattr(data.test, "y", 1))
+    n_batches = [math.ceil(len(s) / 512) for s in (data.test, data.val)]
+    if same:
+        n_batches[1] = 0
+    units = sum(n_batches) + (len(batch_sizes) if latency else 0) + 1
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, units)
+
+    acc, loss, preds = evaluate_split(model, data.test, forward, return_predictions=True,
+                                      progress=tick)
+    if same:
         val_acc, val_loss = acc, loss
     else:
-        val_acc, val_loss = evaluate_split(model, data.val, forward)
+        val_acc, val_loss = evaluate_split(model, data.val, forward, progress=tick)
     per_class = []
     for c in range(data.num_classes):
         sel = data.test.y == c
@@ -237,8 +290,13 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
             x = data.train.X[:bs]
             if len(x) < bs:
                 x = x.repeat((bs + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:bs]
-            lat[bs] = measure_latency(model, x, forward, repeats=repeats)
-    macs, dynamic = count_macs(model, example, forward), {}
+            # the input waits on the model's device, as in deployment: the copy isn't timed
+            x = to_device(x, model_device(model))
+            lat[bs] = measure_latency(model, x, forward, repeats=repeats, budget_s=budget_s)
+            tick()
+    dynamic = {}
+    if macs is None:
+        macs = count_macs(model, example, forward)
     if type(model).__name__ == "DynamicNet":
         # input-adaptive: the MACs depend on the input; report the mean over the test split,
         # the longest path, the early exits and batch-1 latency (mean and worst case)
@@ -250,6 +308,7 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
         dynamic = {k: v for k, v in found.items() if k in (
             "macs_longest", "exit_share", "paths", "latency_b1_mean_ms", "latency_b1_p95_ms",
             "latency_b1_max_ms")}
+    tick()
     return Metrics(
         accuracy=acc, loss=loss, val_accuracy=val_acc, val_loss=val_loss,
         params=total, nonzero_params=nonzero, macs=macs,

@@ -159,6 +159,7 @@ PARAMS: dict[str, Constraint] = {
     "trust_source": Options((True, False)),
     "recalibrate": Options((True, False, None)),
     "recalibrate_samples": Interval(Integral, 2, None),
+    "round_to": Interval(Integral, 1, None, allow_none=True),
     # budgets and constraints (fractions of the current model; drops in accuracy points / 1)
     "budget": Interval(Real, 0, 1, "neither"),
     "max_accuracy_drop": Interval(Real, 0, 1, "both", allow_none=True),

@@ -91,6 +91,8 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
             errors_raw = scorer.standard_errors_
         except NotScoredError:
             errors_raw = None
+    # scores live on the CPU whatever device the model computes on (rankings, files, plots)
+    raw, per_class_raw, errors_raw = (_cpu(r) for r in (raw, per_class_raw, errors_raw))
     try:
         values = kind.combine(units, raw)
         per_class = kind.combine(units, per_class_raw) if per_class_raw else None
@@ -109,3 +111,10 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
                     errors=errors, seconds=time.perf_counter() - start)
     scores._units = (model, units)   # reused by the prune that follows on this same model
     return scores
+
+
+def _cpu(found):
+    """A criterion's ``{name: tensor}`` (or None) with every tensor on the CPU."""
+    if not found:
+        return found
+    return {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in found.items()}

@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._device import input_device, model_device, resolve_device, to_device
 from ._facade import delegate
 from ._model import check_finite, check_fits, copy_model, logits_of, model_source, prunable_layers
 from .data import StudyData, resolve_data, stratified_indices
 from .errors import ConfigError, ModelError, NotScoredError
 from .history import History, Step
-from .measure import measure_step
-from .metrics import Metrics, evaluate_model
-from .params import Options, check, check_classes, validate
+from .measure import MeasureCache, measure_step
+from .params import check, check_classes, validate
 from .progress import StopSignal, make_progress
 from .pruning import units as _units
 from .pruning.plan import PrunePreview, prune_config, rewind_index, units_for
@@ -31,7 +31,6 @@ from .timeline import Timeline
 from .training import Callback, TrainResult
 
 __all__ = ["Study"]
-_BOOL = Options((True, False))
 
 
 class Study:
@@ -55,6 +54,9 @@ class Study:
         Weights of at most this many steps stay in memory; older ones are spilled to disk.
     probe_size : int
         Test examples (stratified) on which every step records explanation drift.
+    device : "auto", "cpu", "cuda", "cuda:N" or torch.device
+        Where the models live and compute (``"auto"``: the model's own device); data goes
+        there batch by batch; snapshots and files hold CPU tensors (docs/big_models.md).
 
     Examples
     --------
@@ -71,15 +73,17 @@ class Study:
                  seed: int = 0, output_fn: Callable | None = None,
                  feature_names: Sequence[str] | None = None,
                  class_names: Sequence[str] | None = None, max_snapshots: int = 8,
-                 snapshot_dir: str | Path | None = None, probe_size: int = 32) -> None:
+                 snapshot_dir: str | Path | None = None, probe_size: int = 32,
+                 device: str | torch.device = "auto") -> None:
         call = "Study"
         if not isinstance(model, nn.Module):
             raise ConfigError.bad_value(call, "model", "a torch.nn.Module", model)
+        self.device = resolve_device(device, model, call)
         validate(call, seed=seed, max_snapshots=max_snapshots, probe_size=probe_size)
         study_data = resolve_data(data, train=train, val=val, test=test)
         study_data = study_data.renamed(feature_names=feature_names, class_names=class_names,
                                         call=call)
-        self._setup(copy_model(model).cpu(), study_data, seed, output_fn, call=call,
+        self._setup(copy_model(model).to(self.device), study_data, seed, output_fn, call=call,
                     max_snapshots=max_snapshots, snapshot_dir=snapshot_dir)
         self.model_source = model_source(model)
         probe = stratified_indices(self.data.test.y, min(probe_size, len(self.data.test)),
@@ -98,19 +102,22 @@ class Study:
         self.data, self.seed, self.output_fn = data, seed, output_fn
         check_finite(original, call)
         example = data.train.X[:2]
-        num_logits = check_fits(original, example, data.num_classes, self.forward, call)
+        trace: dict = {}   # output and executed layers, found in the same single pass
+        num_logits = check_fits(original, example, data.num_classes, self.forward, call, trace)
         if not prunable_layers(original):
             raise ModelError(f"{call}: the model has no Conv or Linear layer to prune.")
         self.original: nn.Module = original.eval()
-        self.env = _units.ModelEnv.of(original, example, self.forward, num_logits,
-                                      output_layers=output_layers, executed=executed,
-                                      analysis=analysis)
+        self.env = _units.ModelEnv.of(
+            original, example, self.forward, num_logits, analysis=analysis,
+            output_layers=trace["output_layers"] if output_layers is None else output_layers,
+            executed=trace["executed"] if executed is None else executed)
         self.output_layers = self.env.output_layers
         self.timeline = Timeline(original, example, max_snapshots=max_snapshots,
                                  snapshot_dir=snapshot_dir, forward=self.forward)
         self.model_source: dict = {}
         self.model_spec: dict | None = None   # the recipe's model entry, when built from one
         self.last_train_result: TrainResult | None = None
+        self.measure_cache = MeasureCache()   # MACs per structure, the original's probe saliency
 
     @classmethod
     def _from_state(cls, *, original: nn.Module, data: StudyData, seed: int, output_fn,
@@ -119,6 +126,7 @@ class Study:
                     scores: dict[int, Scores], current: int) -> Study:
         """A study rebuilt from its saved record (used by :meth:`load`)."""
         study = cls.__new__(cls)
+        study.device = model_device(original)
         study._setup(original, data, seed, output_fn, call="Study.load", analysis=analysis,
                      output_layers=output_layers, executed=set(executed))
         study.model_source, (study.probe_x, study.probe_y) = dict(model_source), probe
@@ -126,9 +134,12 @@ class Study:
         return study
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Logits of ``model`` on ``x`` (applies ``output_fn``)."""
-        out = model(x)
-        return self.output_fn(out) if self.output_fn is not None else logits_of(out)
+        """Logits of ``model`` on ``x`` (``output_fn``), on ``study.device``, returned to x's."""
+        home = input_device(x)
+        out = model(to_device(x, self.device))
+        logits = self.output_fn(out) if self.output_fn is not None else logits_of(out)
+        moved = isinstance(logits, torch.Tensor) and home is not None and logits.device != home
+        return logits.to(home) if moved else logits
 
     @property
     def model(self) -> nn.Module:
@@ -165,11 +176,6 @@ class Study:
     def model_at(self, index: int) -> nn.Module:
         """A fresh copy of the model exactly as it was after step ``index``."""
         return self.timeline.model_at(self.timeline.index(index, "Study.model_at"))
-
-    def prunable(self, granularity: str = "channel"):
-        """Table of the prunable units of the current model (and what can't go, and why)."""
-        kind = _units.get(granularity, "Study.prunable")
-        return _units.prunable_table(kind.find(self.model, self.env))
 
     def score(self, criterion: str = "magnitude", granularity: str = "channel", *,
               samples: int | None = None, classes: Sequence[int | str] | None = None,
@@ -223,7 +229,8 @@ class Study:
     def prune(self, amount: float, *, scope: str = "global", normalize: str | None = "mean",
               layer_amounts: dict[str, float] | None = None, ignore: Sequence[str] = (),
               steps: int = 1, schedule: str = "linear", retrain: dict | None = None,
-              rewind: int | str | None = None, recalibrate: bool | None = None) -> Step:
+              rewind: int | str | None = None, recalibrate: bool | None = None,
+              round_to: int | None = None) -> Step:
         """Remove the ``amount`` least important of the current units, as scored last.
 
         Parameters
@@ -243,6 +250,8 @@ class Study:
         recalibrate : bool, optional
             Re-estimate BatchNorm statistics after a structural removal (EagleEye); default:
             on for models with BatchNorm.
+        round_to : int, optional
+            Channels: every group keeps a multiple of this many (Torch-Pruning's ``round_to``).
 
         Returns
         -------
@@ -254,7 +263,7 @@ class Study:
         cfg = prune_config(call, scores, amount, scope=scope, normalize=normalize,
                            layer_amounts=layer_amounts, ignore=ignore, steps=steps,
                            schedule=schedule, retrain=retrain, rewind=rewind,
-                           recalibrate=recalibrate)
+                           recalibrate=recalibrate, round_to=round_to)
         rewind_to = rewind_index(self.timeline, rewind, call)
         from .pruning.runner import prune_round
 
@@ -328,21 +337,10 @@ class Study:
             raise ConfigError("Study.undo(): already at the original model; nothing to undo.")
         return self.goto(parent)
 
-    def compare(self, a: int = 0, b: int = -1):
-        """Metrics of two steps side by side, with the ratio b / a."""
-        from .history import compare_steps
-
-        return compare_steps(self.history[self.timeline.index(a, "Study.compare")],
-                             self.history[self.timeline.index(b, "Study.compare")])
-
-    def evaluate(self, *, latency: bool = True, step: int | None = None) -> Metrics:
-        """Measure the current model (or that of ``step``): accuracy and loss on test and
-        validation, parameters, MACs, latency at batch 1 and 64, sparsity, size."""
-        check("Study.evaluate", "latency", latency, _BOOL)
-        model = self.model if step is None else self.model_at(step)
-        return evaluate_model(model, self.data, self.forward, latency=latency)
-
     # one call of a service each; signatures and docstrings are the services' own
+    evaluate = delegate("xprune_nb.measure:evaluate")
+    compare = delegate("xprune_nb.history:compare_study_steps")
+    prunable = delegate("xprune_nb.pruning.units:study_prunable")
     saliency = delegate("xprune_nb.explain.study:saliency")
     shapley = delegate("xprune_nb.explain.study:shapley")
     why = delegate("xprune_nb.explain.lookup:why")
@@ -365,14 +363,16 @@ class Study:
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, data=None, *,
-             trust_source: bool = False, output_fn: Callable | None = None) -> Study:
+             trust_source: bool = False, output_fn: Callable | None = None,
+             device: str | torch.device = "auto") -> Study:
         """Load a study saved with :meth:`save`; never executes code from the file unless
         ``trust_source=True`` lets it import the model class it names (see docs/concepts.md,
-        "Trust and safety"). ``model`` is a fresh instance of the original architecture."""
+        "Trust and safety"). ``model`` is a fresh instance of the original architecture;
+        ``device`` as in :class:`Study` (a study saved on a GPU loads on a CPU)."""
         from .io.study_file import load_study
 
         return load_study(cls, path, model=model, data=data, trust_source=trust_source,
-                          output_fn=output_fn)
+                          output_fn=output_fn, device=device)
 
     @classmethod
     def from_recipe(cls, recipe, *, model: nn.Module | None = None, data=None,

@@ -72,6 +72,13 @@ def rebuild(model: nn.Module, structure: list[dict], masked: list[str],
     return model
 
 
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k])
+        for k in sa)
+
+
 class _Lock:
     """Re-entrant for its owner thread, refused (not waited on) for every other thread."""
 
@@ -260,7 +267,11 @@ class Timeline:
         """Record ``step`` with ``model`` as its result and make it current."""
         if step.index != len(self.history):
             raise RuntimeError(f"step index {step.index} != history length {len(self.history)}")
-        self.snapshots.put(step.index, model.state_dict())
+        if step.index == 0 and _same_state(model, self.original):
+            # the untouched original's own tensors: no copy of a big model's weights
+            self.snapshots.put(0, self.original.state_dict(), shared=True)
+        else:
+            self.snapshots.put(step.index, model.state_dict())
         self.history.append(step)
         self.history.current = step.index
         self.model = model

@@ -15,13 +15,45 @@ from .compare import pair_reasons, rank_correlation, topk_iou
 from .numbers import finite_mean, missing_note
 from .saliency import gradient_saliency
 
-__all__ = ["probe_drift", "DriftReport"]
+__all__ = ["probe_drift", "probe_saliency", "DriftReport"]
+
+
+def probe_saliency(model: nn.Module, probe_x: torch.Tensor, probe_y: torch.Tensor, *,
+                   forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+                   chunk: int | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(saliency, logits) of ``model`` on the probe, ``chunk`` inputs at a time (bounded
+    memory); saliency is ``None`` for integer inputs (token ids have no input gradient).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> sal, logits = probe_saliency(nn.Linear(4, 3), torch.randn(5, 4), torch.zeros(5), chunk=2)
+    >>> tuple(sal.shape), tuple(logits.shape)
+    ((5, 4), (5, 3))
+    """
+    y = torch.as_tensor(probe_y).long()
+    x = torch.as_tensor(probe_x)
+    step = chunk or max(len(x), 1)
+    if not x.is_floating_point():
+        fwd = forward or (lambda m, v: logits_of(m(v)))
+        with torch.no_grad():
+            return None, torch.cat([fwd(model, x[i:i + step]).detach().cpu()
+                                    for i in range(0, len(x), step)])
+    sal, logits = [], []
+    for i in range(0, len(x), step):
+        s, lo = gradient_saliency(model, x[i:i + step].float(), y[i:i + step], forward)
+        sal.append(s.cpu())
+        logits.append(lo.cpu())
+    return torch.cat(sal), torch.cat(logits)
 
 
 def probe_drift(model_original: nn.Module, model: nn.Module, probe_x: torch.Tensor,
                 probe_y: torch.Tensor, *,
                 forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-                top_k: float = 0.1, num_classes: int | None = None) -> dict:
+                top_k: float = 0.1, num_classes: int | None = None,
+                reference: tuple | None = None, same_as_reference: bool = False,
+                chunk: int | None = None) -> dict:
     """Accuracy and saliency drift of ``model`` relative to ``model_original`` on a probe set.
 
     Saliency is the absolute gradient of the true class's logit (``captum.attr.Saliency``'s
@@ -30,6 +62,9 @@ def probe_drift(model_original: nn.Module, model: nn.Module, probe_x: torch.Tens
     whose maps rank something), ``saliency_reason`` (why probe inputs were left out of those
     means or why they are NaN; '' when none was) and ``accuracy_per_class`` (a list; NaN for
     classes absent from the probe set).
+    ``reference`` is the original's :func:`probe_saliency` when already known (a study computes
+    it once); ``same_as_reference`` says ``model`` has the original's weights (no second pass);
+    ``chunk`` bounds how many probe inputs go through the model at once.
 
     Examples
     --------
@@ -41,17 +76,12 @@ def probe_drift(model_original: nn.Module, model: nn.Module, probe_x: torch.Tens
     (1.0, 1.0)
     """
     y = torch.as_tensor(probe_y).long()
-    x = torch.as_tensor(probe_x)
-    if not x.is_floating_point():
-        # integer inputs (token ids) have no input gradient: report accuracy drift only
-        fwd = forward or (lambda m, v: logits_of(m(v)))
-        with torch.no_grad():
-            logits_o, logits_m = fwd(model_original, x), fwd(model, x)
-        sal_o = sal_m = None
+    sal_o, logits_o = reference or probe_saliency(model_original, probe_x, y, forward=forward,
+                                                  chunk=chunk)
+    if same_as_reference:
+        sal_m, logits_m = sal_o, logits_o
     else:
-        x = x.float()
-        sal_o, logits_o = gradient_saliency(model_original, x, y, forward)
-        sal_m, logits_m = gradient_saliency(model, x, y, forward)
+        sal_m, logits_m = probe_saliency(model, probe_x, y, forward=forward, chunk=chunk)
     pred = logits_m.argmax(dim=1)
     k = num_classes or int(max(logits_m.shape[1], int(y.max()) + 1))
     correct = (pred == y).double()

@@ -107,9 +107,14 @@ class DriftTable:
             float_format=lambda x: f"{x:.4g}")
 
 
-def drift_table(study) -> DriftTable:
+def drift_table(study, *, progress=False, stop=None) -> DriftTable:
     """Accuracy and explanation similarity to the original along the history: one row per
     step with the probe's drift numbers under their glossary names and the accuracy per class.
+
+    On a big model a step leaves its drift for the first ask ("not measured yet" in the
+    history): this call measures every such step (one saliency pass over the probe each,
+    the original's computed once), reporting through ``progress`` and stoppable between steps
+    with ``stop``; what was measured stays recorded even when stopped.
 
     Examples
     --------
@@ -118,6 +123,10 @@ def drift_table(study) -> DriftTable:
     >>> study.drift().to_frame()["saliency_rank_correlation"].tolist()
     [1.0]
     """
+    from ..measure import fill_drift
+    from ..progress import make_progress
+
+    fill_drift(study, progress=make_progress(progress, "Study.drift", "drift", stop))
     base = study.history[0].metrics
     rows = []
     for s in study.history:

@@ -87,8 +87,10 @@ def write_outputs(study, out: str | Path, *, model: dict | None = None,
     if deploy:
         metrics.update(_deploy(study, out))
     if contract:
+        from ..measure import fill_drift
         from .contract import bounds_from_drift, write_contract_test
 
+        fill_drift(study, [study.history[0], study.step])   # measured on first ask (big models)
         bounds = bounds_from_drift(study.step.drift, reference_drift=study.history[0].drift)
         accuracy_min = bounds.pop("accuracy_min", 0.0)
         write_contract_test(out / "test_model_contract.py", model_path=out / "model.pt",

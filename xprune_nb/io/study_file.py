@@ -149,7 +149,8 @@ def study_payload(study) -> dict:
     return {
         "seed": study.seed,
         "model_source": study.model_source, "output_layers": list(env.output_layers),
-        "original_state": study.original.state_dict(),
+        # CPU tensors: a study saved on a GPU loads on a CPU
+        "original_state": {k: v.detach().cpu() for k, v in study.original.state_dict().items()},
         "data_source": data.source,
         "data": None if data.source else {
             name: {"X": data.split(name).X, "y": data.split(name).y}
@@ -206,15 +207,19 @@ def _data(payload: dict, data):
 
 
 def load_study(cls, path, *, model=None, data=None, trust_source: bool = False,
-               output_fn=None):
+               output_fn=None, device="auto"):
     """Read ``path`` (:func:`read_study_file`), rebuild the architecture
-    (:func:`build_architecture`) and make the ``cls`` study it holds."""
+    (:func:`build_architecture`) and make the ``cls`` study it holds, on ``device`` (the
+    file holds CPU tensors; ``"auto"``: where ``model`` is, else the CPU)."""
+    from .._device import resolve_device
+
     call = "Study.load"
     if not isinstance(trust_source, bool):
         raise ConfigError.bad_value(call, "trust_source", "True or False", trust_source)
     if model is not None and not isinstance(model, nn.Module):
         raise ConfigError.bad_value(call, "model", "a torch.nn.Module (a fresh instance of "
                                     "the original architecture) or None", model)
+    where = resolve_device(device, model if model is not None else nn.Module(), call)
     path = as_path(path, call=call)
     payload = read_study_file(path, call)
     try:
@@ -234,7 +239,8 @@ def load_study(cls, path, *, model=None, data=None, trust_source: bool = False,
                         if payload.get("safe_channel_keys") is not None else {})
         history = History(Step.from_dict(d) for d in payload["steps"])
         study = cls._from_state(
-            original=arch.eval(), data=study_data, seed=payload["seed"], output_fn=output_fn,
+            original=arch.to(where).eval(), data=study_data, seed=payload["seed"],
+            output_fn=output_fn,
             model_source=payload["model_source"], analysis=analysis,
             output_layers=list(payload["output_layers"]), executed=payload["executed"],
             probe=(payload["probe"]["x"], payload["probe"]["y"]), history=history,

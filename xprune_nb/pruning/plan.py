@@ -22,6 +22,7 @@ from .selection import select_units
 from .units import ModelEnv, UnitKind, Units
 
 __all__ = ["PruneConfig", "prune_config", "select_removal", "units_for", "rewind_index",
+           "round_kept",
            "PrunePreview",
            "preview_removal"]
 
@@ -40,6 +41,7 @@ class PruneConfig:
     retrain: dict | None = None
     rewind: int | str | None = None
     recalibrate: bool | None = None
+    round_to: int | None = None
 
     def fractions(self) -> list[float]:
         """The fraction of the units alive at each round that the round removes."""
@@ -67,10 +69,15 @@ _RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "see
 def prune_config(call: str, scores: Scores, amount: float, *, scope: str = "global",
                  normalize: str | None = "mean", layer_amounts: dict | None = None,
                  ignore: Sequence[str] | str = (), steps: int = 1, schedule: str = "linear",
-                 retrain: dict | None = None, rewind=None, recalibrate=None) -> PruneConfig:
+                 retrain: dict | None = None, rewind=None, recalibrate=None,
+                 round_to: int | None = None) -> PruneConfig:
     """Check every argument of a prune against the parameter table and the scores."""
     validate(call, amount=amount, scope=scope, normalize=normalize, steps=steps,
-             schedule=schedule, recalibrate=recalibrate)
+             schedule=schedule, recalibrate=recalibrate, round_to=round_to)
+    if round_to is not None and scores.granularity != "channel":
+        raise ConfigError(f"{call}(round_to={round_to!r}): rounding the channels kept applies "
+                          f"to granularity='channel' only; these scores are "
+                          f"{scores.granularity!r} (use round_to=None).")
     valid = set(scores.values)
     if isinstance(ignore, str):
         ignore = [ignore]
@@ -94,7 +101,7 @@ def prune_config(call: str, scores: Scores, amount: float, *, scope: str = "glob
                        # this call is newer than BatchNorm recalibration after retraining
                        schedule=schedule,
                        retrain={"recalibrate": None, **retrain} if retrain else None,
-                       rewind=rewind, recalibrate=recalibrate)
+                       rewind=rewind, recalibrate=recalibrate, round_to=round_to)
 
 
 def check_retrain_args(call: str, retrain: dict | None) -> None:
@@ -133,6 +140,8 @@ def select_removal(kind: UnitKind, model: nn.Module, units: Units, scores: Score
     removal = select_units(values, fraction, scope=cfg.scope, normalize=cfg.normalize,
                            layer_amounts=layer_amounts, alive=kind.alive(model, units),
                            keep_sets=kind.keep_sets(units), call=call)
+    if cfg.round_to:
+        removal = round_kept(removal, values, kind.alive(model, units), cfg.round_to)
     removal = {k: v for k, v in removal.items() if len(v)}
     if refuse_empty and not removal:
         alive = kind.alive(model, units)
@@ -141,9 +150,38 @@ def select_removal(kind: UnitKind, model: nn.Module, units: Units, scores: Score
         raise PruneError(
             f"{call}: amount={fraction!r} removes no {kind.noun} (there are {total} alive "
             f"in the groups considered; the smallest non-empty step removes 1 unit, about "
-            f"amount={smallest:.3g}). Use a larger amount.")
+            f"amount={smallest:.3g}). Use a larger amount"
+            + (f" or a smaller round_to (every group keeps a multiple of {cfg.round_to})."
+               if cfg.round_to else "."))
     kind.check(units, removal, call)
     return removal
+
+
+def round_kept(removal: dict[str, torch.Tensor], values: dict[str, torch.Tensor],
+               alive: dict[str, torch.Tensor] | None, round_to: int) -> dict[str, torch.Tensor]:
+    """Remove fewer units where needed so that every group keeps a multiple of ``round_to``
+    (as Torch-Pruning's ``round_to``: dense kernels run fastest on channel counts that are
+    multiples of 8 or 16); the units spared are the most important of those selected. A group
+    smaller than ``round_to`` keeps all its units.
+
+    Examples
+    --------
+    >>> r = round_kept({"g": torch.tensor([0, 1, 2])}, {"g": torch.tensor([.1, .2, .3, .4,
+    ...                .5, .6, .7, .8, .9, 1.])}, None, 4)
+    >>> r["g"].tolist()      # 10 units, 3 selected: 7 kept -> 8 kept, so remove only 2
+    [0, 1]
+    """
+    out = {}
+    for key, idx in removal.items():
+        total = int(alive[key].sum()) if alive else values[key].numel()
+        kept = total - len(idx)
+        rounded = min(total, -(-kept // round_to) * round_to)
+        drop = total - rounded
+        if drop < len(idx):   # spare the most important of the selected units
+            order = torch.argsort(values[key][idx].float(), stable=True)
+            idx = torch.sort(idx[order[:drop]]).values
+        out[key] = idx
+    return out
 
 
 def rewind_index(timeline, rewind, call: str) -> int | None:

@@ -22,7 +22,7 @@ __all__ = ["study_recipe", "model_spec", "data_spec"]
 _CALL = "Study.recipe"
 _SCORE_DROP = ("seed",)
 _PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
-               "retrain", "rewind", "recalibrate")
+               "retrain", "rewind", "recalibrate", "round_to")
 
 
 def _path(study) -> list:

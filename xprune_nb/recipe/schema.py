@@ -24,7 +24,7 @@ _SCORE_KEYS = ("criterion", "granularity", "samples", "classes", "prune_output",
 _RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed",
                  "recalibrate", "recalibrate_samples")
 _PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
-               "retrain", "rewind", "recalibrate")
+               "retrain", "rewind", "recalibrate", "round_to")
 
 
 # ------------------------------------------------------------------ value checks
@@ -148,7 +148,7 @@ def _check_prune(p, call: str, where: str) -> None:
         _check(ok, call, f"{where}.{key}", allowed, p.get(key))
     from ..params import check
 
-    for key in ("amount", "steps", "recalibrate"):   # one table: xprune_nb.params
+    for key in ("amount", "steps", "recalibrate", "round_to"):   # one table: xprune_nb.params
         if key in p:
             check(call, f"{where}.{key}", p[key], _param(key))
     if p.get("retrain") is not None:

@@ -192,6 +192,33 @@ class SectionActions:
         """Why the prune step behind *after* removed what it removed (``Study.why``)."""
         return self._explain("why", self.explain_view.why_config, block)
 
+    def measure(self, *, block: bool = True):
+        """*Measure*: batch-1 latency of the original and the current model (within a time
+        budget) and the drift the current step left for the first ask; the strip shows them."""
+        study = self.study
+
+        def work(task: Task):
+            from ..measure import fill_drift
+
+            steps = [study.history[0], study.step]
+            task.progress(0, 3)
+            fill_drift(study, steps)
+            task.progress(1, 3)
+            if self._latency_original is None:
+                self._latency_original = self._measure(study.original)[0]
+            task.progress(2, 3)
+            self._latency[study.current] = self._measure(study.model)
+            task.progress(3, 3)
+            return self._latency[study.current]
+
+        def done(found) -> str:
+            ms = found[0]
+            return (f"Measured step {study.current}: batch-1 latency "
+                    + (f"{ms:.3f} ms" if ms is not None else "n/a: the model could not be timed")
+                    + f" (original {self._latency_original or float('nan'):.3f} ms).")
+
+        return self._run("measure", "Measuring", work, done, block)
+
     def drift(self, *, block: bool = True):
         """Accuracy and saliency similarity to the original along the history
         (``Study.drift``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipywidgets as W
 
 from ..explain.numbers import is_missing, shown
+from ..measure import NOT_MEASURED
 from ._common import frame_html, note_html
 from ._plots import figure, to_png
 
@@ -70,7 +71,9 @@ class HistoryView:
         frame = study.history.to_frame()
         # the drift each step recorded on the study's probe set (rank correlation of its
         # saliency maps with the original's); read from the steps, whatever the key's version
-        frame["saliency_rank_correlation"] = [_probe_number(s) for s in study.history]
+        # ("not measured yet" on a big model until the drift is asked for: DESIGN.md)
+        frame["saliency_rank_correlation"] = [
+            NOT_MEASURED if "drift" in s.pending else _probe_number(s) for s in study.history]
         # what a step says about itself (e.g. an auto-prune round, kept or rejected and why)
         frame["note"] = [_short(s.note) for s in study.history]
         cols = [c for c in _COLUMNS if c in frame.columns]

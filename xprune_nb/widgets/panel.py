@@ -43,6 +43,8 @@ _BUTTONS = {
     "retrain": ("Retrain", "refresh", "info", "Fine-tune the current model (Retrain tab)"),
     "stop": ("Stop", "stop", "danger", "Stop the running work between batches"),
     "undo": ("Undo", "undo", "", "Go back to the step before the current one"),
+    "measure": ("Measure", "tachometer", "", "Time the current and the original model "
+                "(batch 1) and measure the drift a big model left for the first ask"),
     "export": ("Export", "download", "success", "Write a script that reproduces this step"),
 }
 
@@ -119,7 +121,8 @@ class Panel(SectionActions):
             button.add_class(f"xprune-{action}")
             self.buttons[action] = button
         clicks = {"score": self.score, "preview": self.preview, "prune": self.prune,
-                  "retrain": self.retrain, "undo": self.undo, "export": self.export}
+                  "retrain": self.retrain, "undo": self.undo, "export": self.export,
+                  "measure": self.measure}
         for action, method in clicks.items():
             self.buttons[action].on_click(lambda _b, m=method: m(block=False))
         self.buttons["stop"].on_click(lambda _b: self.stop())
@@ -148,7 +151,8 @@ class Panel(SectionActions):
                                     s.widget, a.widget, d.widget,
                                     self.pathways_view.widget], titles=list(_TABS))
         model_name = type(study.original).__name__
-        title = W.HTML(f"<b>xprune_nb</b> · {model_name} · seed {study.seed}",
+        title = W.HTML(f"<b>xprune_nb</b> · {model_name} · seed {study.seed} · "
+                       f"{getattr(study, 'device', 'cpu')}",
                        layout=W.Layout(flex="0 0 auto", margin="0 12px 0 0"))
         self.metrics.widget.layout.flex = "1 1 auto"
         self.widget = W.VBox([
@@ -160,8 +164,9 @@ class Panel(SectionActions):
         ])
         self.widget.add_class("xprune-panel")
         self.tabs.observe(self._on_tab, names="selected_index")
+        # latency is timed only on Measure: on a big model it takes seconds per click
         self._latency: dict[int, tuple[float | None, float | None]] = {}
-        self._latency_original = self._measure(study.original)[0]
+        self._latency_original: float | None = None
         self.refresh()
 
     def _on_tab(self, change) -> None:
@@ -215,10 +220,8 @@ class Panel(SectionActions):
     def refresh(self) -> None:
         """Redraw everything that shows the study's state (after changing it from code)."""
         study = self.study
-        if study.current not in self._latency:
-            self._latency[study.current] = self._measure(study.model)
-        self.metrics.update(study, *self._latency[study.current][:1],
-                            self._latency_original, self._latency[study.current][1])
+        latency, worst = self._latency.get(study.current, (None, None))
+        self.metrics.update(study, latency, self._latency_original, worst)
         self.history_view.refresh(study)
         self.explain_view.refresh(study)
         self.pathways_view.refresh(study)

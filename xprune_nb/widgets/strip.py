@@ -9,6 +9,7 @@ import ipywidgets as W
 
 from ..explain.glossary import label, meaning
 from ..explain.numbers import is_missing, shown
+from ..measure import NOT_MEASURED
 from ._common import TABLE_CSS
 
 __all__ = ["MetricsStrip", "StatusLine"]
@@ -106,9 +107,14 @@ class MetricsStrip:
             else:
                 parts.append(f"latency <b>{latency_ms:.3f} ms</b> (original "
                              f"{original_latency_ms:.3f} ms, batch 1)")
+        else:   # timed only on the Measure button (seconds on a big model)
+            parts.append(f"latency <i>{NOT_MEASURED}</i> (Measure)")
         if step.index != first.index:
             drift = step.drift or {}
             for key, name in _DRIFT.items():
+                if "drift" in step.pending:   # a big model: measured on first ask
+                    parts.append(_named(name, f"<i>{NOT_MEASURED}</i>"))
+                    continue
                 if key not in drift:
                     continue
                 value = drift[key]

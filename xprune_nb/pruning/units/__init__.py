@@ -15,7 +15,7 @@ from ...errors import ConfigError
 from .base import ModelEnv, UnitKind, Units
 
 __all__ = ["ModelEnv", "UnitKind", "Units", "register", "get", "available", "present",
-           "scorable_by", "prunable_table"]
+           "scorable_by", "prunable_table", "study_prunable"]
 
 _REGISTRY: dict[str, type[UnitKind]] = {}
 
@@ -56,6 +56,20 @@ def scorable_by(criterion_cls, kinds: list[str]) -> list[str]:
     """Those of ``kinds`` the criterion can score (by name, or by the method a kind uses)."""
     return [k for k in kinds if k in criterion_cls.granularities
             or _REGISTRY[k].score_as in criterion_cls.granularities]
+
+
+def study_prunable(study, granularity: str = "channel"):
+    """Table of the prunable units of the study's current model (and what can't go, and why).
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    >>> "group" in study.prunable().columns
+    True
+    """
+    kind = get(granularity, "Study.prunable")
+    return prunable_table(kind.find(study.model, study.env))
 
 
 def prunable_table(units: Units):

@@ -1,0 +1,267 @@
+"""Measuring on demand and bounded memory (issue 19): what a big model's study defers, caches
+and spills, checked on a tiny model with the thresholds lowered."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import TinyResidual
+
+import xprune_nb as xp
+from xprune_nb import measure, metrics
+from xprune_nb._snapshots import SnapshotStore
+
+
+def _data(n: int = 48, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 4
+
+
+@pytest.fixture
+def lazy(monkeypatch):
+    """Every model counts as big: drift is left for the first ask."""
+    monkeypatch.setattr(measure, "DRIFT_EAGER_MACS", 0)
+
+
+def _study(**kwargs):
+    X, y = _data()
+    torch.manual_seed(0)
+    return xp.Study(TinyResidual(num_classes=4), train=(X, y), test=(X[:24], y[:24]),
+                    probe_size=8, **kwargs)
+
+
+def test_lazy_drift_shows_not_measured_yet_then_fills_in_with_progress(lazy):
+    study = _study()
+    study.score("magnitude")
+    study.prune(0.3)
+    frame = study.history.to_frame()
+    assert frame["not_measured_yet"].tolist() == ["drift", "drift"]
+    assert frame["saliency_rank_correlation"].isna().all()
+    seen = []
+    table = study.drift(progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 2), (1, 2), (2, 2)]
+    assert all(s.pending == [] for s in study.history)
+    col = table.to_frame()["saliency_rank_correlation"].tolist()
+    assert col[0] == pytest.approx(1.0) and math.isfinite(col[1])
+    assert "not_measured_yet" not in study.history.to_frame().columns
+
+
+def test_lazy_drift_equals_the_eager_numbers(monkeypatch):
+    eager = _study()
+    eager.score("magnitude")
+    eager.prune(0.3)
+    monkeypatch.setattr(measure, "DRIFT_EAGER_MACS", 0)
+    lazy = _study()
+    lazy.score("magnitude")
+    lazy.prune(0.3)
+    lazy.drift()
+    for a, b in zip(eager.history, lazy.history, strict=True):
+        assert a.drift.keys() == b.drift.keys()
+        for key, value in a.drift.items():
+            assert value == pytest.approx(b.drift[key], nan_ok=True), key
+
+
+def test_a_stopped_drift_keeps_what_it_measured(lazy):
+    study = _study()
+    study.score("magnitude")
+    study.prune(0.3)
+    stop = xp.StopSignal()
+    with pytest.raises(xp.errors.StoppedError, match="Study.drift: stopped"):
+        study.drift(stop=stop, progress=lambda done, total: done == 1 and stop.set())
+    assert study.history[0].pending == [] and study.history[1].pending == ["drift"]
+
+
+def test_the_panel_strip_says_not_measured_yet(lazy):
+    pytest.importorskip("ipywidgets")
+    from xprune_nb.widgets.strip import MetricsStrip
+
+    study = _study()
+    study.score("magnitude")
+    study.prune(0.3)
+    strip = MetricsStrip()
+    strip.update(study, None, None)
+    assert "not measured yet" in strip.text
+
+
+def test_macs_are_counted_once_per_structure(monkeypatch):
+    study = _study()
+    calls = []
+    real = measure.count_macs
+    monkeypatch.setattr(measure, "count_macs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    study.retrain(epochs=1, progress=False)          # same structure as the original
+    study.evaluate()
+    assert calls == []
+    study.score("magnitude")
+    study.prune(0.3)                                 # a new structure: counted once
+    study.retrain(epochs=1, progress=False)
+    study.evaluate(step=2)
+    assert calls == [1]
+    m = [s.metrics["macs"] for s in study.history]   # original, retrain, prune, retrain
+    assert m[0] == m[1] > m[2] == m[3]
+
+
+def test_evaluate_measures_no_time_unless_asked(monkeypatch):
+    study = _study()
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("latency was timed")
+
+    monkeypatch.setattr(metrics, "measure_latency", no_timing)
+    m = study.evaluate()
+    assert m.latency_ms == {}
+    with pytest.raises(AssertionError, match="latency was timed"):
+        study.evaluate(latency=True)
+
+
+def test_evaluate_reports_progress_and_stops():
+    study = _study()
+    seen = []
+    study.evaluate(latency=True, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1][0] == seen[-1][1] and len(seen) >= 3
+    stop = xp.StopSignal()
+    stop.set()
+    with pytest.raises(xp.errors.StoppedError, match="Study.evaluate: stopped"):
+        study.evaluate(stop=stop)
+
+
+def test_latency_repeats_stop_when_the_time_budget_is_spent():
+    count = []
+
+    def slow(model, x):
+        count.append(1)
+        return model(x)
+
+    metrics.measure_latency(torch.nn.Linear(2, 2), torch.zeros(1, 2), slow, repeats=50,
+                            warmup=3, budget_s=0.0)
+    assert len(count) == 1 + 3        # one warm-up pass and the three timed ones
+
+
+def test_big_snapshots_spill_to_disk_and_the_original_is_not_copied(tmp_path):
+    store = SnapshotStore(max_in_memory=8, directory=tmp_path, memory_bytes=100)
+    w = {"w": torch.zeros(20)}            # 80 bytes: only the newest fits in the budget
+    store.put(0, w, shared=True)
+    store.put(1, {"w": torch.ones(20)})
+    store.put(2, {"w": torch.full((20,), 2.0)})
+    assert store.get(0)["w"] is w["w"]     # shared, not copied
+    assert store.in_memory == [2] and store.on_disk == [1]
+    assert store.get(1)["w"].tolist() == [1.0] * 20
+
+
+def test_step_zero_shares_the_original_weights():
+    study = _study()
+    assert study.timeline.snapshots.get(0)["stem.weight"] is study.original.stem.weight.data \
+        or study.timeline.snapshots.get(0)["stem.weight"].data_ptr() == \
+        study.original.stem.weight.data_ptr()
+    study.score("magnitude")
+    study.prune(0.3)
+    study.goto(0)
+    assert torch.equal(study.model.stem.weight, study.original.stem.weight)
+
+
+# ------------------------------------------------------------------ device=
+class _DeviceWatch(torch.nn.Module):
+    """TinyResidual that records the device of every input it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = TinyResidual(num_classes=4)
+        self.seen: set = set()
+
+    def forward(self, x):
+        self.seen.add(x.device.type)
+        return self.net(x)
+
+
+def test_device_auto_is_the_models_own_device_and_everything_runs_there():
+    X, y = _data()
+    torch.manual_seed(0)
+    study = xp.Study(_DeviceWatch(), train=(X, y), test=(X[:24], y[:24]), probe_size=8,
+                     device="auto")
+    assert study.device == torch.device("cpu")
+    study.score("taylor", samples=16)
+    study.prune(0.3)
+    study.retrain(epochs=1, progress=False)
+    study.saliency(0, -1)
+    study.evaluate(latency=True)
+    for model in (study.model, study.original, study.model_at(1)):
+        assert {p.device for p in model.parameters()} == {study.device}
+        assert model.seen <= {study.device.type}
+    assert all(v.device.type == "cpu" for v in study.scores_at(0).values.values())
+
+
+@pytest.mark.parametrize("device, match", [
+    ("gpu", r'Study\(device=...\): expected "auto", "cpu", "cuda"'),
+    (3, r"Study\(device=...\): expected .* got 3"),
+    ("xla", r"Study\(device='xla'\): expected .* got a 'xla' device"),
+])
+def test_device_refuses_what_it_cannot_use(device, match):
+    X, y = _data()
+    with pytest.raises(xp.errors.ConfigError, match=match):
+        xp.Study(TinyResidual(num_classes=4), train=(X, y), device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_is_refused_without_a_gpu():
+    X, y = _data()
+    with pytest.raises(xp.errors.ConfigError, match="CUDA is not available"):
+        xp.Study(TinyResidual(num_classes=4), train=(X, y), device="cuda")
+
+
+def test_a_study_file_holds_cpu_tensors_and_loads_on_the_device_asked(tmp_path):
+    study = _study(device="cpu")
+    study.score("magnitude")
+    study.prune(0.3)
+    study.save(tmp_path / "s.xprune")
+    back = xp.Study.load(tmp_path / "s.xprune", model=TinyResidual(num_classes=4),
+                         data=study.data, device="cpu")
+    assert back.device == torch.device("cpu") and back.current == 1
+    assert torch.equal(back.model.head.weight, study.model.head.weight)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-only: needs a GPU")
+def test_cuda_only_study_on_gpu_saves_cpu_tensors_and_loads_on_cpu(tmp_path):
+    study = _study(device="cuda")
+    assert next(study.model.parameters()).is_cuda
+    study.score("taylor", samples=16)
+    study.prune(0.3)
+    study.retrain(epochs=1, progress=False)
+    assert study.evaluate(latency=True).latency_ms
+    study.save(tmp_path / "s.xprune")
+    payload = torch.load(tmp_path / "s.xprune", weights_only=True)   # no map_location
+    saved = [payload["original_state"], *payload["states"]]
+    assert all(v.device.type == "cpu" for state in saved for v in state.values())
+    back = xp.Study.load(tmp_path / "s.xprune", model=TinyResidual(num_classes=4),
+                         data=study.data, device="cpu")
+    assert back.device.type == "cpu"
+    assert torch.allclose(back.model.head.weight, study.model.head.weight.cpu())
+
+
+# ------------------------------------------------------------------ round_to=
+def test_round_to_keeps_multiples_of_channels_and_replays_from_the_recipe():
+    study = _study()
+    study.score("magnitude")
+    with pytest.raises(xp.errors.PruneError, match="smaller round_to"):
+        study.prune(0.05, round_to=4)
+    step = study.prune(0.5, round_to=4)
+    kept = {name: m.out_channels for name, m in study.model.named_modules()
+            if isinstance(m, torch.nn.Conv2d)}
+    assert all(n % 4 == 0 for n in kept.values()), kept
+    assert step.metrics["params"] < study.history[0].metrics["params"]
+    assert step.config["round_to"] == 4
+    replay = xp.Study.from_recipe(study.recipe(model={"kwargs": {"num_classes": 4}}),
+                                  model=study.model_at(0), data=study.data, progress=False)
+    assert replay.step.metrics["params"] == step.metrics["params"]
+    assert torch.equal(replay.model.head.weight, study.model.head.weight)
+
+
+def test_round_to_is_refused_for_weights_and_bad_values():
+    study = _study()
+    study.score("magnitude", granularity="weight")
+    with pytest.raises(xp.errors.ConfigError, match=r"Study.prune\(round_to=8\).*'weight'"):
+        study.prune(0.3, round_to=8)
+    study.score("magnitude")
+    with pytest.raises(xp.errors.ConfigError, match="round_to"):
+        study.prune(0.3, round_to=0)
+    assert len(study.history) == 1
