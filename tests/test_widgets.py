@@ -310,6 +310,8 @@ def test_explain_buttons_show_comparisons(panel, study):
     assert comparison is not None, panel.status
     assert len(comparison.before) <= 3
     assert panel.explain_view.plots["saliency"].value[:4] == b"\x89PNG"
+    # a comparison's numbers are of its rows, named so (the history's are the probe's)
+    assert f"(these {len(comparison.targets)} rows)" in panel.explain_view.html["saliency"].value
     assert panel.why() is not None, panel.status
     assert "<table" in panel.explain_view.html["why"].value
     assert panel.drift() is not None, panel.status

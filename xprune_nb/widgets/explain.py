@@ -169,8 +169,15 @@ class ExplainView:
         if callable(summary):
             numbers = summary()
             if isinstance(numbers, dict):
+                gone = result.not_available() if callable(
+                    getattr(result, "not_available", None)) else {}
+                targets = getattr(result, "targets", None)
+                if targets is not None:
+                    # a comparison's numbers are of these rows, not the history's probe
+                    head += f" (these {len(targets)} rows)"
                 # each number under its glossary name, its plain meaning as a tooltip
-                head += ": " + ", ".join(_number_html(k, v) for k, v in numbers.items())
+                head += ": " + ", ".join(_number_html(k, v, gone.get(k))
+                                         for k, v in numbers.items())
         if kind in ("why", "drift") and hasattr(result, "to_frame"):
             head += frame_html(result.to_frame().head(20), index=kind == "drift")
         if kind == "attention":
@@ -225,8 +232,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _number_html(name: str, value) -> str:
-    shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+def _number_html(name: str, value, reason: str | None = None) -> str:
+    from ..explain.numbers import is_missing
+    from ..explain.numbers import shown as show
+
+    if isinstance(value, float):
+        # a mean that left inputs out says so; a missing one says why
+        shown = show(value, reason) + (f" ({reason})" if reason and not is_missing(value)
+                                       else "")
+    else:
+        shown = str(value)
     base = name.removesuffix("_before").removesuffix("_after")
     suffix = name[len(base):].replace("_", " ")
     text = html.escape(f"{label(base)}{suffix} {shown}")
