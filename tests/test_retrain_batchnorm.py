@@ -82,3 +82,10 @@ def test_bad_arguments_change_nothing(small_digits, kwargs, match):
         study.retrain(1, progress=False, **kwargs)
     assert len(study.history) == 1
     assert all(torch.equal(v, study.model.state_dict()[k]) for k, v in state.items())
+
+
+def test_exported_scripts_replay_the_pass(small_digits, tmp_path):
+    study = make_study("residual", small_digits, seed=0)
+    study.retrain(1, progress=False, recalibrate_samples=128)
+    text = study.export_script(tmp_path / "s.py").read_text()
+    assert "recalibrate=True" in text and "recalibrate_samples=128" in text
