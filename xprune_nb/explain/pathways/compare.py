@@ -12,7 +12,9 @@ __all__ = ["PathwaysComparison", "compare_pathways", "CUT_MATTERS", "RECOVERED"]
 
 #: below this share of the original flow through removed units, "little was cut"
 CUT_MATTERS = 0.05
-#: the class's evidence (logit) counts as re-established at this fraction of the original
+#: the class's evidence counts as re-established when its accuracy is within this of before
+#: (or, without accuracies, its logit at least :data:`RECOVERED` of before)
+ACCURACY_KEPT = 0.02
 RECOVERED = 0.9
 #: kept units named in a sentence
 NAMED = 3
@@ -40,6 +42,8 @@ class PathwaysComparison:
     before: Pathways
     after: Pathways
     retrained: bool
+    accuracy_before: list | None = None
+    accuracy_after: list | None = None
 
     def removed_between(self) -> dict[str, set[int]]:
         """Units alive at ``before`` and gone at ``after``, per layer."""
@@ -79,22 +83,35 @@ class PathwaysComparison:
         took = [f"{layer}:{u} (+{g * 100:.1f} pts)" for g, layer, u in gains[:NAMED] if g > 0]
         lb_, la_ = b.logits[c], a.logits[c]
         recovered = la_ / lb_ if lb_ > 0 else np.nan
-        rerouted = bool(np.isfinite(cut_share) and cut_share >= CUT_MATTERS
-                        and np.isfinite(recovered) and recovered >= RECOVERED)
+        acc_b, acc_a = self._accuracy(c)
+        kept = (acc_a >= acc_b - ACCURACY_KEPT if np.isfinite(acc_b) and np.isfinite(acc_a)
+                else np.isfinite(recovered) and recovered >= RECOVERED)
+        rerouted = bool(np.isfinite(cut_share) and cut_share >= CUT_MATTERS and kept)
         return {"class": b.class_name(c), "cut_share": cut_share,
                 "moved_share": float(np.mean(moved)) if moved else np.nan,
                 "logit_before": lb_ / b.inputs, "logit_after": la_ / a.inputs,
-                "recovered": recovered, "retrained": self.retrained, "rerouted": rerouted,
+                "recovered": recovered, "accuracy_before": acc_b, "accuracy_after": acc_a,
+                "retrained": self.retrained, "rerouted": rerouted,
                 "taken_up_by": ", ".join(took),
                 "reason": "" if lb_ > 0 else "the class's logit was not positive before, "
                 "so there was no evidence to recover"}
+
+    def _accuracy(self, c: int) -> tuple[float, float]:
+        def get(values):
+            try:
+                return float(values[c])
+            except (TypeError, IndexError, ValueError):
+                return float("nan")
+        return get(self.accuracy_before), get(self.accuracy_after)
 
     def to_frame(self):
         """One row per class: ``cut_share`` (share of the original flow through removed
         units), ``moved_share`` (how much of each layer's relevance changed hands, mean over
         layers), mean logits before/after, ``recovered`` (after / before; NaN with a
-        ``reason`` when the class had no positive evidence before), ``retrained``,
-        ``rerouted`` and ``taken_up_by`` (kept units whose share grew most), ``sentence``."""
+        ``reason`` when the class had no positive evidence before), test accuracy of the class
+        before/after (NaN when not recorded), ``retrained``, ``rerouted`` (much was cut and the
+        class's accuracy stayed within 2 points, or without accuracies its logit within 90%)
+        and ``taken_up_by`` (kept units whose share grew most), ``sentence``."""
         import pandas as pd
 
         rows = [self._row(c) for c in self.before.classes]
@@ -149,7 +166,8 @@ class PathwaysComparison:
         for layer, gone in self.removed_between().items():
             units[layer] = sorted(set(units[layer]) | set(sorted(gone)[: max(1, top // 3)]))
         fig, axes = plt.subplots(1, 2, figsize=(14, 5))
-        self.before.plot(ax=axes[0], cls=c, top=top, edges=edges, units=units)
+        doomed = {(layer, u) for layer, gone in self.removed_between().items() for u in gone}
+        self.before.plot(ax=axes[0], cls=c, top=top, edges=edges, units=units, mark=doomed)
         self.after.plot(ax=axes[1], cls=c, top=top, edges=edges, units=units)
         fig.tight_layout()
         return fig
@@ -180,18 +198,21 @@ def _sentence(row: dict, b: int, a: int) -> str:
     rec = row["recovered"]
     who = f", taken up mostly by {row['taken_up_by']}" if row["taken_up_by"] else ""
     how = "after retraining" if row["retrained"] else "without retraining"
+    acc = ""
+    if np.isfinite(row["accuracy_before"]) and np.isfinite(row["accuracy_after"]):
+        acc = (f" and its accuracy {row['accuracy_after']:.0%} (was "
+               f"{row['accuracy_before']:.0%})")
+    state = f"its logit is at {rec:.0%} of before{acc}"
     if cut < CUT_MATTERS:
-        return (f"{head}: pruning barely touched its pathway; its logit is at {rec:.0%} of "
-                f"before {how}.")
+        return f"{head}: pruning barely touched its pathway; {how} {state}."
     if row["rerouted"]:
-        return (f"{head}; {how} the evidence was re-routed: its logit is back to {rec:.0%} "
-                f"of before{who}.")
-    return (f"{head}; {how} it was not re-routed: its logit is at {rec:.0%} of before"
-            f"{who}.")
+        return f"{head}; {how} the evidence was re-routed: {state}{who}."
+    return f"{head}; {how} it was not re-routed: {state}{who}."
 
 
-def compare_pathways(before: Pathways, after: Pathways, *, retrained: bool
-                     ) -> PathwaysComparison:
+
+def compare_pathways(before: Pathways, after: Pathways, *, retrained: bool,
+                     accuracy_before=None, accuracy_after=None) -> PathwaysComparison:
     """Compare two maps of the same classes and inputs (see :class:`PathwaysComparison`)."""
     from ...errors import ConfigError
 
@@ -199,4 +220,4 @@ def compare_pathways(before: Pathways, after: Pathways, *, retrained: bool
         raise ConfigError("pathways_compare: the two maps must have the same classes and "
                           f"granularity (got {before.classes}/{before.granularity} and "
                           f"{after.classes}/{after.granularity}).")
-    return PathwaysComparison(before, after, retrained)
+    return PathwaysComparison(before, after, retrained, accuracy_before, accuracy_after)

@@ -9,10 +9,11 @@ __all__ = ["plot_pathways", "POSITIVE", "NEGATIVE"]
 
 POSITIVE = "#c0392b"   # evidence for the class
 NEGATIVE = "#2e6db4"   # evidence against it
+REMOVED_LATER = "#e67e22"   # ring: a unit the later step removes
 
 
 def plot_pathways(p: Pathways, *, ax=None, cls: int | None = None, top: int = 12,
-                  edges: int = 60, units: dict | None = None):
+                  edges: int = 60, units: dict | None = None, mark: set | None = None):
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch
 
@@ -38,6 +39,9 @@ def plot_pathways(p: Pathways, *, ax=None, cls: int | None = None, top: int = 12
         else:
             ax.scatter(n["x"], n["y"], s=size, color=colour, edgecolors="black",
                        linewidths=0.4, zorder=3)
+        if mark and (n["layer"], n["unit"]) in mark:
+            ax.scatter(n["x"], n["y"], s=size + 160, facecolors="none", edgecolors=REMOVED_LATER,
+                       linewidths=1.6, zorder=2)
         ax.annotate(n["label"], (n["x"], n["y"]), xytext=(6, -3),
                     textcoords="offset points", fontsize=7, color="#333333")
     ax.set_xticks(range(len(lay.columns)))
@@ -49,5 +53,7 @@ def plot_pathways(p: Pathways, *, ax=None, cls: int | None = None, top: int = 12
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     which = "all classes" if cls is None else f"class {p.class_name(cls)}"
-    ax.set_title(f"Relevance flow, step {p.step} ({which}); hollow: removed", fontsize=10)
+    ringed = "; orange ring: removed later" if mark else ""
+    ax.set_title(f"Relevance flow, step {p.step} ({which}); hollow: removed{ringed}",
+                 fontsize=10)
     return fig

@@ -194,16 +194,18 @@ class Pathways:
 
     # ------------------------------------------------------------------ views
     def plot(self, ax=None, *, cls: int | str | None = None, top: int = DRAW_UNITS,
-             edges: int = DRAW_EDGES, units: dict[str, list[int]] | None = None):
+             edges: int = DRAW_EDGES, units: dict[str, list[int]] | None = None,
+             mark: set | None = None):
         """Layers as columns, units as circles sized by |relevance| (red: positive evidence,
         blue: negative; hollow: removed), the ``edges`` largest flows as lines with width
         proportional to the flow. ``cls`` picks one class (default: the sum over the classes);
-        ``units`` (layer -> original unit indices) fixes which units are drawn.
+        ``units`` (layer -> original unit indices) fixes which units are drawn; units in
+        ``mark`` ((layer, unit) pairs, e.g. removed later) get an orange ring.
         Returns the figure; save it as SVG or PNG with ``fig.savefig("map.svg")``."""
         from .draw import plot_pathways
 
         return plot_pathways(self, ax=ax, cls=self._class_index(cls), top=top, edges=edges,
-                             units=units)
+                             units=units, mark=mark)
 
     def _class_index(self, cls) -> int | None:
         from ...errors import ConfigError

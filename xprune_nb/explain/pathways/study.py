@@ -269,4 +269,6 @@ def pathways_compare(study, before: int = 0, after: int = -1, classes=None, *, i
                            tick=half(off * total), call=call))
     retrained = any(s.kind == "retrain" for s in study.timeline.path(a)
                     if not study.timeline.is_ancestor(s.index, b))
-    return compare_pathways(maps[0], maps[1], retrained=retrained)
+    return compare_pathways(maps[0], maps[1], retrained=retrained,
+                            accuracy_before=study.history[b].per_class_accuracy,
+                            accuracy_after=study.history[a].per_class_accuracy)
