@@ -169,12 +169,16 @@ def _feature_axis(module: nn.Module, x: torch.Tensor) -> int:
 
 
 def _tau(g: torch.Tensor, g_ids: torch.Tensor, units_p: int, r_in: torch.Tensor,
-         module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+         module: nn.Module, p_axis: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Fraction of ``r_in`` (L's input relevance) that reaches P, shaped like L's input, and the
     P unit each input feature of L belongs to; ``None`` when the units cannot be matched."""
     axis = _feature_axis(module, r_in)
     feats = r_in.shape[axis]
     safe = torch.where(r_in == 0, torch.ones_like(r_in), r_in)
+    if g.shape == r_in.shape and p_axis % g.dim() == axis and feats == units_p:
+        # the common case (P's units are L's input features, position by position)
+        tau = torch.where(r_in == 0, torch.zeros_like(r_in), g / safe)
+        return tau, torch.arange(feats, device=r_in.device)
     if g.numel() == r_in.numel():
         mapped = g_ids.reshape(r_in.shape).movedim(axis, -1).reshape(-1, feats)
         if bool((mapped == mapped[:1]).all()):
@@ -186,7 +190,8 @@ def _tau(g: torch.Tensor, g_ids: torch.Tensor, units_p: int, r_in: torch.Tensor,
     block = feats // units_p
     feature_unit = torch.arange(feats, device=r_in.device) // block
     # per input and unit: relevance that reached P over relevance at L's input
-    g_sum = torch.stack([_per_unit(g[i], g_ids[i], units_p) for i in range(n)])
+    rows = torch.arange(n, device=g.device).reshape(-1, *([1] * (g.dim() - 1)))
+    g_sum = _per_unit(g, g_ids + rows * units_p, n * units_p).reshape(n, units_p)
     moved = r_in.movedim(axis, -1)
     r_sum = torch.zeros(n, units_p, dtype=torch.float64, device=r_in.device)
     r_sum.index_add_(1, feature_unit, moved.reshape(n, -1, feats).sum(1).double())
@@ -199,10 +204,11 @@ def _tau(g: torch.Tensor, g_ids: torch.Tensor, units_p: int, r_in: torch.Tensor,
 
 
 def _weighted_connections(rule_hook, module: nn.Module, x: torch.Tensor, relevance: torch.Tensor,
-                          tau: torch.Tensor) -> torch.Tensor:
+                          tau: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
     """Per-connection relevance of ``module`` (weight-shaped, summed over the batch), each input
     element's contribution weighted by ``tau``: the rule's ``s_j = R_j / z_j`` comes from the
-    unweighted forward, the contributions from the weighted inputs."""
+    unweighted forward (``z``, the layer's own output, when the rule does not modify it), the
+    contributions from the weighted inputs."""
     zennit = import_zennit()
     outputs, weighted, weights = [], [], []
     for in_mod, param_mod, out_mod in zip(rule_hook.input_modifiers, rule_hook.param_modifiers,
@@ -212,8 +218,11 @@ def _weighted_connections(rule_hook, module: nn.Module, x: torch.Tensor, relevan
             weight = modified.weight
             if not weight.requires_grad:
                 weight.requires_grad_(True)
-            with torch.no_grad():   # only the denominators z_j: no graph needed
-                outputs.append(out_mod(modified.forward(modified_input)))
+            if z is not None:
+                outputs.append(z)
+            else:
+                with torch.no_grad():   # only the denominators z_j: no graph needed
+                    outputs.append(out_mod(modified.forward(modified_input)))
             weighted.append(out_mod(modified.forward(modified_input * tau)))
             weights.append(weight)
     grad_outputs = rule_hook.gradient_mapper(relevance, outputs)
@@ -353,7 +362,7 @@ def _backward(runner, specs, by_module, modules, seen, order, x, logits, start, 
             _head_edges(spec, entry, r_in, preds, ids, by_module, segment, key_of, totals)
         else:
             _channel_edges(runner, spec, modules[name], entry, r_node, r_in, preds, ids,
-                           by_module, key_of, totals)
+                           by_module, key_of, totals, modules)
 
 
 def _head_edges(spec, entry, r_in, preds, ids, by_module, segment, key_of, totals) -> None:
@@ -374,11 +383,14 @@ def _head_edges(spec, entry, r_in, preds, ids, by_module, segment, key_of, total
 
 
 def _channel_edges(runner, spec, module, entry, r_node, r_in, preds, ids, by_module, key_of,
-                   totals) -> None:
+                   totals, modules) -> None:
     x_in = entry["leaf"].detach()
+    # the epsilon rule modifies nothing: its z_j is the layer's own output, already computed
+    plain = type(runner.rule_hook).__name__ == "Epsilon"
     for p, g in preds:
         units_p = by_module[p].units
-        found = _tau(g, ids[p], units_p, r_in, module)
+        p_axis = 1 if isinstance(modules[p], nn.modules.conv._ConvNd) else -1
+        found = _tau(g, ids[p], units_p, r_in, module, p_axis)
         if found is None:
             totals.unmapped[key_of[p]] = (
                 f"the outputs of {by_module[p].name!r} reach {spec.name!r} in a way that does "
@@ -386,7 +398,8 @@ def _channel_edges(runner, spec, module, entry, r_node, r_in, preds, ids, by_mod
                 "counted, its edges are not drawn")
             continue
         tau, feature_unit = found
-        conn = _weighted_connections(runner.rule_hook, module, x_in, r_node, tau.detach())
+        conn = _weighted_connections(runner.rule_hook, module, x_in, r_node, tau.detach(),
+                                     z=entry["out"].detach() if plain else None)
         edges = _connections_to_units(conn, module, feature_unit, units_p).cpu().numpy()
         totals.edges[key_of[p]] = edges
         whole = _per_unit(g, ids[p], units_p).cpu().numpy()
