@@ -204,3 +204,36 @@ def test_app_serves_only_with_the_token_and_at_most_max_kernels(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def test_the_browser_gets_the_token_from_a_private_page_not_its_command_line(monkeypatch):
+    import socket
+    import stat
+    import threading
+    import time
+    import webbrowser
+
+    from xprune_nb._serve import open_when_listening
+
+    opened, seen = threading.Event(), {}
+
+    def fake_open(uri):
+        page = Path(uri.removeprefix("file://"))
+        seen.update(uri=uri, text=page.read_text(), mode=stat.S_IMODE(page.stat().st_mode),
+                    page=page)
+        opened.set()
+
+    monkeypatch.setattr(webbrowser, "open", fake_open)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        url = f"http://localhost:{port}/?token=s3cret"
+        open_when_listening(url, "0.0.0.0", port, timeout=20, keep=0.2)
+        assert opened.wait(20), "the browser was never opened"
+    assert seen["uri"].startswith("file://") and "s3cret" not in seen["uri"]
+    assert url in seen["text"] and seen["mode"] == 0o600
+    deadline = time.monotonic() + 10
+    while seen["page"].exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not seen["page"].exists(), "the page holding the token was left behind"

@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["run_until_stopped", "GRACE_S"]
+__all__ = ["run_until_stopped", "open_when_listening", "GRACE_S"]
 
 #: seconds the server has to shut down (and end its kernels) before it is killed
 GRACE_S = 10.0
@@ -104,3 +104,40 @@ def run_until_stopped(command: Sequence[str], *, env: Mapping[str, str] | None =
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+def open_when_listening(url: str, ip: str, port: int, timeout: float = 120.0,
+                        keep: float = 30.0) -> None:
+    """Open ``url`` (with its token) in a browser once the server listens; Voila's own opener
+    would land on its login page, as it does not pass the token. As Jupyter does, the browser
+    is given a private local page that redirects to ``url``, so the token stays off the
+    browser's command line (which other users of the machine can read)."""
+    import html
+    import socket
+    import tempfile
+    import threading
+    import webbrowser
+    from pathlib import Path
+
+    host = "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip
+    fd, page = tempfile.mkstemp(prefix="xprune_app_", suffix=".html")   # mode 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f'<!DOCTYPE html><meta http-equiv="refresh" content="0;url='
+                f'{html.escape(url, quote=True)}"><a href="{html.escape(url, quote=True)}">'
+                "open the app</a>\n")
+
+    def wait_then_open() -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    with socket.create_connection((host, port), timeout=1):
+                        webbrowser.open(Path(page).as_uri())
+                        time.sleep(keep)   # time for the browser to read it
+                        return
+                except OSError:
+                    time.sleep(0.5)
+        finally:
+            Path(page).unlink(missing_ok=True)
+
+    threading.Thread(target=wait_then_open, daemon=True).start()

@@ -310,7 +310,7 @@ def app_command(notebook: Path, *, port: int = 8866, ip: str = "127.0.0.1",
     """The Voila command that serves ``notebook`` (sources stripped, tracebacks hidden).
 
     The page asks for a token (``Voila.auto_token``: the one in ``JUPYTER_TOKEN``, which
-    :func:`main` sets to a fresh one, or one Voila makes and prints), and at most
+    ``xprune-nb app`` sets to a fresh one, or one Voila makes and prints), and at most
     ``max_kernels`` kernels run at once; kernels idle for ``CULL_IDLE_S`` seconds with no page
     connected are ended (jupyter_server's culling), freeing their places.
     """
@@ -323,29 +323,6 @@ def app_command(notebook: Path, *, port: int = 8866, ip: str = "127.0.0.1",
                f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_S}",
                "--MappingKernelManager.cull_interval=60"]
     return command + ([] if browser else ["--no-browser"])
-
-
-def _open_when_listening(url: str, ip: str, port: int, timeout: float = 120.0) -> None:
-    """Open ``url`` (with its token) in a browser once the server listens; Voila's own opener
-    would land on its login page, as it does not pass the token."""
-    import socket
-    import threading
-    import time
-    import webbrowser
-
-    host = "127.0.0.1" if ip in ("", "0.0.0.0", "::") else ip
-
-    def wait_then_open() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((host, port), timeout=1):
-                    webbrowser.open(url)
-                    return
-            except OSError:
-                time.sleep(0.5)
-
-    threading.Thread(target=wait_then_open, daemon=True).start()
 
 
 def _app(args) -> int:
@@ -372,10 +349,10 @@ def _app(args) -> int:
     print(f"{PROG} app: serving {notebook} (Ctrl-C stops), at most {args.max_kernels} "
           f"visitors at once.\n    To open it, copy and paste this URL (it holds the token; "
           f"share it only with your class):\n        {url}", flush=True)
-    if not args.no_browser:
-        _open_when_listening(url, args.ip, args.port)
-    from ._serve import run_until_stopped
+    from ._serve import open_when_listening, run_until_stopped
 
+    if not args.no_browser:
+        open_when_listening(url, args.ip, args.port)
     # Voila and its kernels end with us: Ctrl-C, SIGTERM and SIGHUP stop the whole group
     return run_until_stopped(command, env={**os.environ, "JUPYTER_TOKEN": token})
 
