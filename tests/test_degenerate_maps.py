@@ -166,3 +166,22 @@ def test_an_empty_token_map_is_na_with_its_reason_in_table_repr_and_html():
     assert "saliency_rank_correlation=n/a: 2 of 2 inputs n/a (after: all-zero map)" in \
         repr(comp)
     assert "n/a: after: all-zero map" in comp._repr_html_()
+
+
+def test_shapley_rank_correlation_of_a_model_that_ignores_its_inputs_is_na():
+    """Its Shapley values are rounding noise (1e-17): ranking them scored 1.0 before."""
+    from xprune_nb.explain import compare_shapley
+
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            return self.w.expand(len(x), 2) * 1.0
+
+    torch.manual_seed(0)
+    comp = compare_shapley(nn.Linear(3, 2), Constant(), torch.randn(4, 3), torch.randn(8, 3))
+    assert np.isnan(comp.rank_correlation)
+    assert comp.not_available() == {"rank_correlation": "global importance after: all-zero map"}
+    assert "rank_correlation=n/a: global importance after: all-zero map" in repr(comp)

@@ -191,18 +191,24 @@ class ShapleyComparison:
     steps: tuple = (0, -1)
 
     @staticmethod
-    def _importance(expl) -> np.ndarray:
+    def _importance(expl, fx: np.ndarray) -> np.ndarray:
         v = np.abs(np.asarray(expl.values))
-        return v.reshape(v.shape[0], -1, v.shape[-1]).mean(axis=(0, 2))
+        imp = v.reshape(v.shape[0], -1, v.shape[-1]).mean(axis=(0, 2))
+        # values at rounding level of the outputs (a model that ignores its inputs gives
+        # 1e-17s) are no importance: ranking them would score noise, even 1.0
+        scale = max(float(np.abs(fx).max(initial=0.0)),
+                    float(np.abs(np.asarray(expl.base_values)).max(initial=0.0)))
+        return np.where(imp <= 1e-9 * scale, 0.0, imp)
 
     @property
     def importance_before(self) -> np.ndarray:
-        """Global importance of each feature: mean |SHAP value| over rows and outputs."""
-        return self._importance(self.before)
+        """Global importance of each feature: mean |SHAP value| over rows and outputs (0
+        where it is at the rounding level of the model's outputs)."""
+        return self._importance(self.before, self.fx_before)
 
     @property
     def importance_after(self) -> np.ndarray:
-        return self._importance(self.after)
+        return self._importance(self.after, self.fx_after)
 
     @property
     def rank_correlation(self) -> float:
@@ -258,16 +264,30 @@ class ShapleyComparison:
 
         return plot_shapley(self, ax=ax, output=output, max_display=max_display)
 
+    def not_available(self) -> dict[str, str]:
+        """Why ``rank_correlation`` is NaN, when it is: a model whose importances are all
+        equal (e.g. all zero) ranks no feature."""
+        if self.rank_correlation == self.rank_correlation:
+            return {}
+        from .compare import pair_reasons
+
+        why = pair_reasons(self.importance_before[None], self.importance_after[None])[0]
+        return {"rank_correlation": f"global importance {why or 'not rankable'}"}
+
     def __repr__(self) -> str:
+        from .numbers import shown
+
+        value = shown(self.rank_correlation, self.not_available().get("rank_correlation"))
         return (f"ShapleyComparison(explainer={self.explainer!r}, output={self.output!r}, "
-                f"rows={len(self.fx_before)}, rank_correlation={self.rank_correlation:.3f})")
+                f"rows={len(self.fx_before)}, rank_correlation={value})")
 
     def _repr_html_(self) -> str:
         from .plots import html_report
 
         title = (f"Shapley comparison ({self.explainer}, {self.output}), step {self.steps[0]} "
-                 f"vs {self.steps[1]}")
-        return html_report(title, self.summary(), self.moved_most())
+                 f"vs {self.steps[1]}, these {len(self.fx_before)} rows")
+        return html_report(title, self.summary(), self.moved_most(),
+                           notes=self.not_available())
 
 
 def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, background, *,

@@ -157,11 +157,13 @@ def _explanations(ctx: ReportContext) -> str:
     if shap is not None:
         ctx.terms.use("shapley_rank_correlation")
         value = getattr(shap, "rank_correlation", float("nan"))
+        gone = getattr(shap, "not_available", dict)()
+        why = gone.get("rank_correlation") if isinstance(gone, dict) else None
         # a number of these rows, not of the probe: named so (study.shapley(n=...) differs)
         text += (" Global feature importance (Shapley): "
                  f"{html.escape(label('shapley_rank_correlation'))} on these "
                  f"{len(shap.fx_before)} test rows "
-                 f"{num(value, 'shapley_rank_correlation')}.")
+                 f"{num(value, 'shapley_rank_correlation', reason=why)}.")
     return text or "Explanation drift: n/a: " + html.escape(ctx.missing.get("drift", ""))
 
 

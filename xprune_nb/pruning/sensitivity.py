@@ -73,10 +73,10 @@ class Measurer:
     def _drift(self, model: nn.Module) -> float:
         try:
             from ..explain.compare import rank_correlation
+            from ..explain.numbers import finite_mean
             from ..explain.saliency import gradient_saliency
         except ImportError:   # explanations are an optional extra: drift stays NaN
             return math.nan
-        import numpy as np
 
         s = self.study
         x = torch.as_tensor(s.probe_x)
@@ -87,8 +87,9 @@ class Measurer:
             self._reference = gradient_saliency(s.original, x.float(), y, s.forward)[0]
         rho = rank_correlation(self._reference, gradient_saliency(model, x.float(), y,
                                                                   s.forward)[0])
-        # constant maps (a model whose saliency vanished) have no ranking: NaN, not a warning
-        return 1.0 - float(np.nanmean(rho)) if np.isfinite(rho).any() else math.nan
+        # maps that rank nothing (a model whose saliency vanished) are left out, as in the
+        # history's probe drift; NaN when no probe input has a ranking
+        return 1.0 - finite_mean(rho)
 
     def __call__(self, model: nn.Module) -> dict:
         from ..metrics import count_macs, count_params
