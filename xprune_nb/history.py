@@ -170,7 +170,8 @@ class History(list):
         return ax
 
     def _repr_html_(self) -> str:
-        return "<b>History</b>" + self.to_frame().to_html(float_format=lambda x: f"{x:.4g}")
+        return "<b>History</b>" + self.to_frame().to_html(float_format=lambda x: f"{x:.4g}",
+                                                          na_rep="n/a")
 
 
 def compare_study_steps(study, a: int = 0, b: int = -1):

@@ -103,7 +103,7 @@ class DriftTable:
         return plot_drift(self.to_frame(), ax=ax)
 
     def _repr_html_(self) -> str:
-        return "<b>Drift along the history</b>" + self.to_frame().to_html(
+        return "<b>Drift along the history</b>" + self.to_frame().to_html(na_rep="n/a",
             float_format=lambda x: f"{x:.4g}")
 
 

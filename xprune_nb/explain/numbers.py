@@ -2,9 +2,10 @@
 
 A number that cannot be computed is NaN in a table with its reason in a column next to it, and
 shows as ``"n/a: reason"`` in every display; a number computed on first ask shows as
-``"not measured yet"`` until then. It is never 0, never a perfect score and never a bare NaN.
-:func:`shown` is the one formatter the comparisons' reprs, the history, the panel strip and the
-report captions use, and :func:`missing_note` says how many rows of a mean were left out.
+``"not measured yet"`` until then (``xprune_nb.measure.NOT_MEASURED``). It is never 0, never a
+perfect score and never a bare NaN. :func:`shown` is the one formatter the comparisons' reprs,
+the history, the panel strip and the explain tab use, :func:`missing_note` says how many rows
+of a mean were left out, and :func:`finite_mean` is how every such mean is taken.
 
 Examples
 --------
@@ -20,10 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["NOT_MEASURED", "shown", "missing_note", "is_missing", "finite_mean"]
-
-#: what a lazily computed number shows until it is computed
-NOT_MEASURED = "not measured yet"
+__all__ = ["shown", "missing_note", "is_missing", "finite_mean"]
 
 
 def is_missing(value) -> bool:
