@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -242,3 +243,33 @@ def test_export_script_rebuilds_from_the_config_without_a_factory(tmp_path):
     bad["model"]["transformers"] = "os.system"
     with pytest.raises(ConfigError, match=r"model.transformers"):
         xp.Recipe.from_dict(bad)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "saliency", "attention_rollout",
+                                    "shapley"])
+def test_padded_batches_explain_each_row_as_if_unpadded(method):
+    from xprune_nb.explain.token_compare import compare_token_saliency, compare_token_shapley
+
+    torch.manual_seed(0)
+    bert = hf.BertForSequenceClassification(hf.BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=24, max_position_embeddings=16, num_labels=2,
+        attn_implementation="eager")).eval()
+    ids, _ = _text(n=3, length=7)
+    mask = torch.ones_like(ids)
+    ids[1, 4:], mask[1, 4:] = 0, 0
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    alone = {k: v[1:2, :4] for k, v in batch.items()}
+
+    def explain(x):
+        if method == "shapley":
+            return compare_token_shapley(bert, bert, x, labels=[1] * len(x["input_ids"]))
+        return compare_token_saliency(bert, bert, x, method=method,
+                                      labels=[1] * len(x["input_ids"]))
+
+    padded, single = explain(batch), explain(alone)
+    assert np.all(padded.before[1, 4:] == 0)                # padding gets no attribution
+    np.testing.assert_allclose(padded.before[1, :4], single.before[0], atol=1e-6)
+    assert padded.valid is not None and padded.shown(1)[0] == single.tokens[0]
+    assert padded.to_frame()["text"][1] == " ".join(single.tokens[0])
+    np.testing.assert_allclose(padded.deletion_before[1], single.deletion_before[0], atol=1e-6)

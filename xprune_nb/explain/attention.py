@@ -284,14 +284,22 @@ def gradient_weighted_relevance(attentions: Sequence[torch.Tensor],
 
 
 def token_scores(matrix: torch.Tensor, pool: str = "mean", *,
-                 drop_identity: bool = False) -> torch.Tensor:
+                 drop_identity: bool = False, valid: torch.Tensor | None = None) -> torch.Tensor:
     """``(N, T)`` scores from a ``(N, T, T)`` rollout or relevance matrix: the row of the pooled
-    token (``cls``: token 0) or the mean of all rows (``mean``: mean-pooling models)."""
+    token (``cls``: token 0) or the mean of all rows (``mean``: mean-pooling models). With
+    ``valid`` (``(N, T)`` bool, an attention mask), the mean is over the real tokens' rows only
+    and padding scores 0."""
     if pool not in POOLS:
         raise ConfigError.unknown_name("explain.attention", "pool", POOLS, pool)
     if drop_identity:
         matrix = matrix - torch.eye(matrix.shape[-1], dtype=matrix.dtype)
-    return matrix[:, 0] if pool == "cls" else matrix.mean(1)
+    if valid is None:
+        return matrix[:, 0] if pool == "cls" else matrix.mean(1)
+    keep = valid.to(matrix.dtype)
+    if pool == "cls":
+        return matrix[:, 0] * keep
+    rows = (matrix * keep.unsqueeze(2)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)
+    return rows * keep
 
 
 def _grid(tokens: int, shape: Sequence[int], token_grid, call: str) -> tuple[int, int, int]:
@@ -342,7 +350,8 @@ def to_input_space(scores: torch.Tensor, x: torch.Tensor, *, token_grid=None,
 
 def attention_relevance(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *,
                         forward: Forward | None = None, pool: str = "mean",
-                        token_grid=None, call: str = "study.saliency") -> torch.Tensor:
+                        token_grid=None, call: str = "study.saliency",
+                        valid: torch.Tensor | None = None) -> torch.Tensor:
     """Chefer et al. (2021) gradient-weighted attention relevance of each input for its target
     class, shaped like ``x`` (see the module docstring)."""
     if pool not in POOLS:
@@ -352,16 +361,19 @@ def attention_relevance(model: nn.Module, x: torch.Tensor, targets: torch.Tensor
     grads = torch.autograd.grad(chosen, record.attentions, allow_unused=True)
     grads = [torch.zeros_like(a) if g is None else g for a, g in zip(record.attentions, grads)]
     rel = gradient_weighted_relevance(record.attentions, grads, active=record.active)
-    return to_input_space(token_scores(rel, pool, drop_identity=True), x,
+    return to_input_space(token_scores(rel, pool, drop_identity=True, valid=valid), x,
                           token_grid=token_grid, call=call)
 
 
 def attention_rollout(model: nn.Module, x: torch.Tensor, targets: torch.Tensor | None = None,
                       *, forward: Forward | None = None, pool: str = "mean", token_grid=None,
-                      head_fusion: str = "mean", call: str = "study.saliency") -> torch.Tensor:
-    """Rollout scores of each input shaped like ``x`` (class-agnostic: ``targets`` unused)."""
+                      head_fusion: str = "mean", call: str = "study.saliency",
+                      valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Rollout scores of each input shaped like ``x`` (class-agnostic: ``targets`` unused);
+    ``valid`` (an attention mask) leaves padding out of the pooling."""
     if pool not in POOLS:
         raise ConfigError.unknown_name(call, "pool", POOLS, pool)
     record = capture_attention(model, x, forward, grad=False, call=call, param="method")
     roll = rollout(record.attentions, active=record.active, head_fusion=head_fusion)
-    return to_input_space(token_scores(roll, pool), x, token_grid=token_grid, call=call)
+    return to_input_space(token_scores(roll, pool, valid=valid), x, token_grid=token_grid,
+                          call=call)

@@ -10,7 +10,7 @@ comparison does not pay captum's two-second import.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -285,6 +285,12 @@ def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *,
     """
     if not 0 < top_k <= 1:
         raise ConfigError.bad_value("study.saliency", "top_k", "a fraction in (0, 1]", top_k)
+    if isinstance(inputs, Mapping):   # a dict / BatchEncoding of token inputs
+        from .token_compare import compare_token_saliency
+
+        return compare_token_saliency(model_before, model_after, inputs, labels=labels,
+                                      method=method, forward=forward, class_names=class_names,
+                                      steps=steps, top_k=top_k, **method_options)
     forward = forward or _default_forward
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
     if not (x.is_floating_point() or x.is_complex()):

@@ -17,7 +17,7 @@ are shap's too. Results are ``shap.Explanation`` objects, usable with ``shap.plo
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -317,8 +317,9 @@ def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, bac
     >>> comp.explainer, comp.before.values.shape, round(comp.rank_correlation, 6)
     ('exact', (5, 3, 2), 1.0)
     """
-    ids = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(np.asarray(inputs))
-    if not (ids.is_floating_point() or ids.is_complex()):
+    ids = inputs if isinstance(inputs, (torch.Tensor, Mapping)) else torch.as_tensor(
+        np.asarray(inputs))
+    if isinstance(ids, Mapping) or not (ids.is_floating_point() or ids.is_complex()):
         # token ids: Shapley values of token positions against a baseline token (tokens.py)
         from .token_compare import compare_token_shapley
 

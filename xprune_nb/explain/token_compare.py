@@ -33,7 +33,13 @@ from torch import nn
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError
 from .compare import PerInputDrift, rank_correlation, topk_iou
-from .tokens import _baseline, token_attribution, token_deletion_insertion, token_shapley
+from .tokens import (
+    _baseline,
+    token_attribution,
+    token_deletion_insertion,
+    token_inputs,
+    token_shapley,
+)
 
 __all__ = ["TokenComparison", "compare_token_saliency", "compare_token_shapley",
            "highlight_html", "decode"]
@@ -117,6 +123,16 @@ class TokenComparison(PerInputDrift):
     steps: tuple = (0, -1)
     top_k: float = 0.1
     options: dict = field(default_factory=dict)
+    #: (N, L) bool: real tokens (``attention_mask != 0``); padding is left out of every drift
+    #: number and every display. None: every position is a token.
+    valid: np.ndarray | None = None
+
+    def shown(self, i: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Row ``i``'s real tokens and their scores before and after (padding left out)."""
+        keep = (np.ones(len(self.tokens[i]), dtype=bool) if self.valid is None
+                else np.asarray(self.valid[i], dtype=bool))
+        return ([t for t, k in zip(self.tokens[i], keep) if k],
+                np.asarray(self.before[i])[keep], np.asarray(self.after[i])[keep])
 
     def with_vocab(self, vocab) -> TokenComparison:
         """The same comparison with token strings from ``vocab`` (see :func:`decode`)."""
@@ -125,7 +141,7 @@ class TokenComparison(PerInputDrift):
         return replace(self, tokens=decode(self.ids, vocab))
 
     def _leading_columns(self) -> dict:
-        return {"text": [" ".join(t) for t in self.tokens]}
+        return {"text": [" ".join(self.shown(i)[0]) for i in range(len(self.tokens))]}
 
     def plot(self, ax=None, max_inputs: int = 6):
         """Highlighted tokens drawn with matplotlib: per input a line before and a line after
@@ -139,17 +155,16 @@ class TokenComparison(PerInputDrift):
         ax.set_axis_off()
         line = 1.0 / (2 * rows + 1)
         for i in range(rows):
-            scale = max(np.abs(self.before[i]).max(), np.abs(self.after[i]).max(), 1e-12)
-            for k, (name, vals, pred) in enumerate((("before", self.before[i],
-                                                     self.pred_before[i]),
-                                                    ("after", self.after[i],
-                                                     self.pred_after[i]))):
+            shown, before, after = self.shown(i)
+            scale = max(np.abs(before).max(initial=0), np.abs(after).max(initial=0), 1e-12)
+            for k, (name, vals, pred) in enumerate((("before", before, self.pred_before[i]),
+                                                    ("after", after, self.pred_after[i]))):
                 y = 1 - line * (2 * i + k + 1)
                 ax.text(0, y, f"#{i} {name} (target {self.label(self.targets[i])}, pred "
                         f"{self.label(pred)}):", fontsize=8, va="center",
                         transform=ax.transAxes)
                 x = 0.32
-                for tok, v in zip(self.tokens[i], vals):
+                for tok, v in zip(shown, vals):
                     color = (0.86, 0.2, 0.18) if v >= 0 else (0.15, 0.55, 0.82)
                     ax.text(x, y, tok, fontsize=9, va="center", transform=ax.transAxes,
                             bbox={"facecolor": color, "alpha": min(abs(v) / scale, 1.0),
@@ -168,13 +183,15 @@ class TokenComparison(PerInputDrift):
 
         lines, reasons = [], self.reasons()
         for i in range(min(len(self.ids), 20)):
-            scale = max(float(np.abs(self.before[i]).max()), float(np.abs(self.after[i]).max()))
+            shown, before, after = self.shown(i)
+            scale = max(float(np.abs(before).max(initial=0)),
+                        float(np.abs(after).max(initial=0)))
             lines.append(
                 f"<tr><td>#{i} target {html.escape(self.label(self.targets[i]))}</td><td>"
                 f"before (pred {html.escape(self.label(self.pred_before[i]))}): "
-                f"{highlight_html(self.tokens[i], self.before[i], scale)}<br>"
+                f"{highlight_html(shown, before, scale)}<br>"
                 f"after (pred {html.escape(self.label(self.pred_after[i]))}): "
-                f"{highlight_html(self.tokens[i], self.after[i], scale)}"
+                f"{highlight_html(shown, after, scale)}"
                 + (f"<br><i>n/a: {html.escape(reasons[i])}</i>" if reasons[i] else "")
                 + "</td></tr>")
         title = (f"Token attributions ({self.method}), step {self.steps[0]} vs {self.steps[1]},"
@@ -185,28 +202,45 @@ class TokenComparison(PerInputDrift):
                     float_format=lambda v: f"{v:.4g}", na_rep="n/a"))
 
 
-def _predict(model_b, model_a, ids, labels, forward, call):
+def _call_forward(model: nn.Module, x) -> torch.Tensor:
+    """Logits of ``model`` on ids, or on a dict of named inputs given as keywords."""
+    return logits_of(model(**x) if isinstance(x, Mapping) else model(x))
+
+
+def _predict(model_b, model_a, x, labels, forward, call):
+    tokens = token_inputs(x, call)
+    fed = tokens.feed(tokens.ids)
     with torch.no_grad(), eval_mode(model_b), eval_mode(model_a):
-        pred_b, pred_a = forward(model_b, ids).argmax(1), forward(model_a, ids).argmax(1)
+        pred_b, pred_a = forward(model_b, fed).argmax(1), forward(model_a, fed).argmax(1)
     targets = pred_b if labels is None else torch.as_tensor(np.asarray(labels)).long().view(-1)
-    if len(targets) != len(ids):
-        raise ConfigError.bad_value(call, "labels", f"{len(ids)} labels", len(targets))
+    if len(targets) != len(tokens.ids):
+        raise ConfigError.bad_value(call, "labels", f"{len(tokens.ids)} labels", len(targets))
     return pred_b, pred_a, targets
 
 
-def _build(method, ids, targets, before, after, pred_b, pred_a, model_b, model_a, forward,
+def _per_row(fn, before, after, valid, *args) -> np.ndarray:
+    """A drift number per input over its real tokens only (padding left out)."""
+    return np.array([fn(b[v][None], a[v][None], *args)[0] if v.any() else np.nan
+                     for b, a, v in zip(before, after, valid)], dtype=np.float64)
+
+
+def _build(method, x, targets, before, after, pred_b, pred_a, model_b, model_a, forward,
            baseline, top_k, vocab, call, **extra) -> TokenComparison:
-    del_b, ins_b = token_deletion_insertion(model_b, ids, before, targets, forward=forward,
+    tokens = token_inputs(x, call)
+    ids, valid = tokens.ids, tokens.valid.numpy()
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    del_b, ins_b = token_deletion_insertion(model_b, x, before, targets, forward=forward,
                                             baseline_token=baseline)
-    del_a, ins_a = token_deletion_insertion(model_a, ids, after, targets, forward=forward,
+    del_a, ins_a = token_deletion_insertion(model_a, x, after, targets, forward=forward,
                                             baseline_token=baseline)
     return TokenComparison(
         method=method, ids=ids.numpy(), tokens=decode(ids.numpy(), vocab, call),
-        targets=targets.numpy(), before=np.asarray(before, dtype=np.float64),
-        after=np.asarray(after, dtype=np.float64), pred_before=pred_b.numpy(),
-        pred_after=pred_a.numpy(), spearman=rank_correlation(before, after),
-        topk_iou=topk_iou(before, after, top_k), deletion_before=del_b, deletion_after=del_a,
-        insertion_before=ins_b, insertion_after=ins_a, top_k=top_k, **extra)
+        targets=targets.numpy(), before=before, after=after, pred_before=pred_b.numpy(),
+        pred_after=pred_a.numpy(), spearman=_per_row(rank_correlation, before, after, valid),
+        topk_iou=_per_row(topk_iou, before, after, valid, top_k), deletion_before=del_b,
+        deletion_after=del_a, insertion_before=ins_b, insertion_after=ins_a, top_k=top_k,
+        valid=None if valid.all() else valid, **extra)
 
 
 def compare_token_saliency(model_before: nn.Module, model_after: nn.Module, ids, *,
@@ -221,12 +255,9 @@ def compare_token_saliency(model_before: nn.Module, model_after: nn.Module, ids,
     integrated gradients too (default: a zero word embedding, see
     :mod:`xprune_nb.explain.tokens`)."""
     call = "study.saliency"
-    forward = forward or (lambda m, x: logits_of(m(x)))
-    x = torch.as_tensor(ids)
-    if x.is_floating_point() or x.dim() != 2 or not len(x):
-        raise ConfigError.bad_value(call, "inputs", "integer token ids shaped (N, tokens)",
-                                    f"{x.dtype} {tuple(x.shape)}")
-    x = x.long()
+    forward = forward or _call_forward
+    x = ids if isinstance(ids, Mapping) else torch.as_tensor(ids)
+    token_inputs(x, call)   # checked before any model runs
     baseline = _baseline(method_options, call)
     pred_b, pred_a, targets = _predict(model_before, model_after, x, labels, forward, call)
     before, comp_b = token_attribution(model_before, x, targets, method, forward=forward,
@@ -250,18 +281,16 @@ def compare_token_shapley(model_before: nn.Module, model_after: nn.Module, ids, 
     each row's target class; ``completeness_*`` holds each row's signed efficiency gap for
     that class (0 up to rounding: both estimators are efficient by construction)."""
     call = "study.shapley"
-    forward = forward or (lambda m, x: logits_of(m(x)))
-    x = torch.as_tensor(np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids)
-    if x.is_floating_point() or x.dim() != 2 or not len(x):
-        raise ConfigError.bad_value(call, "inputs", "integer token ids shaped (N, tokens)",
-                                    f"{x.dtype} {tuple(x.shape)}")
-    x = x.long()
+    forward = forward or _call_forward
+    x = ids if isinstance(ids, Mapping) else torch.as_tensor(
+        np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids)
+    token_inputs(x, call)   # checked before any model runs
     pred_b, pred_a, targets = _predict(model_before, model_after, x, labels, forward, call)
     common = dict(forward=forward, baseline_token=baseline_token, explainer=explainer,
                   permutations=permutations, seed=seed, output=output, call=call)
     phi_b, base_b, fx_b, used = token_shapley(model_before, x, **common)
     phi_a, base_a, fx_a, _ = token_shapley(model_after, x, **common)
-    rows = np.arange(len(x))
+    rows = np.arange(len(targets))
     t = targets.numpy()
     before, after = phi_b[rows, :, t], phi_a[rows, :, t]
     # signed, for the explained class, as every completeness column is

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,7 +52,8 @@ from ..errors import ConfigError, MissingDependencyError
 from .compare import map_reasons
 
 __all__ = ["TOKEN_METHODS", "embedding_layer", "check_float_inputs", "token_attribution",
-           "token_shapley", "token_deletion_insertion", "default_token"]
+           "token_shapley", "token_deletion_insertion", "default_token", "token_inputs",
+           "TokenInputs"]
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -91,7 +93,9 @@ def embedding_layer(model: nn.Module, ids: torch.Tensor, forward: Forward | None
             raise ConfigError.unknown_name(call, "layer", names, layer)
         return modules[layer]
     forward = forward or _default_forward
-    probe = ids[:1]
+    tokens = token_inputs(ids, call)
+    probe = tokens.ids[:1]
+    fed = tokens.feed(probe, torch.zeros(1, dtype=torch.long))
 
     def pre(module, args):
         if args and isinstance(args[0], torch.Tensor) and args[0].shape == probe.shape \
@@ -102,7 +106,7 @@ def embedding_layer(model: nn.Module, ids: torch.Tensor, forward: Forward | None
                if isinstance(m, nn.Embedding)]
     try:
         with torch.no_grad(), eval_mode(model):
-            forward(model, probe)
+            forward(model, fed)
     except _Found as hit:
         return hit.args[0]
     finally:
@@ -147,6 +151,64 @@ def _check_ids(x: torch.Tensor, call: str) -> torch.Tensor:
     return x.long()
 
 
+@dataclass
+class TokenInputs:
+    """Token inputs as users hold them: the ids, the other named inputs that go with them
+    (``attention_mask``, ``token_type_ids``...; None for a bare tensor of ids) and which
+    positions are real tokens (``attention_mask != 0``; all of them without a mask)."""
+
+    ids: torch.Tensor
+    extras: dict[str, torch.Tensor] | None
+    valid: torch.Tensor
+
+    def feed(self, ids: torch.Tensor, rows: torch.Tensor | None = None):
+        """What the model takes for ``ids``, whose row ``j`` belongs to example ``rows[j]``
+        (default: ``rows`` repeat ``0..N-1``, as captum's interpolation batches do)."""
+        if self.extras is None:
+            return ids
+        n = len(self.ids)
+        if rows is None:
+            rows = torch.arange(n).repeat(max(len(ids) // n, 1))[: len(ids)]
+        return {"input_ids": ids, **{k: v[rows] for k, v in self.extras.items()}}
+
+    def bind(self, forward: Forward) -> Forward:
+        """``forward`` on ids alone: the other named inputs are added row by row."""
+        if self.extras is None:
+            return forward
+        return lambda model, ids: forward(model, self.feed(ids))
+
+
+def token_inputs(x, call: str = "study.saliency") -> TokenInputs:
+    """Split a tensor of ids or a dict / ``BatchEncoding`` (``input_ids`` plus optional
+    ``attention_mask``, ``token_type_ids``...) into :class:`TokenInputs`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> t = token_inputs({"input_ids": torch.tensor([[5, 6, 0]]),
+    ...                   "attention_mask": torch.tensor([[1, 1, 0]])})
+    >>> t.ids.tolist(), t.valid.tolist(), sorted(t.extras)
+    ([[5, 6, 0]], [[True, True, False]], ['attention_mask'])
+    """
+    if isinstance(x, Mapping):
+        if "input_ids" not in x:
+            raise ConfigError.bad_value(call, "inputs", "token ids, or a dict / BatchEncoding "
+                                        "with 'input_ids'", sorted(map(str, x)))
+        ids = _check_ids(torch.as_tensor(x["input_ids"]), call)
+        extras = {str(k): torch.as_tensor(v) for k, v in x.items()
+                  if k != "input_ids" and isinstance(v, torch.Tensor)}
+        for name, value in extras.items():
+            if value.shape[:1] != ids.shape[:1]:
+                raise ConfigError.bad_value(call, "inputs", f"{name!r} with one row per "
+                                            "input_ids row", tuple(value.shape))
+        mask = extras.get("attention_mask")
+        valid = (mask != 0) if mask is not None and mask.shape == ids.shape else \
+            torch.ones_like(ids, dtype=torch.bool)
+        return TokenInputs(ids, extras, valid)
+    ids = _check_ids(torch.as_tensor(x), call)
+    return TokenInputs(ids, None, torch.ones_like(ids, dtype=torch.bool))
+
+
 def _baseline(options: dict, call: str) -> int | None:
     """The ``baseline_token`` option: a token id, or None (the default, see
     :func:`default_token` and :func:`token_attribution`)."""
@@ -177,6 +239,7 @@ def default_token(model: nn.Module, token: int | None = None) -> int:
 
 
 def _zero_embedding_ig(model, ids, targets, forward, emb, options):
+    # ``forward`` is bound to the other named inputs (TokenInputs.bind)
     """Integrated gradients from a zero word embedding (Sundararajan et al. 2017, section 6.3:
     "the all-zero input embedding vector" for text): captum's ``IntegratedGradients`` on the
     embedding's output, which a forward hook feeds into the model; ids of the other inputs are
@@ -242,16 +305,27 @@ def token_attribution(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor
         raise ConfigError(f"{call}(method={method!r}): unknown option(s) {unknown} for token "
                           f"inputs; options of {method!r} are: "
                           f"{', '.join(TOKEN_METHODS[method]) or 'none'} (and vocab).")
-    ids, targets = _check_ids(ids, call), targets.long()
-    forward = forward or _default_forward
+    tokens, targets = token_inputs(ids, call), targets.long()
+    scores, gap = _attribute(model, tokens, targets, method, forward or _default_forward,
+                             call, options)
+    scores = np.asarray(scores, dtype=np.float64)
+    scores[~tokens.valid.numpy()] = 0.0   # padding gets no attribution
+    return scores, gap
+
+
+def _attribute(model, tokens: TokenInputs, targets, method, forward, call, options):
+    raw = forward
+    ids, forward = tokens.ids, tokens.bind(forward)
     if method.startswith("attention_"):
         from . import attention
 
         options.pop("baseline_token", None)
+        valid = tokens.valid if tokens.extras is not None else None
         maps = getattr(attention, method)(model, ids, targets, forward=forward, call=call,
-                                          **options)
+                                          valid=valid, **options)
         return maps.detach().numpy(), None
-    emb = embedding_layer(model, ids, forward, layer=options.pop("layer", None), call=call)
+    emb = embedding_layer(model, tokens.feed(ids) if tokens.extras else ids, raw,
+                          layer=options.pop("layer", None), call=call)
     if method == "saliency":
         return _gradient(model, ids, targets, forward, emb,
                          signed=not options.get("abs", True)).numpy(), None
@@ -271,10 +345,16 @@ def token_attribution(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor
     return attr.detach().sum(-1).double().numpy(), delta.detach().double().numpy()
 
 
-def _outputs(model, forward, rows: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+def _outputs(model, forward, rows, batch: int = 4096) -> torch.Tensor:
+    """Outputs on many rows (ids, or a dict of named inputs with the same rows), in chunks."""
+    n = len(rows["input_ids"]) if isinstance(rows, Mapping) else len(rows)
+
+    def part(i):
+        return ({k: v[i:i + batch] for k, v in rows.items()} if isinstance(rows, Mapping)
+                else rows[i:i + batch])
+
     with torch.no_grad(), eval_mode(model):
-        return torch.cat([forward(model, rows[i:i + batch]).double()
-                          for i in range(0, len(rows), batch)])
+        return torch.cat([forward(model, part(i)).double() for i in range(0, n, batch)])
 
 
 def token_shapley(model: nn.Module, ids: torch.Tensor, *, forward: Forward | None = None,
@@ -293,7 +373,8 @@ def token_shapley(model: nn.Module, ids: torch.Tensor, *, forward: Forward | Non
     explainer : str
         ``exact`` or ``permutation`` (``auto`` resolved: exact up to 10 tokens).
     """
-    ids = _check_ids(ids, call)
+    tokens = token_inputs(ids, call)
+    ids = tokens.ids
     baseline_token = default_token(model, _baseline({"baseline_token": baseline_token}, call))
     if explainer not in ("auto", "exact", "permutation"):
         raise ConfigError.bad_value(call, "explainer", "'auto', 'exact' or 'permutation' for "
@@ -328,10 +409,13 @@ def token_shapley(model: nn.Module, ids: torch.Tensor, *, forward: Forward | Non
             steps.append(m)
         masks = torch.cat(steps)
     values, bases, fxs = [], [], []
-    for row in ids:
+    for i, row in enumerate(ids):
         rows = torch.where(masks, row.expand_as(masks), torch.full_like(masks, baseline_token,
                                                                          dtype=torch.long))
-        out = _outputs(model, forward, rows)                       # (coalitions, K)
+        # padding is masked out by the model: its positions keep a value of 0 (efficiency
+        # holds over the real tokens)
+        fed = tokens.feed(rows, torch.full((len(rows),), i, dtype=torch.long))
+        out = _outputs(model, forward, fed)                        # (coalitions, K)
         if explainer == "exact":
             # masks enumerate coalitions in binary order: position j is bit (length - 1 - j)
             code, size = torch.arange(len(masks)), masks.sum(1)
@@ -369,24 +453,31 @@ def token_deletion_insertion(model: nn.Module, ids: torch.Tensor, maps, targets,
     """
     forward = forward or _default_forward
     baseline_token = default_token(model, baseline_token)
-    ids = ids.long()
+    tokens = token_inputs(ids)
+    ids, valid = tokens.ids, tokens.valid
     n, length = ids.shape
     rel = torch.nan_to_num(torch.as_tensor(np.asarray(maps, dtype=np.float64)).reshape(n, length))
+    rel[~valid] = -math.inf   # padding is never deleted or inserted: it ranks last
     rank = torch.empty(n, length, dtype=torch.long)
     rank.scatter_(1, torch.argsort(-rel, dim=1, stable=True),
                   torch.arange(length).expand(n, length))
     fractions = torch.linspace(0, 1, steps + 1)
-    changed = rank.unsqueeze(1) < torch.round(fractions * length).long().view(1, -1, 1)
+    real = valid.sum(1).view(n, 1, 1).double()      # fractions of each row's real tokens
+    changed = rank.unsqueeze(1) < torch.round(fractions.view(1, -1, 1) * real).long()
     xs = ids.unsqueeze(1).expand(n, steps + 1, length)
     base = torch.full_like(xs, baseline_token)
     batch = torch.cat([torch.where(changed, base, xs), torch.where(changed, xs, base)])
-    probs = torch.softmax(_outputs(model, forward, batch.reshape(-1, length)), dim=1)
+    owner = torch.arange(n).view(1, n, 1).expand(2, n, steps + 1).reshape(-1)
+    probs = torch.softmax(_outputs(model, forward, tokens.feed(batch.reshape(-1, length), owner)),
+                          dim=1)
     probs = probs.reshape(2, n, steps + 1, -1)
     t = torch.as_tensor(np.asarray(targets)).long().view(1, n, 1, 1).expand(2, n, steps + 1, 1)
     curve = probs.gather(3, t).squeeze(3).numpy()
     width = np.diff(fractions.double().numpy())
     auc = ((curve[..., 1:] + curve[..., :-1]) / 2 * width).sum(axis=2)
     # a map that orders nothing (e.g. an empty map from a [PAD] baseline) has no curve of its own
-    flat = np.asarray(maps, dtype=np.float64).reshape(n, length)
-    auc[:, np.array([bool(r) for r in map_reasons(flat)], dtype=bool)] = np.nan
+    flat, real_tokens = np.asarray(maps, dtype=np.float64).reshape(n, length), valid.numpy()
+    reasons = [map_reasons(row[v][None])[0] if v.any() else "no tokens"
+               for row, v in zip(flat, real_tokens)]
+    auc[:, np.array([bool(r) for r in reasons], dtype=bool)] = np.nan
     return auc[0], auc[1]
