@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+import xprune_nb as xp
 from xprune_nb.errors import ConfigError, StudyFileError
 
 CASES: list[tuple] = []
@@ -214,3 +215,75 @@ def symlinked_contract_json_is_replaced_not_written_through(tmp: Path, study) ->
     assert victim.read_text() == "precious"
     assert not (tmp / "test_sym.contract.json").is_symlink()
 
+
+
+# ------------------------------------------------------------------ crafted files (causes 4, 5)
+RECIPE_HEAD = ("format: xprune_nb.recipe\nversion: 1\nseed: 0\ndata: {dataset: moons}\n"
+               "steps: [{score: {criterion: magnitude}}]\n")
+
+
+def laughs(levels: int) -> str:
+    """A YAML "billion laughs": anchor i is a list of ten aliases of anchor i-1, so the
+    last one holds 10**levels values; the file is well under a kilobyte."""
+    lines = ["l0: &l0 [ha, ha, ha, ha, ha, ha, ha, ha, ha, ha]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def _recipe_text(c, name: str, text: str):
+    path = c.tmp / name
+    path.write_text(text)
+    return xp.Study.from_recipe(path, progress=False)
+
+
+case("recipe-yaml-billion-laughs", ConfigError, r"alias|billion")(
+    lambda c: _recipe_text(c, "laughs.yaml", RECIPE_HEAD + "model:\n  zoo: toy_mlp\n"
+                           "  kwargs:\n" + "".join("    " + ln + "\n"
+                                                   for ln in laughs(6).splitlines())))
+case("recipe-yaml-recursive-alias", ConfigError, r"recursive|contains it")(
+    lambda c: _recipe_text(c, "loop.yaml", RECIPE_HEAD + "model: {zoo: toy_mlp, kwargs: "
+                           "{a: &a [*a]}}\n"))
+case("recipe-yaml-deep", ConfigError, r"nested")(
+    lambda c: _recipe_text(c, "deep.yaml", RECIPE_HEAD + "model: {zoo: toy_mlp, kwargs: {a: "
+                           + "[" * 5000 + "]" * 5000 + "}}\n"))
+case("recipe-json-deep", ConfigError, r"nested")(
+    lambda c: _recipe_text(c, "deep.json", '{"model": {"zoo": "toy_mlp", "kwargs": {"a": '
+                           + "[" * 100000 + "]" * 100000 + '}}, "data": {"dataset": "moons"}}'))
+
+
+def _edited_study(c, name, edit):
+    payload = torch.load(c.files["good"], weights_only=True)
+    edit(payload)
+    path = c.tmp / name
+    torch.save(payload, path)
+    return xp.Study.load(path)
+
+
+def _parent_cycle(payload):
+    assert len(payload["steps"]) >= 3
+    payload["steps"][1]["parent"], payload["steps"][2]["parent"] = 2, 1
+
+
+case("load-history-parent-cycle", StudyFileError, r"parent")(
+    lambda c: _edited_study(c, "cycle.xprune", _parent_cycle))
+case("load-history-self-parent", StudyFileError, r"parent")(
+    lambda c: _edited_study(c, "self.xprune",
+                            lambda p: p["steps"][2].update(parent=2)))
+case("load-history-index-wrong", StudyFileError, r"step 1")(
+    lambda c: _edited_study(c, "index.xprune", lambda p: p["steps"][1].update(index=7)))
+
+
+def _edited_checkpoint(c, name, edit):
+    payload = torch.load(c.files["evil_ckpt"].with_name("model.pt"), weights_only=True)
+    edit(payload)
+    path = c.tmp / name
+    torch.save(payload, path)
+    return xp.load_pruned(path)
+
+
+case("load_pruned-input-shape-huge", StudyFileError, r"input shape")(
+    lambda c: _edited_checkpoint(c, "huge.pt", lambda p: p.update(
+        input_shape=[10 ** 9, 10 ** 9])))
+case("load_pruned-input-shape-str", StudyFileError, r"input shape")(
+    lambda c: _edited_checkpoint(c, "shape_str.pt", lambda p: p.update(input_shape="2")))

@@ -15,7 +15,6 @@ Verdict(ok=True, 'accuracy = 0.9000, agreed >= 0.8000')
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -75,6 +74,7 @@ def read_contract(contract_path: str | Path) -> tuple[dict, dict, Path]:
     :func:`write_contract_test` writes: unknown keys, a probe that is not a file name next to
     the contract, bounds that are not numbers in range, tensors of the wrong shape.
     """
+    from ..io.limits import load_json
     from ..io.reading import read_torch_file
 
     call = "measure_contract"
@@ -85,8 +85,11 @@ def read_contract(contract_path: str | Path) -> tuple[dict, dict, Path]:
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise _damaged(path, f"it is larger than {MAX_JSON_BYTES} bytes")
-        contract = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
+        contract = load_json(path.read_text(encoding="utf-8"), call=call,
+                             param="contract_path")
+    except ConfigError as exc:
+        raise _damaged(path, str(exc).split(": ", 1)[-1]) from exc
+    except (OSError, ValueError) as exc:
         raise StudyFileError(f"{call}(contract_path=...): cannot read {str(path)!r}: "
                              f"{' '.join(str(exc).split())[:200] or type(exc).__name__}."
                              ) from exc

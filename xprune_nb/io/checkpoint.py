@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import torch
@@ -106,6 +107,10 @@ def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (
     return torch_save(payload, path, call="Study.save_pruned")
 
 
+#: values in one example input a checkpoint may declare (a 4096 x 4096 RGB image is 50M)
+MAX_EXAMPLE = 1 << 26
+
+
 def read_checkpoint(path: str | Path, call: str = "load_pruned") -> dict:
     """The checkpoint's contents as plain data (never runs code), its weights checked to be
     finite."""
@@ -122,6 +127,20 @@ def read_checkpoint(path: str | Path, call: str = "load_pruned") -> dict:
             payload.get("architecture"), dict):
         raise StudyFileError(f"{call}: {str(path)!r} is damaged (its weights or architecture "
                              "are missing); export the model again.")
+    shape = payload.get("input_shape")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 < d for d in shape) or (
+            math.prod(shape) > MAX_EXAMPLE):
+        # an example of this shape is built before the model is rebuilt: a crafted shape
+        # must not allocate terabytes
+        raise StudyFileError(f"{call}: {str(path)!r} is damaged: its input shape {shape!r} is "
+                             f"not a list of at most 8 positive sizes of at most "
+                             f"{MAX_EXAMPLE} values in all; export the model again.")
+    if not isinstance(payload.get("structure", []), list) or not isinstance(
+            payload.get("masked", []), list) or not all(
+            isinstance(n, str) for n in payload.get("masked", [])):
+        raise StudyFileError(f"{call}: {str(path)!r} is damaged (its recorded structure or "
+                             "masks are not lists); export the model again.")
     check_finite_state(payload["state_dict"], path=path, call=call, where="the weights")
     return payload
 

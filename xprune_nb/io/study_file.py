@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError, StudyFileError, XPruneError
@@ -92,6 +93,7 @@ def read_study_file(path: str | Path, call: str = "Study.load") -> dict:
         raise StudyFileError(f"{call}: {str(path)!r} is damaged (the weights of "
                              f"{len(payload['states'])} steps for {len(payload['steps'])} "
                              f"steps); {WHAT_TO_DO}.")
+    _check_history(payload, path, call)
     check_finite_state(payload["original_state"], path=path, call=call,
                        where="the original model")
     for i, state in enumerate(payload["states"]):
@@ -101,6 +103,45 @@ def read_study_file(path: str | Path, call: str = "Study.load") -> dict:
                                      f"{i} are not a state dict); {WHAT_TO_DO}.")
             check_finite_state(state, path=path, call=call, where=f"step {i}")
     return payload
+
+
+def _is_index(value, below: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < below
+
+
+def _check_history(payload: dict, path: Path, call: str) -> None:
+    """The history must be a tree rooted at step 0: every step ``i`` is a dict with
+    ``index == i`` and a parent among the steps before it (steps are appended as they are
+    made), so parents can never form a cycle; the current step and the stored scores must
+    name existing steps; the probe is one label per input. Checked before anything walks the
+    history (undo, replay and export follow parents)."""
+    def damaged(what: str) -> StudyFileError:
+        return StudyFileError(f"{call}: {str(path)!r} is damaged: {what}; {WHAT_TO_DO}.")
+
+    steps = payload["steps"]
+    if not steps:
+        raise damaged("its history has no steps (step 0 is the original model)")
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict) or step.get("index") != i or isinstance(
+                step.get("index"), bool) or not isinstance(step.get("kind"), str):
+            raise damaged(f"step {i} of its history is not a step record numbered {i}")
+        parent = step.get("parent")
+        if (i == 0 and parent is not None) or (i > 0 and not _is_index(parent, i)):
+            raise damaged(f"step {i} names the parent {parent!r}; a step's parent must be an "
+                          "earlier step (the history is a tree, never a cycle)")
+    n = len(steps)
+    if not _is_index(payload["current"], n):
+        raise damaged(f"its current step {payload['current']!r} is not one of its {n} steps")
+    if not all(_is_index(k, n) or (isinstance(k, str) and k.isdigit() and int(k) < n)
+               for k in payload["scores"]):
+        raise damaged("it holds scores of steps it does not have")
+    probe = payload["probe"]
+    x, y = probe.get("x"), probe.get("y")
+    inputs = list(x.values()) if isinstance(x, dict) else [x]   # token models: a dict
+    if not (isinstance(y, torch.Tensor) and y.dim() == 1 and inputs and all(
+            isinstance(t, torch.Tensor) and t.dim() >= 1 and len(t) == len(y)
+            for t in inputs)):
+        raise damaged("its probe is not one label per input")
 
 
 # ------------------------------------------------------------------ the architecture

@@ -173,6 +173,9 @@ class Recipe:
     def from_dict(cls, d, *, call: str = "Recipe", base_dir: str | Path | None = None
                   ) -> Recipe:
         """Build and validate a recipe from plain data (unknown keys are errors)."""
+        from ..io.limits import check_size
+
+        check_size(d, call=call, param="recipe")   # bounded before anything walks it
         _known(d, _TOP_KEYS, call, "recipe", required=("model", "data"))
         if d.get("format", FORMAT) != FORMAT:
             raise ConfigError.bad_value(call, "format", repr(FORMAT), d["format"])
@@ -261,10 +264,15 @@ class Recipe:
             raise StudyFileError(f"{call}(path=...): no such file {str(path)!r}.")
         import yaml
 
+        from ..io.limits import MAX_BYTES, load_json, load_yaml
+
         is_json = path.suffix.lower() == ".json"
         try:
+            if path.stat().st_size > MAX_BYTES:
+                raise ConfigError(f"{call}(path=...): {str(path)!r} is larger than "
+                                  f"{MAX_BYTES} bytes; it is not a recipe.")
             text = path.read_text(encoding="utf-8")
-            d = json.loads(text) if is_json else yaml.safe_load(text)
+            d = (load_json if is_json else load_yaml)(text, call=call)
         except (ValueError, yaml.YAMLError) as exc:  # also UnicodeDecodeError, JSONDecodeError
             raise ConfigError(f"{call}(path=...): {str(path)!r} is not valid "
                               f"{'JSON' if is_json else 'YAML'}: "
