@@ -81,6 +81,14 @@ def _run_nbgrader(args: list[str], course: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+def _execute(nb, cwd: Path) -> None:
+    from nbclient import NotebookClient
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+
+
 @pytest.mark.slow
 def test_nbgrader_generate_assignment_and_autograde(tmp_path):
     pytest.importorskip("nbgrader")
@@ -89,6 +97,8 @@ def test_nbgrader_generate_assignment_and_autograde(tmp_path):
     course = tmp_path / "course"
     source = course / "source" / "classroom"
     source.mkdir(parents=True)
+    # the shipped template, as docs/classroom.md tells teachers to use it
+    shutil.copy(CLASSROOM / "nbgrader_config.py", course / "nbgrader_config.py")
     for name in NAMES:
         shutil.copy(SOLUTIONS / name, source / name)
     _run_nbgrader(["generate_assignment", "classroom", "--force"], course)
@@ -97,16 +107,37 @@ def test_nbgrader_generate_assignment_and_autograde(tmp_path):
     for name in NAMES:
         text = (release / name).read_text()
         assert "BEGIN SOLUTION" not in text and "YOUR CODE HERE" in text
-        assert "assert_passed()" in text  # the autograder cells go out with the assignment
+        # the autograder cells go out without their (hidden) checks: students see feedback,
+        # never the assertion or its traceback
+        assert "assert_passed()" not in text and "HIDDEN TESTS" not in text
         checksums = [c["metadata"]["nbgrader"].get("checksum")
                      for c in json.loads(text)["cells"]
                      if c["metadata"].get("nbgrader", {}).get("locked")]
         assert checksums and all(checksums)
 
+    # carol runs the student version with wrong answers (every stub left empty): the checks
+    # answer with feedback, and no cell shows a traceback
+    graded = [n for n in NAMES if n.startswith(("01_", "03_"))]
+    carol = course / "submitted" / "carol" / "classroom"
+    carol.mkdir(parents=True)
+    wrong = [n for n in graded if n.startswith("03_")]   # three checks in one notebook
+    for name in wrong:
+        nb = nbformat.read(release / name, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.source = cell.source.replace("raise NotImplementedError()", "pass")
+        _execute(nb, release)
+        errors = [o for c in nb.cells for o in c.get("outputs", [])
+                  if o.output_type == "error" or "Traceback" in str(o.get("text", ""))]
+        assert not errors, (name, errors[:1])
+        shown = [o.get("data", {}).get("text/html", "") for c in nb.cells
+                 for o in c.get("outputs", [])]
+        assert any('class="xprune-feedback" data-passed="false"' in h for h in shown), name
+        nbformat.write(nb, carol / name)
+
     # alice hands in the teacher's answers, bob an untouched notebook. Autograding runs every
     # notebook handed in, so two of them stand for all (nbmake runs every teacher notebook
     # and its autograder cells in `make test`): one with a single test cell, one with three.
-    graded = [n for n in NAMES if n.startswith(("01_", "03_"))]
     assert len(graded) == 2
     for student, names in (("alice", graded), ("bob", NAMES[:1])):
         folder = course / "submitted" / student / "classroom"
@@ -126,7 +157,9 @@ def test_nbgrader_generate_assignment_and_autograde(tmp_path):
             alice = gb.find_submission_notebook(name[:-6], "classroom", "alice")
             assert alice.score == autograded[name], (name, alice.score)
         bob = gb.find_submission_notebook(NAMES[0][:-6], "classroom", "bob")
-        assert bob.score == 0
+        assert bob.score == 0   # the hidden checks were restored and run
+        for name in wrong:
+            assert gb.find_submission_notebook(name[:-6], "classroom", "carol").score == 0
     # the graded copy says why bob's answer failed: the stub raised NotImplementedError
     bob_copy = course / "autograded" / "bob" / "classroom" / NAMES[0]
     assert "NotImplementedError" in bob_copy.read_text()

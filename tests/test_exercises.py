@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _graded_answers import assert_no_giveaway
 
 import xprune_nb as xp
 from xprune_nb import exercises as ex
@@ -18,6 +19,7 @@ def new_study(digits):
 
 def expect(feedback: Feedback, code: str, *words: str) -> None:
     assert isinstance(feedback, Feedback)
+    assert_no_giveaway(feedback.exercise, str(feedback))
     assert feedback.passed is (code == "ok"), str(feedback)
     assert feedback.code == code, str(feedback)
     text = str(feedback)
@@ -257,7 +259,7 @@ def test_ex3_wrong_units(why_study):
     check = lambda unit: ex.check_ex3(study, step, closest_unit=unit)  # noqa: E731
     expect(check(kept), "still_there", "was not removed", "still")
     expect(check(farthest), "farthest", "*furthest*")
-    expect(check(by_raw), "raw_score", "*raw* score", "normalised")
+    expect(check(by_raw), "raw_score", "*raw* score", "not made from the raw `score` column")
     expect(check(other), "not_closest", "another removed unit was closer")
     expect(check(("dense", 0)), "unknown_layer", "'dense' is not a layer", "'conv1'")
     expect(check(("conv1", 99)), "out_of_range", "units 0 to 15", "before the step")
@@ -356,8 +358,9 @@ def test_ex4_bad_experiments(digits):
     for group in ("conv1", "fc1"):
         study.prune(0.0, layer_amounts={group: 0.5})
         study.undo()
-    expect(ex.check_ex4(study, "conv1", drops), "missing_layers", "not 'conv2'",
+    expect(ex.check_ex4(study, "conv1", drops), "missing_layers", "2 of the 3 prunable layers",
            "study.prunable()")
+    assert "conv2" not in str(ex.check_ex4(study, "conv1", drops))   # the untried layer
     study.prune(0.0, layer_amounts={"conv2": 0.25})
     study.undo()
     expect(ex.check_ex4(study, "conv1", drops), "unequal_fractions", "'conv2' 25%",

@@ -130,6 +130,8 @@ def test_app_has_a_token_and_a_kernel_limit(tmp_path, capsys, monkeypatch):
         assert env["JUPYTER_TOKEN"] == token
         assert not any(token in part for part in cmd), "the token leaks into the command line"
         assert "--Voila.auto_token=True" in cmd and "--LimitedKernelManager.max_kernels=3" in cmd
+        # the check boxes record into the gradebook next to the notebook
+        assert env["XPRUNE_GRADEBOOK"] == str((tmp_path / "xprune_gradebook.csv").resolve())
         assert "--VoilaConfiguration.multi_kernel_manager_class=" \
                "xprune_nb._app_kernels.LimitedKernelManager" in cmd
         assert any(c.startswith("--MappingKernelManager.cull_idle_timeout=") for c in cmd)

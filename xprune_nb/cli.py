@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--max-kernels", type=_positive_int, default=MAX_KERNELS,
                      help=f"most kernels (visitors' pages) running at once (default "
                      f"{MAX_KERNELS}); a page beyond them gets '503: try again later'")
+    app.add_argument("--gradebook", type=Path, default=None,
+                     help="CSV file where each check a student runs is recorded (default: "
+                     "xprune_gradebook.csv next to NOTEBOOK)")
     app.add_argument("--no-browser", action="store_true", help="do not open a browser")
     app.add_argument("--no-launch", action="store_true",
                      help="print the Voila command, but do not start it")
@@ -351,10 +354,15 @@ def _app(args) -> int:
           f"share it only with your class):\n        {url}", flush=True)
     from ._serve import open_when_listening, run_until_stopped
 
+    # each check box records its checks here (xprune_nb.exercises.gradebook)
+    book = (args.gradebook or notebook.parent / "xprune_gradebook.csv").resolve()
+    print(f"    Checks are recorded in {book}", flush=True)
+
     if not args.no_browser:
         open_when_listening(url, args.ip, args.port)
     # Voila and its kernels end with us: Ctrl-C, SIGTERM and SIGHUP stop the whole group
-    return run_until_stopped(command, env={**os.environ, "JUPYTER_TOKEN": token})
+    return run_until_stopped(command, env={**os.environ, "JUPYTER_TOKEN": token,
+                                           "XPRUNE_GRADEBOOK": str(book)})
 
 
 _COMMANDS = {"demo": _demo, "run": _run, "export": _export, "lab": _lab, "app": _app}

@@ -41,7 +41,7 @@ def _wait_for_port(port: int, proc, timeout: float = 90.0) -> None:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """``xprune-nb app`` on a copy of the app exercise; yields its URL."""
+    """``xprune-nb app`` on a copy of the app exercise; yields its URL and folder."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is required (XPRUNE_REQUIRE_BROWSER=1) but not installed")
     base = tmp_path_factory.mktemp("voila")
@@ -58,7 +58,7 @@ def app(tmp_path_factory):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
     try:
         _wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/?token=browser-test-token"
+        yield f"http://127.0.0.1:{port}/?token=browser-test-token", base
     finally:
         proc.terminate()
         try:
@@ -79,6 +79,7 @@ def _feedback(page, needle: str, timeout: float = 60_000) -> str:
 
 
 def test_app_serves_the_exercise_without_code(app, page):
+    app, app_dir = app
     page.goto(app)
     page.locator(".xprune-panel").first.wait_for(state="visible", timeout=180_000)
     page.locator(".xprune-check-button").first.wait_for(state="visible", timeout=60_000)
@@ -87,8 +88,17 @@ def test_app_serves_the_exercise_without_code(app, page):
     assert "import xprune_nb" not in body and "ex.CheckBox" not in body  # the code is not
     assert page.locator(".jp-InputArea-editor").count() == 0
 
+    # the gradebook needs a name, asked once; nothing is recorded without it
+    page.locator(".xprune-check-button").first.click()
+    page.wait_for_function("""() => {
+        const el = document.querySelector('.xprune-check-output .xprune-hint');
+        return el !== null && el.innerText.includes('Type your name');
+    }""", timeout=60_000)
+    page.locator(".xprune-student input").first.fill("Ada")
+    page.locator(".xprune-student input").first.press("Tab")
     page.locator(".xprune-check-button").first.click()
     assert _feedback(page, "has not been pruned") == "false"
+    assert "study." not in page.locator(".xprune-check-output").first.inner_text()
 
     page.locator(".xprune-hint-button").first.click()
     page.locator(".xprune-check-output .xprune-hint[data-level='1']").wait_for(timeout=30_000)
@@ -107,6 +117,12 @@ def test_app_serves_the_exercise_without_code(app, page):
     assert feedback.get_attribute("data-passed") == "false"
     text = feedback.inner_text()
     assert "of the original parameters" in text or "below 0.95" in text, text
+    assert "study." not in text and "()" not in text and "`" not in text   # words, no code
+    # the teacher's gradebook, next to the served notebook, has Ada's two checks
+    from xprune_nb.exercises import gradebook
+
+    rows = gradebook.read(app_dir / "xprune_gradebook.csv")
+    assert rows["student"].tolist() == ["Ada", "Ada"] and not rows["passed"].any()
     folder = os.environ.get("XPRUNE_DOCS_SCREENSHOTS")
     if folder:
         os.makedirs(folder, exist_ok=True)

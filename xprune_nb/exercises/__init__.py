@@ -12,7 +12,8 @@ exercise      notebook (``notebooks/classroom/``)           check
 ``ex2``       ``02_which_criterion.ipynb``                  :func:`check_ex2`
 ``ex3``       ``03_why_removed.ipynb``                      :func:`check_ex3`
 ``ex4``       ``04_sensitive_layer.ipynb``                  :func:`check_ex4`
-``ex5``       ``05_prune_half_app.ipynb`` (panel, no code)  :func:`check_ex1` in a
+``ex5``       ``05_prune_half_app.ipynb`` (panel, no code)  :func:`check_ex5` (ex1 in the
+                                                            panel's words) in a
                                                             :class:`CheckBox`
 ============  ===========================================  ==================================
 
@@ -37,15 +38,16 @@ from .criterion import check_ex2
 from .feedback import Feedback, Hint
 from .hints import hint
 from .measures import saliency_similarity
-from .prune_half import check_ex1
+from .prune_half import check_ex1, check_ex5
 from .sensitive_layer import check_ex4
 from .why_removed import check_ex3
 
-__all__ = ["check_ex1", "check_ex2", "check_ex3", "check_ex4", "hint", "saliency_similarity",
-           "Feedback", "Hint", "CheckBox", "student_version", "CHECKS"]
+__all__ = ["check_ex1", "check_ex2", "check_ex3", "check_ex4", "check_ex5", "hint",
+           "saliency_similarity", "Feedback", "Hint", "CheckBox", "student_version", "CHECKS"]
 
 #: exercise id -> its check
-CHECKS = {"ex1": check_ex1, "ex2": check_ex2, "ex3": check_ex3, "ex4": check_ex4}
+CHECKS = {"ex1": check_ex1, "ex2": check_ex2, "ex3": check_ex3, "ex4": check_ex4,
+          "ex5": check_ex5}
 
 _LAZY = {"CheckBox": ("xprune_nb.exercises.widget", "CheckBox"),
          "student_version": ("xprune_nb.exercises.release", "student_version")}

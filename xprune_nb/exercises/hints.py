@@ -14,9 +14,8 @@ HINTS: dict[str, tuple[str, ...]] = {
         "test accuracy (`study.evaluate()`). Watch both after every step in "
         "`study.history.to_frame()`.",
         "`study.prune(amount)` removes a fraction of the *units* (channels, neurons), not of "
-        "the parameters. Removing a channel also removes the next layer's weights that read "
-        "it, so the parameter count falls faster than the unit count. Try a few amounts and "
-        "`study.undo()` between them.",
+        "the parameters. Try a few amounts, read the parameter ratio after each one in "
+        "`study.compare(0, -1)`, and `study.undo()` between them.",
         "Pruning alone usually costs accuracy; `study.retrain(epochs=...)` lets the remaining "
         "units take over. If one big cut hurts too much, prune in rounds "
         "(`steps=`, `retrain={...}`), or compare criteria such as `\"taylor\"` and "
@@ -36,13 +35,12 @@ HINTS: dict[str, tuple[str, ...]] = {
     "ex3": (
         "`study.why(step)` lists every removed unit with its raw `score`, its per-layer "
         "`normalized` score, and its global `rank` and `percentile`.",
-        "The global ranking compares *normalised* scores (each layer's scores divided by the "
-        "layer's mean), because raw scores of different layers are on different scales. The "
-        "unit that came closest to being kept has the highest normalised score among the "
-        "removed ones.",
+        "All units, of every layer, are ranked together in one list. Read how `study.why` "
+        "describes its columns (`help(study.why)`, the glossary of docs/explain.md): which "
+        "column is that one ranking made from? A unit that *almost* stayed sits near the "
+        "boundary between removed and kept in that ranking.",
         "The per-class table of `study.why(step)` has the accuracy of each class before and "
-        "after the step; `change` = after - before. For the kept unit, compare its "
-        "normalised score with the cut-off: the largest normalised score that was removed.",
+        "after the step; `change` = after - before.",
     ),
     "ex4": (
         "Sensitivity of a layer = how much accuracy falls when you prune *that layer alone*. "

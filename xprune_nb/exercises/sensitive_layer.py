@@ -75,9 +75,10 @@ def check_ex4(study, most_sensitive, drops):
             "no_experiment"
     missing = [g for g in groups if g not in runs]
     if missing:
-        return False, [f"From step {parent} you pruned {join_names(sorted(runs))} alone, but not "
-                       f"{join_names(missing)}. Try every prunable layer (`study.prunable()`) "
-                       "before choosing."], "missing_layers"
+        # never name the untried layers: one of them may be the answer
+        return False, [f"From step {parent} you pruned {len(runs)} of the "
+                       f"{len(runs) + len(missing)} prunable layers alone. Try every prunable "
+                       "layer (`study.prunable()`) before choosing."], "missing_layers"
     fractions = {g: r.fractions.get(g, 0.0) for g, r in runs.items()}
     if max(fractions.values()) - min(fractions.values()) > 0.1:
         detail = ", ".join(f"'{g}' {100 * f:.0f}%" for g, f in sorted(fractions.items()))

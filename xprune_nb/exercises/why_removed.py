@@ -3,8 +3,7 @@
 Three questions about a prune step of the student's own study, each recomputed from it with
 ``study.why(step)`` and the accuracy per class recorded by the history:
 
-- ``closest_unit``: the removed unit that came closest to being kept (the highest per-layer
-  normalised score among the removed ones: the global ranking compares normalised scores);
+- ``closest_unit``: the removed unit that came closest to being kept in the global ranking;
 - ``percentile``: that unit's percentile in the global ranking (0-100);
 - ``hurt_class``: the class whose test accuracy dropped most in this step.
 """
@@ -71,11 +70,11 @@ def _check_unit(study, index, removed, answer, out) -> str:
     by_raw = removed.loc[removed["score"].idxmax()]
     if (str(by_raw["layer"]), int(by_raw["unit"])) == (layer, unit):
         out.append(_Q + "that unit has the highest *raw* score among the removed ones, but "
-                   "raw scores are not comparable across layers. The global ranking uses the "
-                   "per-layer normalised scores (the `normalized` column).")
+                   "the global ranking is not made from the raw `score` column. Which column "
+                   "of `study.why(step).to_frame()` is it made from?")
         return "raw_score"
     out.append(_Q + f"({layer!r}, {unit}) was removed, but another removed unit was closer "
-               "to being kept. Sort the removed units by their normalised score.")
+               "to being kept in the global ranking.")
     return "not_closest"
 
 
