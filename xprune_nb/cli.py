@@ -357,7 +357,6 @@ def _app(args) -> int:
     # each check box records its checks here (xprune_nb.exercises.gradebook)
     book = (args.gradebook or notebook.parent / "xprune_gradebook.csv").resolve()
     print(f"    Checks are recorded in {book}", flush=True)
-
     if not args.no_browser:
         open_when_listening(url, args.ip, args.port)
     # Voila and its kernels end with us: Ctrl-C, SIGTERM and SIGHUP stop the whole group
