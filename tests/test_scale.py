@@ -265,3 +265,25 @@ def test_round_to_is_refused_for_weights_and_bad_values():
     with pytest.raises(xp.errors.ConfigError, match="round_to"):
         study.prune(0.3, round_to=0)
     assert len(study.history) == 1
+
+
+def test_opening_a_study_reports_progress():
+    X, y = _data()
+    seen = []
+    xp.Study(TinyResidual(num_classes=4), train=(X, y), test=(X[:24], y[:24]),
+             progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1]
+    with pytest.raises(xp.errors.ConfigError, match="progress"):
+        xp.Study(TinyResidual(num_classes=4), train=(X, y), progress="yes")
+
+
+def test_compare_techniques_and_dynamic_stop_and_leave_nothing_behind():
+    stop = xp.StopSignal()
+    stop.set()
+    with pytest.raises(xp.errors.StoppedError, match="compare_techniques"):
+        xp.compare_techniques(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"),
+                              techniques=["magnitude_weights"], onnx=False, stop=stop)
+    study = _study()
+    with pytest.raises(xp.errors.StoppedError, match="stopped by the user"):
+        study.dynamic(k=2, keep=0.5, epochs=1, samples=16, stop=stop)
+    assert len(study.history) == 1 and study.step.kind == "original"

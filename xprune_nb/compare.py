@@ -225,7 +225,7 @@ def _measure(study, technique: str, seconds: float, *, onnx: bool, shapley_rows:
 def compare_techniques(model, data, budget: float = 0.5,
                        techniques: Sequence[str] | None = None, *, retrain_epochs: int = 1,
                        seed: int = 0, onnx: bool = True, shapley_rows: int = 10,
-                       noise: float = 0.3, progress=False):
+                       noise: float = 0.3, progress=False, stop=None):
     """One row per pruning technique, each on a fresh study at the same budget and retraining.
 
     Parameters
@@ -249,6 +249,8 @@ def compare_techniques(model, data, budget: float = 0.5,
         Gaussian noise added to the test inputs, in units of their standard deviation.
     progress : bool or callable
         ``progress(done, total)`` after each technique (``True``: a bar).
+    stop : StopSignal, optional
+        Ends the comparison after the technique in progress (``StoppedError``).
 
     Returns
     -------
@@ -277,10 +279,12 @@ def compare_techniques(model, data, budget: float = 0.5,
     for name in names:
         if name not in TECHNIQUES:
             raise ConfigError.unknown_name(call, "techniques", TECHNIQUES, name)
-    tick = make_progress(progress, call, "compare techniques")
+    tick = make_progress(progress, call, "compare techniques", stop)
     base = Study(model, data, seed=seed)
     rows = [_measure(base, "original", 0.0, onnx=onnx, shapley_rows=shapley_rows,
                      noise=noise, seed=seed)]
+    if tick is not None:   # the original's row is measured: the first place to stop
+        tick(0, len(names))
     for i, name in enumerate(names):
         study = Study(model, data, seed=seed)
         start = time.perf_counter()

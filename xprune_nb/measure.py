@@ -71,8 +71,10 @@ def drift_is_eager(study, macs: int) -> bool:
     return macs * max(len(study.probe_x), 1) <= DRIFT_EAGER_MACS
 
 
-def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0) -> None:
-    """Fill ``step``'s metrics, per-class accuracy, masked layers and (when cheap) drift.
+def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0,
+                 progress=None) -> None:
+    """Fill ``step``'s metrics, per-class accuracy, masked layers and (when cheap) drift;
+    ``progress(done, total)`` follows the evaluation's batches.
 
     Drift is measured on the study's fixed probe set against the original model (see
     :func:`xprune_nb.explain.drift.probe_drift`); without the explain extra it is left empty.
@@ -82,7 +84,8 @@ def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0) -> N
     dynamic = type(model).__name__ == "DynamicNet"   # its MACs depend on the input
     macs = None if dynamic else _cache(study).macs_for(
         step.structure, lambda: count_macs(model, study.data.train.X[:1], study.forward))
-    m = evaluate_model(model, study.data, study.forward, latency=False, macs=macs)
+    m = evaluate_model(model, study.data, study.forward, latency=False, macs=macs,
+                       progress=progress)
     step.metrics = dict(m.as_dict())
     step.per_class_accuracy = m.per_class_accuracy
     step.masked = masked_layers(model)

@@ -57,6 +57,8 @@ class Study:
     device : "auto", "cpu", "cuda", "cuda:N" or torch.device
         Where the models live and compute (``"auto"``: the model's own device); data goes
         there batch by batch; snapshots and files hold CPU tensors (docs/big_models.md).
+    progress : bool or callable
+        The progress protocol while the original model is measured (a pass over the data).
 
     Examples
     --------
@@ -74,7 +76,7 @@ class Study:
                  feature_names: Sequence[str] | None = None,
                  class_names: Sequence[str] | None = None, max_snapshots: int = 8,
                  snapshot_dir: str | Path | None = None, probe_size: int = 32,
-                 device: str | torch.device = "auto") -> None:
+                 device: str | torch.device = "auto", progress=False) -> None:
         call = "Study"
         if not isinstance(model, nn.Module):
             raise ConfigError.bad_value(call, "model", "a torch.nn.Module", model)
@@ -89,8 +91,9 @@ class Study:
         probe = stratified_indices(self.data.test.y, min(probe_size, len(self.data.test)),
                                    seed=seed, call=call)
         self.probe_x, self.probe_y = self.data.test.X[probe], self.data.test.y[probe]
-        first = Step(0, "original", None)
-        measure_step(self, first, self.timeline.model)
+        first = Step(0, "original", None)   # measured with progress: a pass over the data
+        measure_step(self, first, self.timeline.model, progress=make_progress(
+            progress, call, "open: evaluate the original"))
         self.timeline.commit(first, self.timeline.model)
 
     def _setup(self, original: nn.Module, data: StudyData, seed: int, output_fn, *, call: str,
@@ -265,23 +268,18 @@ class Study:
                            schedule=schedule, retrain=retrain, rewind=rewind,
                            recalibrate=recalibrate, round_to=round_to)
         rewind_to = rewind_index(self.timeline, rewind, call)
-        from .pruning.runner import prune_round
+        from .pruning.runner import prune_round, rescore
 
         with self.timeline.transaction(call):
             last = None
             for i, frac in enumerate(cfg.fractions()):
                 if i > 0:
-                    scores = self._rescore(scores)
+                    scores = rescore(self, scores)
                 last = prune_round(self, scores, frac, cfg, round_index=i, call=call,
                                    rewind_to=rewind_to)
                 if cfg.retrain:
                     last = self.retrain(**{"progress": False, **cfg.retrain})
         return last
-
-    def _rescore(self, scores: Scores) -> Scores:
-        o = {k: v for k, v in scores.options.items() if k != "seed"}
-        return self.score(scores.criterion, scores.granularity, samples=o.pop("samples"),
-                          classes=o.pop("classes"), prune_output=o.pop("prune_output"), **o)
 
     def preview(self, amount: float, **prune_args) -> PrunePreview:
         """What :meth:`prune` with these arguments would remove (first round), on a copy."""

@@ -159,9 +159,14 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
                       forward: Forward | None = None, pool: str = "mean", token_grid=None,
                       head_fusion: str = "mean", class_names: Sequence[str] | None = None,
                       steps: tuple = (0, -1), top_k: float = 0.1,
-                      baseline_token: int | None = None) -> AttentionComparison:
+                      baseline_token: int | None = None, progress=None) -> AttentionComparison:
     """Attention maps and rollout of two models on the same inputs (images or token ids),
-    with drift numbers on the rollout (see the module docstring)."""
+    with drift numbers on the rollout (see the module docstring). ``progress(done, total)``
+    is called after each of the four passes (maps and deletion curves of each model)."""
+    def tick(done: int) -> None:
+        if progress is not None:
+            progress(done, 4)
+
     call = "study.attention_maps"
     if not 0 < top_k <= 1:
         raise ConfigError.bad_value(call, "top_k", "a fraction in (0, 1]", top_k)
@@ -178,18 +183,24 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
     if len(targets) != len(x):
         raise ConfigError.bad_value(call, "labels", f"{len(x)} labels", len(targets))
     common = (forward, head_fusion, pool, token_grid, call)
+    tick(0)
     maps_b, heads_b, act_b, roll_b, sc_b = _record(model_before, x, *common)
+    tick(1)
     maps_a, heads_a, act_a, roll_a, sc_a = _record(model_after, x, *common)
+    tick(2)
     if tokens:
         from .tokens import token_deletion_insertion
 
         del_b, ins_b = token_deletion_insertion(model_before, x, sc_b, targets, forward=forward,
                                                 baseline_token=baseline_token)
+        tick(3)
         del_a, ins_a = token_deletion_insertion(model_after, x, sc_a, targets, forward=forward,
                                                 baseline_token=baseline_token)
     else:
         del_b, ins_b = deletion_insertion_auc(model_before, x, sc_b, targets, forward=forward)
+        tick(3)
         del_a, ins_a = deletion_insertion_auc(model_after, x, sc_a, targets, forward=forward)
+    tick(4)
     return AttentionComparison(
         inputs=x.numpy(), targets=targets.numpy(), pred_before=pred_b.numpy(),
         pred_after=pred_a.numpy(), maps_before=maps_b, maps_after=maps_a, heads_before=heads_b,
@@ -205,17 +216,21 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
 
 def attention_maps(study, before: int = 0, after: int = -1, *, inputs=None,
                    labels: Sequence[int] | None = None, n: int = 4, pool: str = "mean",
-                   token_grid=None, head_fusion: str = "mean") -> AttentionComparison:
+                   token_grid=None, head_fusion: str = "mean", progress=False,
+                   stop=None) -> AttentionComparison:
     """Attention maps and rollout of two steps of a study on the same test rows (``inputs``:
     tensors, row indices of the test split, or ``None`` for ``n`` rows drawn stratified).
+    ``progress`` follows the progress protocol (four passes), ``stop`` ends it between them.
     Explanations never change the study."""
+    from ..progress import make_progress
     from .rows import pick_rows
     from .study import step_models
 
     call = "Study.attention_maps"
+    tick = make_progress(progress, call, "attention maps", stop)
     (b, model_b), (a, model_a) = step_models(study, before, after, call)
     x, y = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
     return compare_attention(model_b, model_a, x, labels=y if labels is None else labels,
                              forward=study.forward, pool=pool, token_grid=token_grid,
                              head_fusion=head_fusion, class_names=study.data.class_names,
-                             steps=(b, a))
+                             steps=(b, a), progress=tick)

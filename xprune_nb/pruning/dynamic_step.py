@@ -15,7 +15,7 @@ import time
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, StoppedError
 from ..history import Step
 from ..measure import measure_step
 from ..params import validate
@@ -42,7 +42,7 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
             keep: float = DEFAULTS["keep"], at: str | None = DEFAULTS["at"],
             criterion: str = "lrp", epochs: int = DEFAULTS["epochs"],
             samples: int | None = None, max_paths: int = DEFAULTS["max_paths"],
-            finetune: int = DEFAULTS["finetune"], progress=False) -> Step:
+            finetune: int = DEFAULTS["finetune"], progress=False, stop=None) -> Step:
     """Make the current model input-adaptive (DyFiP; Sabih, Hannig & Teich, EuroMLSys 2022).
 
     A small branch after layer ``at`` predicts the top-``k`` classes; when its top-1
@@ -51,7 +51,9 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
     class-aware, default LRP) marks as important for the predicted class subset, through
     precomputed smaller layers (at most ``max_paths`` of them). Records a ``dynamic`` step;
     ``study.evaluate()`` then reports mean and longest-path MACs, the share of early exits and
-    batch-1 latency. See docs/dynamic.md for the defaults and when it pays.
+    batch-1 latency. See docs/dynamic.md for the defaults and when it pays. ``progress``
+    follows the relevance scoring; ``stop`` ends the call during scoring or after the
+    branch's training, leaving the study unchanged.
 
     Examples
     --------
@@ -80,7 +82,7 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
     with timeline.transaction(call):
         start = time.perf_counter()
         scores = study.score(criterion, granularity="channel", samples=samples,
-                             progress=progress)
+                             progress=progress, stop=stop)
         if not scores.per_class:
             raise ModelError(f"{call}: criterion {criterion!r} gave no class-wise relevance.")
         net = build_dynamic(study.model, train_X=study.data.train.X,
@@ -88,6 +90,8 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
                             forward=study.forward, k=k, confidence=confidence, keep=keep,
                             at=at, epochs=epochs, seed=study.seed, max_paths=max_paths,
                             example=study.env.example, finetune=finetune, call=call)
+        if stop is not None and stop.requested:   # after the branch's training: roll back
+            raise StoppedError(f"{call}: stopped by the user; the study is unchanged.")
         from .dynamic import dynamic_plan
 
         plan = dynamic_plan(net)

@@ -152,6 +152,7 @@ def safe_channel_groups(
     model: nn.Module, example: torch.Tensor, ignored: Iterable[str] = (),
     graph: tp.DependencyGraph | None = None,
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    shape: torch.Size | None = None,
 ) -> tuple[list[ChannelGroup], dict[str, str]]:
     """Channel groups that can lose one unit and leave a model that still runs.
 
@@ -161,8 +162,9 @@ def safe_channel_groups(
     dependency graph (saves building it again).
     """
     ignored = list(ignored)
-    with torch.no_grad(), eval_mode(model):
-        shape = _logits(model, example, forward).shape
+    if shape is None:   # the logits' shape on ``example`` (a study knows it: no forward)
+        with torch.no_grad(), eval_mode(model):
+            shape = _logits(model, example, forward).shape
     graph = graph or build_graph(model, example, forward)
     candidates = channel_groups(model, graph, ignored)
     skipped: dict[str, str] = {n: "ignored (output layer or user choice)" for n in ignored}

@@ -15,7 +15,7 @@ from ..scores import Scores
 from . import units as _units
 from .plan import PruneConfig, select_removal, units_for
 
-__all__ = ["prune_round"]
+__all__ = ["prune_round", "rescore"]
 
 
 def prune_round(study, scores: Scores, fraction: float, cfg: PruneConfig, *, round_index: int,
@@ -84,3 +84,11 @@ def _rewind(study, model, index: int, structure: list) -> None:
         if src in donor_state and donor_state[src].shape == state[key].shape:
             state[key] = donor_state[src].clone()
     model.load_state_dict(state)
+
+
+def rescore(study, scores: Scores) -> Scores:
+    """Score the current model again as ``scores`` were made (the next round of an iterative
+    prune)."""
+    o = {k: v for k, v in scores.options.items() if k != "seed"}
+    return study.score(scores.criterion, scores.granularity, samples=o.pop("samples"),
+                       classes=o.pop("classes"), prune_output=o.pop("prune_output"), **o)

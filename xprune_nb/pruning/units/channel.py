@@ -39,7 +39,7 @@ class ChannelUnits(UnitKind):
             safe, skipped = safe_channel_groups(
                 model if unpruned else env.original, env.example,
                 ignored=env.output_layers, graph=graph if unpruned else None,
-                forward=env.forward)
+                forward=env.forward, shape=_logits_shape(env))
             found = {"safe": [g.key for g in safe], "skipped": dict(skipped)}
             env.analysis["channel"] = found
         return found
@@ -117,3 +117,10 @@ class ChannelUnits(UnitKind):
 def _same_shapes(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+
+def _logits_shape(env: ModelEnv) -> torch.Size | None:
+    """The logits' shape on ``env.example``, known without running the model (tensors)."""
+    if isinstance(env.example, torch.Tensor):
+        return torch.Size([env.example.shape[0], env.num_logits])
+    return None
