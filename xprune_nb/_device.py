@@ -16,7 +16,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "model_device", "to_device"]
+__all__ = ["resolve_device", "model_device", "to_device", "call_on"]
 
 DeviceSpec = str | torch.device
 
@@ -87,6 +87,14 @@ def to_device(x, device: torch.device):
         return type(x)({k: to_device(v, device) for k, v in x.items()}) \
             if not hasattr(x, "to") else x.to(device)
     return x
+
+
+def call_on(model: nn.Module, x, device: torch.device):
+    """Run ``model`` on ``x`` moved to ``device``: a tensor positionally, a dict /
+    ``BatchEncoding`` (``input_ids``, ``attention_mask``...) as keyword arguments."""
+    from ._model import call_model
+
+    return call_model(model, to_device(x, device))
 
 
 def input_device(x) -> torch.device | None:

@@ -12,6 +12,7 @@ from .errors import DataError, ModelError
 
 __all__ = [
     "PRUNABLE_TYPES",
+    "call_model",
     "logits_of",
     "prunable_layers",
     "find_output_layers",
@@ -29,6 +30,20 @@ __all__ = [
 
 #: Layers whose output units (channels / neurons) and weights xprune_nb can score and prune.
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def call_model(model: nn.Module, x):
+    """Run ``model`` on one batch of inputs as users hold them: a tensor positionally, a dict /
+    ``BatchEncoding`` (``input_ids``, ``attention_mask``...) as keyword arguments.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> call_model(nn.Identity(), torch.ones(1)).tolist()
+    [1.0]
+    """
+    return model(**x) if isinstance(x, Mapping) else model(x)
 
 
 def logits_of(output) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._device import input_device, model_device, resolve_device, to_device
+from ._device import call_on, input_device, model_device, resolve_device
 from ._facade import delegate
 from ._model import check_finite, check_fits, copy_model, logits_of, model_source, prunable_layers
 from .data import StudyData, resolve_data, stratified_indices
@@ -139,7 +139,7 @@ class Study:
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``model`` on ``x`` (``output_fn``), on ``study.device``, returned to x's."""
         home = input_device(x)
-        out = model(to_device(x, self.device))
+        out = call_on(model, x, self.device)
         logits = self.output_fn(out) if self.output_fn is not None else logits_of(out)
         moved = isinstance(logits, torch.Tensor) and home is not None and logits.device != home
         return logits.to(home) if moved else logits

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import eval_mode, logits_of
+from .._model import call_model, eval_mode, logits_of
 from ..errors import ConfigError, MissingDependencyError
 from .compare import map_reasons
 
@@ -69,7 +69,7 @@ _EXACT_MAX_TOKENS = 12
 
 
 def _default_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return logits_of(model(x))
+    return logits_of(call_model(model, x))
 
 
 class _Found(Exception):

@@ -66,9 +66,7 @@ def is_pretrained(model: object) -> bool:
                for c in type(model).__mro__)
 
 
-def call_model(model: nn.Module, x):
-    """Run ``model`` on one input: a tensor positionally, a dict of tensors as keywords."""
-    return model(**x) if isinstance(x, Mapping) else model(x)
+from .._model import call_model  # noqa: E402 - re-exported: one way to run a model on inputs
 
 
 def _trace(model: nn.Module, x) -> torch.Tensor:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._model import copy_model, eval_mode, find_output_layers, logits_of
+from .._model import call_model, copy_model, eval_mode, find_output_layers, logits_of
 from ..errors import ConfigError, DataError
 from .dynamic import PLAN_VERSION, Branch, DynamicNet
 from .dynamic_paths import cluster_subsets, normalise_relevance
@@ -32,7 +32,7 @@ DEFAULTS = {"k": 2, "confidence": 0.9, "keep": 0.5, "at": None, "epochs": 20, "m
 
 
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return logits_of(model(x))
+    return logits_of(call_model(model, x))
 
 
 def _is_number(v: object) -> bool:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .._model import call_model
 from ..data.batch import batch_size as count
 from ..data.batch import take, to_device
 from ..errors import ConfigError, DataError, ModelError
@@ -83,7 +84,7 @@ def _positive_int(value, param: str) -> int:
 
 
 def _plain_forward(model: nn.Module, x: torch.Tensor):
-    return model(x)
+    return call_model(model, x)
 
 
 def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor | Iterable, *, batches: int = 10,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..._model import call_model
 from ..blocks import find_blocks, remove_blocks
 from .base import ModelEnv, UnitKind, Units
 
@@ -27,7 +28,7 @@ GROUP = "blocks"
 
 
 def _call(model: nn.Module, x: torch.Tensor):
-    return model(x)
+    return call_model(model, x)
 
 
 class BlockUnits(UnitKind):

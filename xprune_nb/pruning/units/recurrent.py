@@ -47,7 +47,7 @@ import copy
 import torch
 from torch import nn
 
-from ..._model import eval_mode
+from ..._model import call_model, eval_mode
 from ...errors import PruneError
 from ..recurrent import find_recurrent, recurrent_readers, remove_hidden_units
 from .base import ModelEnv, UnitKind, Units
@@ -58,7 +58,7 @@ _PREFIX = "remove_hidden_units(plan=...): "
 
 
 def _call(model: nn.Module, x: torch.Tensor):
-    return model(x)
+    return call_model(model, x)
 
 
 def _running(model: nn.Module, names: list[str], env: ModelEnv) -> set[str]:
