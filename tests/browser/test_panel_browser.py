@@ -89,6 +89,19 @@ def test_panel_in_jupyterlab(jupyter, page):
     assert page.locator(".xprune-panel img:visible").count() >= 1
     _shoot(page, "panel_explain")
 
+    # the Pathways tab: current step (retrained) against the original, both maps drawn
+    select_tab(page, "Pathways")
+    click_and_wait(page, "xprune-pathways", "Pathways: done", timeout=120_000)
+    page.locator(".xprune-pathways-map svg").first.wait_for(state="visible")
+    assert page.locator(".xprune-pathways-map g.n[data-removed='1']").count() >= 1
+    painted = page.locator(".xprune-pathways-map").first.inner_html()
+    page.locator(".xprune-pathways-class button").nth(1).click()      # colour by one class
+    page.wait_for_function("(before) => document.querySelector('.xprune-pathways-map')"
+                           ".innerHTML !== before", arg=painted, timeout=30_000)
+    page.locator(".xprune-pathways-unit select").first.select_option(index=0)   # a unit
+    wait_text(page, "xprune-pathways-why", "relevance[")
+    _shoot(page, "panel_pathways")
+
     click_and_wait(page, "xprune-undo", "Now at step 1")
     assert params_of(page) == pruned
     click_and_wait(page, "xprune-undo", "Now at step 0")

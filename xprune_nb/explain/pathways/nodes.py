@@ -123,11 +123,12 @@ def original_ids(study, index: int, granularity: str,
         _tag_rows(tagged, [n for n in layers if _has(tagged, n)])
     rebuilt = rebuild(tagged, step.structure, [], study.env.example, study.forward)
     rebuilt = _converted(rebuilt)
+    if granularity == "head":
+        from ...pruning.attention.discovery import find_heads
+
+        groups = {g.name: g for g in find_heads(rebuilt, single=True)[0]}
     for name in layers:
         if granularity == "head":
-            from ...pruning.attention.discovery import find_heads
-
-            groups = {g.name: g for g in find_heads(rebuilt, single=True)[0]}
             g = groups.get(name)
             if g is None:
                 out[name] = None if not _has(rebuilt, name) else []
