@@ -273,3 +273,24 @@ def test_padded_batches_explain_each_row_as_if_unpadded(method):
     assert padded.valid is not None and padded.shown(1)[0] == single.tokens[0]
     assert padded.to_frame()["text"][1] == " ".join(single.tokens[0])
     np.testing.assert_allclose(padded.deletion_before[1], single.deletion_before[0], atol=1e-6)
+
+
+def test_drift_for_text_is_measured_on_real_tokens():
+    from xprune_nb.explain.drift import probe_drift
+
+    ids, y = _text(n=32)
+    study = _study(_bert(2), (ids, y), [("head", 0.25, "global")])
+    frame = study.drift().to_frame()
+    assert frame["saliency_rank_correlation"].notna().all()      # step 0 included
+    # a padded probe: each row's numbers are those of the sentence alone
+    probe, labels = ids[:6].clone(), y[:6]
+    mask = torch.ones_like(probe)
+    probe[::2, 4:], mask[::2, 4:] = 0, 0
+    padded = probe_drift(study.original, study.model, {"input_ids": probe, "attention_mask": mask},
+                         labels, forward=study.forward)
+    alone = [probe_drift(study.original, study.model,
+                         {"input_ids": probe[i:i + 1, :int(mask[i].sum())],
+                          "attention_mask": mask[i:i + 1, :int(mask[i].sum())]},
+                         labels[i:i + 1], forward=study.forward) for i in range(6)]
+    want = np.nanmean([a["saliency_spearman"] for a in alone])
+    assert padded["saliency_spearman"] == pytest.approx(want, abs=1e-9)

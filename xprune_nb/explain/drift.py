@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import logits_of
+from .._model import call_model, logits_of
 from .compare import pair_reasons, rank_correlation, topk_iou
 from .numbers import finite_mean, missing_note
 from .saliency import gradient_saliency
@@ -22,7 +22,10 @@ def probe_saliency(model: nn.Module, probe_x: torch.Tensor, probe_y: torch.Tenso
                    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                    chunk: int | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(saliency, logits) of ``model`` on the probe, ``chunk`` inputs at a time (bounded
-    memory); saliency is ``None`` for integer inputs (token ids have no input gradient).
+    memory). For token inputs (integer ids, or a dict / ``BatchEncoding`` with ``input_ids``
+    and an ``attention_mask``) the saliency is per token: the L2 norm of the gradient of the
+    true class's logit with respect to the token's embedding (padding 0); ``None`` when no
+    ``nn.Embedding`` reads the ids.
 
     Examples
     --------
@@ -33,13 +36,25 @@ def probe_saliency(model: nn.Module, probe_x: torch.Tensor, probe_y: torch.Tenso
     ((5, 4), (5, 3))
     """
     y = torch.as_tensor(probe_y).long()
-    x = torch.as_tensor(probe_x)
-    step = chunk or max(len(x), 1)
-    if not x.is_floating_point():
-        fwd = forward or (lambda m, v: logits_of(m(v)))
+    x = probe_x if isinstance(probe_x, Mapping) else torch.as_tensor(probe_x)
+    step = chunk or max(len(y), 1)
+    if isinstance(x, Mapping) or not x.is_floating_point():
+        from ..data.batch import take
+        from ..errors import ConfigError
+        from .tokens import token_attribution
+
+        fwd = forward or (lambda m, v: logits_of(call_model(m, v)))
+        parts = [take(x, slice(i, i + step)) for i in range(0, len(y), step)]
         with torch.no_grad():
-            return None, torch.cat([fwd(model, x[i:i + step]).detach().cpu()
-                                    for i in range(0, len(x), step)])
+            logits = torch.cat([fwd(model, p).detach().cpu() for p in parts])
+        try:
+            sal = [torch.as_tensor(token_attribution(model, p, y[i * step:(i + 1) * step],
+                                                     "saliency", forward=fwd,
+                                                     call="study.drift")[0])
+                   for i, p in enumerate(parts)]
+        except ConfigError:   # no nn.Embedding reads the ids: no token saliency
+            return None, logits
+        return torch.cat(sal), logits
     sal, logits = [], []
     for i in range(0, len(x), step):
         s, lo = gradient_saliency(model, x[i:i + step].float(), y[i:i + step], forward)
@@ -88,15 +103,15 @@ def probe_drift(model_original: nn.Module, model: nn.Module, probe_x: torch.Tens
     counts = torch.bincount(y, minlength=k).double()
     per_class = torch.zeros(k, dtype=torch.float64).index_add_(0, y, correct) / counts.clamp(min=1)
     per_class[counts == 0] = float("nan")
-    if sal_o is None:
+    if sal_o is None or sal_m is None:
         spearman = iou = float("nan")
-        reason = "integer inputs (token ids) have no input gradient"
+        reason = ("integer inputs that no nn.Embedding reads have no input gradient"
+                  if _is_tokens(probe_x) else "no saliency map")
     else:
-        rho, over = rank_correlation(sal_o, sal_m), topk_iou(sal_o, sal_m, top_k)
+        rho, over, reasons = _compare_maps(sal_o, sal_m, _valid(probe_x, sal_o), top_k)
         # a map that ranks nothing (a model whose saliency vanished) is left out of the mean,
         # and the reason says so; NaN only when no probe input has a ranking
         spearman, iou = finite_mean(rho), finite_mean(over)
-        reasons = pair_reasons(sal_o, sal_m, absolute=True)
         reason = missing_note(list(np.where(np.isfinite(rho) & np.isfinite(over), 0.0,
                                             np.nan)), reasons).replace(" inputs n/a",
                                                                        " probe inputs n/a")
@@ -108,6 +123,38 @@ def probe_drift(model_original: nn.Module, model: nn.Module, probe_x: torch.Tens
         "saliency_reason": reason,
         "accuracy_per_class": per_class.tolist(),
     }
+
+
+def _is_tokens(x) -> bool:
+    return isinstance(x, Mapping) or not torch.as_tensor(x).is_floating_point()
+
+
+def _valid(probe_x, maps) -> np.ndarray | None:
+    """Real tokens of a padded token probe (``attention_mask != 0``); None otherwise."""
+    if isinstance(probe_x, Mapping) and "attention_mask" in probe_x:
+        mask = torch.as_tensor(probe_x["attention_mask"]).cpu().numpy() != 0
+        return mask if mask.shape == tuple(maps.shape) else None
+    return None
+
+
+def _compare_maps(a, b, valid, top_k: float):
+    """Rank correlation, top-k overlap and per-input reasons, over each input's real tokens
+    only when ``valid`` (a padding mask) is given."""
+    if valid is None:
+        return (rank_correlation(a, b), topk_iou(a, b, top_k),
+                pair_reasons(a, b, absolute=True))
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rho, over, reasons = [], [], []
+    for ra, rb, v in zip(a, b, valid):
+        if not v.any():
+            rho.append(np.nan)
+            over.append(np.nan)
+            reasons.append("no real tokens (all padding)")
+            continue
+        rho.append(rank_correlation(ra[v][None], rb[v][None])[0])
+        over.append(topk_iou(ra[v][None], rb[v][None], top_k)[0])
+        reasons.append(pair_reasons(ra[v][None], rb[v][None], absolute=True)[0])
+    return np.array(rho), np.array(over), reasons
 
 
 @dataclass
