@@ -230,3 +230,24 @@ def test_bad_input_and_stop_leave_the_study_unchanged():
     study.pathways(classes=["upper moon"], progress=lambda d, t: seen.append((d, t)))
     assert seen[-1][0] == seen[-1][1]
     assert len(study.history) == before and no_hooks(study.model)
+
+
+def test_token_ids_end_their_relevance_at_the_input():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 8)
+            self.fc = nn.Linear(8, 12)
+            self.act = nn.ReLU()
+            self.head = nn.Linear(12, 3)
+
+        def forward(self, x):
+            return self.head(self.act(self.fc(self.emb(x))).mean(1))
+
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 20, (45, 5)), torch.arange(45) % 3
+    study = xp.Study(Tokens(), train=(x, y), val=(x, y), test=(x, y))
+    p = study.pathways(classes=[1], samples=5)
+    row = p.conservation().set_index("layer").loc["fc"]
+    assert p.conserved and row["between_share"] == 0
+    assert row["input_share"] + row["bias_share"] == pytest.approx(1)

@@ -156,8 +156,9 @@ def flow_batch(runner: LRPRunner, composite, specs: Sequence[NodeSpec], x: torch
             lambda m, a, o, name=name: post(m, a, o, name)))
     for p in model.parameters():
         p.requires_grad_(False)
-    float_input = x.is_floating_point()
-    x = x.detach().clone().requires_grad_(float_input)
+    if isinstance(x, torch.Tensor):
+        x = x.detach().clone().requires_grad_(x.is_floating_point())
+    # token inputs (ids, or a dict of them) carry no relevance: it ends at the embeddings
     totals = FlowTotals()
     try:
         with composite.context(model), torch.enable_grad(), FixedAttention():
@@ -190,10 +191,14 @@ def _backward(runner, specs, by_module, modules, seen, order, x, logits, start, 
     def segment(top: torch.Tensor, grad: torch.Tensor, below: list[str]):
         """Relevance ``grad`` at ``top`` propagated to the node tensors of ``below`` and x."""
         wanted = [_node_tensor(seen[n], by_module[n]) for n in below]
-        with_x = x.requires_grad
+        with_x = isinstance(x, torch.Tensor) and x.requires_grad
         if with_x:
             wanted = wanted + [x]
-        if not top.requires_grad or not wanted:
+        if not top.requires_grad:
+            # nothing before ``top`` is differentiable: it reads the input only (token ids,
+            # embeddings): all its relevance is the input's
+            return [None] * len(below), grad
+        if not wanted:
             return [None] * len(below), None
         grads = torch.autograd.grad(top, wanted, grad_outputs=grad, retain_graph=True,
                                     allow_unused=True)
@@ -248,8 +253,11 @@ def compute_flow(model: nn.Module, forward: Callable, specs: Sequence[NodeSpec],
     runner = LRPRunner(model, forward, rule=rule, epsilon=epsilon, call=call)
     to_module_attention(runner.model)
     composite = composite_for(runner)
-    batches = [(c, x[i:i + batch_size]) for c, x in inputs.items()
-               for i in range(0, len(x), batch_size)]
+    from ...data.batch import batch_size as rows_of
+    from ...data.batch import take
+
+    batches = [(c, take(x, slice(i, i + batch_size)))
+               for c, x in inputs.items() for i in range(0, rows_of(x), batch_size)]
     out: dict[int, FlowTotals] = {c: FlowTotals() for c in inputs}
     for done, (c, xb) in enumerate(batches, 1):
         out[c].add(flow_batch(runner, composite, specs, xb, c))

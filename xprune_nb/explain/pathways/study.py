@@ -208,7 +208,9 @@ def _build(study, index, model, granularity, classes, rows, *, top, rule, epsilo
         if "runs more than once" in str(exc):
             raise ModelError(f"{call}: {exc}.") from exc
         raise
-    inputs = len(next(iter(rows.values())))
+    from ...data.batch import batch_size as rows_of
+
+    inputs = rows_of(next(iter(rows.values())))
     return assemble(step=index, granularity=granularity, specs=specs, flows=flows, ids=ids,
                     sizes=sizes, removed_at=removed, class_names=list(study.data.class_names),
                     inputs=inputs, rule=rule, why=_why(study, index, granularity, ids), top=top)
@@ -238,6 +240,7 @@ def pathways_compare(study, before: int = 0, after: int = -1, classes=None, *, i
     >>> bool(0.0 <= comp.to_frame()["cut_share"].iloc[0] <= 1.0)
     True
     """
+    from ...data.batch import batch_size as rows_of
     from .compare import compare_pathways
 
     call = "Study.pathways_compare"
@@ -263,7 +266,7 @@ def pathways_compare(study, before: int = 0, after: int = -1, classes=None, *, i
 
     maps = []
     for index, off in ((b, 0), (a, 1)):
-        total = sum((len(x) + 31) // 32 for x in rows.values())
+        total = sum((rows_of(x) + 31) // 32 for x in rows.values())
         maps.append(_build(study, index, models[index], granularity, picked, rows, top=None,
                            rule=rule, epsilon=epsilon, batch_size=32,
                            tick=half(off * total), call=call))
