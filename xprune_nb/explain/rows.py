@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from ..data import StudyData, stratified_indices
+from ..data.batch import is_mapping, take
 from ..errors import ConfigError
 
 __all__ = ["pick_rows", "misclassified_rows"]
@@ -23,14 +26,19 @@ def pick_rows(data: StudyData, inputs, n: int, split: str, *, seed: int, call: s
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError.bad_value(call, "n", "a positive integer", n)
         idx = stratified_indices(rows.y, min(n, len(rows)), seed=seed, call=call)
-        return rows.X[idx], rows.y[idx]
+        return take(rows.X, idx), rows.y[idx]
     if isinstance(inputs, (list, tuple, range)) and all(
             isinstance(i, int) and not isinstance(i, bool) for i in inputs):
         idx = torch.tensor(list(inputs), dtype=torch.long)
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= len(rows):
             raise ConfigError.bad_value(call, param, f"row indices of the {split} split in "
                                         f"[0, {len(rows)})", list(inputs))
-        return rows.X[idx], rows.y[idx]
+        return take(rows.X, idx), rows.y[idx]
+    if isinstance(inputs, Mapping):   # named token inputs (a dict / BatchEncoding), as given
+        if is_mapping(rows.X) and set(map(str, inputs)) - set(map(str, rows.X)):
+            raise ConfigError.bad_value(call, param, f"a dict with the model's inputs "
+                                        f"{sorted(map(str, rows.X))}", sorted(map(str, inputs)))
+        return inputs, None
     try:
         x = torch.as_tensor(inputs)
     except (TypeError, ValueError, RuntimeError) as exc:

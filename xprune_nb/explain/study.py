@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..data.batch import batch_size, is_mapping
 from ..errors import ConfigError
 from ..params import check_classes
 from ..progress import StopSignal, make_progress
@@ -82,17 +83,18 @@ def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency
         try:
             y = torch.as_tensor(list(labels))
         except (TypeError, ValueError) as exc:
-            raise ConfigError.bad_value(call, "labels", f"{len(x)} class indices",
+            raise ConfigError.bad_value(call, "labels", f"{batch_size(x)} class indices",
                                         labels) from exc
         num_classes = study.data.num_classes
-        if (len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool
+        if (len(y) != batch_size(x) or y.is_floating_point() or y.dtype == torch.bool
                 or (len(y) and (y.min() < 0 or y.max() >= num_classes))):
-            raise ConfigError.bad_value(call, "labels", f"{len(x)} class indices in "
+            raise ConfigError.bad_value(call, "labels", f"{batch_size(x)} class indices in "
                                         f"[0, {num_classes})", list(labels))
         y = y.long()
     forward = study.forward
     if tick is not None:
-        forward = counting_forward(forward, len(x) * _SALIENCY_PASSES.get(method, 2), tick)
+        forward = counting_forward(forward, batch_size(x) * _SALIENCY_PASSES.get(method, 2),
+                                   tick)
     return compare_saliency(model_b, model_a, x, labels=y, method=method, forward=forward,
                             class_names=study.data.class_names,
                             feature_names=study.data.feature_names, steps=(b, a),
@@ -162,7 +164,10 @@ def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto",
     from . import compare_shapley
 
     call = "Study.shapley"
-    features = int(study.data.train.X[0].numel())
+    X = study.data.train.X
+    # token inputs (a dict of input_ids, attention_mask...): one feature per token position
+    features = int(X["input_ids"][0].numel() if is_mapping(X) and "input_ids" in X
+                   else X[0].numel())
     many = features > MANY_FEATURES
     # cheaper defaults for wide inputs: the cost grows with features x permutations x rows
     background_size = (25 if many else 50) if background_size is None else background_size
@@ -172,7 +177,7 @@ def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto",
     bg, _ = pick_rows(study.data, background, background_size, "train", seed=study.seed,
                       call=call, param="background")
     cost = None
-    if x.is_floating_point() and x.dim() == 2:
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 2:
         cost = shapley_cost(study, features=features, rows=len(x), background_rows=len(bg),
                             explainer=explainer, permutations=permutations)
         if cost["seconds"] > ANNOUNCE_SECONDS:
@@ -185,7 +190,7 @@ def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto",
     forward = study.forward
     if tick is not None:
         # progress in forward calls: shap evaluates coalitions in batches of rows
-        calls = (cost["row_forwards"] // 512 + 2) if cost else 2 * len(x)
+        calls = (cost["row_forwards"] // 512 + 2) if cost else 2 * batch_size(x)
         forward = counting_forward(forward, calls, tick)
     return compare_shapley(model_b, model_a, x, bg, explainer=explainer, output=output,
                            forward=forward, feature_names=study.data.feature_names,
