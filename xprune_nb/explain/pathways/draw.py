@@ -31,7 +31,7 @@ def plot_pathways(p: Pathways, *, ax=None, cls: int | None = None, top: int = 12
                                      connectionstyle=f"arc3,rad={bend}", arrowstyle="-",
                                      lw=width, color=colour, alpha=0.35, zorder=1))
     for n in lay.nodes:
-        size = 30 + 400 * abs(n["value"]) / lay.scale
+        size = 30 + 400 * n["size"]
         colour = POSITIVE if n["value"] >= 0 else NEGATIVE
         if n["removed_at"] is not None:
             ax.scatter(n["x"], n["y"], s=120, facecolors="white", edgecolors="#555555",
@@ -42,7 +42,7 @@ def plot_pathways(p: Pathways, *, ax=None, cls: int | None = None, top: int = 12
         if mark and (n["layer"], n["unit"]) in mark:
             ax.scatter(n["x"], n["y"], s=size + 160, facecolors="none", edgecolors=REMOVED_LATER,
                        linewidths=1.6, zorder=2)
-        ax.annotate(n["label"], (n["x"], n["y"]), xytext=(6, -3),
+        ax.annotate(n["label"], (n["x"], n["y"]), xytext=(13, -3),
                     textcoords="offset points", fontsize=7, color="#333333")
     ax.set_xticks(range(len(lay.columns)))
     ax.set_xticklabels([f"{c}\n(+{lay.hidden[c]} more)" if lay.hidden[c] else c

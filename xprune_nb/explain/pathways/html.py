@@ -62,7 +62,9 @@ def pathways_html(p: Pathways, *, top: int = 12, edges: int = 60, cls: int | Non
     per_class["all"] = {"v": [n["value"] for n in lay.nodes], "f": [e["flow"] for e in lay.edges]}
     first = "all" if cls is None else p.class_name(cls)
     shown = per_class[first]
-    scale = max([abs(v) for v in shown["v"]] + [1e-12])
+    peak: dict[str, float] = {}   # sizes relative to each layer, as in the plot
+    for n, v in zip(lay.nodes, shown["v"]):
+        peak[n["layer"]] = max(peak.get(n["layer"], 1e-12), abs(v))
     flow_scale = max([abs(f) for f in shown["f"]] + [1e-12])
 
     def xy(n):
@@ -85,8 +87,9 @@ def pathways_html(p: Pathways, *, top: int = 12, edges: int = 60, cls: int | Non
         removed = n["removed_at"] is not None
         tip = html.escape(_why_text(p, n["layer"], n["unit"]))
         v = shown["v"][k]
+        colour = POSITIVE if v >= 0 else NEGATIVE
         style = ('r="6" fill="white" stroke="#555" stroke-dasharray="2,2"' if removed
-                 else f'r="{_radius(v, scale):.1f}" fill="{POSITIVE if v >= 0 else NEGATIVE}" '
+                 else f'r="{_radius(v, peak[n["layer"]]):.1f}" fill="{colour}" '
                  'stroke="black" stroke-width="0.4"')
         parts.append(f'<g class="n" data-k="{k}" data-removed="{int(removed)}" '
                      f'data-layer="{html.escape(n["layer"])}" data-unit="{n["unit"]}">'
@@ -123,11 +126,13 @@ def pathways_html(p: Pathways, *, top: int = 12, edges: int = 60, cls: int | Non
 _SCRIPT = """(function(){var root=document.getElementById('UID');if(!root)return;
 var d=JSON.parse(root.querySelector('.xpw-data').textContent);
 var nodes=root.querySelectorAll('g.n'),edges=root.querySelectorAll('path.e');
-function paint(c){var v=d.classes[c].v,f=d.classes[c].f,m=1e-12,mf=1e-12;
-v.forEach(function(x){m=Math.max(m,Math.abs(x));});f.forEach(function(x){mf=Math.max(mf,Math.abs(x));});
+function paint(c){var v=d.classes[c].v,f=d.classes[c].f,m={},mf=1e-12;
+nodes.forEach(function(g){var l=g.dataset.layer;
+m[l]=Math.max(m[l]||1e-12,Math.abs(v[+g.dataset.k]));});
+f.forEach(function(x){mf=Math.max(mf,Math.abs(x));});
 nodes.forEach(function(g){var k=+g.dataset.k,c=g.querySelector('circle');
 if(g.dataset.removed==='1'){c.setAttribute('r',6);return;}
-c.setAttribute('r',(3+12*Math.sqrt(Math.abs(v[k])/m)).toFixed(1));
+c.setAttribute('r',(3+12*Math.sqrt(Math.abs(v[k])/m[g.dataset.layer])).toFixed(1));
 c.setAttribute('fill',v[k]>=0?d.pos:d.neg);});
 edges.forEach(function(e){var k=+e.dataset.k;
 e.setAttribute('stroke-width',(0.3+5*Math.abs(f[k])/mf).toFixed(2));

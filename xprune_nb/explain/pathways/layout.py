@@ -42,15 +42,23 @@ def layout(p: Pathways, cls: int | None, top: int, edges: int,
             nodes.append({"layer": layer, "unit": u, "x": x, "y": y, "label": label,
                           "value": float(np.nan_to_num(r[u])),
                           "removed_at": p.removed_at.get(layer, {}).get(u)})
+    # each pair of columns gets its share of the edges drawn, so early layers are not crowded
+    # out by the large flows into the output layer
+    pairs = p.layer_edges(cls)
+    quota = max(3, -(-edges // max(len(pairs), 1)))
     flows = []
-    for (a, b), m in p.layer_edges(cls).items():
-        for i in shown.get(a, []):
-            for j in shown.get(b, []):
-                if m[i, j] != 0:
-                    flows.append({"a": where[(a, i)], "b": where[(b, j)],
-                                  "flow": float(m[i, j])})
-    flows.sort(key=lambda e: -abs(e["flow"]))
-    flows = flows[:edges]
+    for (a, b), m in pairs.items():
+        found = [{"a": where[(a, i)], "b": where[(b, j)], "flow": float(m[i, j])}
+                 for i in shown.get(a, []) for j in shown.get(b, []) if m[i, j] != 0]
+        flows += sorted(found, key=lambda e: -abs(e["flow"]))[:quota]
+    flows = sorted(flows, key=lambda e: -abs(e["flow"]))[:edges]
+    # sizes relative to the unit's own layer: relevance is (about) conserved from layer to
+    # layer, so each column shows how its share is split
+    peak: dict[str, float] = {}
+    for n in nodes:
+        peak[n["layer"]] = max(peak.get(n["layer"], 1e-12), abs(n["value"]))
+    for n in nodes:
+        n["size"] = abs(n["value"]) / peak[n["layer"]]
     scale = max([abs(n["value"]) for n in nodes] + [1e-12])
     flow_scale = max([abs(e["flow"]) for e in flows] + [1e-12])
     hidden = {layer: p.sizes[layer] - len(shown[layer]) for layer in p.layers}

@@ -98,18 +98,19 @@ class Pathways:
                                  "reason": self._reason(removed, r)})
         nodes = pd.DataFrame(rows, columns=["class", "layer", "unit", "relevance", "share",
                                             "kept", "removed_at", "reason"])
-        erows = []
+        parts = []   # vectorised: a large model has millions of connections
         for c in self.classes:
             logit = self.logits[c]
             for (a, b), m in self.edges[c].items():
                 ii, jj = np.nonzero(m)
-                for i, j in zip(ii, jj):
-                    erows.append({"class": self.class_name(c), "from_layer": a,
-                                  "from_unit": int(i), "to_layer": b, "to_unit": int(j),
-                                  "flow": float(m[i, j]),
-                                  "share": float(m[i, j] / logit) if logit else np.nan})
-        edges = pd.DataFrame(erows, columns=["class", "from_layer", "from_unit", "to_layer",
-                                             "to_unit", "flow", "share"])
+                flow = m[ii, jj].astype(float)
+                parts.append(pd.DataFrame({
+                    "class": self.class_name(c), "from_layer": a, "from_unit": ii,
+                    "to_layer": b, "to_unit": jj, "flow": flow,
+                    "share": flow / logit if logit else np.nan}))
+        columns = ["class", "from_layer", "from_unit", "to_layer", "to_unit", "flow", "share"]
+        edges = (pd.concat(parts, ignore_index=True)[columns] if parts
+                 else pd.DataFrame(columns=columns))
         return nodes, edges
 
     def _reason(self, removed, r) -> str:
