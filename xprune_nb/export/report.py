@@ -150,7 +150,11 @@ def study_report(study, path: str | Path, title: str | None = None, notes: str |
     for name, (section_title, builder) in SECTIONS.items():
         if name not in wanted:
             continue
-        body = builder(ctx)
+        try:
+            body = builder(ctx)
+        except Exception as exc:  # noqa: BLE001 - one section must not sink the whole report
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            body = f"<p>n/a: {html.escape(reason)}</p>"
         if body:
             parts.append(f"<section id='{html.escape(name)}'><h2>{html.escape(section_title)}"
                          f"</h2>{body}</section>")

@@ -92,8 +92,9 @@ class ReportContext:
             return None
 
         def compute():
-            width = self.study.data.train.X[0].numel()
-            if self.study.data.train.X.dim() != 2 or width > 64:
+            x = self.study.data.train.X
+            if not hasattr(x, "dim") or x.dim() != 2 or not x.is_floating_point() \
+                    or x[0].numel() > 64:
                 raise ValueError("Shapley values are drawn for tabular inputs of at most 64 "
                                  "features; run study.shapley() for these inputs")
             return self.study.shapley(self.before, self.after, n=10, background_size=20)

@@ -13,6 +13,7 @@ import html
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from .report_context import ReportContext, figure_html
 from .report_format import fmt
@@ -95,7 +96,7 @@ def _example_images(ctx: ReportContext, rows: list[int], report) -> str | None:
     from ..explain.plots import _image
 
     x = ctx.study.data.test.X
-    if x.dim() != 4 or not rows:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not rows:
         return None
     names = report.class_names
     # one strip of tiles in one axes: a figure per example would cost a second each to lay out
@@ -123,8 +124,9 @@ def _example_rows(ctx: ReportContext, rows: list[int], report) -> str | None:
     import pandas as pd
 
     x = ctx.study.data.test.X
-    if x.dim() != 2 or not rows:
-        return None
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.is_floating_point() is False \
+            or not rows:
+        return None   # token ids are not features: the per-class table says enough
     names = ctx.study.data.feature_names or [f"feature {i}" for i in range(x.shape[1])]
     frame = pd.DataFrame(x[rows].double().numpy(), columns=[str(n) for n in names])
     cls = report.class_names
