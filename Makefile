@@ -57,7 +57,8 @@ test: install-dev
 bench: install-dev
 	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py
 
-# notebooks are shown as saved (CI runs them in `make test`); any warning fails the build
+# notebooks are shown with their outputs: scripts/docs_hooks.py runs each into build/docs-notebooks
+# (reused while unchanged; XPRUNE_DOCS_EXECUTE=0 skips it); any warning fails the build
 docs: install-dev
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 

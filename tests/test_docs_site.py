@@ -188,3 +188,29 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
     assert blocks, f"{page} has no python example"
     for code in blocks:
         exec(compile(code, f"docs/{page}", "exec"), {"__name__": "__docs__"})
+
+
+def test_notebooks_are_shown_executed_and_cached(tmp_path, monkeypatch):
+    """The site's notebooks carry their outputs: the hook runs each one into build/ and reuses
+    the copy while neither the notebook nor the package changed."""
+    import nbformat
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_hooks
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "data").mkdir(parents=True)
+    (notebooks / "data" / "n.txt").write_text("21")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "print(int(open('data/n.txt').read()) * 2)")])
+    nbformat.write(nb, notebooks / "tiny.ipynb")
+    monkeypatch.setattr(docs_hooks, "NOTEBOOKS", notebooks)
+    monkeypatch.setattr(docs_hooks, "EXECUTED", tmp_path / "build")
+    out = docs_hooks.executed_copy(notebooks / "tiny.ipynb", "h1")
+    run = nbformat.read(out, as_version=4)
+    assert run.cells[0].outputs[0]["text"] == "42\n"
+    stamp = out.stat().st_mtime_ns
+    assert docs_hooks.executed_copy(notebooks / "tiny.ipynb", "h1").stat().st_mtime_ns == stamp
+    assert (notebooks / "tiny.ipynb").read_text().count('"outputs": []') == 1   # source untouched
