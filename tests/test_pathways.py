@@ -251,3 +251,16 @@ def test_token_ids_end_their_relevance_at_the_input():
     row = p.conservation().set_index("layer").loc["fc"]
     assert p.conserved and row["between_share"] == 0
     assert row["input_share"] + row["bias_share"] == pytest.approx(1)
+
+
+def test_a_removed_block_stays_in_its_place_with_its_units_removed(small_digits):
+    study = xp.Study(xp.zoo.load("digits_resnet"), **small_digits)
+    study.score("magnitude", granularity="block")
+    step = study.prune(0.5)
+    after = study.pathways(classes=[1], samples=2)
+    assert after.layers == study.pathways(step=0, classes=[1], samples=2).layers
+    gone = [layer for layer in after.layers
+            if len(after.removed_at[layer]) == after.sizes[layer]]
+    assert gone and all(set(after.removed_at[g].values()) == {step.index} for g in gone)
+    assert not any(g in key for key in after.edges[1] for g in gone)
+    assert after.conserved

@@ -58,13 +58,14 @@ def balance_rows(c_name: str, totals: FlowTotals, specs: list[NodeSpec]) -> list
 def assemble(*, step: int, granularity: str, specs: list[NodeSpec], flows: dict[int, FlowTotals],
              ids: dict[str, list[int] | None], sizes: dict[str, int],
              removed_at: dict[str, dict[int, int]], class_names: list, inputs: int,
-             rule: str, why: dict, top: int | None) -> Pathways:
+             rule: str, why: dict, top: int | None,
+             module_order: list[str] | None = None) -> Pathways:
     import pandas as pd
 
     classes = list(flows)
     first = flows[classes[0]]
     present = first.order or [s.name for s in specs]
-    layers = present + [n for n in sizes if n not in present]
+    layers = _with_gone(present, [n for n in sizes if n not in present], module_order or [])
     relevance, edges, rows, logits, unmapped = {}, {}, [], {}, {}
     for c in classes:
         t = flows[c]
@@ -94,6 +95,17 @@ def assemble(*, step: int, granularity: str, specs: list[NodeSpec], flows: dict[
     if top is not None:
         _keep_top(pathways, top)
     return pathways
+
+
+def _with_gone(present: list[str], gone: list[str], module_order: list[str]) -> list[str]:
+    """The columns in execution order, with layers the step no longer has (a removed block)
+    put back where the original defines them (before the first later present layer)."""
+    rank = {name: i for i, name in enumerate(module_order)}
+    layers = list(present)
+    for name in gone:
+        later = [k for k, p in enumerate(layers[:-1]) if rank.get(p, -1) > rank.get(name, -1)]
+        layers.insert(later[0] if later else max(len(layers) - 1, 0), name)
+    return layers
 
 
 def _keep_top(p: Pathways, k: int) -> None:

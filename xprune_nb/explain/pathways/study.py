@@ -213,7 +213,8 @@ def _build(study, index, model, granularity, classes, rows, *, top, rule, epsilo
     inputs = rows_of(next(iter(rows.values())))
     return assemble(step=index, granularity=granularity, specs=specs, flows=flows, ids=ids,
                     sizes=sizes, removed_at=removed, class_names=list(study.data.class_names),
-                    inputs=inputs, rule=rule, why=_why(study, index, granularity, ids), top=top)
+                    inputs=inputs, rule=rule, why=_why(study, index, granularity, ids), top=top,
+                    module_order=[n for n, _ in study.original.named_modules()])
 
 
 def pathways_compare(study, before: int = 0, after: int = -1, classes=None, *, inputs=None,
