@@ -151,3 +151,4 @@ def test_pandas_inputs_convert_without_the_read_only_warning():
         s = xp.Study(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)),
                      train=(frame, labels), val=(frame, labels), test=(frame, labels))
     assert np.allclose(s.data.train.X.numpy(), x.numpy())
+    assert s.data.feature_names == [f"f{i}" for i in range(6)]   # the DataFrame's columns

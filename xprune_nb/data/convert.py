@@ -155,6 +155,15 @@ def bundle(train, val=None, test=None, *, class_names=None, feature_names=None,
         feature_names=feature_names, kind=kind), call=call)
 
 
+def _frame_columns(split):
+    """The columns of ``X`` when a split is ``(X, y)`` with ``X`` a pandas DataFrame."""
+    if isinstance(split, (tuple, list)) and len(split) >= 2:
+        columns = getattr(split[0], "columns", None)
+        if columns is not None and getattr(split[0], "ndim", 0) == 2:
+            return list(columns)
+    return None
+
+
 def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Study") -> StudyData:
     """Build :class:`StudyData` from a bundle or from separate splits.
 
@@ -179,6 +188,9 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
             train = data
     if train is None:
         raise ConfigError.bad_value(call, "train", "training data (or data=a bundle)", None)
+    if feature_names is None:   # a pandas DataFrame's columns name the features
+        columns = _frame_columns(train)
+        feature_names = [str(c) for c in columns] if columns is not None else None
     splits = {"train": as_split(train, call=call, name="train")}
     for name, value in (("val", val), ("test", test)):
         if value is not None:
