@@ -292,7 +292,7 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
         raise
     except Exception as exc:  # noqa: BLE001 - any failure here means the data does not fit
         raise DataError(
-            f"{call}: the model cannot run on inputs of shape {tuple(example.shape[1:])} "
+            f"{call}: the model cannot run on inputs of shape {_shape_of(example)} "
             f"(plus a batch dimension): {type(exc).__name__}: {exc}"
         ) from exc
     finally:
@@ -312,7 +312,7 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
             f"{call}(output_fn=...): the model's logits must be a tensor, got "
             f"{type(out).__name__}; pass an output_fn that returns the (batch, classes) logits."
         )
-    if out.dim() != 2 or out.shape[0] != example.shape[0]:
+    if out.dim() != 2 or out.shape[0] != _rows_of(example):
         raise ModelError(
             f"{call}: expected logits of shape (batch, classes), got {tuple(out.shape)}."
         )
@@ -325,6 +325,20 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
         trace["output_layers"] = _output_layers(order, out)
         trace["executed"] = {name for name, _ in order}
     return int(out.shape[1])
+
+
+def _rows_of(x) -> int:
+    """Rows of a batch: a tensor's first dimension, or that of a mapping's first tensor."""
+    if isinstance(x, Mapping):
+        return next(int(v.shape[0]) for v in x.values() if isinstance(v, torch.Tensor))
+    return int(x.shape[0])
+
+
+def _shape_of(x):
+    """One input's shape (no batch axis): a tuple, or ``{name: shape}`` for named inputs."""
+    if isinstance(x, Mapping):
+        return {str(k): tuple(v.shape[1:]) for k, v in x.items() if isinstance(v, torch.Tensor)}
+    return tuple(x.shape[1:])
 
 
 def _restore_buffers(model: nn.Module, saved: dict[str, torch.Tensor]) -> list[str]:

@@ -257,7 +257,7 @@ def train_step(net: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, forward,
                strategy: Strategy) -> tuple[float, float]:
     """One optimisation step on a global batch; returns its (loss, accuracy) as one process
     training on the whole batch would report them."""
-    n = len(x)
+    n = len(y)   # x may be a dict of named inputs (input_ids, attention_mask...)
     x, y = strategy.shard(x, y)
     opt.zero_grad(set_to_none=True)
     logits = forward(net, x)

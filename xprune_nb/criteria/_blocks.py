@@ -61,7 +61,7 @@ def per_example_block_gates(ctx: ScoringContext, *, target: str = "loss") -> dic
     blocks = blocks_of(ctx)
     out = {b.name: [] for b in blocks}
     for x, y in ctx.batches():
-        gates = {b.name: torch.ones(len(x), requires_grad=True) for b in blocks}
+        gates = {b.name: torch.ones(len(y), requires_grad=True) for b in blocks}
         with _gated(ctx.model, blocks, gates), torch.enable_grad():
             logits = ctx.forward(ctx.model, x)
             objective = (logits.gather(1, y[:, None]).sum() if target == "logit"
@@ -69,7 +69,7 @@ def per_example_block_gates(ctx: ScoringContext, *, target: str = "loss") -> dic
             grads = torch.autograd.grad(objective, [gates[b.name] for b in blocks],
                                         allow_unused=True)
         for block, g in zip(blocks, grads):
-            out[block.name].append(torch.zeros(len(x)) if g is None else g.detach())
+            out[block.name].append(torch.zeros(len(y)) if g is None else g.detach())
     ctx.model.zero_grad(set_to_none=True)
     return {k: torch.cat(v).double() for k, v in out.items()}
 
@@ -125,5 +125,5 @@ def block_relevance(ctx: ScoringContext, runner, *, signed: bool = False
                 stab = out + 1e-9 * torch.where(out >= 0, 1.0, -1.0)
                 share = (r * (out - inp).detach() / stab.detach()).flatten(1).sum(1)
                 totals[name] += float(share.sum() if signed else share.abs().sum())
-            count += len(x)
+            count += len(y)
     return {n: torch.tensor(v / max(count, 1), dtype=torch.float64) for n, v in totals.items()}

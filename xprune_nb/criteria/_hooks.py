@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..data.batch import take
 from .base import ScoringContext
 
 UnitStat = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -62,7 +63,7 @@ def output_unit_stats(ctx: ScoringContext, stat: UnitStat, *, backward: bool) ->
                     g = torch.zeros_like(a)
                 value = stat(a, g).double()
                 totals[name] = value if totals[name] is None else totals[name] + value
-            count += len(x)
+            count += len(y)
     finally:
         for h in handles:
             h.remove()
@@ -98,16 +99,17 @@ def per_example_weight_stats(ctx: ScoringContext, stat: Callable[[str, torch.Ten
                 grads = grads_of(x, y)
             for layer, g in grads.items():
                 totals[layer] += stat(layer, g).double().sum(0)
-            count += len(x)
+            count += len(y)
     except Exception:  # noqa: BLE001 - vmap cannot trace every model: loop over examples
         totals = {k: torch.zeros_like(v) for k, v in totals.items()}
         count = 0
         for x, y in ctx.batches():
-            for i in range(len(x)):
-                grads = _single_grads(ctx, names, params, x[i:i + 1], y[i:i + 1])
+            for i in range(len(y)):
+                grads = _single_grads(ctx, names, params, take(x, slice(i, i + 1)),
+                                      y[i:i + 1])
                 for layer, g in grads.items():
                     totals[layer] += stat(layer, g[None]).double().sum(0)
-            count += len(x)
+            count += len(y)
     finally:
         ctx.model.zero_grad(set_to_none=True)
     return {layer: (t / max(count, 1)).float() for layer, t in totals.items()}

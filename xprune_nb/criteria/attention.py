@@ -91,5 +91,5 @@ def _attention_relevance(ctx: ScoringContext, *, signed: bool) -> dict[str, torc
             seen[name] = (term if signed else term.clamp(min=0)).sum((2, 3))
         for name, module in ctx.layers.items():
             heads = getattr(module, "num_heads", None) or 1
-            parts[name].append(seen.get(name, torch.zeros(len(x), heads, dtype=torch.float64)))
+            parts[name].append(seen.get(name, torch.zeros(len(y), heads, dtype=torch.float64)))
     return {name: torch.cat(v) for name, v in parts.items()}

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..data.batch import take
 from ..errors import ConfigError
 
 __all__ = ["Criterion", "ScoringContext", "GRANULARITIES"]
@@ -63,14 +64,15 @@ class ScoringContext:
 
     @property
     def num_batches(self) -> int:
-        return (len(self.inputs) + self.batch_size - 1) // self.batch_size
+        return (len(self.targets) + self.batch_size - 1) // self.batch_size
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Mini-batches of the reference set, reporting progress after each one."""
         total = self.num_batches
         for i in range(total):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            yield self.inputs[sl], self.targets[sl]
+            # token inputs may be a dict / BatchEncoding: every named tensor is sliced alike
+            yield take(self.inputs, sl), self.targets[sl]
             if self.progress is not None:
                 self.progress(i + 1, total)
 

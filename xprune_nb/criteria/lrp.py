@@ -145,7 +145,7 @@ class LRPCriterion(UnitRelevanceMixin, Criterion):
                 for name, w in out.weight_relevance.items():
                     w = w.double()
                     totals[name] = w if name not in totals else totals[name] + w
-                count += len(x)
+                count += len(y)
         signed = bool(self.params["signed"])
         return {name: ((t if signed else t.abs()) / max(count, 1)).float()
                 for name, t in totals.items()}

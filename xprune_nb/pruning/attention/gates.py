@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ class _Given(nn.Module):
         super().__init__()
         self.out = out
 
-    def forward(self, x):
+    def forward(self, *_args, **_kwargs):
         return self.out
 
 
@@ -62,7 +63,10 @@ def per_example_head_gates(ctx, *, target: str = "loss") -> dict[str, torch.Tens
     fixed = {k: v for k, v in params.items() if k not in scored}
 
     def objective_of(trainable, x, y):
-        out = functional_call(ctx.model, ({**fixed, **trainable}, buffers), (x[None],))
+        # one example at a time (vmap); named token inputs go in as keywords
+        args, kwargs = (((), {k: v[None] for k, v in x.items()}) if isinstance(x, Mapping)
+                        else ((x[None],), {}))
+        out = functional_call(ctx.model, ({**fixed, **trainable}, buffers), args, kwargs)
         logits = out if torch.is_tensor(out) else ctx.forward(_Given(out), x)
         if target == "logit":
             return logits[0].gather(0, y[None]).sum()
@@ -71,8 +75,16 @@ def per_example_head_gates(ctx, *, target: str = "loss") -> dict[str, torch.Tens
     per_example = vmap(grad(objective_of), in_dims=(None, 0, 0))
     gates: dict[str, list[torch.Tensor]] = {key: [] for key in columns}
     for x, y in ctx.batches():
-        with _quiet_vmap():
-            g = per_example(scored, x, y)
+        if isinstance(x, Mapping):
+            # named token inputs: Hugging Face builds its attention mask with data-dependent
+            # branches vmap cannot follow, so one example at a time (the same numbers)
+            x = {str(k): v for k, v in x.items() if isinstance(v, torch.Tensor)}
+            one = grad(objective_of)
+            parts = [one(scored, {k: v[j] for k, v in x.items()}, y[j]) for j in range(len(y))]
+            g = {k: torch.stack([p[k] for p in parts]) for k in scored}
+        else:
+            with _quiet_vmap():
+                g = per_example(scored, x, y)
         for key, (pname, idx) in columns.items():
             weight = scored[pname]
             mask = _effective_mask(ctx.model, pname)
