@@ -167,6 +167,25 @@ def test_auto_prune_shows_rounds_live_in_history_and_the_outcome(digits):
     panel.close()
 
 
+def test_auto_tab_passes_the_grounding_limit_and_shows_its_refusal():
+    study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
+    panel = Panel(study)
+    view = panel.auto_view
+    view.max_grounding_drop.value = "0.05"
+    view.grounding_method.value = "integrated_gradients"
+    config = view.config()
+    assert config["max_grounding_drop"] == 0.05
+    assert config["grounding_method"] == "integrated_gradients"
+    view.max_grounding_drop.value = ""
+    assert view.config()["max_grounding_drop"] is None
+    # moons has no evidence boxes: the core's refusal reaches the status, nothing changes
+    view.max_grounding_drop.value = "0.05"
+    view.run_button.click()
+    assert panel.wait(60)
+    assert "max_grounding_drop" in panel.status and len(study.history) == 1
+    panel.close()
+
+
 def test_auto_prune_stop_keeps_the_rounds_done(digits):
     study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
     panel = Panel(study)

@@ -43,6 +43,7 @@ from ..errors import ConfigError, StoppedError
 from ..params import PARAMS, check, validate
 from ..progress import StopSignal, make_progress
 from .allocate import allocate, damage_of
+from .auto_grounding import grounding_check
 from .plan import check_retrain_args
 from .sensitivity import Measurer, group_rows, score_copy
 
@@ -78,6 +79,8 @@ class AutoOutcome:
     message: str
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    #: the grounding constraint's start/end numbers (validation and test), when it was set
+    grounding: dict = field(default_factory=dict)
 
 
 def _check_args(study, call, budgets, constraints, criterion, granularity, retrain, steps,
@@ -148,6 +151,10 @@ def _violations(study, model, ref, limits, measure) -> tuple[list[str], dict]:
     drift = measure._drift(model) if limits["max_drift"] is not None else math.nan
     values = {"accuracy": acc, "accuracy_drop": drop, "class_drop": class_drop, "drift": drift}
     broken = []
+    if limits.get("grounding") is not None:
+        wrong, found = limits["grounding"].judge(model)
+        values.update(found)
+        broken += [wrong] if wrong else []
     if limits["max_accuracy_drop"] is not None and drop > limits["max_accuracy_drop"]:
         broken.append(f"accuracy drop {drop:.4f} > max_accuracy_drop="
                       f"{limits['max_accuracy_drop']}")
@@ -166,6 +173,8 @@ def _append_note(step, text: str) -> None:
 def auto_prune(study, *, macs: float | None = None, params: float | None = None,
                latency: float | None = None, max_accuracy_drop: float | None = None,
                max_drift: float | None = None, max_class_drop: float | None = None,
+               max_grounding_drop: float | None = None, grounding_metric: str = "mass",
+               grounding_masks=None, grounding_method: str = "saliency",
                criterion: str = "taylor", granularity: str = "channel",
                retrain: dict | None = None, steps: int = 10, samples: int | None = None,
                recalibrate: bool | None = None, progress=False, stop: StopSignal | None = None,
@@ -185,6 +194,15 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
     max_drift : float in [0, 2], optional
         Largest explanation drift (``1 - saliency rank correlation`` with the original model on
         the study's probe, the history's drift). Also weighs drift into the allocation.
+    max_grounding_drop : float in [0, 1], optional
+        Largest drop of the mean grounding on the validation split from the model auto_prune
+        starts from: the relevance mass on the evidence (``grounding_metric="mass"``) or the
+        pointing-game hit rate (``"pointing"``) of ``grounding_method`` maps (any
+        ``Study.saliency`` method, e.g. ``"attention_relevance"`` for ViTs) of the true class.
+        The evidence is the data's boxes (``digits_boxes``) or ``grounding_masks``: one mask
+        per validation row, shaped like the inputs (or ``(N, H, W)`` for images), or
+        ``{"val": ..., "test": ...}``. Start and end grounding on the test split are reported
+        in ``step.auto.grounding`` and the note (n/a without test evidence).
     criterion, granularity : str
         How units are scored and what a unit is.
     retrain : dict, optional
@@ -214,11 +232,13 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
     """
     start = time.perf_counter()
     limits = {"max_accuracy_drop": max_accuracy_drop, "max_class_drop": max_class_drop,
-              "max_drift": max_drift}
+              "max_drift": max_drift, "max_grounding_drop": max_grounding_drop}
     name, budget, kind = _check_args(study, call, {"macs": macs, "params": params,
                                                    "latency": latency}, limits, criterion,
                                      granularity, retrain, steps, samples)
     validate(call, recalibrate=recalibrate)
+    limits["grounding"] = grounding_check(study, call, max_grounding_drop, grounding_metric,
+                                           grounding_masks, grounding_method)
     tick = make_progress(progress, call, f"auto_prune {name}", stop)
     with study.timeline.hold(call):
         return _run(study, call=call, name=name, budget=budget, kind=kind, limits=limits,
@@ -249,6 +269,9 @@ def _run(study, *, call, name, budget, kind, limits, criterion, granularity, ret
                               "max_drift or start from an earlier step.")
     scorer = _criteria.get(criterion, call)()
     ref = _val_state(study, study.model)
+    grounding = limits["grounding"]
+    if grounding is not None:
+        grounding.reference(study.model)
     target = budget * c0
     outcome = AutoOutcome(name, budget, 1.0, False, 0, 0, "")
     last = None
@@ -275,7 +298,10 @@ def _run(study, *, call, name, budget, kind, limits, criterion, granularity, ret
                                call=call)
         base_proxy = cost.proxy(baseline)
         for r in rows:
-            r["saved"] = base_proxy - cost.proxy(r) if r["note"] == "" else math.nan
+            # a row that removes no unit (0.1 of a 4-head group) saves nothing but is no
+            # dead end: the group's larger amounts stay available to the allocation
+            ok = r["note"] == "" or r.get("removed") == 0
+            r["saved"] = base_proxy - cost.proxy(r) if ok else math.nan
             r["damage"] = damage_of(r, baseline, drift_weight=1.0 if max_drift is not None
                                     else 0.0)
         share = 1.0 - goal / current     # the fraction of the cost this round removes
@@ -337,6 +363,9 @@ def _run(study, *, call, name, budget, kind, limits, criterion, granularity, ret
                            f"short of the budget {budget:g}: {message or 'no progress'}; "
                            f"{rounds} kept, {outcome.rejected} rejected.")
         warnings.warn(outcome.message, AutoPruneWarning, stacklevel=4)
+    if grounding is not None:
+        outcome.grounding = grounding.report(study.model)
+        outcome.message += " " + grounding.sentence(outcome.grounding) + "."
     log.info("%s: %s", call, outcome.message)
     if last is not None:
         _append_note(last, outcome.message)

@@ -12,6 +12,7 @@ from typing import Any
 import ipywidgets as W
 
 from .. import criteria
+from ..explain.saliency import METHODS as SALIENCY_METHODS
 from ._common import defaults_of, frame_html, note_html, parse_number
 
 __all__ = ["AutoView"]
@@ -21,7 +22,8 @@ _BUDGETS = (("MACs", "macs"), ("params", "params"), ("latency", "latency"))
 #: the columns of the rounds table (``AutoOutcome.history``), with their labels
 _ROUND_COLUMNS = {"round": "round", "try": "try", "step": "step", "budget": "of start",
                   "accuracy": "val accuracy", "accuracy_drop": "accuracy drop",
-                  "class_drop": "worst class drop", "drift": "drift", "kept": "kept"}
+                  "class_drop": "worst class drop", "drift": "drift",
+                  "grounding_drop": "grounding drop", "kept": "kept"}
 
 
 class AutoView:
@@ -46,6 +48,14 @@ class AutoView:
                                      placeholder="none", style={"description_width": "initial"})
         self.max_drift = W.Text(value="", description="max drift", placeholder="none",
                                 style={"description_width": "initial"})
+        # grounding on the evidence (boxes of digits_boxes); masks are a code-only option
+        self.max_grounding_drop = W.Text(value="", description="max grounding drop",
+                                         placeholder="none",
+                                         style={"description_width": "initial"})
+        self.grounding_method = W.Dropdown(options=list(SALIENCY_METHODS),
+                                           value=d.get("grounding_method", "saliency"),
+                                           description="grounding by",
+                                           style={"description_width": "initial"})
         self.criterion = W.Dropdown(options=names, description="criterion",
                                     value=d.get("criterion") if d.get("criterion") in names
                                     else names[0])
@@ -70,13 +80,15 @@ class AutoView:
             "measured batch-1 latency) in rounds: each round measures every layer's "
             "sensitivity, allocates per-layer amounts greedily by damage per cost saved, "
             "prunes (and retrains, if asked). A round that breaks a constraint (validation "
-            "accuracy drop, worst class drop, explanation drift; empty = no limit) is undone "
+            "accuracy drop, worst class drop, explanation drift, drop of the relevance mass "
+            "in the evidence boxes; empty = no limit) is undone "
             "and tried smaller. Kept rounds appear in the History tab as they finish; "
             "<b>Stop</b> ends after the round in progress.")
         self.widget = W.VBox([
             W.HTML(help_text),
             W.HBox([self.budget, self.value]),
             W.HBox([self.max_accuracy_drop, self.max_class_drop, self.max_drift]),
+            W.HBox([self.max_grounding_drop, self.grounding_method]),
             W.HBox([self.criterion, self.granularity]),
             W.HBox([self.retrain_epochs, self.steps, self.samples]),
             self.run_button, self.outcome, self.rounds,
@@ -91,6 +103,9 @@ class AutoView:
                 "max_class_drop": parse_number(self.max_class_drop.value, _CALL,
                                                "max_class_drop"),
                 "max_drift": parse_number(self.max_drift.value, _CALL, "max_drift"),
+                "max_grounding_drop": parse_number(self.max_grounding_drop.value, _CALL,
+                                                   "max_grounding_drop"),
+                "grounding_method": self.grounding_method.value,
                 "criterion": self.criterion.value, "granularity": self.granularity.value,
                 "retrain": {"epochs": epochs} if epochs else None,
                 "steps": int(self.steps.value),
