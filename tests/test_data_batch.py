@@ -53,3 +53,21 @@ def test_bad_inputs_are_refused_with_the_call_named():
     with pytest.raises(DataError, match=r"concat\(parts=...\): every batch must hold "
                                         "'attention_mask'"):
         concat([_enc([2]), {"input_ids": torch.zeros(1, 2, dtype=torch.long)}])
+
+
+def test_tensor_splits_may_hold_named_inputs():
+    from xprune_nb.data import as_split, batches, bundle, draw
+
+    enc = _enc([2, 4, 3, 4, 2, 3])
+    split = as_split((enc, torch.tensor([0, 1, 0, 1, 0, 1])))
+    assert set(split.X) == {"input_ids", "attention_mask", "token_type_ids"} and len(split) == 6
+    assert split.X["input_ids"].dtype == torch.long
+    sizes = [batch_size(x) for x, _ in batches(split, 4)]
+    assert sizes == [4, 2]
+    x, y = draw(split, 4, seed=0)
+    assert batch_size(x) == 4 and sorted(y.tolist()) == [0, 0, 1, 1]
+    data = bundle(split, split, split)
+    assert data.input_shape == (4,) and batch_size(data.example(2)) == 2
+    with pytest.raises(DataError, match=r"labels must be a 1-D tensor with one class index per "
+                                        r"example; got labels of shape \(2,\) for 6 inputs"):
+        as_split((enc, torch.tensor([0, 1])))

@@ -43,12 +43,12 @@ __all__ = [
     "Study", "Scores", "Step", "History", "Metrics", "Callback", "StopSignal",
     "XPruneError", "ConfigError", "DataError", "ModelError", "PruneError", "NotScoredError",
     "StudyFileError", "StoppedError", "StudyBusyError", "MissingDependencyError",
-    "datasets", "zoo", "criteria", "explain", "Panel", "Recipe", "load_pruned",
+    "data", "datasets", "zoo", "criteria", "explain", "Panel", "Recipe", "load_pruned",
     "compare_techniques", "pareto_plot",
     "__version__",
 ]
 
-_LAZY_MODULES = {"datasets", "zoo", "criteria", "explain"}
+_LAZY_MODULES = {"data", "datasets", "zoo", "criteria", "explain"}
 _LAZY_ATTRS = {
     "Panel": ("xprune_nb.widgets", "Panel"),
     "Recipe": ("xprune_nb.recipe", "Recipe"),

@@ -83,7 +83,7 @@ def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0,
 
     dynamic = type(model).__name__ == "DynamicNet"   # its MACs depend on the input
     macs = None if dynamic else _cache(study).macs_for(
-        step.structure, lambda: count_macs(model, study.data.train.X[:1], study.forward))
+        step.structure, lambda: count_macs(model, study.data.example(1), study.forward))
     m = evaluate_model(model, study.data, study.forward, latency=False, macs=macs,
                        progress=progress)
     step.metrics = dict(m.as_dict())
@@ -93,7 +93,7 @@ def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0,
     step.pending = [p for p in step.pending if p != "drift"]
     step.drift = {}
     if drift_is_eager(study, _cache(study).macs_for(
-            [], lambda: count_macs(study.original, study.data.train.X[:1], study.forward))):
+            [], lambda: count_macs(study.original, study.data.example(1), study.forward))):
         step.drift = probe_drift_of(study, model, step.index)
     elif _explain_available():
         step.pending.append("drift")
@@ -188,6 +188,6 @@ def evaluate(study, *, latency: bool = False, step: int | None = None, progress=
     model = study.model if index == study.current else study.model_at(index)
     structure = study.history[index].structure
     macs = None if type(model).__name__ == "DynamicNet" else _cache(study).macs_for(
-        structure, lambda: count_macs(model, study.data.train.X[:1], study.forward))
+        structure, lambda: count_macs(model, study.data.example(1), study.forward))
     return evaluate_model(model, study.data, study.forward, latency=latency, macs=macs,
                           progress=tick)

@@ -158,9 +158,10 @@ def layer_sparsity(model: nn.Module) -> dict[str, dict]:
 def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 512,
                    return_predictions: bool = False, progress=None):
     """(accuracy, mean cross-entropy loss) of ``model`` on ``split``, in eval mode; with
-    ``return_predictions`` also the predicted class of every example. ``progress()`` is
-    called after each batch."""
-    correct, total_loss, preds = 0, 0.0, []
+    ``return_predictions`` also the predicted class and the label of every example. A user's
+    loader or dataset is measured on its bounded sample (``eval_samples``), or read batch by
+    batch when every example is asked for. ``progress()`` is called after each batch."""
+    correct, total_loss, preds, labels, n = 0, 0.0, [], [], 0
     with torch.no_grad(), eval_mode(model):
         for x, y in batches(split, batch_size):
             logits = forward(model, x)
@@ -168,11 +169,13 @@ def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 51
             pred = logits.argmax(1)
             correct += int((pred == y).sum())
             preds.append(pred)
+            labels.append(y)
+            n += len(y)
             if progress is not None:
                 progress()
-    n = max(len(split), 1)
+    n = max(n, 1)
     if return_predictions:
-        return correct / n, total_loss / n, torch.cat(preds)
+        return correct / n, total_loss / n, torch.cat(preds), torch.cat(labels)
     return correct / n, total_loss / n
 
 @dataclass
@@ -254,9 +257,12 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
     (one unit per evaluation batch and per latency batch size).
     """
     # the same examples given as validation and test (common with a user's own data) are
-    # evaluated once
-    same = data.val is data.test or (getattr(data.val, "X", 0) is getattr(data.test, "X", 1)
-                                     and getattr(data.val, "y", 0) is getattr(data.test, "y", 1))
+    # evaluated once; a user's loader or dataset is compared by what it is, never read for it
+    val, test = data.val, data.test
+    same = val is test or (
+        isinstance(val, Split) and isinstance(test, Split) and val.X is test.X and val.y is test.y
+    ) or (getattr(val, "source", 0) is getattr(test, "source", 1)
+          and getattr(val, "limit", 0) == getattr(test, "limit", 1))
     n_batches = [math.ceil(len(s) / 512) for s in (data.test, data.val)]
     if same:
         n_batches[1] = 0
@@ -269,25 +275,25 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
         if progress is not None:
             progress(done, units)
 
-    acc, loss, preds = evaluate_split(model, data.test, forward, return_predictions=True,
-                                      progress=tick)
+    acc, loss, preds, labels = evaluate_split(model, data.test, forward,
+                                              return_predictions=True, progress=tick)
     if same:
         val_acc, val_loss = acc, loss
     else:
         val_acc, val_loss = evaluate_split(model, data.val, forward, progress=tick)
     per_class = []
     for c in range(data.num_classes):
-        sel = data.test.y == c
+        sel = labels == c
         per_class.append(float((preds[sel] == c).float().mean()) if sel.any() else float("nan"))
     total, nonzero = count_params(model)
     layers = layer_sparsity(model)
     weights = sum(v["params"] for v in layers.values())
     zeros = sum(v["params"] - v["nonzero"] for v in layers.values())
-    example = data.train.X[:1]
+    example = data.example(1)
     lat = {}
     if latency:
         for bs in batch_sizes:
-            x = data.train.X[:bs]
+            x = data.example(bs)
             if len(x) < bs:
                 x = x.repeat((bs + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:bs]
             # the input waits on the model's device, as in deployment: the copy isn't timed

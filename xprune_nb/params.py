@@ -149,6 +149,7 @@ PARAMS: dict[str, Constraint] = {
     "prune_output": Options((True, False)),
     # retraining
     "epochs": Interval(Integral, 1, None),
+    "steps_per_epoch": Interval(Integral, 1, None, allow_none=True),
     "lr": Interval(Real, 0, None, "neither"),
     "weight_decay": Interval(Real, 0, None, "left"),
     "optimizer": Options(("adam", "adamw", "sgd")),

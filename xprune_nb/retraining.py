@@ -25,9 +25,11 @@ __all__ = ["retrain_step"]
 def retrain_step(study, *, epochs: int, lr: float, optimizer: str, batch_size: int,
                  weight_decay: float, callbacks, progress, stop, train_fn, seed: int,
                  call: str, recalibrate: bool | None = False,
-                 recalibrate_samples: int = 2048) -> Step:
+                 recalibrate_samples: int = 2048, steps_per_epoch: int | None = None) -> Step:
     """Fine-tune and record a ``retrain`` step on ``study`` (numbers already validated).
 
+    The training split is iterated as the data package gives it: the user's own loader as
+    given (``steps_per_epoch`` bounds an epoch), or seeded shuffles of tensors.
     After the last epoch, BatchNorm statistics are re-estimated (``recalibrate``: ``None`` =
     on for a model with BatchNorm trained by our loop): the running averages a training loop
     leaves behind lag behind the weights it ended with, most of all after heavy pruning,
@@ -62,12 +64,15 @@ def retrain_step(study, *, epochs: int, lr: float, optimizer: str, batch_size: i
         result = train(model, study.data.train, epochs=epochs, lr=lr, optimizer=optimizer,
                        batch_size=batch_size, weight_decay=weight_decay, seed=seed,
                        forward=study.forward, val_split=study.data.val, callbacks=cbs,
-                       stop=stop)
+                       stop=stop, steps_per_epoch=steps_per_epoch, call=call)
     recal = _recalibrate(study, model, recalibrate, recalibrate_samples, batch_size, seed,
                          own_loop=train_fn is None)
     model.eval()
     check_finite(model, call)
     settings = {"recalibrate": recal is not None, "recalibrate_samples": recalibrate_samples}
+    # recorded only when set, so recipes of studies that never used it stay as they were
+    if steps_per_epoch is not None:
+        settings["steps_per_epoch"] = steps_per_epoch
     step = Step(len(timeline.history), "retrain", timeline.current,
                 config={"epochs": epochs, "lr": lr, "optimizer": optimizer,
                         "batch_size": batch_size, "weight_decay": weight_decay,
@@ -99,11 +104,21 @@ def _recalibrate(study, model, recalibrate: bool | None, samples: int, batch_siz
     # the training split's inputs, read in a seeded order and bounded by ``samples``; any
     # iterable of training batches (e.g. the user's own loader) works the same way
     split = study.data.train
-    source = split.X
-    if not isinstance(source, torch.Tensor):
-        from .data.sampling import batches
+    from .data import Split
 
-        source = batches(split, batch_size, shuffle=True,
-                         generator=torch.Generator().manual_seed(seed))
+    if isinstance(split, Split):
+        source = split.X
+        if not isinstance(source, torch.Tensor):
+            from .data.sampling import batches
+
+            source = batches(split, batch_size, shuffle=True,
+                             generator=torch.Generator().manual_seed(seed))
+    else:
+        # the user's own training loader, as retraining saw it, read until ``samples``
+        # examples have gone through (never its bounded measurement sample, never all of it)
+        from .data.stream import split_batch
+
+        loader = split.train_loader(batch_size, torch.Generator().manual_seed(seed))
+        source = (split_batch(b, split.call, split.name) for b in loader)
     return recalibrate_batchnorm(model, source, batch_size=max(2, batch_size),
                                  samples=samples, forward=study.forward, seed=seed)

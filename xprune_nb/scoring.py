@@ -19,7 +19,8 @@ from .errors import ModelError, NotScoredError
 from .pruning.units import ModelEnv, UnitKind
 from .scores import Scores
 
-__all__ = ["score_units", "fingerprint", "reference_indices", "criterion_and_kind"]
+__all__ = ["score_units", "fingerprint", "reference_indices", "reference_sample",
+           "criterion_and_kind"]
 
 
 def criterion_and_kind(criterion: str, granularity: str, call: str):
@@ -48,6 +49,22 @@ def reference_indices(y: torch.Tensor, samples: int | None, classes: list[int] |
         pool = y if classes is None else y[torch.isin(y, torch.tensor(classes))]
         samples = min(256, len(pool))
     return stratified_indices(y, samples, seed=seed, classes=classes, call=call)
+
+
+def reference_sample(data, samples: int | None, classes: list[int] | None, *, seed: int,
+                     call: str):
+    """``(inputs, labels)`` of a score's reference examples: ``samples`` in total (default: the
+    study's ``score_samples``, or all available when fewer), stratified by class from the
+    training split, only from ``classes`` when given; deterministic under ``seed``. A user's
+    loader or dataset has only the sampled items read."""
+    from .data import draw
+    from .data.convert import DEFAULT_SCORE_SAMPLES
+
+    if samples is None:
+        default = data.sampling.get("score_samples", DEFAULT_SCORE_SAMPLES)
+        return draw(data.train, default, seed=seed, classes=classes, clip=True, call=call,
+                    param="score_samples")
+    return draw(data.train, samples, seed=seed, classes=classes, call=call)
 
 
 def fingerprint(model: nn.Module) -> tuple:

@@ -16,7 +16,7 @@ from torch import nn
 from ._device import call_on, input_device, model_device, resolve_device
 from ._facade import delegate
 from ._model import check_finite, check_fits, copy_model, logits_of, model_source, prunable_layers
-from .data import StudyData, resolve_data, stratified_indices
+from .data import StudyData, draw, resolve_data
 from .errors import ConfigError, ModelError, NotScoredError
 from .history import History, Step
 from .measure import MeasureCache, measure_step
@@ -26,7 +26,7 @@ from .pruning import units as _units
 from .pruning.plan import PrunePreview, prune_config, rewind_index, units_for
 from .retraining import retrain_step
 from .scores import Scores
-from .scoring import criterion_and_kind, reference_indices, score_units
+from .scoring import criterion_and_kind, reference_sample, score_units
 from .timeline import Timeline
 from .training import Callback, TrainResult
 
@@ -43,7 +43,8 @@ class Study:
     data : DataBundle, optional
         A bundle from :func:`xprune_nb.datasets.load` (or anything with ``train``/``val``/``test``).
     train, val, test : optional
-        Your own splits instead of ``data``: ``DataLoader``, ``Dataset`` or ``(X, y)`` pairs.
+        Your own splits instead of ``data``: ``(X, y)`` pairs, or a ``DataLoader``, ``Dataset``
+        or iterable, kept as given (never copied whole; retraining iterates it).
     seed : int
         Seeds reference sampling, random scores and retraining shuffles: same seed, same result.
     output_fn : callable, optional
@@ -52,8 +53,9 @@ class Study:
         Names for your own tensors (shown in Shapley plots, per-class tables and reports).
     max_snapshots : int
         Weights of at most this many steps stay in memory; older ones are spilled to disk.
-    probe_size : int
-        Test examples (stratified) on which every step records explanation drift.
+    probe_size, eval_samples, score_samples : int or "all"
+        Seeded samples: test rows for drift at every step; val/test rows measured (``"auto"``:
+        all of tensors, 1000 of a loader; ``"all"``: exact); a score's reference rows (256).
     device : "auto", "cpu", "cuda", "cuda:N" or torch.device
         Where the models live and compute (``"auto"``: the model's own device); data goes
         there batch by batch; snapshots and files hold CPU tensors (docs/big_models.md).
@@ -76,21 +78,21 @@ class Study:
                  feature_names: Sequence[str] | None = None,
                  class_names: Sequence[str] | None = None, max_snapshots: int = 8,
                  snapshot_dir: str | Path | None = None, probe_size: int = 32,
-                 device: str | torch.device = "auto", progress=False) -> None:
+                 device: str | torch.device = "auto", progress=False,
+                 eval_samples: int | str | None = "auto", score_samples: int | str = 256) -> None:
         call = "Study"
         if not isinstance(model, nn.Module):
             raise ConfigError.bad_value(call, "model", "a torch.nn.Module", model)
         self.device = resolve_device(device, model, call)
         validate(call, seed=seed, max_snapshots=max_snapshots, probe_size=probe_size)
-        study_data = resolve_data(data, train=train, val=val, test=test)
-        study_data = study_data.renamed(feature_names=feature_names, class_names=class_names,
-                                        call=call)
+        study_data = resolve_data(data, train=train, val=val, test=test, seed=seed,
+                                  eval_samples=eval_samples, score_samples=score_samples,
+                                  feature_names=feature_names, class_names=class_names)
         self._setup(copy_model(model).to(self.device), study_data, seed, output_fn, call=call,
                     max_snapshots=max_snapshots, snapshot_dir=snapshot_dir)
         self.model_source = model_source(model)
-        probe = stratified_indices(self.data.test.y, min(probe_size, len(self.data.test)),
-                                   seed=seed, call=call)
-        self.probe_x, self.probe_y = self.data.test.X[probe], self.data.test.y[probe]
+        self.probe_x, self.probe_y = draw(self.data.test, probe_size, seed=seed, clip=True,
+                                          call=call, param="probe_size")
         first = Step(0, "original", None)   # measured with progress: a pass over the data
         measure_step(self, first, self.timeline.model, progress=make_progress(
             progress, call, "open: evaluate the original"))
@@ -104,7 +106,7 @@ class Study:
             raise ConfigError.bad_value(call, "output_fn", "a callable or None", output_fn)
         self.data, self.seed, self.output_fn = data, seed, output_fn
         check_finite(original, call)
-        example = data.train.X[:2]
+        example = data.example(2)
         trace: dict = {}   # output and executed layers, found in the same single pass
         num_logits = check_fits(original, example, data.num_classes, self.forward, call, trace)
         if not prunable_layers(original):
@@ -194,8 +196,8 @@ class Study:
             A unit kind (:func:`xprune_nb.pruning.units.available`): ``channel`` (removed for
             real), ``weight`` (masked), ``head``...
         samples, classes : int, list of class indices or names, optional
-            Reference examples in total (default 256), stratified by class, only from
-            ``classes`` when given (``magnitude``/``random`` read no data: they refuse it).
+            Reference examples in total (default ``score_samples``), stratified by class, only
+            from ``classes`` when given (``magnitude``/``random`` read no data: they refuse it).
         prune_output, batch_size, progress, stop
             Score the output layer too (``weight``); batch size; the progress protocol.
         **options
@@ -213,14 +215,13 @@ class Study:
         validate(call, samples=samples, batch_size=batch_size, prune_output=prune_output)
         scorer = cls(**options)
         tick = make_progress(progress, call, f"score {criterion}", stop)
-        idx = reference_indices(self.data.train.y, samples, classes, seed=self.seed, call=call)
-        samples = len(idx)
+        inputs, targets = reference_sample(self.data, samples, classes, seed=self.seed, call=call)
+        samples = len(targets)
         check_finite(self.model, call)
 
         with self.timeline.transaction(call):
             scores = score_units(
-                self.model, self.env, kind, scorer, inputs=self.data.train.X[idx],
-                targets=self.data.train.y[idx], classes=classes,
+                self.model, self.env, kind, scorer, inputs=inputs, targets=targets, classes=classes,
                 num_classes=self.data.num_classes, seed=self.seed, batch_size=batch_size,
                 prune_output=prune_output, progress=tick, step=self.current, call=call,
                 options={**scorer.params, "samples": samples, "classes": classes,
@@ -295,7 +296,7 @@ class Study:
     def retrain(self, epochs: int = 1, *, lr: float = 1e-3, optimizer: str = "adam",
                 batch_size: int = 64, weight_decay: float = 0.0,
                 callbacks: Sequence[Callback] = (), progress=True,
-                stop: StopSignal | None = None,
+                stop: StopSignal | None = None, steps_per_epoch: int | None = None,
                 train_fn: Callable[[nn.Module, StudyData], None] | None = None,
                 seed: int | None = None, recalibrate: bool | None = None,
                 recalibrate_samples: int = 2048) -> Step:
@@ -308,17 +309,18 @@ class Study:
         ``recalibrate`` (default: on for models with BatchNorm and our loop) re-estimates the
         BatchNorm statistics after the last epoch from at most ``recalibrate_samples``
         training examples (:func:`xprune_nb.pruning.recalibrate.recalibrate_batchnorm`).
-        """
+        Your own loader is iterated as given; ``steps_per_epoch`` bounds an epoch (required
+        for data without a length)."""
         call = "Study.retrain"
         validate(call, epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
                  weight_decay=weight_decay, recalibrate=recalibrate,
-                 recalibrate_samples=recalibrate_samples)
+                 recalibrate_samples=recalibrate_samples, steps_per_epoch=steps_per_epoch)
         seed = self.seed + len(self.history) if seed is None else check(call, "seed", seed)
         with self.timeline.transaction(call):
             return retrain_step(self, epochs=epochs, lr=lr, optimizer=optimizer,
-                                batch_size=batch_size, weight_decay=weight_decay,
-                                callbacks=callbacks, progress=progress, stop=stop,
-                                train_fn=train_fn, seed=seed, call=call,
+                                batch_size=batch_size, weight_decay=weight_decay, stop=stop,
+                                callbacks=callbacks, progress=progress, train_fn=train_fn,
+                                seed=seed, call=call, steps_per_epoch=steps_per_epoch,
                                 recalibrate=recalibrate, recalibrate_samples=recalibrate_samples)
 
     def goto(self, index: int) -> Step:

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split, batches
+from .data import Split
+from .data.batch import batch_size as rows
+from .data.stream import epoch_batches
 from .errors import ConfigError
 from .metrics import evaluate_split
 from .progress import StopSignal
@@ -168,6 +170,8 @@ def train(
     callbacks: Sequence[Callback] = (),
     stop: StopSignal | None = None,
     device: str | torch.device | None = None,
+    steps_per_epoch: int | None = None,
+    call: str = "train",
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``train_split`` with cross-entropy.
 
@@ -175,6 +179,9 @@ def train(
     ``device`` (default: :func:`xprune_nb.distributed.training_device`, the CPU unless set) is
     used for the training only: the model is back on the CPU afterwards. Under ``torchrun`` the
     training is data-parallel (DistributedDataParallel); the result is rank 0's, on every rank.
+    A split that is the user's own loader or dataset is iterated as given (their transforms,
+    augmentation and sampler apply); ``steps_per_epoch`` bounds each epoch and is required when
+    that data has no length.
 
     Examples
     --------
@@ -193,14 +200,15 @@ def train(
     check_train_options("train", epochs=epochs, lr=lr, optimizer=optimizer,
                         batch_size=batch_size, weight_decay=weight_decay, seed=seed,
                         callbacks=callbacks, stop=stop)
+    gen = torch.Generator().manual_seed(int(seed))
+    per_epoch, epoch_batches_ = epoch_batches(train_split, batch_size, gen, steps_per_epoch,
+                                              call)
     start = time.perf_counter()
     strategy = make_strategy(device)
     home = next(iter(model.parameters()), torch.empty(0)).device
     net = strategy.setup(model)
-    gen = torch.Generator().manual_seed(int(seed))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr, weight_decay)
-    per_epoch = (len(train_split) + batch_size - 1) // batch_size
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     val_forward = strategy.eval_forward(forward)
     result = TrainResult()
@@ -218,12 +226,11 @@ def train(
     try:
         for epoch in range(epochs):
             # every rank draws the same global batches (same generator), then keeps its shard
-            for b, (x, y) in enumerate(batches(train_split, batch_size, shuffle=True,
-                                               generator=gen)):
+            for b, (x, y) in enumerate(epoch_batches_()):
                 result.stopped = strategy.agree(stop is not None and stop.requested)
                 if result.stopped:
                     break
-                if len(x) < strategy.world * (2 if has_bn else 1):
+                if rows(x) < strategy.world * (2 if has_bn else 1):
                     continue  # BatchNorm cannot train on a batch of one; no rank may be empty
                 loss_v, acc_v = train_step(net, opt, x, y, forward, strategy)
                 result.batches_done += 1

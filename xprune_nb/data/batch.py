@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 
-__all__ = ["Inputs", "is_mapping", "batch_size", "take", "concat", "to_device", "PAD_VALUES"]
+__all__ = ["Inputs", "is_mapping", "batch_size", "take", "concat", "to_device", "rebuild",
+           "PAD_VALUES"]
 
 #: What a tensor or a mapping of named tensors (``dict``, ``BatchEncoding``) can be.
 Inputs = Any
@@ -71,11 +72,12 @@ def batch_size(inputs: Inputs, call: str = "batch_size") -> int:
     return next(iter(sizes.values()))
 
 
-def _rebuild(inputs: Inputs, values: dict[str, Any]) -> Inputs:
-    """``inputs``' container with its tensors replaced by ``values`` (other entries kept)."""
+def rebuild(inputs: Inputs, values: dict[str, Any], drop: Sequence[str] = ()) -> Inputs:
+    """``inputs``' container (a ``BatchEncoding`` stays one) with its tensors replaced by
+    ``values``; other entries are kept, except those named in ``drop``."""
     if isinstance(inputs, torch.Tensor):
         return values[""]
-    out = {k: values.get(str(k), v) for k, v in inputs.items()}
+    out = {k: values.get(str(k), v) for k, v in inputs.items() if k not in drop}
     # BatchEncoding and other dict subclasses rebuild from a dict; an exotic Mapping is a dict
     try:
         return type(inputs)(out)
@@ -94,7 +96,7 @@ def take(inputs: Inputs, rows) -> Inputs:
     if not isinstance(rows, (slice, torch.Tensor)):
         rows = torch.as_tensor(list(rows) if not isinstance(rows, int) else [rows],
                                dtype=torch.long)
-    return _rebuild(inputs, {k: t[rows] for k, t in _tensors(inputs, "take").items()})
+    return rebuild(inputs, {k: t[rows] for k, t in _tensors(inputs, "take").items()})
 
 
 def _pad(t: torch.Tensor, shape: Sequence[int], value: float) -> torch.Tensor:
@@ -131,7 +133,7 @@ def concat(parts: Sequence[Inputs], pad_values: Mapping[str, float] | None = Non
                             "with the same number of dimensions and a batch dimension.")
         shape = [max(c.shape[d] for c in column) for d in range(1, column[0].dim())]
         joined[name] = torch.cat([_pad(c, shape, pads.get(name, 0)) for c in column])
-    return _rebuild(parts[0], joined)
+    return rebuild(parts[0], joined)
 
 
 def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:
@@ -145,7 +147,7 @@ def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:
     if isinstance(inputs, torch.Tensor):
         return inputs.to(device)
     if is_mapping(inputs):
-        return _rebuild(inputs, {str(k): to_device(v, device) for k, v in inputs.items()})
+        return rebuild(inputs, {str(k): to_device(v, device) for k, v in inputs.items()})
     if isinstance(inputs, (tuple, list)):
         return type(inputs)(to_device(v, device) for v in inputs)
     return inputs

@@ -1,9 +1,11 @@
-"""Turn what a user passes as data into plain tensors, and draw reference sets from it.
+"""Turn what a user passes as data into the one :class:`DataBundle` a study works on.
 
-Users bring a bundled :class:`~xprune_nb.datasets.DataBundle`, their own ``DataLoader`` or
-``Dataset``, or ``(X, y)`` pairs of tensors or arrays. Everything is materialised once into
-:class:`Split` tensors: studies here are notebook-sized, and plain tensors make sampling,
-evaluation and saving deterministic.
+Users bring a bundled :class:`~xprune_nb.datasets.DataBundle`, their own ``DataLoader``,
+``Dataset`` or iterable, or ``(X, y)`` pairs of tensors or arrays. Tensors and arrays become
+:class:`Split` tensors (small data: sampling, evaluation and saving stay exact and
+deterministic). Loaders, datasets and iterables are kept as given
+(:class:`~xprune_nb.data.stream.StreamSplit`): never copied whole, read through seeded,
+bounded samples (``eval_samples``, ``score_samples``), and iterated as they are for retraining.
 """
 
 from __future__ import annotations
@@ -15,9 +17,45 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DataError
+from .batch import batch_size, is_mapping, rebuild, take
+from .sampling import stratified_indices
 from .split import DataBundle, Split  # the one Split and the one data bundle
+from .stream import StreamSplit, is_stream, known_labels
 
-__all__ = ["StudyData", "as_split", "resolve_data", "bundle"]
+__all__ = ["StudyData", "as_split", "resolve_data", "bundle", "check_samples",
+           "DEFAULT_EVAL_SAMPLES", "DEFAULT_SCORE_SAMPLES"]
+
+#: examples evaluated from a streamed validation or test split unless ``eval_samples=`` says
+#: otherwise (bundled datasets and tensors are evaluated whole by default)
+DEFAULT_EVAL_SAMPLES = 1000
+#: reference examples a score draws unless ``samples=`` / ``score_samples=`` says otherwise
+DEFAULT_SCORE_SAMPLES = 256
+_ALL = ("all", None)
+
+
+def check_samples(call: str, param: str, value, auto: bool = False):
+    """Validate a sample size: a positive integer, or ``"all"`` / ``None`` (every example), or
+    (with ``auto``) ``"auto"``. Returns the integer, ``None`` for all, or ``"auto"``.
+
+    Examples
+    --------
+    >>> check_samples("Study", "eval_samples", "all") is None
+    True
+    >>> check_samples("Study", "eval_samples", 0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xprune_nb.errors.ConfigError: Study(eval_samples=...): expected a positive integer, ...
+    """
+    if value in _ALL and not isinstance(value, bool):
+        return None
+    if auto and value == "auto":
+        return "auto"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    allowed = "a positive integer, or 'all' (or None) for every example" + (
+        ", or 'auto' (every example of tensors, a bounded sample of loaders and datasets)"
+        if auto else "")
+    raise ConfigError.bad_value(call, param, allowed, value)
 
 
 def _to_tensor(value, what: str, call: str, name: str = "data") -> torch.Tensor:
@@ -82,14 +120,14 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
     (4, torch.float32, torch.int64)
     """
     if hasattr(value, "X") and hasattr(value, "y"):
-        X, y = _to_tensor(value.X, "X", call, name), _to_tensor(value.y, "y", call, name)
+        X, y = _to_inputs(value.X, call, name), _to_tensor(value.y, "y", call, name)
     elif isinstance(value, (tuple, list)) and len(value) == 2 and (
         not isinstance(value[0], (tuple, list))
         # (X.tolist(), y.tolist()): a tuple of examples and a flat list of labels as long
         or (isinstance(value, tuple) and _is_labels(value[1])
             and len(value[0]) == len(value[1]))
     ):
-        X, y = _to_tensor(value[0], "X", call, name), _to_tensor(value[1], "y", call, name)
+        X, y = _to_inputs(value[0], call, name), _to_tensor(value[1], "y", call, name)
     elif isinstance(value, DataLoader):
         split = _from_pairs(iter(value), call, name, batched=value.batch_size is not None)
         X, y = split.X, split.y
@@ -101,15 +139,15 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
         raise ConfigError.bad_value(
             call, name, "a DataBundle, a DataLoader, a Dataset or an (X, y) pair", value
         )
-    if X.dim() == 0:
-        raise DataError(f"{call}({name}=...): inputs must have a batch dimension (one row per "
-                        "example), got a single number.")
-    if X.shape[0] == 0:
-        raise DataError(f"{call}({name}=...): the data is empty; give at least one example.")
-    if y.dim() != 1 or y.shape[0] != X.shape[0]:
+    if is_mapping(X):   # named inputs (input_ids, attention_mask...): each checked alike
+        X = rebuild(X, {k: _check_inputs(v, call, f"{name}[{k!r}]") for k, v in X.items()})
+    else:
+        X = _check_inputs(X, call, name)
+    rows = batch_size(X, call)
+    if y.dim() != 1 or y.shape[0] != rows:
         raise DataError(
             f"{call}({name}=...): labels must be a 1-D tensor with one class index per example; "
-            f"got labels of shape {tuple(y.shape)} for {X.shape[0]} inputs."
+            f"got labels of shape {tuple(y.shape)} for {rows} inputs."
         )
     if y.dtype.is_floating_point:
         if not torch.equal(y, y.round()):
@@ -120,13 +158,33 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
     y = y.long()
     if (y < 0).any():
         raise DataError(f"{call}({name}=...): class indices must be >= 0, got {int(y.min())}.")
+    return Split(X, y.contiguous())
+
+
+def _to_inputs(value, call: str, name: str):
+    """Inputs as a tensor, or a mapping of named tensors (e.g. a tokenizer's output)."""
+    if is_mapping(value):
+        named = {k: _to_tensor(v, f"X[{k!r}]", call, name) for k, v in value.items()
+                 if v is not None}
+        if not named:
+            raise DataError(f"{call}({name}=...): the named inputs hold no tensor.")
+        return rebuild(value, named)
+    return _to_tensor(value, "X", call, name)
+
+
+def _check_inputs(X: torch.Tensor, call: str, name: str) -> torch.Tensor:
+    if X.dim() == 0:
+        raise DataError(f"{call}({name}=...): inputs must have a batch dimension (one row per "
+                        "example), got a single number.")
+    if X.shape[0] == 0:
+        raise DataError(f"{call}({name}=...): the data is empty; give at least one example.")
     if X.dtype.is_floating_point:
         X = X.to(torch.float32)
         if not torch.isfinite(X).all():
             raise DataError(f"{call}({name}=...): inputs contain NaN or infinite values.")
     elif X.dtype != torch.bool:
         X = X.long()   # token ids and other integer inputs stay integers (nn.Embedding)
-    return Split(X.contiguous(), y.contiguous())
+    return X.contiguous()
 
 
 #: The one data bundle: every source (a bundled dataset, your tensors, loaders, a recipe's data
@@ -164,12 +222,62 @@ def _frame_columns(split):
     return None
 
 
-def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Study") -> StudyData:
+def _split(value, name: str, *, limit, seed: int, call: str):
+    """One split: tensors stay tensors (cut to ``limit`` rows for val/test when asked), a
+    user's loader / dataset / iterable is kept as given behind a bounded sample."""
+    if isinstance(value, StreamSplit):
+        value = value.source
+    if is_stream(value):
+        return StreamSplit(value, limit=limit, seed=seed, name=name, call=call)
+    split = as_split(value, call=call, name=name)
+    if name != "train" and isinstance(limit, int) and limit < len(split):
+        idx = stratified_indices(split.y, limit, seed=seed, call=call, param="eval_samples")
+        split = Split(take(split.X, idx), split.y[idx],
+                      split.index[idx] if split.index is not None else None)
+    return split
+
+
+def _example(split):
+    """The inputs of one example of a split (with its batch dimension)."""
+    return split.sample(1)[0] if isinstance(split, StreamSplit) else take(split.X, slice(0, 1))
+
+
+def _shape(x) -> tuple:
+    if is_mapping(x):   # token inputs: the shape of the first named tensor (input_ids)
+        x = next(v for v in x.values() if isinstance(v, torch.Tensor))
+    return tuple(x.shape[1:])
+
+
+def _num_classes(splits: dict) -> int:
+    """Classes seen: every label of tensor splits, the labels a streamed dataset exposes, or
+    else the labels of its bounded sample (never every label of a user's data)."""
+    found = []
+    for split in splits.values():
+        if isinstance(split, StreamSplit):
+            labels = known_labels(split.dataset) if split.map_style else None
+            found.append(int(labels.max()) if labels is not None else
+                         int(split.y.max()) if split is splits["train"] else -1)
+        else:
+            found.append(int(split.y.max()))
+    return max(found) + 1
+
+
+def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Study",
+                 seed: int = 0, eval_samples="auto", score_samples=DEFAULT_SCORE_SAMPLES,
+                 feature_names=None, class_names=None) -> StudyData:
     """Build :class:`StudyData` from a bundle or from separate splits.
 
     A missing validation split falls back to the test split and vice versa; with neither,
     evaluation uses the training split (``split_names`` records which split stands in).
+    ``eval_samples`` bounds the validation and test examples measured (``"auto"``: all of
+    tensors, :data:`DEFAULT_EVAL_SAMPLES` of a loader or dataset; ``"all"``: every example);
+    ``score_samples`` is the default number of reference examples of a score (and the bounded
+    sample of a streamed training split). Both are drawn under ``seed``. ``feature_names`` and
+    ``class_names`` name your own data's features and classes (checked against it).
     """
+    renames = {"feature_names": feature_names, "class_names": class_names}
+    evals = check_samples(call, "eval_samples", eval_samples, auto=True)
+    scores = check_samples(call, "score_samples", score_samples)
     source = None
     class_names = feature_names = None
     kind = "custom"
@@ -191,10 +299,14 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
     if feature_names is None:   # a pandas DataFrame's columns name the features
         columns = _frame_columns(train)
         feature_names = [str(c) for c in columns] if columns is not None else None
-    splits = {"train": as_split(train, call=call, name="train")}
+    eval_limit = DEFAULT_EVAL_SAMPLES if evals == "auto" else evals
+    splits = {"train": _split(train, "train", limit=scores, seed=seed, call=call)}
     for name, value in (("val", val), ("test", test)):
         if value is not None:
-            splits[name] = as_split(value, call=call, name=name)
+            # "auto" keeps tensors whole (bundled data: the same figures as ever)
+            limit = eval_limit if evals != "auto" or is_stream(value) or isinstance(
+                value, StreamSplit) else None
+            splits[name] = _split(value, name, limit=limit, seed=seed, call=call)
     stand_in = {}
     if "val" not in splits:
         stand_in["val"] = "test" if "test" in splits else "train"
@@ -202,25 +314,31 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
         stand_in["test"] = "val" if "val" in splits else "train"
     for name, other in stand_in.items():
         splits[name] = splits[other]
-    shape = tuple(splits["train"].X.shape[1:])
+    shape = _shape(_example(splits["train"]))
     for name in ("val", "test"):
-        if tuple(splits[name].X.shape[1:]) != shape:
+        # named token inputs are padded per batch: their lengths may differ between splits
+        if isinstance(splits[name], Split) and isinstance(splits["train"], Split) and not (
+                is_mapping(splits[name].X)) and _shape(splits[name].X) != shape:
             raise DataError(
-                f"{call}({name}=...): inputs of shape {tuple(splits[name].X.shape[1:])} do not "
+                f"{call}({name}=...): inputs of shape {_shape(splits[name].X)} do not "
                 f"match the training inputs' shape {shape}."
             )
-    num_classes = int(max(int(s.y.max()) for s in splits.values())) + 1
+    num_classes = _num_classes(splits)
     if class_names is not None and len(class_names) >= num_classes:
         num_classes = len(class_names)
     else:
         class_names = [str(i) for i in range(num_classes)]
     extra = {k: getattr(data, k) for k in ("mean", "std", "description")
              if data is not None and getattr(data, k, None) is not None}
-    return DataBundle(
+    bundle_ = DataBundle(
         name=(source or {}).get("name", getattr(data, "name", "custom")) if data is not None
         else "custom",
         train=splits["train"], val=splits["val"], test=splits["test"], input_shape=shape,
         num_classes=num_classes, class_names=list(class_names),
         feature_names=list(feature_names) if feature_names is not None else None,
-        kind=kind, source=source or {}, split_names=stand_in, **extra,
+        kind=kind, source=source or {}, split_names=stand_in,
+        sampling={"seed": int(seed), "eval_samples": "all" if evals is None else evals,
+                  "score_samples": "all" if scores is None else scores}, **extra,
     )
+    return bundle_.renamed(**renames, call=call)
+

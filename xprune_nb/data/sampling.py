@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .batch import take
 from .split import Split
 
-__all__ = ["stratified_indices", "batches"]
+__all__ = ["stratified_indices", "stratified_order", "batches"]
 
 
 def stratified_indices(
@@ -59,12 +60,42 @@ def stratified_indices(
     return torch.tensor(sorted(picked), dtype=torch.long)
 
 
+def stratified_order(labels: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """A seeded order of all positions whose every prefix is spread over the classes as
+    evenly as possible (round-robin over per-class permutations; small classes run out first).
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([0, 0, 0, 0, 1, 1])
+    >>> order = stratified_order(y, generator=torch.Generator().manual_seed(0))
+    >>> y[order[:4]].tolist()
+    [0, 1, 0, 1]
+    """
+    pools = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]
+    perms = [p[torch.randperm(len(p), generator=generator)] for p in pools]
+    width = max(len(p) for p in perms)
+    # rank of each position within its class, then class: sorting by (rank, class) interleaves
+    table = torch.full((width, len(perms)), -1, dtype=torch.long)
+    for c, p in enumerate(perms):
+        table[:len(p), c] = p
+    flat = table.flatten()
+    return flat[flat >= 0]
+
+
 def batches(split: Split, batch_size: int, *, shuffle: bool = False,
             generator: torch.Generator | None = None
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(X, y)`` mini-batches of a split (in order, or shuffled with ``generator``)."""
+    """Yield ``(X, y)`` mini-batches of a split (in order, or shuffled with ``generator``).
+
+    A user's loader or dataset (:class:`~xprune_nb.data.stream.StreamSplit`) gives the batches
+    of its bounded sample, or with every example asked for, reads them in order without
+    holding them all."""
+    if hasattr(split, "iter_batches"):
+        yield from split.iter_batches(batch_size)
+        return
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        yield split.X[idx], split.y[idx]
+        yield take(split.X, idx), split.y[idx]

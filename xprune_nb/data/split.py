@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from .batch import take
 from .checks import _names
 
 __all__ = ["Split", "DataBundle", "SPLIT_NAMES"]
@@ -31,8 +32,9 @@ class Split:
 
     Parameters
     ----------
-    X : torch.Tensor
-        float32 inputs, shape ``(N, *input_shape)``.
+    X : torch.Tensor or mapping of tensors
+        float32 inputs, shape ``(N, *input_shape)`` (integer token ids stay int64); or named
+        inputs of a token model (``input_ids``, ``attention_mask``...), each ``(N, ...)``.
     y : torch.Tensor
         int64 class labels, shape ``(N,)``.
     index : torch.Tensor or None
@@ -138,6 +140,27 @@ class DataBundle:
     description: str = ""
     #: for a study's data: which split stands in for a missing one (e.g. ``{"val": "test"}``)
     split_names: dict[str, str] = field(default_factory=dict)
+    #: for a study's data: ``{"seed", "eval_samples", "score_samples"}`` it was sampled with
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def streamed(self) -> bool:
+        """True when a split is the user's own loader or dataset (kept, never copied whole)."""
+        return any(not isinstance(s, Split) for s in self.splits().values())
+
+    def example(self, n: int = 2):
+        """Inputs of ``n`` training examples (the first ``n`` of a streamed split's sample)."""
+        train = self.train
+        return take(train.X, slice(0, n)) if isinstance(train, Split) else train.sample(n)[0]
+
+    def describe(self) -> dict:
+        """What the data is, not a copy of it: its bundled source, or per split its type and
+        size (what a saved study records for data it cannot store)."""
+        splits = {name: (s.describe() if hasattr(s, "describe") else
+                         {"type": "tensors", "size": len(s), "limit": len(s)})
+                  for name, s in self.splits().items()}
+        return {"name": self.name, "source": dict(self.source), "splits": splits,
+                "split_names": dict(self.split_names), "sampling": dict(self.sampling)}
 
     def splits(self) -> dict[str, Split]:
         """The three splits by name: ``{"train": ..., "val": ..., "test": ...}``."""

@@ -30,7 +30,7 @@ _WIDTH = 88
 #: names the script defines or imports itself; notebook code must not redefine them
 _RESERVED = {"argparse", "Path", "xp", "dist", "load_weights", "load_data", "write_outputs",
              "HERE", "SEED", "MODEL", "DATA", "build_model", "build_data", "main",
-             "model_factory", "data_factory", "as_bundle", "build_pretrained"}
+             "model_factory", "data_factory", "as_bundle", "build_pretrained", "DATA_HELP"}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -191,6 +191,20 @@ def _model_code(recipe: Recipe, stem: str, imports: list[str], top: list[str]):
     return body, override, uses_here
 
 
+def _data_help(recipe: Recipe, stem: str) -> str:
+    """What ``--help`` says about where the script's data comes from."""
+    spec = recipe.data
+    if "dataset" in spec:
+        return (f"Data: the bundled dataset {spec['dataset']!r}, rebuilt by name (nothing to "
+                "supply).")
+    if "factory" in spec:
+        return (f"Data: built by calling your factory {spec['factory']!r} (your code runs; it "
+                "must be importable here). The study's own loaders and datasets are never "
+                "stored: the factory builds them again.")
+    return (f"Data: your tensors, stored in {stem + '.data.pt'!r} next to this script (keep "
+            "it there).")
+
+
 def _data_code(recipe: Recipe, stem: str, imports: list[str]):
     spec = recipe.data
     if "dataset" in spec:
@@ -317,6 +331,9 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
              "kwargs": recipe.model.get("kwargs", {})}, "model")))
     if data_override is not None:
         lines.append("DATA = " + _lit(data_override, "data"))
+    # one literal per short piece, so the script stays within its line length
+    pieces = textwrap.wrap(_data_help(recipe, stem), 70, drop_whitespace=False)
+    lines += ["DATA_HELP = ("] + [f"    {_lit(p, 'data help')}" for p in pieces] + [")"]
     lines += ["", "", "def build_model():", '    """The original model, with its weights."""']
     lines += model_body
     lines += ["", "", "def build_data():", '    """The train/val/test data of the study."""']
@@ -333,7 +350,7 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
         overrides.append("contract=True")
     lines += [
         "", "", "def main(argv=None):",
-        "    parser = argparse.ArgumentParser(description=__doc__)",
+        "    parser = argparse.ArgumentParser(description=__doc__, epilog=DATA_HELP)",
         "    parser.add_argument('--out', type=Path, default=Path('xprune_out'),",
         "                        help='folder for model.pt, recipe.yaml, metrics.json')",
         "    parser.add_argument('--epochs', type=int, default=None,",

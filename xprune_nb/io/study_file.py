@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import types
 from pathlib import Path
 
 import torch
@@ -193,7 +194,9 @@ def study_payload(study) -> dict:
         # CPU tensors: a study saved on a GPU loads on a CPU
         "original_state": {k: v.detach().cpu() for k, v in study.original.state_dict().items()},
         "data_source": data.source,
-        "data": None if data.source else {
+        # a user's own loader or dataset is described, never copied into the file
+        "data_description": data.describe(), "data_sampling": dict(data.sampling),
+        "data": None if data.source or data.streamed else {
             name: {"X": data.split(name).X, "y": data.split(name).y}
             for name in ("train", "val", "test")},
         "data_meta": {"class_names": data.class_names, "feature_names": data.feature_names,
@@ -229,22 +232,34 @@ def save_study(study, path) -> Path:
 
 
 def _data(payload: dict, data):
-    from ..data import Split, bundle, resolve_data
+    """The study's data, the way the user gave it: ``data=`` passed again, the bundled dataset
+    by name, or the tensors the file holds; sampled as when it was saved."""
+    from ..data import Split, resolve_data
 
-    if data is not None:
-        return resolve_data(data, call="Study.load")
+    sampling = {k: v for k, v in (payload.get("data_sampling") or {}).items()
+                if k in ("seed", "eval_samples", "score_samples")}
     meta = payload["data_meta"]
-    if payload.get("data_source"):
+    if data is None and payload.get("data_source"):
         from .. import datasets
 
-        return resolve_data(datasets.load(**payload["data_source"]), call="Study.load")
-    stored = payload.get("data")
-    if not stored:
-        raise StudyFileError("Study.load: the file holds no data; pass data=...")
-    splits = {k: Split(v["X"], v["y"]) for k, v in stored.items()}
-    return bundle(splits["train"], splits["val"], splits["test"], call="Study.load",
-                  class_names=meta["class_names"], feature_names=meta["feature_names"],
-                  kind=meta["kind"])
+        data = datasets.load(**payload["data_source"])
+    elif data is None:
+        stored = payload.get("data")
+        if not stored:
+            described = (payload.get("data_description") or {}).get("splits") or {}
+            what = "; ".join(f"{k}: {v.get('type')} ({v.get('size', '?')} examples)"
+                             for k, v in described.items())
+            raise StudyFileError(
+                "Study.load(data=...): the study's data was your own loader or dataset"
+                + (f" ({what})" if what else "") + "; a study file records what it was, not a "
+                "copy. Pass it again: Study.load(path, data=xp.data.bundle(train, val, test)) "
+                "(or any object with train/val/test).")
+        splits = {k: Split(v["X"], v["y"]) for k, v in stored.items()}
+        data = types.SimpleNamespace(
+            train=splits["train"], val=splits["val"], test=splits["test"],
+            class_names=meta["class_names"], feature_names=meta["feature_names"],
+            kind=meta["kind"])
+    return resolve_data(data, call="Study.load", **sampling)
 
 
 def load_study(cls, path, *, model=None, data=None, trust_source: bool = False,

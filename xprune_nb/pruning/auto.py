@@ -120,7 +120,7 @@ class _Cost:
         if self.name == "params":
             total, nonzero = count_params(model)
             return float(nonzero if self.masks else total)
-        return measure_latency(model, s.data.train.X[:1], s.forward, repeats=30, warmup=5)
+        return measure_latency(model, s.data.example(1), s.forward, repeats=30, warmup=5)
 
     def proxy(self, row: dict) -> float:
         """The sensitivity column that predicts this cost (latency follows MACs)."""
@@ -132,8 +132,8 @@ class _Cost:
 def _val_state(study, model) -> tuple[float, torch.Tensor]:
     from ..training import evaluate_split
 
-    acc, _, preds = evaluate_split(model, study.data.val, study.forward, return_predictions=True)
-    y = study.data.val.y
+    acc, _, preds, y = evaluate_split(model, study.data.val, study.forward,
+                                      return_predictions=True)
     k = study.data.num_classes
     counts = torch.bincount(y, minlength=k).double()
     hits = torch.zeros(k, dtype=torch.float64).index_add_(0, y, (preds == y).double())

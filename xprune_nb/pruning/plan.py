@@ -63,7 +63,7 @@ class PruneConfig:
 
 
 _RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed",
-                 "recalibrate", "recalibrate_samples")
+                 "recalibrate", "recalibrate_samples", "steps_per_epoch")
 
 
 def prune_config(call: str, scores: Scores, amount: float, *, scope: str = "global",

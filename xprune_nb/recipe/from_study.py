@@ -231,6 +231,12 @@ def data_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
         return {"dataset": src["name"],
                 "options": {k: v for k, v in src.items() if k != "name"}}, None
     d = study.data
+    if d.streamed:
+        raise ConfigError.bad_value(
+            "Study.recipe", "data", "a data source a recipe can name, e.g. {'factory': "
+            "'mypkg.data:make'} (a function returning train/val/test; replayed under "
+            "trust_source=True): the study's data is your own loader or dataset, which a recipe "
+            "does not copy", None)
     splits = {name: {"X": d.split(name).X, "y": d.split(name).y}
               for name in ("train", "val", "test")}
     splits["meta"] = {"class_names": list(d.class_names), "feature_names": d.feature_names,

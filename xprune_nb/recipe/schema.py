@@ -22,7 +22,7 @@ _DATA_KEYS = {"dataset": ("dataset", "options"), "factory": ("factory", "kwargs"
               "file": ("file",)}
 _SCORE_KEYS = ("criterion", "granularity", "samples", "classes", "prune_output", "batch_size")
 _RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed",
-                 "recalibrate", "recalibrate_samples")
+                 "recalibrate", "recalibrate_samples", "steps_per_epoch")
 _PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
                "retrain", "rewind", "recalibrate", "round_to")
 

@@ -72,7 +72,7 @@ def save_study_model(study, path, *, step: int | None = None, kwargs: dict | Non
     return save_pruned(model, path, structure=s.structure, masked=s.masked,
                        input_shape=study.data.input_shape,
                        architecture=architecture_of(study.original, kwargs),
-                       metrics=s.metrics, input_dtype=study.data.train.X.dtype)
+                       metrics=s.metrics, input_dtype=study.data.example(1).dtype)
 
 
 def export_study_script(study, path, *, model: dict | None = None, data: dict | None = None,

@@ -236,7 +236,7 @@ class Panel(SectionActions):
             if type(model).__name__ == "DynamicNet" and model is self.study.model:
                 found = self.study.evaluate(latency=True).dynamic
                 return found.get("latency_b1_mean_ms"), found.get("latency_b1_p95_ms")
-            return measure_latency(model, self.study.data.train.X[:1], self.study.forward,
+            return measure_latency(model, self.study.data.example(1), self.study.forward,
                                    repeats=10, warmup=2), None
         except Exception:  # noqa: BLE001 - latency is informative only; the strip omits it
             return None, None
