@@ -294,3 +294,41 @@ def test_drift_for_text_is_measured_on_real_tokens():
                          labels[i:i + 1], forward=study.forward) for i in range(6)]
     want = np.nanmean([a["saliency_spearman"] for a in alone])
     assert padded["saliency_spearman"] == pytest.approx(want, abs=1e-9)
+
+
+def _encoded(n, longest, seed):
+    """A tokenizer's output: right-padded ids, attention mask and token type ids."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 40, (n, longest), generator=gen)
+    mask = torch.ones_like(ids)
+    for i, length in enumerate(torch.randint(3, longest + 1, (n,), generator=gen).tolist()):
+        ids[i, length:], mask[i, length:] = 0, 0
+    labels = (ids[:, 1] % 2).long()
+    return hf.BatchEncoding({"input_ids": ids, "attention_mask": mask,
+                             "token_type_ids": torch.zeros_like(ids)}), labels
+
+
+def test_study_on_padded_batch_encodings_of_different_lengths(tmp_path):
+    torch.manual_seed(0)
+    bert = hf.BertForSequenceClassification(hf.BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=24, max_position_embeddings=16, num_labels=2,
+        attn_implementation="eager")).eval()
+    train, test = _encoded(48, 9, 0), _encoded(24, 7, 1)     # two sequence lengths
+    study = xp.Study(bert, train=train, test=test, seed=0, probe_size=8)
+    study.score("taylor", granularity="head", samples=16)
+    study.prune(0.25)
+    study.score("taylor", granularity="block", samples=16)
+    study.prune(0.34)
+    study.retrain(epochs=1, progress=False)
+    assert np.isfinite(study.evaluate(latency=False).accuracy)
+    comp = study.saliency(0, -1, method="integrated_gradients", n=3)
+    assert comp.valid is not None and np.all(comp.before[~comp.valid] == 0)
+    assert study.attention_maps(0, -1, n=2).to_frame()["saliency_rank_correlation"].notna().any()
+    assert study.drift().to_frame()["saliency_rank_correlation"].notna().all()
+    assert len(study.sensitivity("magnitude", granularity="head", amounts=[0.25]).to_frame())
+    folder = study.save_pretrained(tmp_path / "hf")
+    batch = {k: v[:4] for k, v in test[0].items()}
+    with torch.no_grad():
+        gap = (xp.load_pruned(folder)(**batch).logits - study.model(**batch).logits).abs().max()
+    assert gap <= 1e-5

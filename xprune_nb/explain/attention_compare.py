@@ -19,14 +19,14 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._model import eval_mode, logits_of
+from .._model import call_model, eval_mode, logits_of
 from ..errors import ConfigError
 from .attention import capture_attention, rollout, to_input_space, token_scores
 from .compare import (
@@ -145,10 +145,11 @@ class AttentionComparison(PerInputDrift):
                 + self.layer_frame().to_html(float_format=lambda v: f"{v:.4g}"))
 
 
-def _record(model, x, forward, head_fusion, pool, token_grid, call):
+def _record(model, x, forward, head_fusion, pool, token_grid, call, valid=None):
     rec = capture_attention(model, x, forward, grad=False, call=call, param="model")
     roll = rollout(rec.attentions, active=rec.active, head_fusion=head_fusion)
-    scores = to_input_space(token_scores(roll, pool), x, token_grid=token_grid, call=call)
+    scores = to_input_space(token_scores(roll, pool, valid=valid), x, token_grid=token_grid,
+                            call=call)
     maps = {n: a.detach().numpy() for n, a in zip(rec.names, rec.attentions)}
     active = {n: a.numpy() for n, a in zip(rec.names, rec.active)}
     heads = dict(zip(rec.names, rec.head_ids))
@@ -170,7 +171,14 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
     call = "study.attention_maps"
     if not 0 < top_k <= 1:
         raise ConfigError.bad_value(call, "top_k", "a fraction in (0, 1]", top_k)
-    forward = forward or (lambda m, t: logits_of(m(t)))
+    forward = forward or (lambda m, t: logits_of(call_model(m, t)))
+    named, valid = None, None
+    if isinstance(inputs, Mapping):   # a dict / BatchEncoding: ids, with their mask
+        from .tokens import token_inputs
+
+        named = token_inputs(inputs, call)
+        inputs, valid = named.ids, named.valid
+        forward = named.bind(forward)
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
     tokens = not x.is_floating_point()
     if x.dim() < 2 or not len(x):
@@ -182,7 +190,7 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
     targets = pred_b if labels is None else torch.as_tensor(np.asarray(labels)).long().view(-1)
     if len(targets) != len(x):
         raise ConfigError.bad_value(call, "labels", f"{len(x)} labels", len(targets))
-    common = (forward, head_fusion, pool, token_grid, call)
+    common = (forward, head_fusion, pool, token_grid, call, valid)
     tick(0)
     maps_b, heads_b, act_b, roll_b, sc_b = _record(model_before, x, *common)
     tick(1)
@@ -191,11 +199,13 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
     if tokens:
         from .tokens import token_deletion_insertion
 
-        del_b, ins_b = token_deletion_insertion(model_before, x, sc_b, targets, forward=forward,
-                                                baseline_token=baseline_token)
+        given = named.feed(x) if named is not None else x   # ids with their mask
+        raw = forward if named is None else (lambda m, t: logits_of(call_model(m, t)))
+        del_b, ins_b = token_deletion_insertion(model_before, given, sc_b, targets,
+                                                forward=raw, baseline_token=baseline_token)
         tick(3)
-        del_a, ins_a = token_deletion_insertion(model_after, x, sc_a, targets, forward=forward,
-                                                baseline_token=baseline_token)
+        del_a, ins_a = token_deletion_insertion(model_after, given, sc_a, targets,
+                                                forward=raw, baseline_token=baseline_token)
     else:
         del_b, ins_b = deletion_insertion_auc(model_before, x, sc_b, targets, forward=forward)
         tick(3)

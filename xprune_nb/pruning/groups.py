@@ -22,7 +22,15 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .._model import PRUNABLE_TYPES, eval_mode, prunable_layers, tied_parameters, trace_output
+from .._model import (
+    PRUNABLE_TYPES,
+    call_model,
+    eval_mode,
+    prunable_layers,
+    tied_parameters,
+    trace_output,
+)
+from ..data.batch import concat
 
 __all__ = [
     "ChannelGroup",
@@ -67,7 +75,7 @@ class ChannelGroup:
 
 
 def _forward_fn(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    return model(inputs)
+    return call_model(model, inputs)
 
 
 def build_graph(model: nn.Module, example: torch.Tensor, forward=None) -> tp.DependencyGraph:
@@ -122,14 +130,14 @@ def channel_groups(model: nn.Module, graph: tp.DependencyGraph,
 
 
 def _logits(model: nn.Module, x: torch.Tensor, forward) -> torch.Tensor:
-    return forward(model, x) if forward is not None else trace_output(model(x))
+    return forward(model, x) if forward is not None else trace_output(call_model(model, x))
 
 
 def _runs_like(model: nn.Module, example: torch.Tensor, shape: torch.Size, forward=None) -> bool:
     try:
         with torch.no_grad(), eval_mode(model):
             out = _logits(model, example, forward)
-            out2 = _logits(model, torch.cat([example, example]), forward)
+            out2 = _logits(model, concat([example, example]), forward)
     except Exception:  # noqa: BLE001 - any failure means the group is not safe to shrink
         return False
     return out.shape == shape and out2.shape[1:] == shape[1:]

@@ -72,21 +72,23 @@ class Measurer:
 
     def _drift(self, model: nn.Module) -> float:
         try:
-            from ..explain.compare import rank_correlation
+            from ..explain.drift import _compare_maps, _valid, probe_saliency
             from ..explain.numbers import finite_mean
-            from ..explain.saliency import gradient_saliency
         except ImportError:   # explanations are an optional extra: drift stays NaN
             return math.nan
 
         s = self.study
-        x = torch.as_tensor(s.probe_x)
-        if not x.is_floating_point():     # token ids have no input gradient
-            return math.nan
-        y = torch.as_tensor(s.probe_y).long()
+        # the history's probe saliency: input gradients, or per token (ids, dicts with masks)
         if self._reference is None:
-            self._reference = gradient_saliency(s.original, x.float(), y, s.forward)[0]
-        rho = rank_correlation(self._reference, gradient_saliency(model, x.float(), y,
-                                                                  s.forward)[0])
+            self._reference = probe_saliency(s.original, s.probe_x, s.probe_y,
+                                             forward=s.forward)[0]
+        if self._reference is None:   # no map to compare (ids no embedding reads)
+            return math.nan
+        current = probe_saliency(model, s.probe_x, s.probe_y, forward=s.forward)[0]
+        if current is None:
+            return math.nan
+        rho = _compare_maps(self._reference, current, _valid(s.probe_x, self._reference),
+                            0.1)[0]
         # maps that rank nothing (a model whose saliency vanished) are left out, as in the
         # history's probe drift; NaN when no probe input has a ranking
         return 1.0 - finite_mean(rho)
