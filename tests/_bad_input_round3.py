@@ -287,3 +287,44 @@ case("load_pruned-input-shape-huge", StudyFileError, r"input shape")(
         input_shape=[10 ** 9, 10 ** 9])))
 case("load_pruned-input-shape-str", StudyFileError, r"input shape")(
     lambda c: _edited_checkpoint(c, "shape_str.pt", lambda p: p.update(input_shape="2")))
+
+
+# ------------------------------------------------------------------ huge numbers, strict flags
+HUGE = 10 ** 400
+case("study-seed-10e400", ConfigError, r"seed")(
+    lambda c: xp.Study(xp.zoo.load("toy_mlp"), c.data, seed=HUGE))
+case("score-samples-10e400", ConfigError, r"samples")(
+    lambda c: c.study.score("magnitude", samples=HUGE))
+case("retrain-epochs-10e400", ConfigError, r"epochs")(
+    lambda c: c.study.retrain(epochs=HUGE, progress=False))
+for _budget in ("macs", "params", "latency"):
+    case(f"auto_prune-{_budget}-10e400", ConfigError, _budget)(
+        lambda c, b=_budget: c.study.auto_prune(**{b: HUGE}))
+case("export-export_script-deploy-str", ConfigError, r"deploy")(
+    lambda c: c.study.export_script(c.tmp / "flags.py", deploy="yes"))
+case("export-export_script-contract-int", ConfigError, r"contract")(
+    lambda c: c.study.export_script(c.tmp / "flags.py", contract=2))
+
+# ------------------------------------------------------------------ names (cause 8)
+for _id, _param, _names, _pat in [
+    ("duplicate", "class_names", ["a", "a"], r"class_names[\s\S]*more than once"),
+    ("dict-index-missing", "class_names", {"yes": 1, "no": 5}, r"class_names[\s\S]*index"),
+    ("dict-float-values", "class_names", {"yes": 0.0, "no": 1.0}, r"class_names"),
+    ("duplicate", "feature_names", ["x", "x"], r"feature_names[\s\S]*more than once"),
+]:
+    case(f"study-{_param}-{_id}", ConfigError, _pat)(
+        lambda c, p=_param, v=_names: xp.Study(xp.zoo.load("toy_mlp"), c.data, **{p: v}))
+
+# ------------------------------------------------------------------ the call the user made
+case("sensitivity-option-unknown", ConfigError, r"Study\.sensitivity[\s\S]*foo")(
+    lambda c: c.study.sensitivity("magnitude", foo=1))
+case("dynamic-progress-int", ConfigError, r"Study\.dynamic\(progress")(
+    lambda c: c.study.dynamic(k=1, progress=3))
+case("attention_maps-no-attention", ConfigError, r"Study\.attention_maps: the study's model")(
+    lambda c: c.study.attention_maps())
+case("attention_maps-pool-median", ConfigError, r"Study\.attention_maps\(pool")(
+    lambda c: c.study.attention_maps(pool="median"))
+case("grounding-no-boxes", ConfigError, r"Study\.grounding[\s\S]*boxes")(
+    lambda c: c.study.grounding())
+case("forgotten-method-unknown-nothing-changed", ConfigError, r"Study\.forgotten\(method")(
+    lambda c: c.study.forgotten(0, 0, method="nope"))

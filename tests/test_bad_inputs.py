@@ -1134,6 +1134,12 @@ def test_evaluate_is_free_while_a_retrain_runs(env):
     assert study.current == 1 and study.history[1].kind == "retrain"
 
 
+def test_a_dict_of_class_names_is_read_by_index(env):
+    for names in ({"yes": 1, "no": 0}, {1: "yes", 0: "no"}):
+        study = xp.Study(xp.zoo.load("toy_mlp"), env.data, class_names=names)
+        assert study.data.class_names == ["no", "yes"]
+
+
 def test_a_symlinked_contract_json_is_replaced_not_written_through(env):
     symlinked_contract_json_is_replaced_not_written_through(env.tmp, env.study("base"))
 

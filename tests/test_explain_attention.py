@@ -293,7 +293,9 @@ def test_study_refuses_attention_methods_without_attention():
     study = xp.Study(LibraryModel(), data, seed=0, probe_size=8)
     with pytest.raises(ConfigError, match=r"method=.*no attention module"):
         study.saliency(0, 0, method="attention_rollout", n=2)
-    with pytest.raises(ConfigError, match=r"model=.*no attention module"):
+    # the study's own model: no model= parameter the user never passed (issue 17)
+    with pytest.raises(ConfigError, match=r"Study\.attention_maps: the study's model .*no "
+                                          "attention module"):
         attention_maps(study, 0, 0, n=2)
     assert len(study.history) == 1
 

@@ -59,7 +59,9 @@ class Interval(Constraint):
             return self.allow_none
         if isinstance(value, bool) or not isinstance(value, self.kind):
             return False
-        if not math.isfinite(value):
+        # an int is always finite (and math.isfinite(10**400) would overflow); ints and
+        # floats compare exactly below, however large
+        if not isinstance(value, Integral) and not math.isfinite(value):
             return False
         if self.low is not None:
             if value < self.low or (value == self.low and self.closed in ("right", "neither")):
@@ -148,7 +150,7 @@ PARAMS: dict[str, Constraint] = {
     "batch_size": Interval(Integral, 1, None),
     "prune_output": Options((True, False)),
     # retraining
-    "epochs": Interval(Integral, 1, None),
+    "epochs": Interval(Integral, 1, 1_000_000),
     "steps_per_epoch": Interval(Integral, 1, None, allow_none=True),
     "lr": Interval(Real, 0, None, "neither"),
     "weight_decay": Interval(Real, 0, None, "left"),

@@ -73,4 +73,4 @@ def get(name: str, call: str = "Study.score") -> type[Criterion]:
 
 def create(name: str, call: str = "Study.score", **options) -> Criterion:
     """Instantiate the criterion ``name`` with ``options`` (validated)."""
-    return get(name, call)(**options)
+    return get(name, call).for_call(call, **options)

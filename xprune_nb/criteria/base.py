@@ -113,6 +113,19 @@ class Criterion:
     class_aware: ClassVar[bool] = False
     reference: ClassVar[str] = ""
 
+    @classmethod
+    def for_call(cls, call: str, **options: Any) -> Criterion:
+        """The criterion with ``options``, refusing bad ones in the name of ``call`` (e.g.
+        ``Study.sensitivity``): options are validated the same way wherever they are passed,
+        and the message names the call the user made."""
+        try:
+            return cls(**options)
+        except ConfigError as exc:
+            text = str(exc)
+            if text.startswith("Study.score") and call != "Study.score":
+                raise ConfigError(call + text[len("Study.score"):]) from None
+            raise
+
     def __init__(self, **options: Any) -> None:
         call = f"Study.score({self.name!r})"
         unknown = set(options) - set(self.options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 
@@ -78,10 +80,37 @@ def check_labels(labels, n: int, num_classes: int, call: str, param: str = "labe
 
 
 def _names(names, count: int, call: str, param: str, what: str) -> list[str]:
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    """Names in index order: a list of distinct strings, or a dict read by its values
+    ({"no": 0, "yes": 1}) or by its keys ({0: "no", 1: "yes"}), never in insertion order."""
+    if isinstance(names, dict):
+        names = _by_index(names, count, call, param)
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
         raise ConfigError.bad_value(call, param, "a list of strings", names)
     names = list(names)
+    if not all(isinstance(n, str) for n in names):
+        raise ConfigError.bad_value(call, param, "a list of strings", names)
     if len(names) != count:
         raise ConfigError.bad_value(call, param, f"{count} names (the data has {count} {what})",
                                     f"{len(names)} names")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:   # two columns (or classes) under one name: one would hide the other
+        raise ConfigError.bad_value(call, param, f"{count} distinct names", f"{repeated} named "
+                                    "more than once")
     return names
+
+
+def _by_index(names: dict, count: int, call: str, param: str) -> list:
+    def index(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if all(index(v) for v in names.values()):
+        pairs = {v: k for k, v in names.items()}      # name -> index
+    elif all(index(k) for k in names):
+        pairs = dict(names)                            # index -> name
+    else:
+        pairs = None
+    if pairs is None or sorted(pairs) != list(range(count)) or len(pairs) != len(names):
+        raise ConfigError.bad_value(call, param, f"a list of {count} names, or a dict mapping "
+                                    f"each name to its index 0..{count - 1} (or each index to "
+                                    "its name)", names)
+    return [pairs[i] for i in range(count)]

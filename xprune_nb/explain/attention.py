@@ -86,10 +86,13 @@ def attention_modules(model: nn.Module) -> tuple[dict[str, str], dict[str, str]]
     return found, skipped
 
 
-def _no_attention(model: nn.Module, skipped: dict[str, str], call: str, param: str):
+def _no_attention(model: nn.Module, skipped: dict[str, str], call: str, param: str | None):
     detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    # a study's call names no model parameter: the model is the study's own
+    what = (f"{call}({param}=...): {type(model).__name__}" if param
+            else f"{call}: the study's model ({type(model).__name__})")
     return ConfigError(
-        f"{call}({param}=...): {type(model).__name__} has no attention module whose attention "
+        f"{what} has no attention module whose attention "
         "probabilities can be read (supported: nn.MultiheadAttention, SDPAttention, Hugging "
         "Face attention built with attn_implementation='eager')"
         + (f"; found but unreadable: {detail}" if detail else "")
@@ -169,7 +172,7 @@ def _explainable(model: nn.Module) -> nn.Module:
 
 def capture_attention(model: nn.Module, x: torch.Tensor, forward: Forward | None = None, *,
                       grad: bool = True, call: str = "explain.attention",
-                      param: str = "model") -> AttentionRecord:
+                      param: str | None = "model") -> AttentionRecord:
     """Run ``model`` on ``x`` (eval mode) and record every layer's attention; with ``grad``
     the probabilities stay in the autograd graph (for gradient-weighted relevance).
 

@@ -145,8 +145,8 @@ class AttentionComparison(PerInputDrift):
                 + self.layer_frame().to_html(float_format=lambda v: f"{v:.4g}"))
 
 
-def _record(model, x, forward, head_fusion, pool, token_grid, call, valid=None):
-    rec = capture_attention(model, x, forward, grad=False, call=call, param="model")
+def _record(model, x, forward, head_fusion, pool, token_grid, call, param, valid=None):
+    rec = capture_attention(model, x, forward, grad=False, call=call, param=param)
     roll = rollout(rec.attentions, active=rec.active, head_fusion=head_fusion)
     scores = to_input_space(token_scores(roll, pool, valid=valid), x, token_grid=token_grid,
                             call=call)
@@ -160,16 +160,24 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
                       forward: Forward | None = None, pool: str = "mean", token_grid=None,
                       head_fusion: str = "mean", class_names: Sequence[str] | None = None,
                       steps: tuple = (0, -1), top_k: float = 0.1,
-                      baseline_token: int | None = None, progress=None) -> AttentionComparison:
+                      baseline_token: int | None = None, progress=None,
+                      call: str = "compare_attention",
+                      model_param: str | None = "model_before") -> AttentionComparison:
     """Attention maps and rollout of two models on the same inputs (images or token ids),
     with drift numbers on the rollout (see the module docstring). ``progress(done, total)``
-    is called after each of the four passes (maps and deletion curves of each model)."""
+    is called after each of the four passes (maps and deletion curves of each model).
+    ``call`` and ``model_param`` are the public call and parameter that messages name."""
+    from .attention import POOLS
+
     def tick(done: int) -> None:
         if progress is not None:
             progress(done, 4)
 
-    call = "study.attention_maps"
-    if not 0 < top_k <= 1:
+    if pool not in POOLS:   # checked before any model runs, in the name of the user's call
+        raise ConfigError.unknown_name(call, "pool", POOLS, pool)
+    if head_fusion not in ("mean", "max", "min"):
+        raise ConfigError.unknown_name(call, "head_fusion", ("mean", "max", "min"), head_fusion)
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or not 0 < top_k <= 1:
         raise ConfigError.bad_value(call, "top_k", "a fraction in (0, 1]", top_k)
     forward = forward or (lambda m, t: logits_of(call_model(m, t)))
     named, valid = None, None
@@ -190,7 +198,7 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
     targets = pred_b if labels is None else torch.as_tensor(np.asarray(labels)).long().view(-1)
     if len(targets) != len(x):
         raise ConfigError.bad_value(call, "labels", f"{len(x)} labels", len(targets))
-    common = (forward, head_fusion, pool, token_grid, call, valid)
+    common = (forward, head_fusion, pool, token_grid, call, model_param, valid)
     tick(0)
     maps_b, heads_b, act_b, roll_b, sc_b = _record(model_before, x, *common)
     tick(1)
@@ -243,4 +251,4 @@ def attention_maps(study, before: int = 0, after: int = -1, *, inputs=None,
     return compare_attention(model_b, model_a, x, labels=y if labels is None else labels,
                              forward=study.forward, pool=pool, token_grid=token_grid,
                              head_fusion=head_fusion, class_names=study.data.class_names,
-                             steps=(b, a), progress=tick)
+                             steps=(b, a), progress=tick, call=call, model_param=None)

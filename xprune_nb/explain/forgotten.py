@@ -196,6 +196,12 @@ def forgotten(study, before: int = 0, after: int = -1, *, split: str = "test",
         raise ConfigError.bad_value(call, "n_examples", "an integer >= 0", n_examples)
     if not isinstance(saliency, bool):
         raise ConfigError.bad_value(call, "saliency", "True or False", saliency)
+    from .saliency import METHODS
+    from .tokens import TOKEN_METHODS
+
+    names = set(METHODS) | set(TOKEN_METHODS)   # checked even when no example changed
+    if not isinstance(method, str) or method not in names:
+        raise ConfigError.unknown_name(call, "method", names, method)
     (b, model_b), (a, model_a) = step_models(study, before, after, call)
     rows = study.data.split(split)
     labels = rows.y.numpy()

@@ -302,7 +302,12 @@ def grounding(study, before: int = 0, after: int = -1, *, method: str = "attenti
     from ..data.ground_truth import boxes as truth_boxes
 
     call = "Study.grounding"
-    truth_boxes(study.data, "test", rows=[])          # refuses data without boxes, first
+    source = getattr(study.data, "source", None) or {}
+    if source.get("name") != "digits_boxes":      # refused first, in the user's call's name
+        raise ConfigError(f"{call}: the study's data ({source.get('name') or 'your own'!r}) has "
+                          "no ground-truth boxes; grounding needs a study on the digits_boxes "
+                          "dataset (xp.datasets.load('digits_boxes')).")
+    truth_boxes(study.data, "test", rows=[])
     if rows is None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError.bad_value(call, "n", "a positive integer", n)

@@ -62,6 +62,18 @@ def gradient_saliency(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
     return (grad.abs() if abs else grad), logits.detach()
 
 
+def check_method(method, options: dict, call: str) -> None:
+    """Refuse an unknown saliency ``method`` or an option it does not take, naming ``call``
+    (checked before anything runs, also where no map ends up being computed)."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ConfigError.unknown_name(call, "method", METHODS, method)
+    unknown = sorted(set(options) - set(METHODS[method]))
+    if unknown:
+        raise ConfigError(
+            f"{call}(method={method!r}): unknown option(s) {unknown}; options of "
+            f"{method!r} are: {', '.join(METHODS[method]) or 'none'}.")
+
+
 def _captum():
     try:
         import captum.attr as attr
@@ -120,13 +132,7 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
     >>> maps.shape
     (2, 3)
     """
-    if method not in METHODS:
-        raise ConfigError.unknown_name("study.saliency", "method", METHODS, method)
-    unknown = sorted(set(options) - set(METHODS[method]))
-    if unknown:
-        raise ConfigError(
-            f"study.saliency(method={method!r}): unknown option(s) {unknown}; options of "
-            f"{method!r} are: {', '.join(METHODS[method])}.")
+    check_method(method, options, "study.saliency")
     forward = forward or _default_forward
     x = x.detach().float()
     targets = targets.long()

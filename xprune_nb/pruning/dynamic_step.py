@@ -68,6 +68,9 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
 
     call = "Study.dynamic"
     validate(call, confidence=confidence, keep=keep, samples=samples)
+    from ..progress import make_progress
+
+    make_progress(progress, call, "dynamic")   # checked here, not by the score it runs
     check_dynamic_args(k=k, confidence=confidence, keep=keep, epochs=epochs,
                        max_paths=max_paths, num_classes=study.data.num_classes, call=call)
     cls = criteria.get(criterion, call)

@@ -190,7 +190,7 @@ def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel
     classes = check_classes(call, classes, study.data.num_classes, study.data.class_names,
                             criterion=cls)
     validate(call, samples=samples, batch_size=batch_size, recalibrate=recalibrate)
-    scorer = cls(**criterion_options)
+    scorer = cls.for_call(call, **criterion_options)
     tick = make_progress(progress, call, f"sensitivity {criterion}", stop)
 
     base = copy.deepcopy(study.model).eval()

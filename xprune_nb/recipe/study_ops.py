@@ -99,7 +99,10 @@ def export_study_script(study, path, *, model: dict | None = None, data: dict | 
     'prune_toy.py'
     """
     from ..export.script import write_script
+    from ..params import Options, check
     from .from_study import study_recipe
 
+    for name, flag in (("deploy", deploy), ("contract", contract)):   # 'yes' is not True
+        check("Study.export_script", name, flag, Options((True, False)))
     return write_script(study_recipe(study, model=model, data=data), path, study=study,
                         deploy=deploy, contract=contract)
