@@ -41,7 +41,9 @@ def hub_user() -> str | None:
 
 def record(path: str | os.PathLike, feedback, student: str, identified_by: str) -> None:
     """Append one row for ``feedback`` (a check's :class:`Feedback`) by ``student``."""
-    path = Path(path)
+    from ..io.atomic import check_target
+
+    path = check_target(path, call="exercises.record")   # a folder, device or pipe: refused
     path.parent.mkdir(parents=True, exist_ok=True)
     row = io.StringIO()
     csv.writer(row).writerow([datetime.now(timezone.utc).isoformat(timespec="seconds"),
