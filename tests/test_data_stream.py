@@ -227,3 +227,45 @@ def test_script_help_says_where_the_data_comes_from(tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main(["--help"])
     assert "Data: the bundled dataset 'moons', rebuilt by name" in capsys.readouterr().out
+
+
+def test_a_study_on_a_padded_token_loader_retrains_scores_and_prunes():
+    from torch import nn
+
+    class Tokens(Dataset):
+        def __len__(self):
+            return 120
+
+        def __getitem__(self, i):
+            ids = torch.full((3 + i % 5,), 5 + i % 2)
+            return {"input_ids": ids, "labels": i % 2}
+
+    def pad(items):   # what a tokenizer's padding collator does
+        width = max(len(it["input_ids"]) for it in items)
+        ids = torch.zeros(len(items), width, dtype=torch.long)
+        for r, it in enumerate(items):
+            ids[r, :len(it["input_ids"])] = it["input_ids"]
+        return {"input_ids": ids, "attention_mask": (ids > 0).long(),
+                "labels": torch.tensor([it["labels"] for it in items])}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(10, 8), nn.Linear(8, 8)
+            self.act, self.head = nn.ReLU(), nn.Linear(8, 2)
+
+        def forward(self, input_ids, attention_mask):
+            m = attention_mask.unsqueeze(-1).float()
+            return self.head(self.act(self.fc((self.emb(input_ids) * m).sum(1) / m.sum(1))))
+
+    torch.manual_seed(0)
+    train = DataLoader(Tokens(), batch_size=16, shuffle=True, collate_fn=pad)
+    study = xp.Study(Net(), train=train, test=DataLoader(Tokens(), batch_size=16,
+                                                         collate_fn=pad), seed=0)
+    assert set(study.probe_x) == {"input_ids", "attention_mask"}
+    study.retrain(epochs=2, progress=False)
+    assert study.last_train_result.batches_done == 2 * 8
+    study.score("taylor", granularity="weight", samples=32)
+    step = study.prune(0.25)
+    assert step.metrics["accuracy"] >= 0.9
+    assert step.metrics["nonzero_params"] < study.history[0].metrics["nonzero_params"]

@@ -22,6 +22,7 @@ from torch import nn
 
 from .data import Split
 from .data.batch import batch_size as rows
+from .data.batch import take, to_device
 from .data.stream import epoch_batches
 from .errors import ConfigError
 from .metrics import evaluate_split
@@ -301,7 +302,7 @@ class Strategy:
         return stop
 
     def shard(self, x: torch.Tensor, y: torch.Tensor):
-        return x.to(self.device), y.to(self.device)
+        return to_device(x, self.device), y.to(self.device)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
         return F.cross_entropy(logits, y)
@@ -347,8 +348,8 @@ class DDPStrategy(Strategy):
         return distributed.all_reduce_sum([float(stop)])[0] > 0
 
     def shard(self, x: torch.Tensor, y: torch.Tensor):
-        return (x[self.rank::self.world].to(self.device),
-                y[self.rank::self.world].to(self.device))
+        mine = slice(self.rank, None, self.world)
+        return to_device(take(x, mine), self.device), y[mine].to(self.device)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
         # sum / global batch * world: DDP averages over ranks, which gives the mean-loss
