@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -81,6 +82,11 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
     if is_dynamic(study.model):
         raise ConfigError(f"{call}: the current model is dynamic already; go back to a static "
                           "step (study.undo()) first.")
+    if isinstance(study.timeline.example, Mapping):
+        raise ModelError(f"{call}: the model takes named inputs (a dict / BatchEncoding: "
+                         f"{sorted(map(str, study.timeline.example))}); dynamic paths split the "
+                         "model into a trunk and branches that pass one tensor, so they are "
+                         "not supported for such models yet. Prune heads or blocks instead.")
     timeline = study.timeline
     with timeline.transaction(call):
         start = time.perf_counter()
