@@ -45,7 +45,7 @@ def present(model, env: ModelEnv) -> list[str]:
     found = []
     for name, kind in _REGISTRY.items():
         try:
-            if kind().find(model, env).groups:
+            if kind().offered(model, env):
                 found.append(name)
         except Exception:  # noqa: BLE001 - a kind that cannot analyse this model: not offered
             continue

@@ -147,6 +147,12 @@ class UnitKind:
         """The prunable units of ``model`` (and what cannot be pruned, with why)."""
         raise NotImplementedError
 
+    def offered(self, model: nn.Module, env: ModelEnv) -> bool:
+        """Whether ``model`` has units of this kind, to offer it in a menu; kinds whose
+        :meth:`find` is costly on a big model (a dependency graph and a trial) answer from the
+        model's structure instead. A kind offered that then finds nothing says so when scored."""
+        return bool(self.find(model, env).groups)
+
     def nothing_found(self, units: Units, call: str) -> str:
         """The message when a model has no unit of this kind."""
         why = f" (not prunable: {units.skipped})" if units.skipped else ""

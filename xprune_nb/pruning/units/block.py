@@ -40,6 +40,12 @@ class BlockUnits(UnitKind):
     speeds_up = True
     score_as = "block"
 
+    def offered(self, model: nn.Module, env: ModelEnv) -> bool:
+        # finding the blocks runs the model (seconds on a big one): a menu needs candidates only
+        from ..blocks import _candidates
+
+        return bool(_candidates(model))
+
     def find(self, model: nn.Module, env: ModelEnv, *, prune_output: bool = False) -> Units:
         blocks, skipped = find_blocks(model, env.example, env.forward)
         kept = []

@@ -63,6 +63,16 @@ class ChannelUnits(UnitKind):
             detail={"graph": graph, "groups": {g.key: g for g in groups}},
         )
 
+    def offered(self, model: nn.Module, env: ModelEnv) -> bool:
+        # finding the groups traces a dependency graph and runs a trial (seconds on a
+        # ResNet-50): any Conv/Linear layer besides the output layers offers the kind
+        from ..._model import prunable_layers
+
+        found = env.analysis.get("channel")
+        if found is not None:
+            return bool(found["safe"])
+        return any(name not in env.output_layers for name in prunable_layers(model))
+
     def nothing_found(self, units: Units, call: str) -> str:
         return (f"{call}: no channel of this model can be removed without breaking it "
                 f"(not prunable: {units.skipped}). Try granularity='weight'.")

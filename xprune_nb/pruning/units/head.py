@@ -51,7 +51,10 @@ class HeadUnits(UnitKind):
     def find(self, model: nn.Module, env: ModelEnv, *, prune_output: bool = False) -> Units:
         seen: set[str] = set()
         modules = dict(model.named_modules())
-        groups, _ = find_heads(model)
+        groups, skipped = find_heads(model)
+        if not groups:   # no attention at all (a CNN): no forward pass to see which runs
+            return Units(self.name, groups={}, layers={}, sizes={}, skipped=skipped,
+                         detail={"groups": {}})
         names = {modules[g.name]: g.name for g in groups}
         handles = [m.register_forward_hook(lambda mod, *a: seen.add(names[mod])) for m in names]
         try:
