@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, StudyFileError
+from xprune_nb.errors import ConfigError, DataError, ModelError, StudyFileError
 
 CASES: list[tuple] = []
 
@@ -328,3 +328,19 @@ case("grounding-no-boxes", ConfigError, r"Study\.grounding[\s\S]*boxes")(
     lambda c: c.study.grounding())
 case("forgotten-method-unknown-nothing-changed", ConfigError, r"Study\.forgotten\(method")(
     lambda c: c.study.forgotten(0, 0, method="nope"))
+
+
+# ------------------------------------------------------------------ raw errors, odd dtypes
+def _half_model():
+    from _bad_input_cases import TwoLayer
+
+    return TwoLayer().half()
+
+
+case("model-half-precision", ModelError, r"model\.float\(\)")(
+    lambda c: xp.Study(_half_model(), c.data))
+case("data-train-complex", DataError, r"train[\s\S]*complex")(
+    lambda c: xp.Study(xp.zoo.load("toy_mlp"), train=(c.X.to(torch.complex64), c.y)))
+case("data-train-meta-device", DataError, r"train[\s\S]*meta")(
+    lambda c: xp.Study(xp.zoo.load("toy_mlp"), train=(torch.empty(10, 2, device="meta"),
+                                                      torch.zeros(10).long())))

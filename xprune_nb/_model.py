@@ -291,6 +291,16 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure here means the data does not fit
+        low = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                      if p.dtype in (torch.float16, torch.bfloat16)})
+        if low and isinstance(exc, RuntimeError) and "dtype" in str(exc):
+            # the inputs are float32 (the data layer's float type): the model's dtype, not
+            # the input shape, is what does not fit
+            raise ModelError(
+                f"{call}(model=...): the model's parameters are {', '.join(low)}, the inputs "
+                "float32; xprune_nb scores, retrains and measures in float32: call "
+                "model.float() first (and convert the pruned model back afterwards)."
+            ) from exc
         raise DataError(
             f"{call}: the model cannot run on inputs of shape {_shape_of(example)} "
             f"(plus a batch dimension): {type(exc).__name__}: {exc}"

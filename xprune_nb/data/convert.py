@@ -60,6 +60,9 @@ def check_samples(call: str, param: str, value, auto: bool = False):
 
 def _to_tensor(value, what: str, call: str, name: str = "data") -> torch.Tensor:
     if isinstance(value, torch.Tensor):
+        if value.is_meta:   # .cpu() would raise a raw NotImplementedError
+            raise DataError(f"{call}({name}=...): got {what} on the meta device (a shape "
+                            "but no values); give tensors that hold data (e.g. on the CPU).")
         return value.detach().cpu()
     try:
         array = np.asarray(value)
@@ -178,6 +181,10 @@ def _check_inputs(X: torch.Tensor, call: str, name: str) -> torch.Tensor:
                         "example), got a single number.")
     if X.shape[0] == 0:
         raise DataError(f"{call}({name}=...): the data is empty; give at least one example.")
+    if X.is_complex():   # casting would drop the imaginary part (or make integers of it)
+        raise DataError(f"{call}({name}=...): inputs must be real numbers (float) or integer "
+                        f"ids, got {str(X.dtype).replace('torch.', '')}; pass e.g. "
+                        "torch.view_as_real(X) or X.abs() as features.")
     if X.dtype.is_floating_point:
         X = X.to(torch.float32)
         if not torch.isfinite(X).all():

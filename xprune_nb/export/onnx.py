@@ -233,7 +233,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
         Where to write the ``.onnx`` file (folders are created).
     output_fn : callable, optional
         Turns the model's output into logits (default: a tensor as is, ``.logits``,
-        ``["logits"]`` or the first item of a tuple). The ONNX graph has one output.
+        ``["logits"]``; a tuple is refused: pass ``output_fn``). The ONNX graph has one output.
     fold_bn : bool
         Fold BatchNorm into the layer before it (:func:`~xprune_nb.export.fold.fold_batchnorm`).
         Masks are always baked in.
