@@ -341,3 +341,17 @@ def test_dynamic_refuses_named_inputs_and_leaves_the_study_as_it_was():
     with pytest.raises(ModelError, match=r"Study.dynamic: the model takes named inputs"):
         study.dynamic(k=1, epochs=1)
     assert len(study.history) == 1 and study.current == 0
+
+
+def test_token_comparison_reasons_look_at_real_tokens_only():
+    from xprune_nb.explain.token_compare import TokenComparison
+
+    nan = np.full(1, np.nan)
+    comp = TokenComparison(
+        method="saliency", ids=np.array([[5, 6, 0]]), tokens=[["a", "b", "[PAD]"]],
+        targets=np.array([0]), before=np.array([[2.0, 2.0, 0.0]]),
+        after=np.array([[1.0, 3.0, 0.0]]), pred_before=np.array([0]),
+        pred_after=np.array([0]), spearman=nan, topk_iou=nan, deletion_before=nan,
+        deletion_after=nan, insertion_before=nan, insertion_after=nan,
+        valid=np.array([[True, True, False]]))
+    assert comp.reasons() == ["before: constant map"]     # the padding's 0 is not a rank

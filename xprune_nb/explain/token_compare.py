@@ -32,7 +32,7 @@ from torch import nn
 
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError
-from .compare import PerInputDrift, rank_correlation, topk_iou
+from .compare import PerInputDrift, pair_reasons, rank_correlation, topk_iou
 from .tokens import (
     _baseline,
     token_attribution,
@@ -133,6 +133,20 @@ class TokenComparison(PerInputDrift):
                 else np.asarray(self.valid[i], dtype=bool))
         return ([t for t, k in zip(self.tokens[i], keep) if k],
                 np.asarray(self.before[i])[keep], np.asarray(self.after[i])[keep])
+
+    def reasons(self) -> list[str]:
+        """Per input, why a drift number is NaN, judged on its real tokens only."""
+        if self.valid is None:
+            return super().reasons()
+        out = []
+        for i in range(len(self.tokens)):
+            _, before, after = self.shown(i)
+            if not len(before):
+                out.append("no real tokens (all padding)")
+                continue
+            signed = pair_reasons(before[None], after[None])[0]
+            out.append(signed or pair_reasons(before[None], after[None], absolute=True)[0])
+        return out
 
     def with_vocab(self, vocab) -> TokenComparison:
         """The same comparison with token strings from ``vocab`` (see :func:`decode`)."""
