@@ -37,6 +37,8 @@ class Step:
         The public calls that made this step, as recipe steps (``StepConfig.to_dict()``:
         ``{"score": {...}}``, ``{"prune": {...}}``, ``{"retrain": {...}}``, ``{"dynamic":
         {...}}``), so a recipe or an exported script replays exactly these calls.
+    per_group_accuracy, val_per_group_accuracy : dict[str, float]
+        Test / validation accuracy of each sensitive group (empty without groups).
     pending : list[str]
         Measurements left for the first ask (``"drift"`` on a big model): their numbers are
         "not measured yet" until :meth:`Study.drift` fills them in.
@@ -57,6 +59,8 @@ class Step:
     note: str = ""
     calls: list[dict] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    per_group_accuracy: dict[str, float] = field(default_factory=dict)
+    val_per_group_accuracy: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -79,6 +83,10 @@ class Step:
     def row(self) -> dict[str, Any]:
         row = {"step": self.index, "parent": self.parent, "action": self.label}
         row.update({k: self.metrics.get(k) for k in _TABLE_METRICS})
+        if self.per_group_accuracy:   # MetricFrame.by_group, then group_min and the gap
+            row.update({f"accuracy[{g}]": a for g, a in self.per_group_accuracy.items()})
+            row["worst_group_accuracy"] = self.metrics.get("worst_group_accuracy")
+            row["group_accuracy_gap"] = self.metrics.get("group_accuracy_gap")
         if "exit_share" in self.metrics:   # dynamic: mean MACs above, plus these
             row["macs_longest"] = self.metrics.get("macs_longest")
             row["exit_share"] = self.metrics.get("exit_share")
@@ -101,7 +109,8 @@ class Step:
             "structure": self.structure, "masked": self.masked, "drift": self.drift,
             "per_class_accuracy": self.per_class_accuracy, "stopped": self.stopped,
             "seconds": self.seconds, "note": self.note, "calls": self.calls,
-            "pending": self.pending,
+            "pending": self.pending, "per_group_accuracy": self.per_group_accuracy,
+            "val_per_group_accuracy": self.val_per_group_accuracy,
         }
 
     @classmethod
@@ -128,7 +137,9 @@ class History(list):
     current: int = 0
 
     def to_frame(self):
-        """One row per step: action, parent, accuracy, parameters, MACs, sparsity, drift."""
+        """One row per step: action, parent, accuracy, parameters, MACs, sparsity, drift; with
+        sensitive groups also ``accuracy[<group>]`` per group, ``worst_group_accuracy`` and
+        ``group_accuracy_gap`` (best minus worst group)."""
         import pandas as pd
 
         frame = pd.DataFrame([s.row() for s in self])

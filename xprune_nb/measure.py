@@ -88,6 +88,8 @@ def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0,
                        progress=progress)
     step.metrics = dict(m.as_dict())
     step.per_class_accuracy = m.per_class_accuracy
+    step.per_group_accuracy = m.per_group_accuracy
+    step.val_per_group_accuracy = m.val_per_group_accuracy
     step.masked = masked_layers(model)
     step.seconds = seconds
     step.pending = [p for p in step.pending if p != "drift"]

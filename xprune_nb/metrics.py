@@ -14,6 +14,7 @@ from torch import nn
 from ._device import model_device, to_device
 from ._model import eval_mode
 from .data import Split, StudyData, batches
+from .data.groups import group_summary, per_group_accuracy
 
 __all__ = ["Metrics", "count_params", "count_macs", "measure_latency", "layer_sparsity",
            "evaluate_model"]
@@ -185,6 +186,11 @@ class Metrics:
     ``accuracy``/``loss`` are on the test split, ``val_accuracy``/``val_loss`` on validation;
     ``latency_ms`` maps batch size to the median forward time in milliseconds (empty when not
     measured); ``sparsity`` is the fraction of zero weights in Conv/Linear/... weight tensors.
+    With sensitive groups (``Study(groups=...)``), ``per_group_accuracy`` maps each group name
+    to its test accuracy (Fairlearn's ``MetricFrame.by_group``), ``val_per_group_accuracy`` the
+    same on validation, and :meth:`as_dict` adds ``worst_group_accuracy`` (``group_min``) and
+    ``group_accuracy_gap`` (best minus worst, ``difference(method="between_groups")``), and their
+    ``val_`` twins; all are empty / absent without groups.
     """
 
     accuracy: float
@@ -203,6 +209,18 @@ class Metrics:
     #: (early exits), ``paths``, and batch-1 latency ``latency_b1_mean_ms`` /
     #: ``latency_b1_p95_ms`` / ``latency_b1_max_ms``; ``macs`` is then the mean per example
     dynamic: dict = field(default_factory=dict)
+    per_group_accuracy: dict[str, float] = field(default_factory=dict)
+    val_per_group_accuracy: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def worst_group_accuracy(self) -> float | None:
+        """Test accuracy of the worst group (``MetricFrame.group_min()``); None without groups."""
+        return group_summary(self.per_group_accuracy).get("worst_group_accuracy")
+
+    @property
+    def group_accuracy_gap(self) -> float | None:
+        """Best minus worst group's test accuracy (``difference()``); None without groups."""
+        return group_summary(self.per_group_accuracy).get("group_accuracy_gap")
 
     def __getitem__(self, key: str):
         if key in ("latency_b1_ms", "latency_b64_ms"):
@@ -213,7 +231,8 @@ class Metrics:
             raise KeyError(key) from None
 
     def keys(self) -> list[str]:
-        return [k for k in asdict(self) if k not in ("per_layer", "per_class_accuracy")]
+        return [k for k in asdict(self) if k not in (
+            "per_layer", "per_class_accuracy", "per_group_accuracy", "val_per_group_accuracy")]
 
     def as_dict(self) -> dict:
         """Plain scalars (JSON-friendly)."""
@@ -221,6 +240,8 @@ class Metrics:
         for bs, ms in self.latency_ms.items():
             d[f"latency_b{bs}_ms"] = ms
         d.update({k: v for k, v in self.dynamic.items() if isinstance(v, (int, float))})
+        d.update(group_summary(self.per_group_accuracy))
+        d.update({f"val_{k}": v for k, v in group_summary(self.val_per_group_accuracy).items()})
         return d
 
     def to_frame(self):
@@ -240,9 +261,13 @@ class Metrics:
 
     def __repr__(self) -> str:
         lat = ", ".join(f"b{k}={v:.3g}ms" for k, v in self.latency_ms.items())
+        worst = group_summary(self.per_group_accuracy)
+        groups = (f", worst group={worst['worst_group_accuracy']:.4f}, gap="
+                  f"{worst['group_accuracy_gap']:.4f}") if worst else ""
         return (f"Metrics(accuracy={self.accuracy:.4f}, loss={self.loss:.4f}, "
                 f"params={self.params}, nonzero={self.nonzero_params}, macs={self.macs}, "
-                f"sparsity={self.sparsity:.3f}" + (f", latency: {lat}" if lat else "") + ")")
+                f"sparsity={self.sparsity:.3f}" + groups
+                + (f", latency: {lat}" if lat else "") + ")")
 
 
 def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool = False,
@@ -277,10 +302,15 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
 
     acc, loss, preds, labels = evaluate_split(model, data.test, forward,
                                               return_predictions=True, progress=tick)
+    names = getattr(data, "group_names", None)
+    by_group = per_group_accuracy(preds, labels, getattr(data.test, "groups", None), names)
     if same:
-        val_acc, val_loss = acc, loss
+        val_acc, val_loss, val_by_group = acc, loss, by_group
     else:
-        val_acc, val_loss = evaluate_split(model, data.val, forward, progress=tick)
+        val_acc, val_loss, val_preds, val_labels = evaluate_split(
+            model, data.val, forward, return_predictions=True, progress=tick)
+        val_by_group = per_group_accuracy(val_preds, val_labels,
+                                          getattr(data.val, "groups", None), names)
     per_class = []
     for c in range(data.num_classes):
         sel = labels == c
@@ -320,4 +350,5 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
         params=total, nonzero_params=nonzero, macs=macs,
         size_bytes=size_bytes(model), sparsity=zeros / max(weights, 1), latency_ms=lat,
         per_class_accuracy=per_class, per_layer=layers, dynamic=dynamic,
+        per_group_accuracy=by_group, val_per_group_accuracy=val_by_group,
     )

@@ -49,8 +49,8 @@ class Study:
         Seeds reference sampling, random scores and retraining shuffles: same seed, same result.
     output_fn : callable, optional
         Turns the model's output into logits (default: a tensor, ``.logits`` or ``["logits"]``).
-    feature_names, class_names : list of str, optional
-        Names for your own tensors (shown in Shapley plots, per-class tables and reports).
+    feature_names, class_names, groups, group_names : optional
+        Names of features and classes; sensitive groups per split, their names (groups.md).
     max_snapshots : int
         Weights of at most this many steps stay in memory; older ones are spilled to disk.
     probe_size, eval_samples, score_samples : int or "all"
@@ -76,7 +76,8 @@ class Study:
     def __init__(self, model: nn.Module, data=None, *, train=None, val=None, test=None,
                  seed: int = 0, output_fn: Callable | None = None,
                  feature_names: Sequence[str] | None = None,
-                 class_names: Sequence[str] | None = None, max_snapshots: int = 8,
+                 class_names: Sequence[str] | None = None, groups: dict | None = None,
+                 group_names: Sequence[str] | None = None, max_snapshots: int = 8,
                  snapshot_dir: str | Path | None = None, probe_size: int = 32,
                  device: str | torch.device = "auto", progress=False,
                  eval_samples: int | str | None = "auto", score_samples: int | str = 256) -> None:
@@ -87,7 +88,8 @@ class Study:
         validate(call, seed=seed, max_snapshots=max_snapshots, probe_size=probe_size)
         study_data = resolve_data(data, train=train, val=val, test=test, seed=seed,
                                   eval_samples=eval_samples, score_samples=score_samples,
-                                  feature_names=feature_names, class_names=class_names)
+                                  feature_names=feature_names, class_names=class_names,
+                                  groups=groups, group_names=group_names)
         self._setup(copy_model(model).to(self.device), study_data, seed, output_fn, call=call,
                     max_snapshots=max_snapshots, snapshot_dir=snapshot_dir)
         self.model_source = model_source(model)
@@ -162,7 +164,6 @@ class Study:
         return self.timeline.current
 
     step = property(lambda self: self.timeline.step, doc="The current history step.")
-
     busy_with = property(lambda self: self.timeline.busy_with, doc="The changing call in "
                          "progress in another thread (e.g. a panel retrain), or None.")
 
@@ -391,9 +392,8 @@ class Study:
                                  progress=progress, trust_source=trust_source, **study_options)
 
     def __repr__(self) -> str:
-        m = self.step.metrics
-        return f"Study(step {self.current} of {len(self.history)}, accuracy=" \
-            f"{m.get('accuracy', 0):.4f}, params={m.get('params')})"
+        m = self.step.metrics   # one line: repr is read in logs
+        return f"Study(step {self.current} of {len(self.history)}, accuracy={m.get('accuracy', 0):.4f}, params={m.get('params')})"  # noqa: E501
 
     def _repr_html_(self) -> str:
         return (f"<b>Study</b>: step {self.current} of {len(self.history)}"

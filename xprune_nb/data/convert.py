@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..errors import ConfigError, DataError
 from .batch import batch_size, is_mapping, rebuild, take
@@ -89,8 +89,9 @@ def _is_labels(value) -> bool:
         isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value)
 
 
-def _from_pairs(pairs: Iterator, call: str, name: str, batched: bool) -> Split:
-    xs, ys = [], []
+def _from_pairs(pairs: Iterator, call: str, name: str, batched: bool):
+    """(Split, group labels or None) from ``(x, y)`` or ``(x, y, g)`` items or batches."""
+    xs, ys, gs = [], [], []
     for item in pairs:
         if not isinstance(item, (tuple, list)) or len(item) < 2:
             raise DataError(
@@ -99,21 +100,31 @@ def _from_pairs(pairs: Iterator, call: str, name: str, batched: bool) -> Split:
             )
         xs.append(_to_tensor(item[0], "an input", call, name))
         ys.append(_to_tensor(item[1], "a label", call, name))
+        if len(item) >= 3:   # (x, y, g): the sensitive group, kept apart from the input
+            g = item[2]
+            gs.extend(g.reshape(-1).tolist() if isinstance(g, torch.Tensor) else (
+                list(g) if batched else [g]))
     if not xs:
         raise DataError(f"{call}({name}=...): the data is empty; give at least one example.")
     try:
         if batched:
-            return Split(torch.cat(xs), torch.cat([y.reshape(-1) for y in ys]))
-        return Split(torch.stack(xs), torch.stack([y.reshape(()) for y in ys]))
+            split = Split(torch.cat(xs), torch.cat([y.reshape(-1) for y in ys]))
+        else:
+            split = Split(torch.stack(xs), torch.stack([y.reshape(()) for y in ys]))
     except RuntimeError as exc:   # inputs of different shapes, or a label that is not one number
         raise DataError(
             f"{call}({name}=...): every example must have the same input shape and one integer "
             f"label: {exc}"
         ) from exc
+    return split, (gs if gs else None)
 
 
 def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
-    """Convert ``(X, y)``, a ``Dataset``, a ``DataLoader`` or an object with ``X``/``y`` to a Split.
+    """Convert ``(X, y)``, ``(X, y, groups)``, a ``Dataset``, a ``DataLoader`` (items or batches
+    ``(x, y)`` or ``(x, y, g)``) or an object with ``X``/``y`` to a Split (read whole).
+
+    Group labels given alone here are coded by themselves; a study codes them across its
+    splits (:func:`xprune_nb.data.groups.attach_groups`).
 
     Examples
     --------
@@ -121,9 +132,33 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
     >>> s = as_split((torch.zeros(4, 3), torch.tensor([0, 1, 0, 1])))
     >>> len(s), s.X.dtype, s.y.dtype
     (4, torch.float32, torch.int64)
+    >>> as_split((torch.zeros(2, 3), torch.tensor([0, 1]), ["f", "m"])).groups.tolist()
+    [0, 1]
     """
+    import dataclasses
+
+    split, raw = split_with_groups(value, call=call, name=name)
+    if raw is None:
+        return split
+    from .groups import _encode, _raw
+
+    codes, _ = _encode({name: _raw(raw, call, "groups")}, None, call, "groups")
+    if len(codes[name]) != len(split):
+        raise DataError(f"{call}({name}=...): {len(split)} examples but {len(codes[name])} "
+                        "group labels; give one label per example.")
+    return dataclasses.replace(split, groups=codes[name])
+
+
+def split_with_groups(value, *, call: str = "Study", name: str = "data"):
+    """(Split without groups, the group labels that came with ``value`` or None)."""
+    raw = None
     if hasattr(value, "X") and hasattr(value, "y"):
         X, y = _to_inputs(value.X, call, name), _to_tensor(value.y, "y", call, name)
+        raw = getattr(value, "groups", None)
+    elif isinstance(value, (tuple, list)) and len(value) == 3 and not isinstance(
+            value[0], (tuple, list)):
+        X, y = _to_inputs(value[0], call, name), _to_tensor(value[1], "y", call, name)
+        raw = value[2]
     elif isinstance(value, (tuple, list)) and len(value) == 2 and (
         not isinstance(value[0], (tuple, list))
         # (X.tolist(), y.tolist()): a tuple of examples and a flat list of labels as long
@@ -132,11 +167,13 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
     ):
         X, y = _to_inputs(value[0], call, name), _to_tensor(value[1], "y", call, name)
     elif isinstance(value, DataLoader):
-        split = _from_pairs(iter(value), call, name, batched=value.batch_size is not None)
+        split, raw = _from_pairs(iter(value), call, name,
+                                 batched=value.batch_size is not None)
         X, y = split.X, split.y
     elif isinstance(value, Dataset) or (hasattr(value, "__getitem__")
                                         and hasattr(value, "__len__")):
-        split = _from_pairs((value[i] for i in range(len(value))), call, name, batched=False)
+        split, raw = _from_pairs((value[i] for i in range(len(value))), call, name,
+                                 batched=False)
         X, y = split.X, split.y
     else:
         raise ConfigError.bad_value(
@@ -161,7 +198,7 @@ def as_split(value, *, call: str = "Study", name: str = "data") -> Split:
     y = y.long()
     if (y < 0).any():
         raise DataError(f"{call}({name}=...): class indices must be >= 0, got {int(y.min())}.")
-    return Split(X, y.contiguous())
+    return Split(X, y.contiguous()), raw
 
 
 def _to_inputs(value, call: str, name: str):
@@ -201,7 +238,8 @@ StudyData = DataBundle
 
 
 def bundle(train, val=None, test=None, *, class_names=None, feature_names=None,
-           kind: str = "custom", call: str = "Study", **_ignored) -> StudyData:
+           kind: str = "custom", call: str = "Study", groups=None, group_names=None,
+           **_ignored) -> StudyData:
     """Splits given separately (``(X, y)`` pairs, Datasets, loaders...) and what is known about
     them, as the one data bundle a study works on.
 
@@ -217,7 +255,8 @@ def bundle(train, val=None, test=None, *, class_names=None, feature_names=None,
 
     return resolve_data(types.SimpleNamespace(
         train=train, val=val, test=test, class_names=class_names,
-        feature_names=feature_names, kind=kind), call=call)
+        feature_names=feature_names, kind=kind), call=call, groups=groups,
+        group_names=group_names)
 
 
 def _frame_columns(split):
@@ -229,19 +268,52 @@ def _frame_columns(split):
     return None
 
 
+def _group_column(split, column: str, call: str, name: str):
+    """``(X without the column, y[, ...])`` and the column, for ``groups={name: "column"}``."""
+    columns = _frame_columns(split)
+    if columns is None or column not in columns:
+        raise ConfigError.bad_value(call, f"groups[{name!r}]", "group labels, or the name of a "
+                                    "column of a pandas DataFrame input " + (
+                                        f"(columns: {[str(c) for c in columns]})" if columns
+                                        else f"(the {name} inputs are not a DataFrame)"), column)
+    frame = split[0]
+    return (frame.drop(columns=[column]), *split[1:]), frame[column].to_numpy()
+
+
+def _yields_groups(value) -> bool:
+    """Whether a DataLoader or map-style Dataset yields ``(x, y, g)`` (one item looked at;
+    a one-pass iterable is never peeked at, since that would consume it)."""
+    try:
+        if isinstance(value, DataLoader) and not isinstance(value.dataset, IterableDataset):
+            first = next(iter(value))
+        elif not isinstance(value, (DataLoader, IterableDataset)) and hasattr(
+                value, "__getitem__") and hasattr(value, "__len__") and len(value):
+            first = value[0]
+        else:
+            return False
+    except Exception:  # noqa: BLE001 - a source that cannot be peeked at is streamed as given
+        return False
+    return isinstance(first, (tuple, list)) and len(first) >= 3
+
+
 def _split(value, name: str, *, limit, seed: int, call: str):
-    """One split: tensors stay tensors (cut to ``limit`` rows for val/test when asked), a
-    user's loader / dataset / iterable is kept as given behind a bounded sample."""
+    """(split, group labels or None): tensors stay tensors (cut to ``limit`` rows for
+    val/test when asked), a user's loader / dataset / iterable is kept as given behind a
+    bounded sample, except one yielding ``(x, y, g)``: per-group figures need the group of
+    every example measured, so it is read once into tensors."""
     if isinstance(value, StreamSplit):
         value = value.source
-    if is_stream(value):
-        return StreamSplit(value, limit=limit, seed=seed, name=name, call=call)
-    split = as_split(value, call=call, name=name)
+    if is_stream(value) and not _yields_groups(value):
+        return StreamSplit(value, limit=limit, seed=seed, name=name, call=call), None
+    split, raw = split_with_groups(value, call=call, name=name)
     if name != "train" and isinstance(limit, int) and limit < len(split):
         idx = stratified_indices(split.y, limit, seed=seed, call=call, param="eval_samples")
         split = Split(take(split.X, idx), split.y[idx],
                       split.index[idx] if split.index is not None else None)
-    return split
+        if raw is not None:
+            raw = (raw[idx] if isinstance(raw, torch.Tensor)
+                   else np.asarray(raw, dtype=object)[idx.numpy()])
+    return split, raw
 
 
 def _example(split):
@@ -271,7 +343,8 @@ def _num_classes(splits: dict) -> int:
 
 def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Study",
                  seed: int = 0, eval_samples="auto", score_samples=DEFAULT_SCORE_SAMPLES,
-                 feature_names=None, class_names=None) -> StudyData:
+                 feature_names=None, class_names=None, groups=None,
+                 group_names=None) -> StudyData:
     """Build :class:`StudyData` from a bundle or from separate splits.
 
     A missing validation split falls back to the test split and vice versa; with neither,
@@ -281,6 +354,8 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
     ``score_samples`` is the default number of reference examples of a score (and the bounded
     sample of a streamed training split). Both are drawn under ``seed``. ``feature_names`` and
     ``class_names`` name your own data's features and classes (checked against it).
+    Sensitive groups come inside the splits (``(X, y, groups)``, loaders yielding
+    ``(x, y, g)``) or as ``groups={"train": ..., ...}`` (see :mod:`xprune_nb.data.groups`).
     """
     renames = {"feature_names": feature_names, "class_names": class_names}
     evals = check_samples(call, "eval_samples", eval_samples, auto=True)
@@ -303,17 +378,28 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
             train = data
     if train is None:
         raise ConfigError.bad_value(call, "train", "training data (or data=a bundle)", None)
+    if isinstance(groups, dict) and any(isinstance(v, str) for v in groups.values()):
+        # a column of a DataFrame input: taken out of the inputs, so the model never sees it
+        given = {"train": train, "val": val, "test": test}
+        groups = dict(groups)
+        for name, column in list(groups.items()):
+            if isinstance(column, str) and given.get(name) is not None:
+                given[name], groups[name] = _group_column(given[name], column, call, name)
+        train, val, test = given["train"], given["val"], given["test"]
     if feature_names is None:   # a pandas DataFrame's columns name the features
         columns = _frame_columns(train)
         feature_names = [str(c) for c in columns] if columns is not None else None
+    if group_names is None and data is not None:   # a bundle that already has groups
+        group_names = getattr(data, "group_names", None)
     eval_limit = DEFAULT_EVAL_SAMPLES if evals == "auto" else evals
-    splits = {"train": _split(train, "train", limit=scores, seed=seed, call=call)}
+    splits, raws = {}, {}
+    splits["train"], raws["train"] = _split(train, "train", limit=scores, seed=seed, call=call)
     for name, value in (("val", val), ("test", test)):
         if value is not None:
             # "auto" keeps tensors whole (bundled data: the same figures as ever)
             limit = eval_limit if evals != "auto" or is_stream(value) or isinstance(
                 value, StreamSplit) else None
-            splits[name] = _split(value, name, limit=limit, seed=seed, call=call)
+            splits[name], raws[name] = _split(value, name, limit=limit, seed=seed, call=call)
     stand_in = {}
     if "val" not in splits:
         stand_in["val"] = "test" if "test" in splits else "train"
@@ -347,5 +433,8 @@ def resolve_data(data=None, *, train=None, val=None, test=None, call: str = "Stu
         sampling={"seed": int(seed), "eval_samples": "all" if evals is None else evals,
                   "score_samples": "all" if scores is None else scores}, **extra,
     )
-    return bundle_.renamed(**renames, call=call)
+    from .groups import attach_groups
+
+    return attach_groups(bundle_, groups, group_names, raw_groups=raws,
+                         call=call).renamed(**renames, call=call)
 

@@ -40,6 +40,9 @@ class Split:
     index : torch.Tensor or None
         int64 positions of these rows in the full, unsplit dataset (``None`` when the split was
         built by hand). Lets you trace an example back to its source and check splits are disjoint.
+    groups : torch.Tensor or None
+        int64 sensitive-group label of every example (``DataBundle.group_names`` names them), or
+        ``None``. Never fed to the model: only per-group metrics read it.
 
     Examples
     --------
@@ -52,6 +55,7 @@ class Split:
     X: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -161,6 +165,8 @@ class DataBundle:
                   for name, s in self.splits().items()}
         return {"name": self.name, "source": dict(self.source), "splits": splits,
                 "split_names": dict(self.split_names), "sampling": dict(self.sampling)}
+    #: names of the sensitive groups (``Split.groups`` indexes them); ``None`` without groups
+    group_names: list[str] | None = None
 
     def splits(self) -> dict[str, Split]:
         """The three splits by name: ``{"train": ..., "val": ..., "test": ...}``."""

@@ -199,6 +199,10 @@ def study_payload(study) -> dict:
         "data": None if data.source or data.streamed else {
             name: {"X": data.split(name).X, "y": data.split(name).y}
             for name in ("train", "val", "test")},
+        # sensitive groups: kept even when the data itself is a bundled source
+        "groups": None if not getattr(data, "group_names", None) else {
+            "names": list(data.group_names),
+            "labels": {name: data.split(name).groups for name in ("train", "val", "test")}},
         "data_meta": {"class_names": data.class_names, "feature_names": data.feature_names,
                       "kind": data.kind, "num_classes": data.num_classes},
         "steps": [s.to_dict() for s in timeline.history],
@@ -232,6 +236,22 @@ def save_study(study, path) -> Path:
 
 
 def _data(payload: dict, data):
+    """The study's data: ``data`` when given, else as the file holds it; the file's groups
+    join data that comes without its own."""
+    from ..data.groups import attach_groups
+
+    found = _data_only(payload, data)
+    stored = payload.get("groups")
+    if stored and not found.group_names:
+        if not isinstance(stored, dict) or not isinstance(stored.get("labels"), dict):
+            raise StudyFileError("Study.load: the file's groups are damaged; "
+                                 f"{WHAT_TO_DO}.")
+        found = attach_groups(found, dict(stored["labels"]), stored.get("names"),
+                              call="Study.load")
+    return found
+
+
+def _data_only(payload: dict, data):
     """The study's data, the way the user gave it: ``data=`` passed again, the bundled dataset
     by name, or the tensors the file holds; sampled as when it was saved."""
     from ..data import Split, resolve_data

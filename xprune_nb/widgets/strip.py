@@ -52,6 +52,22 @@ def _named(name: str, text: str) -> str:
             f"{html.escape(shown)} {text}</span>")
 
 
+def _groups(now: dict[str, float], before: dict[str, float]) -> str:
+    """Worst group, the gap, and each group's accuracy with its change since the original."""
+    worst = min(now, key=lambda g: now[g] if now[g] == now[g] else float("inf"))
+    items = []
+    for g, a in now.items():
+        b = before.get(g)
+        change = f" {100 * (a - b):+.1f} pt" if b is not None and a == a and b == b else ""
+        items.append(f"{html.escape(g)} {shown(a)}{change}")
+    gap = max(now.values()) - min(now.values())
+    tip = ("Accuracy of each sensitive group on the test split (change since the original); "
+           "the gap is the best group's accuracy minus the worst's.")
+    return (f"<span class='xprune-groups' title='{html.escape(tip, quote=True)}'>worst group "
+            f"<b>{html.escape(worst)} {shown(now[worst])}</b>, gap {shown(gap)} "
+            f"({'; '.join(items)})</span>")
+
+
 class MetricsStrip:
     """Accuracy, parameters, MACs and latency of the current model against the original.
 
@@ -75,6 +91,8 @@ class MetricsStrip:
             delta = 100 * (acc - oacc) if oacc is not None else 0.0
             parts.append(f"accuracy <b>{acc:.4f}</b> (original {oacc:.4f}, "
                          f"{delta:+.1f} pt)")
+        if step.per_group_accuracy:
+            parts.append(_groups(step.per_group_accuracy, first.per_group_accuracy))
         params, oparams = m.get("params"), o.get("params")
         if params is not None:
             text = f"params <b>{params}</b> ({_pct(params, oparams)} of {oparams})"
