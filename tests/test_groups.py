@@ -142,3 +142,10 @@ def test_a_dataframe_column_names_the_groups():
     assert torch.equal(data.train.groups, 1 - g)
     with pytest.raises(ConfigError, match=r"groups\['train'\]=...\): expected .*columns: "):
         xp.data.bundle((frame, y), groups={"train": "sex"})
+
+
+def test_groups_for_a_streamed_split_are_refused():
+    X, y, g = _split(24, 3)
+    loader = DataLoader(TensorDataset(X, y), batch_size=5)   # pairs: kept as a stream
+    with pytest.raises(ConfigError, match=r"groups=.*tensor splits.*stream"):
+        xp.Study(_model(), train=loader, val=(X, y), groups={"train": g, "val": g})

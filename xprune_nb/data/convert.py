@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DataError
 from .batch import batch_size, is_mapping, rebuild, take
@@ -280,17 +280,12 @@ def _group_column(split, column: str, call: str, name: str):
     return (frame.drop(columns=[column]), *split[1:]), frame[column].to_numpy()
 
 
-def _yields_groups(value) -> bool:
-    """Whether a DataLoader or map-style Dataset yields ``(x, y, g)`` (one item looked at;
-    a one-pass iterable is never peeked at, since that would consume it)."""
+def _yields_groups(stream: StreamSplit) -> bool:
+    """Whether a map-style source yields ``(x, y, g)`` items. The item looked at is the first
+    of the seeded sample order, which the sample reads anyway; a one-pass iterable is never
+    peeked at (that would consume it): its third entries are not read as groups."""
     try:
-        if isinstance(value, DataLoader) and not isinstance(value.dataset, IterableDataset):
-            first = next(iter(value))
-        elif not isinstance(value, (DataLoader, IterableDataset)) and hasattr(
-                value, "__getitem__") and hasattr(value, "__len__") and len(value):
-            first = value[0]
-        else:
-            return False
+        first = stream.first_item()
     except Exception:  # noqa: BLE001 - a source that cannot be peeked at is streamed as given
         return False
     return isinstance(first, (tuple, list)) and len(first) >= 3
@@ -303,8 +298,10 @@ def _split(value, name: str, *, limit, seed: int, call: str):
     every example measured, so it is read once into tensors."""
     if isinstance(value, StreamSplit):
         value = value.source
-    if is_stream(value) and not _yields_groups(value):
-        return StreamSplit(value, limit=limit, seed=seed, name=name, call=call), None
+    if is_stream(value):
+        stream = StreamSplit(value, limit=limit, seed=seed, name=name, call=call)
+        if not _yields_groups(stream):
+            return stream, None
     split, raw = split_with_groups(value, call=call, name=name)
     if name != "train" and isinstance(limit, int) and limit < len(split):
         idx = stratified_indices(split.y, limit, seed=seed, call=call, param="eval_samples")

@@ -162,6 +162,7 @@ class StreamSplit:
         self._view: tuple | None = None
         self._labels: torch.Tensor | None = None
         self._order: torch.Tensor | None = None
+        self._first: tuple | None = None   # (index, item) looked at by first_item()
 
     # ------------------------------------------------------------------ reading
     def _collate(self, items: list):
@@ -183,10 +184,26 @@ class StreamSplit:
             self._order = order
         return order
 
+    def first_item(self):
+        """The raw item (``dataset[i]``, before collation) that a map-style sample reads
+        first; kept, so the sample does not read it again (None for an iterable source)."""
+        if not self.map_style:
+            return None
+        if self._first is None:
+            index = int(self.order()[0])
+            self._first = (index, self.dataset[index])
+        return self._first[1]
+
+    def _item(self, i: int):
+        if self._first is not None and self._first[0] == i:
+            item, self._first = self._first[1], None   # read once, as if never peeked at
+            return item
+        return self.dataset[i]
+
     def read(self, indices: Sequence[int]):
         """``(inputs, labels)`` of the given items of a map-style dataset, read one by one
         (``dataset[i]``) and joined with the loader's ``collate_fn``."""
-        parts = [self._collate([self.dataset[int(i)] for i in indices[s:s + _CHUNK]])
+        parts = [self._collate([self._item(int(i)) for i in indices[s:s + _CHUNK]])
                  for s in range(0, len(indices), _CHUNK)]
         if not parts:
             raise DataError(f"{self.call}({self.name}=...): no example to read.")
