@@ -149,3 +149,30 @@ def test_groups_for_a_streamed_split_are_refused():
     loader = DataLoader(TensorDataset(X, y), batch_size=5)   # pairs: kept as a stream
     with pytest.raises(ConfigError, match=r"groups=.*tensor splits.*stream"):
         xp.Study(_model(), train=loader, val=(X, y), groups={"train": g, "val": g})
+
+
+def test_forgotten_per_group_counts_and_words():
+    tr, va, te = _split(40, 0), _split(20, 1), _split(20, 2)
+    study = xp.Study(_model(), train=tr, val=va, test=te, group_names=["majority", "minority"])
+    study.score("magnitude")
+    study.prune(0.5)
+    report = study.forgotten(0, 1, saliency=False)
+    frame = report.per_group()
+    before = study.model_at(0)(te[0]).argmax(1)
+    after = study.model_at(1)(te[0]).argmax(1)
+    for row in frame.itertuples():
+        sel = te[2] == ["majority", "minority"].index(row.group)
+        assert row.examples == int(sel.sum())
+        assert row.changed == int((before[sel] != after[sel]).sum())
+        assert row.accuracy_change == pytest.approx(
+            float((after[sel] == te[1][sel]).double().mean()
+                  - (before[sel] == te[1][sel]).double().mean()))
+    assert list(frame["accuracy_change"]) == sorted(frame["accuracy_change"])
+    words = report.per_group_words()
+    if (frame["accuracy_change"] < 0).any():
+        assert f"the group that lost most is {frame['group'][0]}" in words
+    else:
+        assert words.startswith("No group lost accuracy")
+    plain = xp.Study(_model(), train=tr[:2]).forgotten(0, 0, saliency=False)
+    with pytest.raises(ConfigError, match=r"per_group\(\): the study has no sensitive groups"):
+        plain.per_group()

@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,8 @@ class ForgottenReport:
     saliency : comparison or None
         ``study.saliency(before, after, inputs=examples)`` (None when nothing changed or
         ``saliency=False``).
+    groups, group_names : ndarray and list of str, or None
+        The sensitive group of each row and the groups' names (``Study(groups=...)``).
     """
 
     steps: tuple
@@ -65,6 +68,8 @@ class ForgottenReport:
     examples: list
     saliency: object | None
     class_names: list
+    groups: np.ndarray | None = None
+    group_names: list | None = None
 
     @property
     def changed(self) -> np.ndarray:
@@ -121,6 +126,61 @@ class ForgottenReport:
         return pd.DataFrame(rows).sort_values("accuracy_change", kind="stable").reset_index(
             drop=True)
 
+    def per_group(self):
+        """One row per sensitive group: examples, accuracy before and after, the change,
+        predictions changed, forgotten and learned; the groups that lost most first.
+
+        Raises :class:`~xprune_nb.errors.ConfigError` for a study without groups.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> r = ForgottenReport((0, 1), "test", np.array([0, 1, 1]), np.array([0, 1, 1]),
+        ...                     np.array([0, 0, 1]), np.ones(3), np.ones(3), [], None,
+        ...                     ["a", "b"], np.array([0, 1, 1]), ["women", "men"])
+        >>> r.per_group()["group"].tolist(), r.per_group()["forgotten"].tolist()
+        (['men', 'women'], [1, 0])
+        """
+        import pandas as pd
+
+        if self.groups is None or not self.group_names:
+            raise ConfigError("Study.forgotten(...).per_group(): the study has no sensitive "
+                              "groups; give them with Study(..., groups=...) or (X, y, groups) "
+                              "splits (docs/groups.md).")
+        kinds = self.kind()
+        rows = []
+        for g, name in enumerate(self.group_names):
+            sel = self.groups == g
+            if not sel.any():
+                continue
+            acc_b = float((self.pred_before[sel] == self.labels[sel]).mean())
+            acc_a = float((self.pred_after[sel] == self.labels[sel]).mean())
+            rows.append({"group": name, "examples": int(sel.sum()), "accuracy_before": acc_b,
+                         "accuracy_after": acc_a, "accuracy_change": acc_a - acc_b,
+                         "changed": int((self.pred_before[sel] != self.pred_after[sel]).sum()),
+                         "forgotten": int((kinds[sel] == "forgotten").sum()),
+                         "learned": int((kinds[sel] == "learned").sum())})
+        return pd.DataFrame(rows).sort_values("accuracy_change", kind="stable").reset_index(
+            drop=True)
+
+    def per_group_words(self) -> str:
+        """The groups that lost most, in plain words (empty for a study without groups)."""
+        if self.groups is None or not self.group_names:
+            return ""
+        frame = self.per_group()
+        lost = frame[frame["accuracy_change"] < 0]
+        if lost.empty:
+            return (f"No group lost accuracy between step {self.steps[0]} and step "
+                    f"{self.steps[1]} on the {self.split} split.")
+        parts = [f"{r.group} ({100 * r.accuracy_before:.1f}% -> {100 * r.accuracy_after:.1f}%, "
+                 f"{100 * r.accuracy_change:+.1f} points; {r.forgotten} of {r.examples} "
+                 "examples forgotten)" for r in lost.itertuples()]
+        gap = frame["accuracy_change"].max() - frame["accuracy_change"].min()
+        return (f"Between step {self.steps[0]} and step {self.steps[1]} ({self.split} split), "
+                f"the group that lost most is {parts[0]}"
+                + (f"; then {'; '.join(parts[1:])}" if len(parts) > 1 else "")
+                + f". The groups' accuracy changes differ by up to {100 * gap:.1f} points.")
+
     def summary(self) -> dict[str, float]:
         kinds = self.kind()
         return {"accuracy_before": float((self.pred_before == self.labels).mean()),
@@ -167,6 +227,9 @@ class ForgottenReport:
         title = (f"What pruning forgot: step {self.steps[0]} vs {self.steps[1]} on the "
                  f"{self.split} split (pruning-identified exemplars, Hooker et al. 2019)")
         out = html_report(title, self.summary(), self.per_class())
+        if self.groups is not None and self.group_names:
+            out += f"<p>{html.escape(self.per_group_words())}</p>"
+            out += html_report("", {}, self.per_group())
         out += "<p><b>Examples whose prediction changed</b></p>"
         out += html_report("", {}, self.to_frame())
         if self.saliency is not None:
@@ -211,7 +274,9 @@ def forgotten(study, before: int = 0, after: int = -1, *, split: str = "test",
     report = ForgottenReport(
         steps=(b, a), split=split, labels=labels, pred_before=pred_b, pred_after=pred_a,
         p_true_before=prob_b[take, labels], p_true_after=prob_a[take, labels], examples=[],
-        saliency=None, class_names=list(study.data.class_names))
+        saliency=None, class_names=list(study.data.class_names),
+        groups=None if getattr(rows, "groups", None) is None else rows.groups.numpy(),
+        group_names=getattr(study.data, "group_names", None))
     frame = report.to_frame()
     order = frame.assign(first=frame["kind"] != "forgotten").sort_values(
         ["first", "p_true_drop"], ascending=[True, False], kind="stable")
