@@ -344,3 +344,30 @@ case("data-train-complex", DataError, r"train[\s\S]*complex")(
 case("data-train-meta-device", DataError, r"train[\s\S]*meta")(
     lambda c: xp.Study(xp.zoo.load("toy_mlp"), train=(torch.empty(10, 2, device="meta"),
                                                       torch.zeros(10).long())))
+
+
+class _RaisesInTraining(torch.nn.Module):
+    """Runs in eval mode (so a study can be made), raises in train mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = torch.nn.Linear(2, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError("boom in train mode")
+        return self.head(torch.relu(self.fc(x)))
+
+
+def _retrain_raising(c):
+    study = xp.Study(_RaisesInTraining(), c.data, seed=0)
+    before = {k: v.clone() for k, v in study.model.state_dict().items()}
+    try:
+        study.retrain(epochs=1, progress=False)
+    finally:
+        assert len(study.history) == 1 and all(
+            torch.equal(v, before[k]) for k, v in study.model.state_dict().items())
+
+
+case("retrain-model-raises-in-train-mode", ModelError, r"Study\.retrain[\s\S]*training mode")(
+    _retrain_raising)

@@ -24,7 +24,7 @@ from .data import Split
 from .data.batch import batch_size as rows
 from .data.batch import take, to_device
 from .data.stream import epoch_batches
-from .errors import ConfigError
+from .errors import ConfigError, ModelError, XPruneError
 from .metrics import evaluate_split
 from .progress import StopSignal
 
@@ -233,7 +233,7 @@ def train(
                     break
                 if rows(x) < strategy.world * (2 if has_bn else 1):
                     continue  # BatchNorm cannot train on a batch of one; no rank may be empty
-                loss_v, acc_v = train_step(net, opt, x, y, forward, strategy)
+                loss_v, acc_v = train_step(net, opt, x, y, forward, strategy, call)
                 result.batches_done += 1
                 result.losses.append(loss_v)
                 result.accuracies.append(acc_v)
@@ -262,13 +262,23 @@ def train(
 
 
 def train_step(net: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, forward,
-               strategy: Strategy) -> tuple[float, float]:
+               strategy: Strategy, call: str = "train") -> tuple[float, float]:
     """One optimisation step on a global batch; returns its (loss, accuracy) as one process
     training on the whole batch would report them."""
     n = len(y)   # x may be a dict of named inputs (input_ids, attention_mask...)
     x, y = strategy.shard(x, y)
     opt.zero_grad(set_to_none=True)
-    logits = forward(net, x)
+    try:
+        logits = forward(net, x)
+    except XPruneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model's own code failed, in train mode
+        # evaluation (eval mode) ran it fine, so the failure is the model's training-mode
+        # path (dropout, BatchNorm statistics, a branch on self.training)
+        raise ModelError(
+            f"{call}: the model raised in training mode (model.train()): "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}. Fix the model's "
+            "training path, or retrain it yourself with train_fn=.") from exc
     loss = strategy.loss(logits, y, n)
     loss.backward()
     opt.step()
