@@ -184,6 +184,20 @@ def test_gpt2_heads_are_reported_with_the_reason():
     assert all("Conv1D c_attn is not supported" in why for why in skipped.values())
 
 
+def test_gpt2_channels_refused_with_the_package_error_and_the_study_unchanged():
+    """torch-pruning cannot trace GPT-2's Conv1D/concat graph; the user gets ModelError naming
+    granularity='channel' and what to use instead, not a raw TypeError from inside it."""
+    from xprune_nb.errors import ModelError
+
+    ids, y = _text()
+    study = xp.Study(_gpt2(), train=(ids, y), val=(ids, y), test=(ids, y), seed=0)
+    before = {k: v.clone() for k, v in study.model.state_dict().items()}
+    with pytest.raises(ModelError, match=r"granularity='channel'.*prunable\(\)"):
+        study.score("magnitude", granularity="channel")
+    assert len(study.history) == 1 and study.current == 0
+    assert all(torch.equal(before[k], v) for k, v in study.model.state_dict().items())
+
+
 @pytest.mark.slow
 def test_onnx_names_inputs_as_forward_with_dynamic_batch_and_sequence(tmp_path):
     pytest.importorskip("onnxruntime")

@@ -38,7 +38,7 @@ def moons():
     (("steps", 1, "prune", "amount"), 1.5,
      r"Recipe\(steps\[1\]\.prune\.amount=\.\.\.\): expected a number in \[0, 1\), got 1\.5"),
     (("steps", 2, "retrain", "epochs"), 0,
-     r"steps\[2\]\.retrain\.epochs=\.\.\.\): expected a positive integer, got 0"),
+     r"steps\[2\]\.retrain\.epochs=\.\.\.\): expected an integer in \[1, 1000000\], got 0"),
     (("steps", 2, "retrain", "optimizer"), "adagrad", r"steps\[2\]\.retrain\.optimizer"),
     (("steps", 0, "score", "criterion"), "magic",
      r"steps\[0\]\.score\.criterion=\.\.\.\): unknown name 'magic'; valid names are .*'taylor'"),

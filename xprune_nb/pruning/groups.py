@@ -31,6 +31,7 @@ from .._model import (
     trace_output,
 )
 from ..data.batch import concat
+from ..errors import ModelError
 
 __all__ = [
     "ChannelGroup",
@@ -92,10 +93,20 @@ def build_graph(model: nn.Module, example: torch.Tensor, forward=None) -> tp.Dep
     else:
         fn, transform = _forward_fn, trace_output
     with eval_mode(model):
-        return tp.DependencyGraph().build_dependency(
-            model, example_inputs=example, forward_fn=fn, output_transform=transform,
-            verbose=False,
-        )
+        try:
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example, forward_fn=fn, output_transform=transform,
+                verbose=False,
+            )
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            # torch-pruning's tracer fails inside its index bookkeeping on graphs it does not
+            # model (e.g. GPT-2's Conv1D projections split by a concatenation); a raw TypeError
+            # from deep inside it tells the user nothing about what to do instead.
+            raise ModelError(
+                "granularity='channel': torch-pruning cannot trace the channel dependencies "
+                f"of this model ({type(exc).__name__}: {exc}); use another unit kind "
+                "(study.prunable() lists those this model offers, e.g. 'weight', 'head' or "
+                "'block')") from exc
 
 
 def channel_groups(model: nn.Module, graph: tp.DependencyGraph,
