@@ -139,3 +139,53 @@ def test_data_without_boxes_needs_masks():
     with pytest.raises(ConfigError, match=r"max_grounding_drop=.*grounding_masks="):
         study.auto_prune(params=0.5, max_grounding_drop=0.1)
     assert len(study.history) == 1
+
+
+# --------------------------------------------------- grounding-aware head criterion (evidence)
+def _tiny_vit():
+    from xprune_nb._case_study import BoxesViT
+
+    torch.manual_seed(0)
+    return BoxesViT(image_size=16, patch=4, dim=8, heads=2, mlp_dim=16, depth=2).eval()
+
+
+def _head_scores(model, x, y, evidence, relevance):
+    from xprune_nb.criteria import ScoringContext, create
+
+    layers = {f"blocks.{i}.attn": b.attn for i, b in enumerate(model.blocks)}
+    ctx = ScoringContext(model, "head", layers, x, y, None, 10, lambda m, v: m(v),
+                         evidence=evidence)
+    return create("attention", relevance=relevance).head_scores(ctx)
+
+
+def test_evidence_relevance_is_the_in_box_part_of_the_attention_relevance(boxes_data):
+    model = _tiny_vit()
+    x, y = boxes_data.train.X[:12], boxes_data.train.y[:12]
+    box = torch.from_numpy(_box_masks(truth_boxes(boxes_data, "train", rows=range(12)),
+                                      (16, 16)))
+    full = _head_scores(model, x, y, None, "attention")
+    whole = _head_scores(model, x, y, torch.ones(12, 16, 16, dtype=torch.bool), "evidence")
+    inside = _head_scores(model, x, y, box, "evidence")
+    outside = _head_scores(model, x, y, ~box, "evidence")
+    for k in full:
+        torch.testing.assert_close(whole[k], full[k])           # the whole image: all of it
+        assert (inside[k] <= full[k] + 1e-6).all() and (inside[k] >= 0).all()
+        # patches are 4x4 and boxes sit on the 4-pixel grid: in + out is the whole
+        torch.testing.assert_close(inside[k] + outside[k], full[k])
+        assert not torch.allclose(inside[k], full[k])
+
+
+def test_evidence_relevance_through_the_study_and_refused_without_boxes(boxes_data):
+    study = xp.Study(_tiny_vit(), boxes_data, seed=0)
+    scores = study.score("attention", granularity="head", relevance="evidence", samples=16)
+    assert scores.options["relevance"] == "evidence"
+    assert all(torch.isfinite(v).all() for v in scores.values.values())
+    from xprune_nb._case_study import BoxesViT
+
+    other = xp.Study(BoxesViT(image_size=8, patch=2, dim=8, heads=2, mlp_dim=16, depth=1),
+                     xp.datasets.load("digits"), seed=0)
+    n = len(other.history)
+    with pytest.raises(ConfigError, match=r"Study.score\(relevance=.*'evidence' only on data "
+                                          r"with evidence boxes.*'digits'"):
+        other.score("attention", granularity="head", relevance="evidence")
+    assert len(other.history) == n and other.scores_at(other.current) is None

@@ -20,7 +20,7 @@ from .pruning.units import ModelEnv, UnitKind
 from .scores import Scores
 
 __all__ = ["score_units", "fingerprint", "reference_indices", "reference_sample",
-           "criterion_and_kind"]
+           "criterion_and_kind", "evidence_for"]
 
 
 def criterion_and_kind(criterion: str, granularity: str, call: str):
@@ -67,6 +67,32 @@ def reference_sample(data, samples: int | None, classes: list[int] | None, *, se
     return draw(data.train, samples, seed=seed, classes=classes, call=call)
 
 
+def evidence_for(scorer, data, inputs, call: str) -> torch.Tensor | None:
+    """The evidence masks ``(N, H, W)`` of the reference ``inputs`` (rows of the training
+    split) for a criterion that reads them (``scorer.wants_evidence``: e.g. ``attention`` with
+    ``relevance="evidence"``), from the data's boxes; ``None`` for every other criterion."""
+    if not getattr(scorer, "wants_evidence", False):
+        return None
+    from .errors import ConfigError
+
+    name = (getattr(data, "source", None) or {}).get("name")
+    if name != "digits_boxes":
+        raise ConfigError.bad_value(call, "relevance", "'evidence' only on data with evidence "
+                                    "boxes (digits_boxes)", name or "other data")
+    from .data.ground_truth import boxes
+    from .explain.grounding import _inside
+
+    # the sample is drawn by content (tensors or a loader alike): find each row by its bytes
+    train = data.train.X
+    rows = {r.numpy().tobytes(): i for i, r in enumerate(train.reshape(len(train), -1))}
+    idx = [rows.get(r.numpy().tobytes()) for r in inputs.reshape(len(inputs), -1)]
+    if any(i is None for i in idx):
+        raise ConfigError.bad_value(call, "relevance", "'evidence' on reference examples of "
+                                    "the training split", "examples not in it")
+    box = boxes(data, "train", rows=idx)
+    return torch.from_numpy(_inside(box, tuple(train.shape[-2:])))
+
+
 def fingerprint(model: nn.Module) -> tuple:
     """Names, shapes and exact sums of every tensor of ``model``'s state (cheap change check)."""
     return tuple((k, tuple(v.shape), float(v.double().sum()) if v.is_floating_point()
@@ -77,7 +103,7 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
                 inputs: torch.Tensor, targets: torch.Tensor, classes: list[int] | None,
                 num_classes: int, seed: int, batch_size: int, prune_output: bool,
                 progress: Callable[[int, int], None] | None, step: int, call: str,
-                options: dict) -> Scores:
+                options: dict, evidence: torch.Tensor | None = None) -> Scores:
     """Score every unit of ``kind`` in ``model`` with ``scorer`` (a Criterion instance)."""
     start = time.perf_counter()
     if type(model).__name__ == "DynamicNet":
@@ -89,7 +115,8 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
     ctx = ScoringContext(model=model, granularity=kind.score_as, layers=units.layers,
                          inputs=inputs, targets=targets, classes=classes,
                          num_classes=num_classes, forward=env.forward, seed=seed,
-                         batch_size=batch_size, progress=progress, units=units)
+                         batch_size=batch_size, progress=progress, units=units,
+                         evidence=evidence)
     before = fingerprint(model)
     criterion = type(scorer)
     with eval_mode(model):

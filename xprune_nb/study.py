@@ -26,7 +26,7 @@ from .pruning import units as _units
 from .pruning.plan import PrunePreview, prune_config, rewind_index, units_for
 from .retraining import retrain_step
 from .scores import Scores
-from .scoring import criterion_and_kind, reference_sample, score_units
+from .scoring import criterion_and_kind, evidence_for, reference_sample, score_units
 from .timeline import Timeline
 from .training import Callback, TrainResult
 
@@ -217,7 +217,7 @@ class Study:
         scorer = cls(**options)
         tick = make_progress(progress, call, f"score {criterion}", stop)
         inputs, targets = reference_sample(self.data, samples, classes, seed=self.seed, call=call)
-        samples = len(targets)
+        samples, evidence = len(targets), evidence_for(scorer, self.data, inputs, call)
         check_finite(self.model, call)
 
         with self.timeline.transaction(call):
@@ -227,7 +227,7 @@ class Study:
                 prune_output=prune_output, progress=tick, step=self.current, call=call,
                 options={**scorer.params, "samples": samples, "classes": classes,
                          "prune_output": prune_output, "seed": self.seed,
-                         "batch_size": batch_size})
+                         "batch_size": batch_size}, evidence=evidence)
             self.timeline.record_scores(scores)
         return scores
 

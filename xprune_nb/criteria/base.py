@@ -61,6 +61,9 @@ class ScoringContext:
     #: what the unit kind found (``Units``): kinds whose units are not layers (blocks) put what
     #: their criteria need in ``units.detail``
     units: Any = None
+    #: evidence masks ``(N, H, W)`` of the reference examples, for criteria that read them
+    #: (``wants_evidence``; built from the data's boxes by ``scoring.evidence_for``)
+    evidence: Any = None
 
     @property
     def num_batches(self) -> int:
