@@ -34,7 +34,7 @@ def main() -> None:
     # the features of the second round (each writes its own section of docs/benchmarks.md)
     for name in ("bench_heads_blocks", "bench_recalibrate", "bench_deploy",
                  "bench_sensitivity_auto", "bench_vit_explain", "bench_dynamic",
-                 "bench_pathways", "bench_stream"):
+                 "bench_pathways", "bench_stream", "bench_grounding"):
         run([str(HERE / f"{name}.py")], f"{name}.log")
     if args.yeom:
         run([str(HERE / "yeom_toy.py"), "--seeds", "50", "--out", str(OUT / "yeom.json")],
