@@ -65,6 +65,8 @@ def test_constraint_holds_on_validation_and_is_reported_on_test(study):
     assert g["method"] == "saliency" and g["metric"] == "mass" and g["limit"] == limit
     # every kept round is within the limit on the validation split; every rejected round that
     # broke it is above it, and its note says so
+    assert any(r["kept"] for r in step.auto.history)
+    assert any(not r["kept"] and r["grounding_drop"] > limit for r in step.auto.history)
     for row in step.auto.history:
         assert "grounding_drop" in row
         if row["kept"]:
@@ -81,6 +83,7 @@ def test_constraint_holds_on_validation_and_is_reported_on_test(study):
 def test_a_rejected_round_names_the_grounding_limit(study):
     step = _run(study, max_grounding_drop=0.0, grounding_metric="pointing")
     rejected = [r for r in step.auto.history if not r["kept"]]
+    assert rejected and step.auto.rounds == 0      # a strict limit: every try is refused
     for row in rejected:
         note = study.history[row["step"]].note
         if row["grounding_drop"] > 0:
