@@ -371,3 +371,42 @@ def _retrain_raising(c):
 
 case("retrain-model-raises-in-train-mode", ModelError, r"Study\.retrain[\s\S]*training mode")(
     _retrain_raising)
+
+
+class _RaisingDataset(torch.utils.data.Dataset):
+    """A map-style dataset whose items past the middle raise, as a broken file list does."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        if i >= 20:
+            raise IndexError("list index out of range")
+        return torch.randn(2), i % 2
+
+
+case("data-dataset-getitem-raises", DataError,
+     r"Study\(\w+=\.\.\.\): reading item \d+ of the dataset raised IndexError")(
+    lambda c: xp.Study(xp.zoo.load("toy_mlp"), train=_RaisingDataset(), val=_RaisingDataset(),
+                       test=_RaisingDataset()).evaluate())
+
+
+class _Tokens(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.fc = torch.nn.Embedding(40, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.emb(x).mean(1))
+
+
+def _ids_out_of_range_in_test(c):
+    ids = torch.randint(0, 40, (30, 6), generator=torch.Generator().manual_seed(0))
+    y = ids[:, 0] % 2
+    bad = ids.clone()
+    bad[3, 2] = 45
+    xp.Study(_Tokens(), train=(ids, y), val=(ids, y), test=(bad, y), seed=0)
+
+
+case("data-token-ids-out-of-range-in-test-only", DataError,
+     r"Study\(test=\.\.\.\)[\s\S]*largest token id is 45")(_ids_out_of_range_in_test)

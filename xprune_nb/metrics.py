@@ -15,6 +15,7 @@ from ._device import model_device, to_device
 from ._model import eval_mode
 from .data import Split, StudyData, batches
 from .data.groups import group_summary, per_group_accuracy
+from .errors import DataError
 
 __all__ = ["Metrics", "count_params", "count_macs", "measure_latency", "layer_sparsity",
            "evaluate_model"]
@@ -156,8 +157,20 @@ def layer_sparsity(model: nn.Module) -> dict[str, dict]:
 
 
 
+def _out_of_range(exc: IndexError, x, name: str) -> DataError:
+    """The package's error for an IndexError raised by the model on a batch of a split: with
+    token ids it is almost always an id at or past the vocabulary size (an embedding lookup)."""
+    ids = x.get("input_ids") if isinstance(x, dict) or hasattr(x, "keys") else x
+    hint = ""
+    if torch.is_tensor(ids) and not ids.is_floating_point() and ids.numel():
+        hint = (f" Its largest token id is {int(ids.max())} (smallest {int(ids.min())}); "
+                "every id must be below the model's vocabulary size.")
+    return DataError(f"Study({name}=...): the model raised IndexError ({exc}) on a batch of "
+                     f"the {name} split.{hint}")
+
+
 def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 512,
-                   return_predictions: bool = False, progress=None):
+                   return_predictions: bool = False, progress=None, name: str = "test"):
     """(accuracy, mean cross-entropy loss) of ``model`` on ``split``, in eval mode; with
     ``return_predictions`` also the predicted class and the label of every example. A user's
     loader or dataset is measured on its bounded sample (``eval_samples``), or read batch by
@@ -165,7 +178,10 @@ def evaluate_split(model: nn.Module, split: Split, forward, batch_size: int = 51
     correct, total_loss, preds, labels, n = 0, 0.0, [], [], 0
     with torch.no_grad(), eval_mode(model):
         for x, y in batches(split, batch_size):
-            logits = forward(model, x)
+            try:
+                logits = forward(model, x)
+            except IndexError as exc:   # e.g. a token id past the vocabulary in one split only
+                raise _out_of_range(exc, x, name) from exc
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
             pred = logits.argmax(1)
             correct += int((pred == y).sum())
@@ -308,7 +324,7 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
         val_acc, val_loss, val_by_group = acc, loss, by_group
     else:
         val_acc, val_loss, val_preds, val_labels = evaluate_split(
-            model, data.val, forward, return_predictions=True, progress=tick)
+            model, data.val, forward, return_predictions=True, progress=tick, name="val")
         val_by_group = per_group_accuracy(val_preds, val_labels,
                                           getattr(data.val, "groups", None), names)
     per_class = []

@@ -191,14 +191,26 @@ class StreamSplit:
             return None
         if self._first is None:
             index = int(self.order()[0])
-            self._first = (index, self.dataset[index])
+            self._first = (index, self._read_item(index))
         return self._first[1]
 
     def _item(self, i: int):
         if self._first is not None and self._first[0] == i:
             item, self._first = self._first[1], None   # read once, as if never peeked at
             return item
-        return self.dataset[i]
+        return self._read_item(i)
+
+    def _read_item(self, i: int):
+        """``dataset[i]``, with a failure inside the user's ``__getitem__`` reported as the
+        package's error naming the split and the item (a raw IndexError from deep inside a
+        user's dataset says neither which split nor which item)."""
+        try:
+            return self.dataset[i]
+        except Exception as exc:   # noqa: BLE001 - any error of the user's code, re-raised
+            raise DataError(
+                f"{self.call}({self.name}=...): reading item {i} of the dataset raised "
+                f"{type(exc).__name__}: {exc}. Check the dataset's __getitem__ (and __len__, "
+                f"which says {self.size} items).") from exc
 
     def read(self, indices: Sequence[int]):
         """``(inputs, labels)`` of the given items of a map-style dataset, read one by one

@@ -133,7 +133,7 @@ def _val_state(study, model) -> tuple[float, torch.Tensor]:
     from ..training import evaluate_split
 
     acc, _, preds, y = evaluate_split(model, study.data.val, study.forward,
-                                      return_predictions=True)
+                                      return_predictions=True, name="val")
     k = study.data.num_classes
     counts = torch.bincount(y, minlength=k).double()
     hits = torch.zeros(k, dtype=torch.float64).index_add_(0, y, (preds == y).double())

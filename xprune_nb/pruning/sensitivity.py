@@ -98,7 +98,7 @@ class Measurer:
         from ..training import evaluate_split
 
         s = self.study
-        acc, loss = evaluate_split(model, s.data.val, s.forward)
+        acc, loss = evaluate_split(model, s.data.val, s.forward, name="val")
         total, nonzero = count_params(model)
         return {"accuracy": acc, "loss": loss, "drift": self._drift(model),
                 "macs": count_macs(model, s.env.example[:1], s.forward),
