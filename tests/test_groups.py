@@ -176,3 +176,31 @@ def test_forgotten_per_group_counts_and_words():
     plain = xp.Study(_model(), train=tr[:2]).forgotten(0, 0, saliency=False)
     with pytest.raises(ConfigError, match=r"per_group\(\): the study has no sensitive groups"):
         plain.per_group()
+
+
+def test_auto_prune_keeps_every_group_within_max_group_drop():
+    import warnings
+
+    tr, va, te = _split(60, 0), _split(40, 1), _split(40, 2)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    study = xp.Study(model, train=tr, val=va, test=te, group_names=["majority", "minority"])
+    study.retrain(epochs=20, lr=0.05, progress=False)
+    start = dict(study.step.val_per_group_accuracy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the budget may not be met under the limit
+        step = study.auto_prune(params=0.4, steps=2, max_group_drop=0.05, criterion="magnitude")
+    for row in step.auto.history:
+        assert "group_drop" in row
+        if row["kept"]:
+            assert row["group_drop"] <= 0.05 + 1e-9
+    for name, acc in study.step.val_per_group_accuracy.items():
+        assert start[name] - acc <= 0.05 + 1e-9
+    assert step.auto.rounds >= 1      # this small limit still lets a round through
+    assert "on test, the group that lost most is" in step.note
+    with pytest.raises(ConfigError, match=r"max_group_drop=...\): expected a number in \[0, 1\]"):
+        study.auto_prune(params=0.5, max_group_drop=2.0)
+    plain = xp.Study(_model(), train=tr[:2])
+    with pytest.raises(ConfigError, match=r"max_group_drop=...\): expected None for a study "
+                                          "without sensitive groups"):
+        plain.auto_prune(params=0.5, max_group_drop=0.02)

@@ -167,6 +167,7 @@ PARAMS: dict[str, Constraint] = {
     "budget": Interval(Real, 0, 1, "neither"),
     "max_accuracy_drop": Interval(Real, 0, 1, "both", allow_none=True),
     "max_class_drop": Interval(Real, 0, 1, "both", allow_none=True),
+    "max_group_drop": Interval(Real, 0, 1, "both", allow_none=True),
     "max_drift": Interval(Real, 0, 2, "both", allow_none=True),
     "max_grounding_drop": Interval(Real, 0, 1, "both", allow_none=True),
     # explanations

@@ -36,14 +36,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-import torch
-
 from .. import criteria as _criteria
 from ..errors import ConfigError, StoppedError
 from ..params import PARAMS, check, validate
 from ..progress import StopSignal, make_progress
 from .allocate import allocate, damage_of
 from .auto_grounding import grounding_check
+from .auto_limits import check_group_limit, group_sentence, groups_on_test, val_state, violations
 from .plan import check_retrain_args
 from .sensitivity import Measurer, group_rows, score_copy
 
@@ -129,43 +128,6 @@ class _Cost:
         return float(row["macs"])
 
 
-def _val_state(study, model) -> tuple[float, torch.Tensor]:
-    from ..training import evaluate_split
-
-    acc, _, preds, y = evaluate_split(model, study.data.val, study.forward,
-                                      return_predictions=True, name="val")
-    k = study.data.num_classes
-    counts = torch.bincount(y, minlength=k).double()
-    hits = torch.zeros(k, dtype=torch.float64).index_add_(0, y, (preds == y).double())
-    per_class = hits / counts.clamp(min=1)
-    per_class[counts == 0] = float("nan")
-    return acc, per_class
-
-
-def _violations(study, model, ref, limits, measure) -> tuple[list[str], dict]:
-    acc0, per0 = ref
-    acc, per = _val_state(study, model)
-    drop = acc0 - acc
-    both = ~torch.isnan(per0) & ~torch.isnan(per)
-    class_drop = float((per0 - per)[both].max()) if both.any() else 0.0
-    drift = measure._drift(model) if limits["max_drift"] is not None else math.nan
-    values = {"accuracy": acc, "accuracy_drop": drop, "class_drop": class_drop, "drift": drift}
-    broken = []
-    if limits.get("grounding") is not None:
-        wrong, found = limits["grounding"].judge(model)
-        values.update(found)
-        broken += [wrong] if wrong else []
-    if limits["max_accuracy_drop"] is not None and drop > limits["max_accuracy_drop"]:
-        broken.append(f"accuracy drop {drop:.4f} > max_accuracy_drop="
-                      f"{limits['max_accuracy_drop']}")
-    if limits["max_class_drop"] is not None and class_drop > limits["max_class_drop"]:
-        broken.append(f"worst class drop {class_drop:.4f} > max_class_drop="
-                      f"{limits['max_class_drop']}")
-    if limits["max_drift"] is not None and not drift <= limits["max_drift"]:
-        broken.append(f"drift {drift:.4f} > max_drift={limits['max_drift']}")
-    return broken, values
-
-
 def _append_note(step, text: str) -> None:
     step.note = f"{step.note}; {text}" if step.note else text
 
@@ -173,6 +135,7 @@ def _append_note(step, text: str) -> None:
 def auto_prune(study, *, macs: float | None = None, params: float | None = None,
                latency: float | None = None, max_accuracy_drop: float | None = None,
                max_drift: float | None = None, max_class_drop: float | None = None,
+               max_group_drop: float | None = None,
                max_grounding_drop: float | None = None, grounding_metric: str = "mass",
                grounding_masks=None, grounding_method: str = "saliency",
                criterion: str = "taylor", granularity: str = "channel",
@@ -191,6 +154,9 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
     max_accuracy_drop, max_class_drop : float in [0, 1], optional
         Largest drop of validation accuracy, overall and of any one class, from the model
         auto_prune starts from (0.01 is one point).
+    max_group_drop : float in [0, 1], optional
+        Largest drop of any sensitive group's validation accuracy (a study with groups,
+        docs/groups.md); the test split's group drops are reported in the note.
     max_drift : float in [0, 2], optional
         Largest explanation drift (``1 - saliency rank correlation`` with the original model on
         the study's probe, the history's drift). Also weighs drift into the allocation.
@@ -232,11 +198,13 @@ def auto_prune(study, *, macs: float | None = None, params: float | None = None,
     """
     start = time.perf_counter()
     limits = {"max_accuracy_drop": max_accuracy_drop, "max_class_drop": max_class_drop,
-              "max_drift": max_drift, "max_grounding_drop": max_grounding_drop}
+              "max_drift": max_drift, "max_grounding_drop": max_grounding_drop,
+              "max_group_drop": max_group_drop}
     name, budget, kind = _check_args(study, call, {"macs": macs, "params": params,
                                                    "latency": latency}, limits, criterion,
                                      granularity, retrain, steps, samples)
     validate(call, recalibrate=recalibrate)
+    check_group_limit(study, call, max_group_drop)
     limits["grounding"] = grounding_check(study, call, max_grounding_drop, grounding_metric,
                                            grounding_masks, grounding_method)
     tick = make_progress(progress, call, f"auto_prune {name}", stop)
@@ -268,7 +236,8 @@ def _run(study, *, call, name, budget, kind, limits, criterion, granularity, ret
                               f"{now:.4f} from the original (more than {max_drift}); raise "
                               "max_drift or start from an earlier step.")
     scorer = _criteria.get(criterion, call)()
-    ref = _val_state(study, study.model)
+    ref = val_state(study, study.model)
+    groups0 = groups_on_test(study, study.model) if limits["max_group_drop"] is not None else {}
     grounding = limits["grounding"]
     if grounding is not None:
         grounding.reference(study.model)
@@ -319,7 +288,7 @@ def _run(study, *, call, name, budget, kind, limits, criterion, granularity, ret
                 step = study.prune(0.0, layer_amounts=amounts, recalibrate=recalibrate)
                 if retrain:
                     step = study.retrain(**{"progress": False, **retrain})
-                broken, values = _violations(study, study.model, ref, limits, measure)
+                broken, values = violations(study, study.model, ref, limits, measure)
                 new_cost = cost(study.model)
                 if broken:
                     _append_note(step, "auto_prune: rejected, " + "; ".join(broken))
@@ -363,6 +332,8 @@ def _run(study, *, call, name, budget, kind, limits, criterion, granularity, ret
                            f"short of the budget {budget:g}: {message or 'no progress'}; "
                            f"{rounds} kept, {outcome.rejected} rejected.")
         warnings.warn(outcome.message, AutoPruneWarning, stacklevel=4)
+    if groups0:
+        outcome.message += " " + group_sentence(groups0, groups_on_test(study, study.model)) + "."
     if grounding is not None:
         outcome.grounding = grounding.report(study.model)
         outcome.message += " " + grounding.sentence(outcome.grounding) + "."
