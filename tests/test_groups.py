@@ -204,3 +204,16 @@ def test_auto_prune_keeps_every_group_within_max_group_drop():
     with pytest.raises(ConfigError, match=r"max_group_drop=...\): expected None for a study "
                                           "without sensitive groups"):
         plain.auto_prune(params=0.5, max_group_drop=0.02)
+
+
+def test_the_report_has_a_per_group_section_only_with_groups(tmp_path):
+    tr, va, te = _split(40, 0), _split(20, 1), _split(20, 2)
+    study = xp.Study(_model(), train=tr, val=va, test=te, group_names=["majority", "minority"])
+    study.score("magnitude")
+    study.prune(0.5)
+    page = study.report(tmp_path / "r.html", include=["per_group"], latency=False)
+    text = page.read_text() if hasattr(page, "read_text") else (tmp_path / "r.html").read_text()
+    assert "id='per_group'" in text and "minority" in text and "accuracy_change" in text
+    plain = xp.Study(_model(), train=tr[:2])
+    plain.report(tmp_path / "p.html", include=["per_group"], latency=False)
+    assert "id='per_group'" not in (tmp_path / "p.html").read_text()

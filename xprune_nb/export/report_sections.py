@@ -89,6 +89,19 @@ def _per_class(ctx: ReportContext) -> str | None:
             "first.</p>" + table_html(frame.sort_values("accuracy_change", kind="stable"), ctx))
 
 
+def _per_group(ctx: ReportContext) -> str | None:
+    """Who paid: test accuracy of every sensitive group, before and after (omitted without
+    groups)."""
+    if not getattr(ctx.study.data, "group_names", None):
+        return None
+    report = ctx.forgotten
+    if report is None:
+        return f"<p>n/a: {html.escape(ctx.missing.get('forgotten', ''))}</p>"
+    return (f"<p>{html.escape(report.per_group_words())}</p><p>Test accuracy of every "
+            "sensitive group, before and after; the groups that lost most first.</p>"
+            + table_html(report.per_group(), ctx))
+
+
 def _example_images(ctx: ReportContext, rows: list[int], report) -> str | None:
     """Forgotten examples drawn as images (image inputs), with label and both predictions."""
     import matplotlib.pyplot as plt
@@ -232,6 +245,7 @@ SECTIONS: dict[str, tuple[str, Builder]] = {
     "notes": ("Notes", _notes),
     "metrics": ("Before and after", _metrics),
     "per_class": ("Accuracy per class", _per_class),
+    "per_group": ("Who paid: accuracy per group", _per_group),
     "forgotten": ("What pruning forgot", _forgotten),
     "explanations": ("How the explanations changed", _explanations),
     "why": ("Why units were removed", _why),
