@@ -217,3 +217,18 @@ def test_the_report_has_a_per_group_section_only_with_groups(tmp_path):
     plain = xp.Study(_model(), train=tr[:2])
     plain.report(tmp_path / "p.html", include=["per_group"], latency=False)
     assert "id='per_group'" not in (tmp_path / "p.html").read_text()
+
+
+def test_auto_tab_passes_the_group_limit_and_shows_its_refusal():
+    from xprune_nb.widgets import Panel
+
+    study = xp.Study(_model(), train=_split(40, 0)[:2])   # no groups: the core refuses
+    panel = Panel(study)
+    view = panel.auto_view
+    assert view.config()["max_group_drop"] is None
+    view.max_group_drop.value = "0.02"
+    assert view.config()["max_group_drop"] == 0.02
+    view.run_button.click()
+    assert panel.wait(60)
+    assert "max_group_drop" in panel.status and len(study.history) == 1
+    panel.close()

@@ -23,7 +23,8 @@ _BUDGETS = (("MACs", "macs"), ("params", "params"), ("latency", "latency"))
 _ROUND_COLUMNS = {"round": "round", "try": "try", "step": "step", "budget": "of start",
                   "accuracy": "val accuracy", "accuracy_drop": "accuracy drop",
                   "class_drop": "worst class drop", "drift": "drift",
-                  "grounding_drop": "grounding drop", "kept": "kept"}
+                  "grounding_drop": "grounding drop", "group_drop": "worst group drop",
+                  "kept": "kept"}
 
 
 class AutoView:
@@ -48,6 +49,9 @@ class AutoView:
                                      placeholder="none", style={"description_width": "initial"})
         self.max_drift = W.Text(value="", description="max drift", placeholder="none",
                                 style={"description_width": "initial"})
+        # sensitive groups (Study(groups=...)): auto_prune refuses it for a study without
+        self.max_group_drop = W.Text(value="", description="max group drop", placeholder="none",
+                                     style={"description_width": "initial"})
         # grounding on the evidence (boxes of digits_boxes); masks are a code-only option
         self.max_grounding_drop = W.Text(value="", description="max grounding drop",
                                          placeholder="none",
@@ -80,14 +84,15 @@ class AutoView:
             "measured batch-1 latency) in rounds: each round measures every layer's "
             "sensitivity, allocates per-layer amounts greedily by damage per cost saved, "
             "prunes (and retrains, if asked). A round that breaks a constraint (validation "
-            "accuracy drop, worst class drop, explanation drift, drop of the relevance mass "
-            "in the evidence boxes; empty = no limit) is undone "
+            "accuracy drop, worst class drop, worst sensitive-group drop, explanation drift, "
+            "drop of the relevance mass in the evidence boxes; empty = no limit) is undone "
             "and tried smaller. Kept rounds appear in the History tab as they finish; "
             "<b>Stop</b> ends after the round in progress.")
         self.widget = W.VBox([
             W.HTML(help_text),
             W.HBox([self.budget, self.value]),
-            W.HBox([self.max_accuracy_drop, self.max_class_drop, self.max_drift]),
+            W.HBox([self.max_accuracy_drop, self.max_class_drop, self.max_group_drop,
+                    self.max_drift]),
             W.HBox([self.max_grounding_drop, self.grounding_method]),
             W.HBox([self.criterion, self.granularity]),
             W.HBox([self.retrain_epochs, self.steps, self.samples]),
@@ -102,6 +107,8 @@ class AutoView:
                                                   "max_accuracy_drop"),
                 "max_class_drop": parse_number(self.max_class_drop.value, _CALL,
                                                "max_class_drop"),
+                "max_group_drop": parse_number(self.max_group_drop.value, _CALL,
+                                               "max_group_drop"),
                 "max_drift": parse_number(self.max_drift.value, _CALL, "max_drift"),
                 "max_grounding_drop": parse_number(self.max_grounding_drop.value, _CALL,
                                                    "max_grounding_drop"),
