@@ -205,7 +205,8 @@ def compare_steps(a: Step, b: Step):
     import pandas as pd
 
     keys = [k for k in a.metrics if isinstance(a.metrics.get(k), (int, float))]
-    frame = pd.DataFrame({f"step {a.index}": [a.metrics[k] for k in keys],
-                          f"step {b.index}": [b.metrics.get(k) for k in keys]}, index=keys)
+    # columns from a list, not a dict: comparing a step with itself keeps both columns
+    frame = pd.DataFrame([[a.metrics[k], b.metrics.get(k)] for k in keys], index=keys,
+                         columns=[f"step {a.index}", f"step {b.index}"], dtype=float)
     frame["ratio"] = frame.iloc[:, 1] / frame.iloc[:, 0].where(frame.iloc[:, 0] != 0)
     return frame
