@@ -364,7 +364,8 @@ for cid, make, exc, pat in [
     ("object-inputs", lambda c: ([{"a": 1}] * 4, [0, 1, 0, 1]), DataError, r"train"),
     ("int", lambda c: 5, ConfigError, r"train"),
     ("str", lambda c: "moons", (ConfigError, DataError), r"train"),
-    ("triple", lambda c: (c.X, c.y, c.y), (ConfigError, DataError), r"train"),
+    # (X, y, groups) is a split with sensitive groups (issue 23); four items are not
+    ("quadruple", lambda c: (c.X, c.y, c.y, c.y), (ConfigError, DataError), r"train"),
     ("too-many-classes", lambda c: (c.X, c.y * 5), DataError, r"logits|classes"),
     ("nan-labels", lambda c: (c.X, torch.full((len(c.y),), NAN)), DataError, r"train"),
 ]:
