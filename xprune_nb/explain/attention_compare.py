@@ -205,7 +205,7 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
     maps_a, heads_a, act_a, roll_a, sc_a = _record(model_after, x, *common)
     tick(2)
     if tokens:
-        from .tokens import token_deletion_insertion
+        from .token_perturb import token_deletion_insertion
 
         given = named.feed(x) if named is not None else x   # ids with their mask
         raw = forward if named is None else (lambda m, t: logits_of(call_model(m, t)))

@@ -33,13 +33,8 @@ from torch import nn
 from .._model import eval_mode, logits_of
 from ..errors import ConfigError
 from .compare import PerInputDrift, pair_reasons, rank_correlation, topk_iou
-from .tokens import (
-    _baseline,
-    token_attribution,
-    token_deletion_insertion,
-    token_inputs,
-    token_shapley,
-)
+from .token_perturb import token_deletion_insertion, token_shapley
+from .tokens import _baseline, token_attribution, token_inputs
 
 __all__ = ["TokenComparison", "compare_token_saliency", "compare_token_shapley",
            "highlight_html", "decode"]
