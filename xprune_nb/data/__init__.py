@@ -9,8 +9,9 @@ Modules, lowest first: :mod:`.batch` (inputs that are a tensor or a mapping of t
 as ``input_ids``/``attention_mask``: moved, counted, sliced, joined with padding),
 :mod:`.checks` (class indices and names), :mod:`.split` (``Split``, ``DataBundle``),
 :mod:`.sampling` (seeded stratified indices and orders), :mod:`.stream` (a user's loader or
-dataset kept as given, read through seeded bounded samples), :mod:`.convert` (user data →
-bundle), :mod:`.draw` (reference samples of any split), :mod:`.raw` (NumPy arrays of the
+dataset kept as given, read through seeded bounded samples), :mod:`.tensors` (tensors, arrays
+and small datasets → checked tensor splits), :mod:`.convert` (user data → bundle),
+:mod:`.draw` (reference samples of any split), :mod:`.raw` (NumPy arrays of the
 bundled datasets), :mod:`.sources` (their registry and options), :mod:`.bundled` (``load``),
 :mod:`.ground_truth` (``digits_boxes`` evidence boxes). Each imports only those before it.
 
