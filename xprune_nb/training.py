@@ -23,7 +23,7 @@ from torch import nn
 from .data import Split
 from .data.batch import batch_size as rows
 from .data.batch import take, to_device
-from .data.stream import epoch_batches
+from .data.epochs import epoch_batches
 from .errors import ConfigError, ModelError, XPruneError
 from .metrics import evaluate_split
 from .progress import StopSignal

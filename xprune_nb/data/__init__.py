@@ -11,8 +11,9 @@ as ``input_ids``/``attention_mask``: moved, counted, sliced, joined with padding
 :mod:`.sampling` (seeded stratified indices and orders), :mod:`.stream` (a user's loader or
 dataset kept as given, read through seeded bounded samples), :mod:`.tensors` (tensors, arrays
 and small datasets → checked tensor splits), :mod:`.convert` (user data → bundle),
-:mod:`.draw` (reference samples of any split), :mod:`.raw` (NumPy arrays of the
-bundled datasets), :mod:`.sources` (their registry and options), :mod:`.bundled` (``load``),
+:mod:`.draw` (reference samples of any split), :mod:`.epochs` (one training epoch's
+batches), :mod:`.raw` (NumPy arrays of the bundled datasets), :mod:`.sources` (their
+registry and options), :mod:`.bundled` (``load``),
 :mod:`.ground_truth` (``digits_boxes`` evidence boxes). Each imports only those before it.
 
 Examples

@@ -396,36 +396,3 @@ def _length(source) -> int | None:
         return int(len(source))
     except TypeError:
         return None
-
-
-def epoch_batches(split, batch_size: int, generator: torch.Generator,
-                  steps_per_epoch: int | None = None, call: str = "Study.retrain"):
-    """``(batches per epoch, start)`` for training on ``split``; ``start()`` gives one epoch's
-    ``(inputs, labels)`` batches.
-
-    Tensors: seeded shuffled mini-batches (the same batches, bit for bit, as ever). A user's
-    source: their own loader as given (:meth:`StreamSplit.train_loader`), bounded by
-    ``steps_per_epoch`` batches; a source without a length needs ``steps_per_epoch``.
-    """
-    from .sampling import batches
-
-    if not isinstance(split, StreamSplit):
-        per_epoch = (len(split) + batch_size - 1) // batch_size
-        if steps_per_epoch is not None:
-            per_epoch = min(per_epoch, steps_per_epoch)
-        return per_epoch, lambda: itertools.islice(
-            batches(split, batch_size, shuffle=True, generator=generator), per_epoch)
-    loader = split.train_loader(batch_size, generator)
-    per_epoch = _length(loader)
-    if per_epoch is None and steps_per_epoch is None:
-        raise ConfigError.bad_value(call, "steps_per_epoch", "a number of batches per epoch "
-                                    f"(the training data, {split.describe()['type']}, has no "
-                                    "length, so an epoch never ends by itself)", None)
-    if steps_per_epoch is not None:
-        per_epoch = steps_per_epoch if per_epoch is None else min(per_epoch, steps_per_epoch)
-
-    def start():
-        for batch in itertools.islice(loader, per_epoch):
-            yield split_batch(batch, split.call, split.name)
-
-    return per_epoch, start
