@@ -787,7 +787,7 @@ def _auto_prune_undoing_a_rejected_try(c):
     from xprune_nb.pruning import auto
     from xprune_nb.timeline import Timeline
 
-    real_judge, real_go = auto._violations, Timeline.go
+    real_judge, real_go = auto.violations, Timeline.go
 
     def judge(*a, **k):
         return ["forced rejection"], real_judge(*a, **k)[1]
@@ -795,11 +795,11 @@ def _auto_prune_undoing_a_rejected_try(c):
     def go(self, index):
         raise KeyboardInterrupt("injected while undoing a rejected try")
 
-    auto._violations, Timeline.go = judge, go
+    auto.violations, Timeline.go = judge, go
     try:
         c.study.auto_prune(params=0.5, steps=1, samples=64)
     finally:
-        auto._violations, Timeline.go = real_judge, real_go
+        auto.violations, Timeline.go = real_judge, real_go
 
 
 add("interrupt-prune-and-again-in-its-rollback", _interrupted_twice, KeyboardInterrupt,

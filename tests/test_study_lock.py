@@ -182,13 +182,13 @@ def test_auto_prune_holds_the_lock_for_its_whole_run(data, tmp_path):
 
 def _always_rejected(monkeypatch):
     """Judge every try as breaking a constraint (the reason does not matter here)."""
-    real = auto_module._violations
+    real = auto_module.violations
 
     def broken(*a, **k):
         _, values = real(*a, **k)
         return ["forced rejection"], values
 
-    monkeypatch.setattr(auto_module, "_violations", broken)
+    monkeypatch.setattr(auto_module, "violations", broken)
 
 
 def test_ctrl_c_while_a_rejected_try_is_undone_leaves_the_last_kept_round(data, monkeypatch):
