@@ -8,9 +8,12 @@ checkpoints name them, and the tests assert the list stays empty (nothing was ex
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import nn
+
+import xprune_nb as xp
 
 #: every call of an "evil" callable appends its name here; tests assert it stays empty
 CALLED: list[str] = []
@@ -200,3 +203,16 @@ def same(a, b, path: str = "") -> str | None:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return None
     return None if a == b else f"{path}: {a!r} != {b!r}"
+
+
+class Blocker(xp.Callback):
+    """Holds a retrain after its first batch until released, so a test can make a second call
+    while the first is surely inside the study (the race tests of the table and of the lock)."""
+
+    def __init__(self):
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def on_batch_end(self, epoch, batch, loss, accuracy):
+        if epoch == 0 and batch == 0:
+            self.started.set()
+            self.release.wait(30)

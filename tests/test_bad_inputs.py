@@ -24,6 +24,7 @@ import torch
 import yaml
 from _bad_input_cases import (
     CALLED,
+    Blocker,
     BufferMutating,
     DictNoLogits,
     DictWithLogits,
@@ -820,21 +821,11 @@ def _ce_case(c, action, frac):
 
 
 # ------------------------------------------------------------------ races
-class _Blocker(xp.Callback):
-    def __init__(self):
-        self.started, self.release = threading.Event(), threading.Event()
-
-    def on_batch_end(self, epoch, batch, loss, accuracy):
-        if epoch == 0 and batch == 0:
-            self.started.set()
-            self.release.wait(30)
-
-
 def _race(second):
     """Run a retrain in a background thread (blocked after its first batch), make a second
     mutating call from this thread; the second call must be refused at once."""
     def run(c):
-        block, outcome = _Blocker(), {}
+        block, outcome = Blocker(), {}
 
         def background():
             try:
@@ -1121,7 +1112,7 @@ def test_tied_weights_are_kept_or_refused(env):
 
 def test_evaluate_is_free_while_a_retrain_runs(env):
     study = env.build("fresh")
-    block = _Blocker()
+    block = Blocker()
     thread = threading.Thread(target=lambda: study.retrain(callbacks=[block], progress=False),
                               daemon=True)
     thread.start()

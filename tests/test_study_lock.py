@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from _bad_input_cases import fingerprint, same
+from _bad_input_cases import Blocker, fingerprint, same
 
 import xprune_nb as xp
 from xprune_nb.errors import StudyBusyError
@@ -32,18 +32,6 @@ def _study(data):
 
 def _consistent(study) -> str | None:
     return same(study.model.state_dict(), study.model_at(study.current).state_dict())
-
-
-class _Blocker(xp.Callback):
-    """Stops a retrain after its first batch until released."""
-
-    def __init__(self):
-        self.started, self.release = threading.Event(), threading.Event()
-
-    def on_batch_end(self, epoch, batch, loss, accuracy):
-        if epoch == 0 and batch == 0:
-            self.started.set()
-            self.release.wait(30)
 
 
 def _background(fn):
@@ -66,7 +54,7 @@ def test_save_during_a_background_retrain_is_refused_and_never_writes_a_broken_f
     """The retrain in another thread commits its step while the save gathers the weights of
     every step: without the lock this wrote "the weights of N+1 steps for N steps"."""
     study = _study(data)
-    block = _Blocker()
+    block = Blocker()
     main = threading.current_thread()
     store = study.timeline.snapshots
     real_get = store.get
