@@ -185,6 +185,23 @@ class History(list):
                                                           na_rep="n/a")
 
 
+def study_line(current: int, steps: int, metrics: dict) -> str:
+    """The one-line repr of a study (read in logs): its step and the step's accuracy and size; a
+    number the step does not hold reads "n/a", never 0.
+
+    Examples
+    --------
+    >>> study_line(2, 3, {"accuracy": 0.97501, "params": 547})
+    'Study(step 2 of 3, accuracy=0.9750, params=547)'
+    >>> study_line(0, 1, {})
+    'Study(step 0 of 1, accuracy=n/a, params=n/a)'
+    """
+    acc = metrics.get("accuracy")
+    shown = f"{acc:.4f}" if isinstance(acc, (int, float)) and acc == acc else "n/a"
+    params = "n/a" if metrics.get("params") is None else metrics["params"]
+    return f"Study(step {current} of {steps}, accuracy={shown}, params={params})"
+
+
 def compare_study_steps(study, a: int = 0, b: int = -1):
     """Metrics of two steps of ``study`` side by side, with the ratio b / a.
 

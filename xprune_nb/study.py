@@ -18,7 +18,7 @@ from ._facade import delegate
 from ._model import check_finite, check_fits, copy_model, logits_of, model_source, prunable_layers
 from .data import StudyData, draw, resolve_data
 from .errors import ConfigError, ModelError, NotScoredError
-from .history import History, Step
+from .history import History, Step, study_line
 from .measure import MeasureCache, measure_step
 from .params import check, check_classes, validate
 from .progress import StopSignal, make_progress
@@ -392,8 +392,7 @@ class Study:
                                  progress=progress, trust_source=trust_source, **study_options)
 
     def __repr__(self) -> str:
-        m = self.step.metrics   # one line: repr is read in logs
-        return f"Study(step {self.current} of {len(self.history)}, accuracy={m.get('accuracy', 0):.4f}, params={m.get('params')})"  # noqa: E501
+        return study_line(self.current, len(self.history), self.step.metrics)
 
     def _repr_html_(self) -> str:
         return (f"<b>Study</b>: step {self.current} of {len(self.history)}"
