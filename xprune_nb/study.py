@@ -92,7 +92,7 @@ class Study:
                                   groups=groups, group_names=group_names)
         self._setup(copy_model(model).to(self.device), study_data, seed, output_fn, call=call,
                     max_snapshots=max_snapshots, snapshot_dir=snapshot_dir)
-        self.model_source = model_source(model)
+        self.model_source, self.probe_size = model_source(model), probe_size
         self.probe_x, self.probe_y = draw(self.data.test, probe_size, seed=seed, clip=True,
                                           call=call, param="probe_size")
         first = Step(0, "original", None)   # measured with progress: a pass over the data

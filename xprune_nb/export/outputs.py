@@ -34,20 +34,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def load_data(path: str | Path):
-    """The splits written by ``Recipe.save`` as ``<name>.data.pt`` (plain tensors)."""
-    path = Path(path)
-    if not path.exists():
-        raise StudyFileError(f"load_data(path=...): no such file {str(path)!r}; keep it next "
-                             "to the script that names it.")
-    stored = read_torch_file(path, call="load_data", kind="data")
-    from ..data import bundle
+    """Train/val/test tensors from a ``.pt`` file (as ``Recipe.save`` writes ``<name>.data.pt``;
+    read with ``weights_only=True``) or a ``.npz`` file (``train_X``, ``train_y``, ...), checked
+    before use: see :mod:`xprune_nb.data.files`. What an exported script's ``--data`` reads."""
+    from ..data.files import load_splits
 
-    try:
-        return bundle(**{k: (stored[k]["X"], stored[k]["y"]) for k in ("train", "val", "test")},
-                      **stored.get("meta", {}), call="load_data")
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise StudyFileError(f"load_data(path=...): {str(path)!r} is damaged (not the splits "
-                             f"Recipe.save writes: {exc}).") from exc
+    return load_splits(path, call="load_data")
 
 
 def summary_metrics(study) -> dict:

@@ -87,28 +87,46 @@ def _data_help(recipe: Recipe, stem: str) -> str:
     """What ``--help`` says about where the script's data comes from."""
     spec = recipe.data
     if "dataset" in spec:
-        return (f"Data: the bundled dataset {spec['dataset']!r}, rebuilt by name (nothing to "
-                "supply).")
-    if "factory" in spec:
-        return (f"Data: built by calling your factory {spec['factory']!r} (your code runs; it "
-                "must be importable here). The study's own loaders and datasets are never "
-                "stored: the factory builds them again.")
-    return (f"Data: your tensors, stored in {stem + '.data.pt'!r} next to this script (keep "
-            "it there).")
+        where = (f"Data: the bundled dataset {spec['dataset']!r}, rebuilt by name (nothing to "
+                 "supply).")
+    elif "factory" in spec:
+        where = (f"Data: built by calling your factory {spec['factory']!r} (your code runs; it "
+                 "must be importable here). The study's own loaders and datasets are never "
+                 "stored: the factory builds them again.")
+    elif "argument" in spec:
+        where = (f"Data: pass it with --data FILE (required; the study's data was "
+                 f"{spec['argument']!r}, which the script does not hold).")
+    else:
+        where = (f"Data: your tensors, stored in {stem + '.data.pt'!r} next to this script "
+                 "(keep it there).")
+    return (where + " --data FILE uses other data instead: a .pt file of plain tensors, read "
+            "with torch.load(weights_only=True), holding {'train': {'X': ..., 'y': ...}, "
+            "'val': ..., 'test': ...} (X a tensor or a dict of named tensors such as "
+            "input_ids and attention_mask), or a .npz file with arrays train_X, train_y, "
+            "val_X, ... (named inputs as train_X.input_ids, ...). Files are checked before "
+            "use; nothing in them runs as code. Sample sizes (probe, evaluation, scores) are "
+            "the study's: " + ", ".join(f"{k}={v}" for k, v in recipe.sampling.items())
+            + ".")
 
 
 def _data_code(recipe: Recipe, stem: str, imports: list[str]):
     spec = recipe.data
+    # data given as --data FILE comes first, whatever the recorded source
+    given = ["    if path is not None:", "        return load_data(path)"]
     if "dataset" in spec:
         args = [_lit(spec["dataset"], "data.dataset")] + _kwargs(spec.get("options", {}),
                                                                   "data.options")
-        return _call("return xp.datasets.load", args, "    "), None, False
+        return given + _call("return xp.datasets.load", args, "    "), None, False
     if "factory" in spec:
         line, expr = _import(spec["factory"], "data_factory")
         imports.append(line)
-        return ([f"    return as_bundle({expr}(**DATA['kwargs']))"],
+        return (given + [f"    return as_bundle({expr}(**DATA['kwargs']))"],
                 {"factory": spec["factory"], "kwargs": spec.get("kwargs", {})}, False)
-    return [f"    return load_data(HERE / {_lit(stem + '.data.pt', 'data file')})"], None, True
+    if "argument" in spec:
+        return given + ["    raise SystemExit('this study takes its data as --data FILE; see "
+                        "--help')"], None, False
+    return given + [f"    return load_data(HERE / {_lit(stem + '.data.pt', 'data file')})"], \
+        None, True
 
 
 def _steps_code(ops: list[Op]) -> list[str]:
@@ -175,7 +193,8 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
                   else f"notebook class {_ident(recipe.model['class_name'], 'class_name')}")
     data_desc = (f"dataset {_lit(recipe.data['dataset'], 'dataset')}" if "dataset" in recipe.data
                  else f"factory {_lit(recipe.data['factory'], 'factory')}"
-                 if "factory" in recipe.data else "tensors stored next to this script")
+                 if "factory" in recipe.data else "passed as --data FILE"
+                 if "argument" in recipe.data else "tensors stored next to this script")
     shown = _shown(Path(name).name)
     header = (
         "#!/usr/bin/env python3\n"
@@ -190,13 +209,13 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
         "#   recipe.yaml   the same steps as a recipe: xprune-nb run OUT/recipe.yaml\n"
         "#   metrics.json  parameters, MACs, accuracy, world size...\n#\n"
         "# Usage:\n"
-        f"#   python {shown} --out OUT [--epochs N] [--device cpu|cuda]\n"
+        f"#   python {shown} --out OUT [--epochs N] [--device cpu|cuda] [--data FILE]\n"
         f"#   torchrun --nproc_per_node=2 {shown} --out OUT   (data-parallel retraining)\n"
     )
     helpers = ["write_outputs"] + (["load_weights"] if any(
         "load_weights" in line for line in model_body) else []) + (
         ["build_pretrained"] if any("build_pretrained" in ln for ln in model_body) else []) + (
-        ["load_data"] if any("load_data" in line for line in data_body) else []) + (
+        ["load_data"]) + (
         ["as_bundle"] if any("as_bundle" in line for line in data_body) else [])
     lines = [header + '"""Reproduce a pruned model with xprune_nb (see the comments above)."""',
              ""]
@@ -228,14 +247,16 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
     lines += ["DATA_HELP = ("] + [f"    {_lit(p, 'data help')}" for p in pieces] + [")"]
     lines += ["", "", "def build_model():", '    """The original model, with its weights."""']
     lines += model_body
-    lines += ["", "", "def build_data():", '    """The train/val/test data of the study."""']
+    lines.append("SAMPLING = " + _lit(dict(recipe.sampling), "sampling"))
+    lines += ["", "", "def build_data(path=None):",
+              '    """The train/val/test data: the file given as --data, else the study\'s."""']
     lines += data_body
     overrides = []
     if model_override is not None:
         overrides.append("model=" + ("MODEL" if {"factory", "transformers"} & set(model_override)
                                      else "{'kwargs': MODEL['kwargs']}"))
-    if data_override is not None:
-        overrides.append("data=DATA")
+    if data_override is not None:   # data given as --data is not the recorded factory's
+        overrides.append("data=DATA if args.data is None else None")
     if deploy:
         overrides.append("deploy=True")
     if contract:
@@ -249,6 +270,9 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
         "                        help='epochs of every retraining (default: as recorded)')",
         "    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')",
         "    parser.add_argument('--quiet', action='store_true', help='no progress bars')",
+        "    parser.add_argument('--data', type=Path, default=None,",
+        "                        help='a .pt or .npz file of train/val/test tensors to use '",
+        "                             'instead of the recorded data (see below)')",
         "    parser.add_argument('--threads', type=int, default=THREADS,",
         "                        help='CPU threads (default: as in the study, for identical "
         "results)')",
@@ -257,7 +281,7 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
         "    if args.epochs is not None and args.epochs < 1:",
         "        parser.error('--epochs must be a positive integer')",
         "    dist.setup(args.device)",
-        "    study = xp.Study(build_model(), build_data(), seed=SEED)",
+        "    study = xp.Study(build_model(), build_data(args.data), seed=SEED, **SAMPLING)",
     ]
     lines += _steps_code(ops)
     lines += ["", "    if dist.is_main():"]

@@ -44,7 +44,9 @@ from .schema import (
     _TOP_KEYS,
     _check,
     _check_data,
+    _check_description,
     _check_model,
+    _check_sampling,
     _int,
     _known,
     _pos_int,
@@ -110,9 +112,16 @@ class Recipe:
     data : dict
         ``{"dataset": name, "options": {...}}``, ``{"factory": "pkg.module:callable",
         "kwargs": {...}}`` (returning a DataBundle or a ``(train, val, test)`` tuple) or
-        ``{"file": path}`` (tensors written by :meth:`save`).
+        ``{"file": path}`` (tensors written by :meth:`save`) or ``{"argument": what}`` (the
+        data is passed when replaying: ``Study.from_recipe(data=...)``, a script's ``--data``).
     steps : list of StepConfig
     seed : int
+    sampling : dict
+        The study's seeded sample sizes, replayed as given: ``eval_samples``,
+        ``score_samples``, ``probe_size`` (each a positive integer or ``"all"``).
+    data_description : dict, optional
+        What the data was (``DataBundle.describe()``: source, split types and sizes); it is
+        informative only, so a recipe never holds a copy of a large data set.
 
     Notes
     -----
@@ -136,6 +145,8 @@ class Recipe:
     steps: list[StepConfig] = field(default_factory=list)
     seed: int = 0
     version: int = VERSION
+    sampling: dict = field(default_factory=dict)
+    data_description: dict | None = field(default=None, compare=False, repr=False)
     base_dir: Path | None = field(default=None, compare=False, repr=False)
     model_state: dict | None = field(default=None, compare=False, repr=False)
     data_splits: dict | None = field(default=None, compare=False, repr=False)
@@ -149,6 +160,8 @@ class Recipe:
         _check(self.version == VERSION, call, "version", f"{VERSION}", self.version)
         _check_model(self.model, call)
         _check_data(self.data, call)
+        _check_sampling(self.sampling, call)
+        _check_description(self.data_description, call)
         steps = []
         for i, s in enumerate(self.steps):
             d = s.to_dict() if isinstance(s, StepConfig) else s
@@ -165,9 +178,13 @@ class Recipe:
     # ------------------------------------------------------------------ plain data
     def to_dict(self) -> dict:
         """The recipe as plain data (what the YAML and JSON files hold)."""
-        return _plain({"format": FORMAT, "version": self.version, "seed": self.seed,
-                       "model": self.model, "data": self.data,
-                       "steps": [s.to_dict() for s in self.steps]})
+        out = {"format": FORMAT, "version": self.version, "seed": self.seed,
+               "model": self.model, "data": self.data}
+        if self.sampling:
+            out["sampling"] = self.sampling
+        if self.data_description:
+            out["data_description"] = self.data_description
+        return _plain({**out, "steps": [s.to_dict() for s in self.steps]})
 
     @classmethod
     def from_dict(cls, d, *, call: str = "Recipe", base_dir: str | Path | None = None
@@ -185,6 +202,8 @@ class Recipe:
         recipe.model, recipe.data = copy.deepcopy(d["model"]), copy.deepcopy(d["data"])
         recipe.steps, recipe.seed = list(steps), d.get("seed", 0)
         recipe.version = d.get("version", VERSION)
+        recipe.sampling = copy.deepcopy(d.get("sampling") or {})
+        recipe.data_description = copy.deepcopy(d.get("data_description"))
         recipe.base_dir = Path(base_dir) if base_dir is not None else None
         recipe.model_state = recipe.data_splits = None
         return recipe.validate(call)

@@ -235,8 +235,9 @@ def data_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
         raise ConfigError.bad_value(
             "Study.recipe", "data", "a data source a recipe can name, e.g. {'factory': "
             "'mypkg.data:make'} (a function returning train/val/test; replayed under "
-            "trust_source=True): the study's data is your own loader or dataset, which a recipe "
-            "does not copy", None)
+            "trust_source=True) or {'argument': 'what to pass'} (the data is passed when "
+            "replaying: Study.from_recipe(data=...), a script's --data FILE): the study's data "
+            "is your own loader or dataset, which a recipe does not copy", None)
     splits = {name: {"X": d.split(name).X, "y": d.split(name).y}
               for name in ("train", "val", "test")}
     splits["meta"] = {"class_names": list(d.class_names), "feature_names": d.feature_names,
@@ -276,6 +277,27 @@ def study_recipe(study, *, model: dict | None = None, data: dict | None = None) 
                           "carry; wrap the model so that it returns logits instead.")
     m, state = model_spec(study, model)
     d, splits = data_spec(study, data)
-    recipe = Recipe(model=m, data=d, steps=_steps(study), seed=study.seed)
+    recipe = Recipe(model=m, data=d, steps=_steps(study), seed=study.seed,
+                    sampling=sampling_of(study), data_description=_description(study))
     recipe.model_state, recipe.data_splits = state, splits
     return recipe
+
+
+def sampling_of(study) -> dict:
+    """The study's seeded sample sizes as ``Study`` takes them (a recipe replays them)."""
+    from ..data.batch import batch_size
+
+    given = study.data.sampling
+    # a study loaded from a file made before probe_size was kept: its probe's size
+    probe = getattr(study, "probe_size", None) or batch_size(study.probe_x)
+    return {"eval_samples": given.get("eval_samples", "all"),
+            "score_samples": given.get("score_samples", "all"), "probe_size": probe}
+
+
+def _description(study) -> dict | None:
+    """``DataBundle.describe()`` as plain data (None when it holds anything else)."""
+    from ..io.resolver import is_plain_json
+    from .core import _plain
+
+    described = _plain(study.data.describe())
+    return described if is_plain_json(described) else None

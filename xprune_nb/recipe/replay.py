@@ -148,6 +148,10 @@ def build_data(recipe: Recipe, call: str = "Study.from_recipe", *,
         factory = resolve_factory(spec["factory"], trust_source=trust_source, call=call,
                                   param="data.factory")
         return as_bundle(factory(**_kwargs(spec, call, "data.kwargs")))
+    if "argument" in spec:
+        raise ConfigError(f"{call}(data=...): this recipe's data is passed when it is replayed "
+                          f"({spec['argument']!r}): give it as data=... (a script takes "
+                          "--data FILE).")
     stored = recipe.data_splits
     if stored is None:
         path = recipe.resolve(spec["file"])

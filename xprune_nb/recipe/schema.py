@@ -11,15 +11,18 @@ import math
 
 from ..errors import ConfigError
 
-_TOP_KEYS = ("format", "version", "seed", "model", "data", "steps")
+_TOP_KEYS = ("format", "version", "seed", "model", "data", "steps", "sampling",
+             "data_description")
 _MODEL_KINDS = ("zoo", "factory", "source", "transformers")
 _MODEL_KEYS = {"zoo": ("zoo", "weights"),
                "transformers": ("transformers", "config", "weights"),
                "factory": ("factory", "kwargs", "weights"),
                "source": ("source", "class_name", "kwargs", "weights")}
-_DATA_KINDS = ("dataset", "factory", "file")
+_DATA_KINDS = ("dataset", "factory", "file", "argument")
 _DATA_KEYS = {"dataset": ("dataset", "options"), "factory": ("factory", "kwargs"),
-              "file": ("file",)}
+              "file": ("file",), "argument": ("argument",)}
+#: the Study arguments a recipe records and replays: the seeded sample sizes
+_SAMPLING_KEYS = ("eval_samples", "score_samples", "probe_size")
 _SCORE_KEYS = ("criterion", "granularity", "samples", "classes", "prune_output", "batch_size")
 _RETRAIN_KEYS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "seed",
                  "recalibrate", "recalibrate_samples", "steps_per_epoch")
@@ -252,7 +255,29 @@ def _check_data(d, call: str) -> dict:
         _check(_plain_kwargs(d.get("kwargs", {})), call, "data.kwargs",
                "a mapping of argument name -> plain value (number, string, bool, null, or "
                "lists and mappings of those)", d.get("kwargs"))
-    else:
+    elif kind == "file":
         _check(isinstance(d["file"], str) and d["file"] != "", call, "data.file",
                "the path of a tensor file", d["file"])
+    else:   # given when replaying (Study.from_recipe(data=...), a script's --data FILE)
+        _check(isinstance(d["argument"], str), call, "data.argument",
+               "a description of the data to pass", d["argument"])
+    return d
+
+
+def _check_sampling(s, call: str) -> dict:
+    """``sampling``: Study's ``eval_samples`` / ``score_samples`` / ``probe_size``."""
+    _known(s, _SAMPLING_KEYS, call, "sampling")
+    for key, v in s.items():
+        ok = _pos_int(v) or v == "all" or (key == "eval_samples" and v == "auto")
+        _check(ok, call, f"sampling.{key}", "a positive integer or 'all'"
+               + (" or 'auto'" if key == "eval_samples" else ""), v)
+    return s
+
+
+def _check_description(d, call: str) -> dict:
+    """``data_description``: what the data was (plain data; informative, never executed)."""
+    from ..io.resolver import is_plain_json
+
+    _check(d is None or (isinstance(d, dict) and is_plain_json(d)), call, "data_description",
+           "null or a plain mapping (DataBundle.describe())", type(d).__name__)
     return d

@@ -33,7 +33,8 @@ def study_from_recipe(cls, recipe, *, model: nn.Module | None = None, data=None,
     net = model if model is not None else build_model(recipe, trust_source=trust_source,
                                                       call=call)
     bundle = data if data is not None else build_data(recipe, call, trust_source=trust_source)
-    study = cls(net, bundle, seed=recipe.seed, **study_options)
+    # the recorded sample sizes, unless the caller gives their own
+    study = cls(net, bundle, seed=recipe.seed, **{**recipe.sampling, **study_options})
     if model is None:
         study.model_spec = {k: v for k, v in recipe.model.items() if k != "weights"}
     ops = plan(recipe, expand=distributed.world_size() > 1, epochs=epochs)
