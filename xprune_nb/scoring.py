@@ -20,7 +20,7 @@ from .pruning.units import ModelEnv, UnitKind
 from .scores import Scores
 
 __all__ = ["score_units", "fingerprint", "reference_indices", "reference_sample",
-           "criterion_and_kind", "evidence_for"]
+           "criterion_and_kind", "evidence_for", "reference_for"]
 
 
 def criterion_and_kind(criterion: str, granularity: str, call: str):
@@ -52,19 +52,42 @@ def reference_indices(y: torch.Tensor, samples: int | None, classes: list[int] |
 
 
 def reference_sample(data, samples: int | None, classes: list[int] | None, *, seed: int,
-                     call: str):
+                     call: str, with_groups: bool = False):
     """``(inputs, labels)`` of a score's reference examples: ``samples`` in total (default: the
     study's ``score_samples``, or all available when fewer), stratified by class from the
     training split, only from ``classes`` when given; deterministic under ``seed``. A user's
-    loader or dataset has only the sampled items read."""
+    loader or dataset has only the sampled items read. ``with_groups`` adds the examples'
+    sensitive-group codes (``None`` without groups)."""
     from .data import draw
     from .data.convert import DEFAULT_SCORE_SAMPLES
 
     if samples is None:
         default = data.sampling.get("score_samples", DEFAULT_SCORE_SAMPLES)
         return draw(data.train, default, seed=seed, classes=classes, clip=True, call=call,
-                    param="score_samples")
-    return draw(data.train, samples, seed=seed, classes=classes, call=call)
+                    param="score_samples", with_groups=with_groups)
+    return draw(data.train, samples, seed=seed, classes=classes, call=call,
+                with_groups=with_groups)
+
+
+def reference_for(scorer, data, samples: int | None, classes: list[int] | None, *, seed: int,
+                  call: str):
+    """``(inputs, labels, extras)``: the reference sample of :func:`reference_sample` and what
+    ``scorer`` reads besides (``extras`` are keyword arguments of :func:`score_units`): the
+    evidence masks (:func:`evidence_for`) and the examples' sensitive groups. A criterion that
+    needs groups (``needs_groups``, e.g. ``group_relevance``) is refused on a study without
+    them, before anything is drawn."""
+    names = getattr(data, "group_names", None) or None
+    if getattr(scorer, "needs_groups", False) and not names:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{call}: criterion {scorer.name!r} scores units by how their "
+                          "relevance differs between sensitive groups, and this study has no "
+                          "groups; give Study(..., groups=...) or (X, y, groups) splits (see "
+                          "docs/groups.md), or use another criterion.")
+    inputs, targets, groups = reference_sample(data, samples, classes, seed=seed, call=call,
+                                               with_groups=True)
+    return inputs, targets, {"evidence": evidence_for(scorer, data, inputs, call),
+                             "groups": groups, "group_names": names}
 
 
 def evidence_for(scorer, data, inputs, call: str) -> torch.Tensor | None:
@@ -103,8 +126,11 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
                 inputs: torch.Tensor, targets: torch.Tensor, classes: list[int] | None,
                 num_classes: int, seed: int, batch_size: int, prune_output: bool,
                 progress: Callable[[int, int], None] | None, step: int, call: str,
-                options: dict, evidence: torch.Tensor | None = None) -> Scores:
-    """Score every unit of ``kind`` in ``model`` with ``scorer`` (a Criterion instance)."""
+                options: dict, evidence: torch.Tensor | None = None,
+                groups: torch.Tensor | None = None, group_names: list[str] | None = None
+                ) -> Scores:
+    """Score every unit of ``kind`` in ``model`` with ``scorer`` (a Criterion instance);
+    ``evidence``, ``groups`` and ``group_names`` reach the criterion in its context."""
     start = time.perf_counter()
     if type(model).__name__ == "DynamicNet":
         raise ModelError(f"{call}: the current model is dynamic (input-adaptive); go back to "
@@ -116,7 +142,7 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
                          inputs=inputs, targets=targets, classes=classes,
                          num_classes=num_classes, forward=env.forward, seed=seed,
                          batch_size=batch_size, progress=progress, units=units,
-                         evidence=evidence)
+                         evidence=evidence, groups=groups, group_names=group_names)
     before = fingerprint(model)
     criterion = type(scorer)
     with eval_mode(model):

@@ -26,7 +26,7 @@ from .pruning import units as _units
 from .pruning.plan import PrunePreview, prune_config, rewind_index, units_for
 from .retraining import retrain_step
 from .scores import Scores
-from .scoring import criterion_and_kind, evidence_for, reference_sample, score_units
+from .scoring import criterion_and_kind, reference_for, score_units
 from .timeline import Timeline
 from .training import Callback, TrainResult
 
@@ -216,8 +216,8 @@ class Study:
         validate(call, samples=samples, batch_size=batch_size, prune_output=prune_output)
         scorer = cls(**options)
         tick = make_progress(progress, call, f"score {criterion}", stop)
-        inputs, targets = reference_sample(self.data, samples, classes, seed=self.seed, call=call)
-        samples, evidence = len(targets), evidence_for(scorer, self.data, inputs, call)
+        inputs, targets, extras = reference_for(scorer, self.data, samples, classes,
+                                                seed=self.seed, call=call)
         check_finite(self.model, call)
 
         with self.timeline.transaction(call):
@@ -225,9 +225,9 @@ class Study:
                 self.model, self.env, kind, scorer, inputs=inputs, targets=targets, classes=classes,
                 num_classes=self.data.num_classes, seed=self.seed, batch_size=batch_size,
                 prune_output=prune_output, progress=tick, step=self.current, call=call,
-                options={**scorer.params, "samples": samples, "classes": classes,
+                options={**scorer.params, "samples": len(targets), "classes": classes,
                          "prune_output": prune_output, "seed": self.seed,
-                         "batch_size": batch_size}, evidence=evidence)
+                         "batch_size": batch_size}, **extras)
             self.timeline.record_scores(scores)
         return scores
 

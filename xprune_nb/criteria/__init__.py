@@ -36,6 +36,7 @@ _REGISTRY: dict[str, type[Criterion] | str] = {
     "attention": "xprune_nb.criteria.attention:AttentionCriterion",
     "skip": "xprune_nb.criteria.skip:SkipCriterion",
     "xmask": "xprune_nb.criteria.xmask:XMaskCriterion",
+    "group_relevance": "xprune_nb.criteria.group_relevance:GroupRelevanceCriterion",
 }
 
 

@@ -64,6 +64,10 @@ class ScoringContext:
     #: evidence masks ``(N, H, W)`` of the reference examples, for criteria that read them
     #: (``wants_evidence``; built from the data's boxes by ``scoring.evidence_for``)
     evidence: Any = None
+    #: sensitive-group codes ``(N,)`` of the reference examples (``Study(groups=...)``) and the
+    #: groups' names; ``None`` for a study without groups
+    groups: Any = None
+    group_names: list[str] | None = None
 
     @property
     def num_batches(self) -> int:
@@ -114,6 +118,8 @@ class Criterion:
     choices: ClassVar[dict[str, tuple]] = {}
     needs_data: ClassVar[bool] = True
     class_aware: ClassVar[bool] = False
+    #: refused on a study without sensitive groups (``ScoringContext.groups``)
+    needs_groups: ClassVar[bool] = False
     reference: ClassVar[str] = ""
 
     @classmethod

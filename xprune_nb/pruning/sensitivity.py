@@ -218,14 +218,15 @@ def score_copy(study, base: nn.Module, kind: _units.UnitKind, scorer, *, samples
                batch_size: int, call: str):
     """Score ``base`` (a copy of the study's model) like ``Study.score`` would, recording
     nothing; returns the scores and the units they were made on."""
-    from ..scoring import evidence_for, reference_sample, score_units
+    from ..scoring import reference_for, score_units
 
-    inputs, targets = reference_sample(study.data, samples, classes, seed=study.seed, call=call)
+    inputs, targets, extras = reference_for(scorer, study.data, samples, classes,
+                                            seed=study.seed, call=call)
     scores = score_units(
         base, study.env, kind, scorer, inputs=inputs,
         targets=targets, classes=classes, num_classes=study.data.num_classes,
         seed=study.seed, batch_size=batch_size, prune_output=False, progress=None,
-        step=study.current, call=call, evidence=evidence_for(scorer, study.data, inputs, call),
+        step=study.current, call=call, **extras,
         options={**scorer.params, "samples": len(targets), "classes": classes,
                  "prune_output": False, "seed": study.seed, "batch_size": batch_size})
     return scores, scores._units[1]
