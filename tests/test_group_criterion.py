@@ -89,3 +89,62 @@ def test_refused_without_groups_or_with_bad_options():
     with pytest.raises(ConfigError, match=r"\['minority'\] have no examples among the 4 "
                                           r"reference examples"):
         grouped.score("group_relevance", samples=4)
+
+
+def _trained_study():
+    """A small MLP whose two hidden layers serve the groups unevenly (trained briefly)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                        nn.Linear(8, 2))
+    splits = []
+    for n, seed in ((200, 0), (100, 1), (100, 2)):
+        X, _, groups = _split(n, seed)
+        y = torch.where(groups == 1, X[:, 1] > 1.0, X[:, 2] > 1.0).long()
+        splits.append((X, y, groups))
+    study = xp.Study(net, train=splits[0], val=splits[1], test=splits[2],
+                     group_names=["majority", "minority"])
+    study.retrain(epochs=15, lr=0.05)
+    return study
+
+
+def test_sensitivity_ranks_layers_by_worst_group_cost():
+    study = _trained_study()
+    sens = study.sensitivity("magnitude", amounts=(0.5, 0.75), metric="worst_group_accuracy")
+    frame = sens.to_frame()
+    for col in ("worst_group_accuracy", "group_accuracy_gap", "accuracy[majority]",
+                "accuracy[minority]"):
+        assert frame[col].notna().all(), col
+    by_group = frame[["accuracy[majority]", "accuracy[minority]"]]
+    assert (frame["worst_group_accuracy"] == by_group.min(axis=1)).all()
+    assert frame["group_accuracy_gap"].tolist() == pytest.approx(
+        (by_group.max(axis=1) - by_group.min(axis=1)).tolist())
+    ranked = sens.most_sensitive()
+    assert ranked.name == "worst_group_accuracy damage"
+    want = (sens.baseline["worst_group_accuracy"] - frame.groupby("layer")[
+        "worst_group_accuracy"].mean()).sort_values(ascending=False, kind="stable")
+    assert list(ranked.index) == list(want.index)
+    assert ranked.tolist() == pytest.approx(want.tolist())
+    overall = sens.most_sensitive(metric="accuracy")   # the other metrics still rank
+    assert overall.name == "accuracy damage" and set(overall.index) == set(ranked.index)
+    assert len(study.history) == 2
+
+
+def test_worst_group_sensitivity_refused_without_groups():
+    X, y, _ = _split(60, 0)
+    study = xp.Study(_model(), train=(X, y), val=(X, y), test=(X, y))
+    with pytest.raises(ConfigError, match=r"Study.sensitivity\(metric=.*study without "
+                                          r"sensitive groups.*worst_group_accuracy"):
+        study.sensitivity("magnitude", amounts=(0.5,), metric="worst_group_accuracy")
+    sens = study.sensitivity("magnitude", amounts=(0.5,))
+    assert "worst_group_accuracy" not in sens.to_frame().columns
+    with pytest.raises(ConfigError, match=r"group metrics need a study with groups"):
+        sens.most_sensitive(metric="group_accuracy_gap")
+
+
+def test_panel_offers_group_metrics_only_with_groups():
+    from xprune_nb.widgets.sensitivity import SensitivityView
+
+    assert "worst_group_accuracy" in SensitivityView(_study()).metric.options
+    X, y, _ = _split(60, 0)
+    plain = xp.Study(_model(), train=(X, y), val=(X, y), test=(X, y))
+    assert "worst_group_accuracy" not in SensitivityView(plain).metric.options

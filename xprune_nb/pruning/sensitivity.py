@@ -43,7 +43,9 @@ __all__ = ["sensitivity", "Sensitivity", "DEFAULT_AMOUNTS", "Measurer", "evaluat
 
 #: Amounts analysed by default: 10 % to 90 % of each group's units.
 DEFAULT_AMOUNTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-METRICS = ("accuracy", "loss", "drift")
+METRICS = ("accuracy", "loss", "drift", "worst_group_accuracy", "group_accuracy_gap")
+#: metrics that need a study with sensitive groups (``Study(groups=...)``)
+GROUP_METRICS = ("worst_group_accuracy", "group_accuracy_gap")
 _AMOUNT = Interval(Real, 0, 1, "neither")
 #: BatchNorm recalibration of a candidate: batches of 64 training examples. Fewer than a prune's
 #: 10: candidates are only compared with each other, and this is most of a candidate's cost.
@@ -94,15 +96,23 @@ class Measurer:
         return 1.0 - finite_mean(rho)
 
     def __call__(self, model: nn.Module) -> dict:
+        from ..data.groups import group_summary, per_group_accuracy
         from ..metrics import count_macs, count_params
         from ..training import evaluate_split
 
         s = self.study
-        acc, loss = evaluate_split(model, s.data.val, s.forward, name="val")
+        names = getattr(s.data, "group_names", None)
+        acc, loss, preds, y = evaluate_split(model, s.data.val, s.forward, name="val",
+                                             return_predictions=True)
         total, nonzero = count_params(model)
-        return {"accuracy": acc, "loss": loss, "drift": self._drift(model),
-                "macs": count_macs(model, s.env.example[:1], s.forward),
-                "params": total, "nonzero_params": nonzero}
+        out = {"accuracy": acc, "loss": loss, "drift": self._drift(model),
+               "macs": count_macs(model, s.env.example[:1], s.forward),
+               "params": total, "nonzero_params": nonzero}
+        if names:   # Fairlearn's by_group, group_min and between-groups difference, on val
+            by_group = per_group_accuracy(preds, y, getattr(s.data.val, "groups", None), names)
+            out.update(group_summary(by_group))
+            out.update({f"accuracy[{g}]": a for g, a in by_group.items()})
+        return out
 
 
 def evaluate_candidate(study, kind: _units.UnitKind, base: nn.Module, units: _units.Units,
@@ -148,8 +158,12 @@ def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel
         A unit kind (:func:`xprune_nb.pruning.units.available`).
     amounts : sequence of float in (0, 1)
         Fractions of each group's alive units to remove, one group at a time.
-    metric : {"accuracy", "loss", "drift"}
+    metric : {"accuracy", "loss", "drift", "worst_group_accuracy", "group_accuracy_gap"}
         What the heat map, :meth:`Sensitivity.most_sensitive` and the HTML view show.
+        ``"worst_group_accuracy"`` ranks layers by their worst-group cost (the validation
+        accuracy of the worst-served sensitive group); it and the gap between the best and the
+        worst group need a study with groups (``Study(groups=...)``), whose rows always carry
+        them with one ``accuracy[<group>]`` column per group.
     samples, classes, batch_size
         Reference examples for scoring, as in ``Study.score``.
     recalibrate : bool, optional
@@ -164,7 +178,8 @@ def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel
     Returns
     -------
     Sensitivity
-        ``.to_frame()`` (layer, amount, accuracy, loss, drift, macs, params...), ``.plot()``,
+        ``.to_frame()`` (layer, amount, accuracy, loss, drift, macs, params..., and the
+        group columns with groups), ``.plot()``,
         ``.most_sensitive()``, ``.seconds``.
 
     Raises
@@ -187,6 +202,11 @@ def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel
     cls, kind = criterion_and_kind(criterion, granularity, call)
     amounts = check_amounts(call, amounts)
     check(call, "metric", metric, Options(METRICS))
+    names = getattr(study.data, "group_names", None) or []
+    if metric in GROUP_METRICS and not names:
+        raise ConfigError.bad_value(call, "metric", f"one of {list(METRICS[:3])} for a study "
+                                    "without sensitive groups (give Study(..., groups=...), "
+                                    "see docs/groups.md)", metric)
     classes = check_classes(call, classes, study.data.num_classes, study.data.class_names,
                             criterion=cls)
     validate(call, samples=samples, batch_size=batch_size, recalibrate=recalibrate)
@@ -198,7 +218,7 @@ def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel
                                batch_size=batch_size, call=call)
     recal = kind.structural and _wants_recalibration(recalibrate, base)
     result = Sensitivity(cls.name, kind.name, metric, amounts, step=study.current,
-                         recalibrated=recal)
+                         recalibrated=recal, group_names=list(names))
     measure = Measurer(study)
     result.baseline = {"layer": None, "amount": 0.0, "removed": 0, **measure(base)}
     groups = list(scores.values)
@@ -245,8 +265,7 @@ def group_rows(study, kind, base, units, scores, group: str, amounts: Sequence[f
             removal = select_removal(kind, base, units, scores, 0.0, cfg, {group: amount},
                                      call, refuse_empty=False)
         except PruneError as exc:   # e.g. it would empty the group: a cell with the reason
-            row.update({k: math.nan for k in ("accuracy", "loss", "drift", "macs", "params",
-                                              "nonzero_params")})
+            row.update({k: math.nan for k in baseline if k not in row})
             row["note"] = str(exc).split(": ", 1)[-1]
             rows.append(row)
             continue

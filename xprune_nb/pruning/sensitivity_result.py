@@ -16,7 +16,8 @@ __all__ = ["Sensitivity", "COLUMNS"]
 COLUMNS = ["layer", "amount", "removed", "accuracy", "loss", "drift", "macs", "params",
            "nonzero_params", "note"]
 
-_LOWER_IS_WORSE = {"accuracy": True, "loss": False, "drift": False}
+_LOWER_IS_WORSE = {"accuracy": True, "loss": False, "drift": False,
+                   "worst_group_accuracy": True, "group_accuracy_gap": False}
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Sensitivity:
         Wall time of the whole analysis, scoring included.
     recalibrated : bool
         Whether candidates were evaluated after BatchNorm recalibration.
+    group_names : list of str
+        The study's sensitive groups (empty without): the table then also has
+        ``worst_group_accuracy``, ``group_accuracy_gap`` and ``accuracy[<group>]`` (validation).
 
     Examples
     --------
@@ -61,6 +65,15 @@ class Sensitivity:
     step: int = 0
     seconds: float = 0.0
     recalibrated: bool = False
+    group_names: list[str] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of :meth:`to_frame`: :data:`COLUMNS`, with groups the worst group's
+        accuracy, the gap and each group's accuracy before ``note``."""
+        extra = ["worst_group_accuracy", "group_accuracy_gap",
+                 *(f"accuracy[{g}]" for g in self.group_names)] if self.group_names else []
+        return COLUMNS[:-1] + extra + COLUMNS[-1:]
 
     @property
     def layers(self) -> list[str]:
@@ -70,15 +83,25 @@ class Sensitivity:
     def to_frame(self):
         """One row per (layer, amount): ``layer, amount, removed, accuracy, loss, drift, macs,
         params, nonzero_params, note`` (accuracy and loss on the validation split; drift is
-        ``1 - saliency rank correlation`` with the original model on the study's probe)."""
+        ``1 - saliency rank correlation`` with the original model on the study's probe); with
+        sensitive groups also ``worst_group_accuracy``, ``group_accuracy_gap`` and
+        ``accuracy[<group>]`` (validation, see :attr:`columns`)."""
         import pandas as pd
 
-        return pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in self.rows],
-                            columns=COLUMNS)
+        columns = self.columns
+        return pd.DataFrame([{c: r.get(c) for c in columns} for r in self.rows],
+                            columns=columns)
 
     def table(self, metric: str | None = None):
         """The ``metric`` as a layer x amount table (the heat map's numbers)."""
         metric = metric or self.metric
+        known = [m for m in _LOWER_IS_WORSE if self.group_names or "group" not in m]
+        if metric not in known:
+            from ..errors import ConfigError
+
+            raise ConfigError.bad_value("Sensitivity", "metric", f"one of {known}" + (
+                "" if self.group_names else " (the group metrics need a study with groups)"),
+                metric)
         frame = self.to_frame()
         return frame.pivot(index="layer", columns="amount", values=metric).reindex(self.layers)
 
@@ -102,7 +125,8 @@ class Sensitivity:
             Rank by the damage at this amount (one of :attr:`amounts`); default: the mean
             damage over all amounts.
         metric : str, optional
-            ``"accuracy"``, ``"loss"`` or ``"drift"`` (default: :attr:`metric`).
+            ``"accuracy"``, ``"loss"``, ``"drift"`` or, with groups, ``"worst_group_accuracy"``
+            (the worst-group cost) or ``"group_accuracy_gap"`` (default: :attr:`metric`).
 
         Returns
         -------

@@ -22,6 +22,7 @@ __all__ = ["SensitivityView"]
 
 _CALL = "Panel.sensitivity"
 _METRICS = ("accuracy", "loss", "drift")
+_GROUP_METRICS = ("worst_group_accuracy", "group_accuracy_gap")
 #: the largest heat map drawn as buttons (rows); a bigger one is shown as the image only
 MAX_GRID_ROWS = 60
 
@@ -55,7 +56,10 @@ class SensitivityView:
         self.amounts = W.Text(value=", ".join(f"{a:g}" for a in d.get("amounts",
                                                                          DEFAULT_AMOUNTS)),
                               description="amounts", layout=W.Layout(width="420px"))
-        self.metric = W.Dropdown(options=_METRICS, value=d.get("metric", "accuracy"),
+        # a study with sensitive groups can also rank layers by their worst-group cost
+        metrics = _METRICS + (_GROUP_METRICS if getattr(study.data, "group_names", None)
+                              else ())
+        self.metric = W.Dropdown(options=metrics, value=d.get("metric", "accuracy"),
                                  description="metric")
         self.samples = W.Text(value="", description="samples", placeholder="default")
         self.run_button = W.Button(description="Run sensitivity", icon="th",
