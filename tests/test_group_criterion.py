@@ -40,22 +40,28 @@ def _study(**kwargs):
 def test_group_specific_units_rank_apart_from_shared_ones():
     study = _study()
     lrp = study.score("lrp", samples=100).values["0"]
-    fair = study.score("group_relevance", samples=100).values["0"]
+    fair = study.score("group_relevance", samples=100, strength=1.0).values["0"]
     # plain relevance: the minority's unit is rare, so it is the least important
     assert int(lrp.argmin()) == 1
     # per group, each group weighs the same: the majority-only unit goes first, the
     # minority's unit is kept below the shared one
     assert int(fair.argmin()) == 2 and fair[2] == 0
     assert 0 < fair[1] < fair[0]
-    both = study.score("group_relevance", samples=100, target="any").values["0"]
+    both = study.score("group_relevance", samples=100, target="any", strength=1.0).values["0"]
     assert both[1] == 0 and both[2] == 0 and both[0] > 0
-    minority = study.score("group_relevance", samples=100, target="minority").values["0"]
+    minority = study.score("group_relevance", samples=100, target="minority",
+                           strength=1.0).values["0"]
     assert minority[1] == 0 and minority[2] > 0
     soft = study.score("group_relevance", samples=100, strength=0.0).values["0"]
     assert float(soft[1]) == pytest.approx(float(soft[2]), rel=0.3) and soft[1] > 0
-    weights = study.score("group_relevance", "weight", samples=100).values["0"]
+    half = study.score("group_relevance", samples=100).values["0"]   # default strength 0.5
+    assert float(half[2]) == pytest.approx(0.5 * float(soft[2]))
+    assert float(half[1]) == pytest.approx(float(soft[1]))
+    weights = study.score("group_relevance", "weight", samples=100,
+                          strength=1.0).values["0"]
     assert weights[2, 2] == 0 and weights[1, 1] > 0
-    taylor = study.score("group_relevance", samples=100, base="taylor").values["0"]
+    taylor = study.score("group_relevance", samples=100, base="taylor",
+                         strength=1.0).values["0"]
     assert taylor[2] == 0 and taylor[1] > 0
 
 

@@ -54,8 +54,10 @@ class GroupRelevanceCriterion(Criterion):
     base : {"lrp", "taylor", "gradient", "activation"}, default "lrp"
         The relevance measured per group (the registered criterion of that name, defaults).
     target : "majority", "any" or a group name, default "majority"
-    strength : float in [0, 1], default 1.0
-        How much of a fully group-specific unit's relevance is discounted.
+    strength : float in [0, 1], default 0.5
+        How much of a fully group-specific unit's relevance is discounted (1: all of it; in our
+        benchmark that removed so much of what the majority needs that it became the worst
+        group, docs/benchmarks.md).
 
     Needs a study with sensitive groups (``Study(..., groups=...)``); every group must have
     examples in the reference sample (raise ``samples=`` otherwise).
@@ -83,7 +85,7 @@ class GroupRelevanceCriterion(Criterion):
 
     name = "group_relevance"
     granularities = ("weight", "channel")
-    options = {"base": "lrp", "target": "majority", "strength": 1.0}
+    options = {"base": "lrp", "target": "majority", "strength": 0.5}
     choices = {"base": BASES}
     needs_groups = True
     reference = ("Ghadiri et al., XTranPrune: eXplainability-aware Transformer Pruning for Bias "
