@@ -5,9 +5,11 @@ Two formats, both read without running code:
 * ``.pt`` (``torch.load(weights_only=True)``): ``{"train": {"X": ..., "y": ...}, "val": ...,
   "test": ..., "meta": {...}}``, as ``Recipe.save`` writes it. ``X`` is a tensor or a dict of
   named tensors (``input_ids``, ``attention_mask``, ...); ``meta`` (optional) holds
-  ``class_names``, ``feature_names``, ``kind``.
+  ``class_names``, ``feature_names``, ``kind``, ``group_names``. A split may also hold
+  ``"groups"``: the int64 sensitive-group code of every row (docs/groups.md).
 * ``.npz`` (``numpy.load(allow_pickle=False)``): arrays ``train_X``, ``train_y``, ``val_X``, ...;
-  named inputs as ``train_X.input_ids``, ``train_X.attention_mask``, ...
+  named inputs as ``train_X.input_ids``, ``train_X.attention_mask``, ...; group codes as
+  ``train_groups``, ...
 
 ``train`` is required, ``val`` and ``test`` are optional (the study stands in for missing ones
 as it does for splits given in memory). Every split is checked: ``X`` rows match the integer
@@ -37,7 +39,7 @@ from ..errors import StudyFileError
 __all__ = ["read_splits", "load_splits", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
-_META = ("class_names", "feature_names", "kind")
+_META = ("class_names", "feature_names", "kind", "group_names")
 
 
 def _npz(path: Path, call: str) -> dict:
@@ -51,10 +53,12 @@ def _npz(path: Path, call: str) -> dict:
     for key, arr in raw.items():
         split, _, rest = key.partition("_")
         part, _, name = rest.partition(".")
-        if split not in SPLITS or part not in ("X", "y") or (part == "y" and name):
+        if split not in SPLITS or part not in ("X", "y", "groups") or (
+                part in ("y", "groups") and name):
             raise StudyFileError(f"{call}(path=...): {str(path)!r} holds array {key!r}; "
                                  "expected train_X, train_y, val_X, val_y, test_X, test_y "
-                                 "(named inputs as train_X.input_ids, ...).")
+                                 "(named inputs as train_X.input_ids, ...; group codes as "
+                                 "train_groups, ...).")
         entry = out.setdefault(split, {})
         value = torch.from_numpy(np.ascontiguousarray(arr))
         if name:
@@ -88,11 +92,21 @@ def _check_split(name: str, entry, path: Path, call: str) -> tuple:
     for k, t in inputs.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise StudyFileError(f"{where}: input {k!r} holds NaN or infinite values.")
-    return X, y.long()
+    groups = entry.get("groups")
+    if groups is None:
+        return X, y.long()
+    if not isinstance(groups, torch.Tensor) or groups.shape != y.shape or (
+            groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool):
+        raise StudyFileError(f"{where}: groups must be a 1-D tensor of integer group codes, "
+                             f"one per row ({len(y)}), got "
+                             f"{getattr(groups, 'dtype', type(groups).__name__)} of shape "
+                             f"{tuple(getattr(groups, 'shape', ()))}.")
+    return X, y.long(), groups.long()   # codes are checked further when a study takes them
 
 
 def read_splits(path: str | Path, *, call: str = "load_data") -> dict:
-    """``{"train": (X, y), "val": ..., "test": ..., "meta": {...}}`` from a .pt or .npz file,
+    """``{"train": (X, y), "val": ..., "test": ..., "meta": {...}}`` (``(X, y, groups)`` for
+    a split with group codes) from a .pt or .npz file,
     checked (see the module docstring); splits the file lacks are absent."""
     from ..io.reading import read_torch_file
 

@@ -3,7 +3,8 @@
 * :func:`write_script` — a readable ``.py`` file that reproduces a study (``study.export_script``).
 * :func:`save_pruned` / :func:`load_pruned` — pruned models as plain tensors and data (they live
   in :mod:`xprune_nb.io.checkpoint`; re-exported here for exported scripts).
-* :func:`write_outputs`, :func:`load_weights`, :func:`load_data` — what exported scripts call.
+* :func:`write_outputs`, :func:`load_weights`, :func:`load_data`,
+  :func:`load_groups` — what exported scripts call.
 
 Nothing here imports widgets; scripts need only this headless core and torch.
 """
@@ -13,8 +14,16 @@ from __future__ import annotations
 from ..io.checkpoint import load_pruned, save_pruned
 from ..io.pretrained_load import build_pretrained
 from ..recipe.replay import as_bundle
-from .outputs import load_data, load_weights, summary_metrics, write_outputs
+from .outputs import (
+    check_group_limits,
+    load_data,
+    load_groups,
+    load_weights,
+    summary_metrics,
+    write_outputs,
+)
 from .script import write_script
 
 __all__ = ["write_script", "save_pruned", "load_pruned", "write_outputs", "load_weights",
-           "load_data", "summary_metrics", "as_bundle", "build_pretrained"]
+           "load_data", "load_groups", "check_group_limits", "summary_metrics", "as_bundle",
+           "build_pretrained"]

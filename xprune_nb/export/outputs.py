@@ -11,7 +11,8 @@ from ..errors import StudyFileError
 from ..io.atomic import write_text
 from ..io.reading import check_finite_state, read_torch_file
 
-__all__ = ["write_outputs", "load_weights", "load_data", "summary_metrics"]
+__all__ = ["write_outputs", "load_weights", "load_data", "load_groups", "check_group_limits",
+           "summary_metrics"]
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -42,6 +43,37 @@ def load_data(path: str | Path):
     return load_splits(path, call="load_data")
 
 
+def load_groups(path: str | Path, data, *, stored_labels: bool = True) -> dict:
+    """``Study`` keyword arguments that give ``data`` the sensitive groups of an exported
+    study: the names (and the labels, unless ``data`` brings its own) from the
+    ``<name>.groups.pt`` file next to the script (plain data: ``weights_only=True``).
+
+    ``stored_labels=False`` (other data, a script's ``--data``): the file's labels, which
+    label the study's own rows, are not used; data without labels of its own is then
+    measured without groups (``{}``)."""
+    from ..recipe.groups import read_groups_file, study_group_options
+
+    path = Path(path)
+    if not path.exists():
+        raise StudyFileError(f"load_groups(path=...): no such file {str(path)!r}; keep it next "
+                             "to the script that names it.")
+    names, labels, _ = read_groups_file(path, "load_groups")
+    if not stored_labels and not getattr(data, "group_names", None):
+        return {}
+    return study_group_options(names, labels, data, "load_groups")
+
+
+def check_group_limits(study, path: str | Path) -> list[dict]:
+    """Record the ``auto_prune(max_group_drop=)`` limits of the groups file on the replayed
+    steps and re-check them (a broken one is warned about); ``metrics.json`` reports them."""
+    from ..recipe.groups import read_groups_file, replay_group_limits
+
+    _, _, limits = read_groups_file(Path(path), "check_group_limits")
+    if not getattr(study.data, "group_names", None):   # other data without groups
+        return []
+    return replay_group_limits(study, limits, "check_group_limits")
+
+
 def summary_metrics(study) -> dict:
     """Plain numbers describing the current model and the original, for ``metrics.json``."""
     from .. import distributed
@@ -49,6 +81,13 @@ def summary_metrics(study) -> dict:
     m = study.evaluate(latency=False)
     first = study.history[0].metrics
     out = {k: v for k, v in m.as_dict().items() if isinstance(v, (int, float))}
+    if m.per_group_accuracy:   # test accuracy of every sensitive group, by name
+        from ..recipe.groups import group_limit_report
+
+        out["per_group_accuracy"] = dict(m.per_group_accuracy)
+        limits = group_limit_report(study)
+        if limits:
+            out["group_limits"] = limits
     out.update(world_size=distributed.world_size(), step=study.current,
                original_params=first.get("params"), original_macs=first.get("macs"),
                original_accuracy=first.get("accuracy"))

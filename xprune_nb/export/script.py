@@ -39,7 +39,8 @@ _CALL = "Study.export_script"
 #: names the script defines or imports itself; notebook code must not redefine them
 _RESERVED = {"argparse", "Path", "xp", "dist", "load_weights", "load_data", "write_outputs",
              "HERE", "SEED", "MODEL", "DATA", "build_model", "build_data", "main",
-             "model_factory", "data_factory", "as_bundle", "build_pretrained", "DATA_HELP"}
+             "model_factory", "data_factory", "as_bundle", "build_pretrained", "DATA_HELP",
+             "load_groups", "check_group_limits"}
 
 
 def _model_code(recipe: Recipe, stem: str, imports: list[str], top: list[str]):
@@ -216,7 +217,9 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
         "load_weights" in line for line in model_body) else []) + (
         ["build_pretrained"] if any("build_pretrained" in ln for ln in model_body) else []) + (
         ["load_data"]) + (
-        ["as_bundle"] if any("as_bundle" in line for line in data_body) else [])
+        ["as_bundle"] if any("as_bundle" in line for line in data_body) else []) + (
+        ["load_groups"] if recipe.groups else []) + (
+        ["check_group_limits"] if recipe.groups and recipe.groups.get("limits") else [])
     lines = [header + '"""Reproduce a pruned model with xprune_nb (see the comments above)."""',
              ""]
     lines += _sorted_block(imports + [
@@ -227,7 +230,7 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
         lines += ["", "# " + "-" * 20 + " the model's code, as defined in the notebook",
                   "", "\n".join(top), "", "", "# " + "-" * 68]
     lines += [""] if not top else ["", ""]
-    if here1 or here2:
+    if here1 or here2 or recipe.groups:
         lines.append("HERE = Path(__file__).resolve().parent")
     lines.append(f"SEED = {int(recipe.seed)}")
     # float sums depend on the number of CPU threads; fine-tuning can amplify that into
@@ -281,13 +284,32 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
         "    if args.epochs is not None and args.epochs < 1:",
         "        parser.error('--epochs must be a positive integer')",
         "    dist.setup(args.device)",
-        "    study = xp.Study(build_model(), build_data(args.data), seed=SEED, **SAMPLING)",
     ]
+    if recipe.groups:   # names and labels are data, read from the file next to the script
+        groups_file = _lit(stem + ".groups.pt", "groups file")
+        lines += ["    data = build_data(args.data)",
+                  "    # the study's sensitive groups (accuracy per group, worst group); data",
+                  "    # given as --data brings its own labels or is measured without groups",
+                  f"    groups = load_groups(HERE / {groups_file}, data,",
+                  "                         stored_labels=args.data is None)",
+                  "    study = xp.Study(build_model(), data, seed=SEED, **SAMPLING, **groups)"]
+    else:
+        lines.append("    study = xp.Study(build_model(), build_data(args.data), seed=SEED, "
+                     "**SAMPLING)")
     lines += _steps_code(ops)
     lines += ["", "    if dist.is_main():"]
+    if recipe.groups and recipe.groups.get("limits"):   # auto_prune's max_group_drop: re-checked
+        lines.append(f"        check_group_limits(study, HERE / {groups_file})")
     lines += _call("metrics = write_outputs", ["study", "args.out"] + overrides, "        ")
     lines += ["        for key in ('params', 'macs', 'accuracy', 'world_size'):",
-              "            print(f'{key}: {metrics[key]}')",
+              "            print(f'{key}: {metrics[key]}')"]
+    if recipe.groups:
+        lines += ["        for name, value in metrics['per_group_accuracy'].items():",
+                  "            print(f'accuracy[{name}]: {value}')",
+                  "        print(f\"worst_group_accuracy: {metrics['worst_group_accuracy']}\")",
+                  "        for limit in metrics.get('group_limits', []):",
+                  "            print(f'group limit: {limit}')"]
+    lines += [
               "    dist.teardown()", "", "",
               "if __name__ == '__main__':", "    main()", ""]
     text = "\n".join(lines)
@@ -298,7 +320,8 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
 def write_script(recipe: Recipe, path: str | Path, *, study=None, deploy: bool = False,
                  contract: bool = False) -> Path:
     """Write the script for ``recipe`` to ``path`` (plus ``<name>.weights.pt`` /
-    ``<name>.data.pt`` next to it when the recipe holds weights or data in memory)."""
+    ``<name>.data.pt`` next to it when the recipe holds weights or data in memory, and
+    ``<name>.groups.pt`` (group names and labels) for a study with sensitive groups)."""
     path = as_path(path, call=_CALL)
     if path.suffix != ".py":
         raise ConfigError.bad_value(_CALL, "path", "a file name ending in .py", str(path))
@@ -312,6 +335,14 @@ def write_script(recipe: Recipe, path: str | Path, *, study=None, deploy: bool =
     elif recipe.model.get("weights"):
         write_bytes(path.with_name(stem + ".weights.pt"),
                     recipe.resolve(recipe.model["weights"]).read_bytes(), call=_CALL)
+    if recipe.groups:   # names (and labels the data does not carry) for load_groups
+        from ..recipe.groups import groups_payload, read_groups_file
+
+        labels = recipe.group_labels
+        if labels is None and recipe.groups.get("file"):
+            _, labels, _ = read_groups_file(recipe.resolve(recipe.groups["file"]), _CALL)
+        torch_save(groups_payload(recipe.groups["names"], labels, recipe.groups.get("limits")),
+                   path.with_name(stem + ".groups.pt"), call=_CALL)
     if recipe.data_splits is not None:
         torch_save(recipe.data_splits, path.with_name(stem + ".data.pt"), call=_CALL)
     elif "file" in recipe.data:

@@ -237,6 +237,7 @@ def _run(study, *, call, name, budget, kind, limits, criterion, granularity, ret
                               "max_drift or start from an earlier step.")
     scorer = _criteria.get(criterion, call)()
     ref = val_state(study, study.model)
+    origin = study.current   # the model the limits are judged against
     groups0 = groups_on_test(study, study.model) if limits["max_group_drop"] is not None else {}
     grounding = limits["grounding"]
     if grounding is not None:
@@ -340,6 +341,9 @@ def _run(study, *, call, name, budget, kind, limits, criterion, granularity, ret
     log.info("%s: %s", call, outcome.message)
     if last is not None:
         _append_note(last, outcome.message)
+        if limits["max_group_drop"] is not None:   # recorded: recipes and scripts re-check it
+            last.config["group_limit"] = {"max_group_drop": float(limits["max_group_drop"]),
+                                          "from": int(origin)}
     result = last if last is not None else study.step
     result.auto = outcome     # the details, for this session (not saved with the study)
     return result

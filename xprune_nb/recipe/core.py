@@ -45,6 +45,7 @@ from .schema import (
     _check,
     _check_data,
     _check_description,
+    _check_groups,
     _check_model,
     _check_sampling,
     _int,
@@ -122,11 +123,15 @@ class Recipe:
     data_description : dict, optional
         What the data was (``DataBundle.describe()``: source, split types and sizes); it is
         informative only, so a recipe never holds a copy of a large data set.
+    groups : dict, optional
+        ``{"names": [...], "file": path}``: the study's sensitive groups (docs/groups.md);
+        ``file`` holds the labels unless the data brings them (see
+        :mod:`xprune_nb.recipe.groups`).
 
     Notes
     -----
-    ``model_state`` / ``data_splits`` hold weights and data in memory (from
-    :meth:`Study.recipe`) until :meth:`save` writes them next to the recipe file.
+    ``model_state`` / ``data_splits`` / ``group_labels`` hold weights, data and group labels
+    in memory (from :meth:`Study.recipe`) until :meth:`save` writes them next to the recipe.
 
     Examples
     --------
@@ -147,9 +152,11 @@ class Recipe:
     version: int = VERSION
     sampling: dict = field(default_factory=dict)
     data_description: dict | None = field(default=None, compare=False, repr=False)
+    groups: dict | None = None
     base_dir: Path | None = field(default=None, compare=False, repr=False)
     model_state: dict | None = field(default=None, compare=False, repr=False)
     data_splits: dict | None = field(default=None, compare=False, repr=False)
+    group_labels: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -162,6 +169,7 @@ class Recipe:
         _check_data(self.data, call)
         _check_sampling(self.sampling, call)
         _check_description(self.data_description, call)
+        _check_groups(self.groups, call)
         steps = []
         for i, s in enumerate(self.steps):
             d = s.to_dict() if isinstance(s, StepConfig) else s
@@ -184,6 +192,8 @@ class Recipe:
             out["sampling"] = self.sampling
         if self.data_description:
             out["data_description"] = self.data_description
+        if self.groups is not None:   # only for a study with groups: older recipes unchanged
+            out["groups"] = self.groups
         return _plain({**out, "steps": [s.to_dict() for s in self.steps]})
 
     @classmethod
@@ -204,8 +214,9 @@ class Recipe:
         recipe.version = d.get("version", VERSION)
         recipe.sampling = copy.deepcopy(d.get("sampling") or {})
         recipe.data_description = copy.deepcopy(d.get("data_description"))
+        recipe.groups = copy.deepcopy(d.get("groups"))
         recipe.base_dir = Path(base_dir) if base_dir is not None else None
-        recipe.model_state = recipe.data_splits = None
+        recipe.model_state = recipe.data_splits = recipe.group_labels = None
         return recipe.validate(call)
 
     def to_yaml(self) -> str:
@@ -234,8 +245,9 @@ class Recipe:
     def save(self, path: str | Path) -> Path:
         """Write the recipe as YAML (``.yaml``/``.yml``) or JSON (``.json``).
 
-        Weights and data held in memory are written next to it as ``<stem>.weights.pt`` and
-        ``<stem>.data.pt`` (plain tensors, readable with ``torch.load(weights_only=True)``)
+        Weights, data and group labels held in memory are written next to it as
+        ``<stem>.weights.pt``, ``<stem>.data.pt`` and ``<stem>.groups.pt`` (plain tensors,
+        readable with ``torch.load(weights_only=True)``)
         and referenced by relative path. Returns the recipe's path.
         """
         from ..io.atomic import as_path, check_target, torch_save, write_text
@@ -264,6 +276,15 @@ class Recipe:
             out.data = {"file": data.name}
         elif "file" in out.data:
             out.data["file"] = str(self.resolve(out.data["file"]).resolve())
+        if self.group_labels is not None and self.groups:
+            from .groups import groups_payload
+
+            labels = path.with_name(path.stem + ".groups.pt")
+            torch_save(groups_payload(self.groups["names"], self.group_labels,
+                                      self.groups.get("limits")), labels, call=call)
+            out.groups["file"] = labels.name
+        elif out.groups and out.groups.get("file"):
+            out.groups["file"] = str(self.resolve(out.groups["file"]).resolve())
         write_text(path, out.to_json() + "\n" if suffix == ".json" else
                    "# xprune_nb recipe: run it with `xprune-nb run " + path.name + "`\n"
                    + out.to_yaml(), call=call)

@@ -242,6 +242,10 @@ def data_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
               for name in ("train", "val", "test")}
     splits["meta"] = {"class_names": list(d.class_names), "feature_names": d.feature_names,
                       "kind": d.kind}
+    if getattr(d, "group_names", None):   # the groups travel with the data they label
+        for name in ("train", "val", "test"):
+            splits[name]["groups"] = d.split(name).groups
+        splits["meta"]["group_names"] = list(d.group_names)
     return {"file": IN_MEMORY}, splits
 
 
@@ -275,11 +279,15 @@ def study_recipe(study, *, model: dict | None = None, data: dict | None = None) 
     if study.output_fn is not None:
         raise ConfigError(f"{_CALL}: the study uses a custom output_fn, which a recipe cannot "
                           "carry; wrap the model so that it returns logits instead.")
+    from .groups import study_group_spec
+
     m, state = model_spec(study, model)
     d, splits = data_spec(study, data)
+    groups, labels = study_group_spec(study, "file" if splits is not None else "other")
     recipe = Recipe(model=m, data=d, steps=_steps(study), seed=study.seed,
-                    sampling=sampling_of(study), data_description=_description(study))
-    recipe.model_state, recipe.data_splits = state, splits
+                    sampling=sampling_of(study), data_description=_description(study),
+                    groups=groups)
+    recipe.model_state, recipe.data_splits, recipe.group_labels = state, splits, labels
     return recipe
 
 

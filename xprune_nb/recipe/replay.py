@@ -159,7 +159,8 @@ def build_data(recipe: Recipe, call: str = "Study.from_recipe", *,
     from ..data import bundle
 
     try:
-        splits = {k: (v["X"], v["y"]) for k, v in stored.items() if k in ("train", "val", "test")}
+        splits = {k: (v["X"], v["y"], v["groups"]) if v.get("groups") is not None else (
+            v["X"], v["y"]) for k, v in stored.items() if k in ("train", "val", "test")}
         return bundle(**splits, **stored.get("meta", {}), call=f"{call}(data.file=...)")
     except (KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{call}(data.file=...): the data file is damaged ({exc}).") from exc

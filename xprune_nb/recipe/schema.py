@@ -12,7 +12,7 @@ import math
 from ..errors import ConfigError
 
 _TOP_KEYS = ("format", "version", "seed", "model", "data", "steps", "sampling",
-             "data_description")
+             "data_description", "groups")
 _MODEL_KINDS = ("zoo", "factory", "source", "transformers")
 _MODEL_KEYS = {"zoo": ("zoo", "weights"),
                "transformers": ("transformers", "config", "weights"),
@@ -281,3 +281,29 @@ def _check_description(d, call: str) -> dict:
     _check(d is None or (isinstance(d, dict) and is_plain_json(d)), call, "data_description",
            "null or a plain mapping (DataBundle.describe())", type(d).__name__)
     return d
+
+
+def _check_groups(g, call: str) -> dict | None:
+    """The ``groups`` entry: the group names (distinct strings) and an optional labels file."""
+    if g is None:
+        return None
+    _known(g, ("names", "file", "limits"), call, "groups", required=("names",))
+    names = g["names"]
+    _check(isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+           and len(set(names)) == len(names), call, "groups.names",
+           "a list of distinct group names (strings)", names)
+    _check(g.get("file") is None or (isinstance(g["file"], str) and g["file"] != ""), call,
+           "groups.file", "null or the path of a groups file", g.get("file"))
+    limits = g.get("limits", [])
+    _check(isinstance(limits, list), call, "groups.limits", "a list of limits", limits)
+    for i, lim in enumerate(limits):
+        where = f"groups.limits[{i}]"
+        _known(lim, ("max_group_drop", "from", "at"), call, where,
+               required=("max_group_drop", "from", "at"))
+        _check(_number(lim["max_group_drop"]) and 0 <= lim["max_group_drop"] <= 1, call,
+               f"{where}.max_group_drop", "a number in [0, 1]", lim["max_group_drop"])
+        _check(_int(lim["from"]) and lim["from"] >= 0, call, f"{where}.from",
+               "a step index >= 0", lim["from"])
+        _check(_int(lim["at"]) and lim["at"] >= lim["from"], call, f"{where}.at",
+               f"a step index >= from ({lim['from']})", lim["at"])
+    return g

@@ -32,13 +32,22 @@ def study_from_recipe(cls, recipe, *, model: nn.Module | None = None, data=None,
         recipe.validate(call)
     net = model if model is not None else build_model(recipe, trust_source=trust_source,
                                                       call=call)
+    from .groups import recipe_group_options
+
     bundle = data if data is not None else build_data(recipe, call, trust_source=trust_source)
+    # the recipe's sensitive groups, named as in the study (unless given here)
+    study_options.update(recipe_group_options(recipe, bundle, call, study_options))
     # the recorded sample sizes, unless the caller gives their own
     study = cls(net, bundle, seed=recipe.seed, **{**recipe.sampling, **study_options})
     if model is None:
         study.model_spec = {k: v for k, v in recipe.model.items() if k != "weights"}
     ops = plan(recipe, expand=distributed.world_size() > 1, epochs=epochs)
-    return run(study, ops, progress=progress)
+    run(study, ops, progress=progress)
+    if recipe.groups and recipe.groups.get("limits"):   # auto_prune's group limit, re-checked
+        from .groups import replay_group_limits
+
+        replay_group_limits(study, recipe.groups["limits"], call)
+    return study
 
 
 def save_study_model(study, path, *, step: int | None = None, kwargs: dict | None = None
