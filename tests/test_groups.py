@@ -76,7 +76,8 @@ def test_loader_yielding_triples_and_string_labels():
     labels = ["f" if int(v) else "m" for v in g]
     loader = DataLoader(TensorDataset(X, y, g), batch_size=5)
     study = xp.Study(_model(), train=loader, val=(X, y, g), test=(X, y, g))
-    assert torch.equal(study.data.train.groups, g) and study.data.group_names == ["0", "1"]
+    train = study.data.train          # streamed: the groups of the drawn items, in order
+    assert torch.equal(train.groups, g[train.order()]) and study.data.group_names == ["0", "1"]
     with pytest.raises(DataError, match="all strings or all integers across the splits"):
         xp.Study(_model(), train=loader, val=(X, y, labels), test=(X, y, labels))
     data = xp.data.bundle((X, y), (X, y), (X, y), groups={"train": labels, "val": labels,
@@ -144,11 +145,22 @@ def test_a_dataframe_column_names_the_groups():
         xp.data.bundle((frame, y), groups={"train": "sex"})
 
 
-def test_groups_for_a_streamed_split_are_refused():
+def test_groups_for_a_streamed_split_align_with_its_dataset():
     X, y, g = _split(24, 3)
     loader = DataLoader(TensorDataset(X, y), batch_size=5)   # pairs: kept as a stream
-    with pytest.raises(ConfigError, match=r"groups=.*tensor splits.*stream"):
-        xp.Study(_model(), train=loader, val=(X, y), groups={"train": g, "val": g})
+    study = xp.Study(_model(), train=loader, val=(X, y), groups={"train": g, "val": g})
+    train = study.data.train
+    assert torch.equal(train.groups, g[train.order()]) and torch.equal(train.given_groups, g)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(zip(X, y))
+
+    with pytest.raises(ConfigError, match=r"groups\['train'\]=...\): expected labels only "
+                                          r"for tensor splits or a Dataset with __len__.*"
+                                          r"make its items \(x, y, g\) instead"):
+        xp.Study(_model(), train=Stream(), val=(X, y), groups={"train": g, "val": g},
+                 score_samples=8)
 
 
 def test_forgotten_per_group_counts_and_words():

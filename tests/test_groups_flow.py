@@ -171,3 +171,141 @@ def test_auto_prunes_group_limit_is_recorded_and_rechecked_on_replay(tmp_path, a
 def _model_16():
     torch.manual_seed(1)
     return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def test_data_files_carry_group_codes_and_refuse_bad_ones(tmp_path):
+    import numpy as np
+
+    from xprune_nb.errors import StudyFileError
+    from xprune_nb.export import load_data, load_groups
+
+    X, y, g = _split(40, 0)
+    np.savez(tmp_path / "d.npz", train_X=X.numpy(), train_y=y.numpy(), train_groups=g.numpy())
+    data = load_data(tmp_path / "d.npz")
+    assert data.group_names == ["0", "1"] and torch.equal(data.test.groups, g)
+    torch.save({"train": {"X": X, "y": y, "groups": g}, "meta": {"group_names": NAMES}},
+               tmp_path / "d.pt")
+    assert load_data(tmp_path / "d.pt").group_names == NAMES
+    torch.save({"train": {"X": X, "y": y, "groups": g[:5]}}, tmp_path / "bad.pt")
+    with pytest.raises(StudyFileError, match=r"split 'train': groups must be a 1-D tensor of "
+                                             r"integer group codes, one per row \(40\)"):
+        load_data(tmp_path / "bad.pt")
+    torch.save({"train": {"X": X, "y": y, "groups": g.double()}}, tmp_path / "f.pt")
+    with pytest.raises(StudyFileError, match=r"groups must be .*integer group codes"):
+        load_data(tmp_path / "f.pt")
+    # a script's --data without labels of its own: measured without groups, not mislabelled
+    torch.save({"names": NAMES, "labels": {"train": g}, "limits": []}, tmp_path / "s.groups.pt")
+    plain = xp.data.bundle((X, y))
+    assert load_groups(tmp_path / "s.groups.pt", plain, stored_labels=False) == {}
+    assert load_groups(tmp_path / "s.groups.pt", data, stored_labels=False) == {
+        "group_names": NAMES}
+    torch.save({"names": "x", "labels": None}, tmp_path / "bad.groups.pt")
+    with pytest.raises(StudyFileError, match=r"is damaged \(not the group names and labels"):
+        load_groups(tmp_path / "bad.groups.pt", plain)
+
+
+class _Counting(torch.utils.data.Dataset):
+    """A map-style dataset that records every item read; items are (x, y, g) or (x, y)."""
+
+    def __init__(self, n: int, seed: int, with_groups: bool = True, group=None):
+        self.inputs, self.labels, self.g = _split(n, seed)   # not .X/.y: that reads as tensors
+        self.with_groups, self.group, self.reads = with_groups, group, []
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        self.reads.append(int(i))
+        if not self.with_groups:
+            return self.inputs[i], self.labels[i]
+        return (self.inputs[i], self.labels[i],
+                self.g[i] if self.group is None else self.group(i))
+
+
+def test_a_streamed_dataset_of_triples_reads_only_the_drawn_items():
+    tr, va, te = _Counting(2000, 0), _Counting(1500, 1), _Counting(1500, 2)
+    study = xp.Study(_model(), train=tr, val=va, test=te, eval_samples=60, score_samples=40,
+                     group_names=NAMES)
+    assert study.data.streamed and study.data.group_names == NAMES
+    for ds, split, n in ((tr, study.data.train, 40), (va, study.data.val, 60),
+                         (te, study.data.test, 60)):
+        drawn = split.order()[:n]
+        assert set(ds.reads) == set(drawn.tolist())        # only the drawn items were read
+        assert torch.equal(split.groups, ds.g[drawn])
+    drawn = study.data.test.order()[:60]
+    pred = study.model(te.inputs[drawn]).argmax(1)
+    want = {name: float((pred == te.labels[drawn])[te.g[drawn] == k].double().mean())
+            for k, name in enumerate(NAMES)}
+    assert study.history[0].per_group_accuracy == pytest.approx(want)
+    study.score("magnitude", samples=16)
+    study.prune(0.25)
+    study.retrain(epochs=1, progress=False)        # the user's items (x, y, g) train as pairs
+    assert set(study.history.to_frame().columns) >= {f"accuracy[{n}]" for n in NAMES}
+
+
+def test_labels_given_for_a_streamed_dataset_are_picked_at_the_drawn_items(tmp_path):
+    tr = _Counting(1000, 0, with_groups=False)
+    te = _Counting(800, 2, with_groups=False)
+    names = ["m" if int(v) else "f" for v in te.g]
+    study = xp.Study(_model(), train=tr, test=te, eval_samples=50, score_samples=30,
+                     groups={"train": ["m" if int(v) else "f" for v in tr.g], "test": names})
+    drawn = study.data.test.order()[:50]
+    assert set(te.reads) == set(drawn.tolist())
+    assert study.data.group_names == ["f", "m"]
+    assert torch.equal(study.data.test.groups, te.g[drawn]) and len(study.data.test.groups) == 50
+    with pytest.raises(DataError, match=r"the test split's dataset has 800 items but 50 group "
+                                        r"labels; give one label per item of the dataset"):
+        xp.Study(_model(), train=tr, test=te, eval_samples=50, score_samples=30,
+                 groups={"train": tr.g, "test": te.g[:50]})
+    # a study file keeps the labels given per item and the names
+    back = xp.Study.load(study.save(tmp_path / "s.xps"), model=_model(),
+                         data=xp.data.bundle(tr, None, te))
+    assert back.data.group_names == ["f", "m"]
+    assert torch.equal(back.data.test.groups, study.data.test.groups)
+    recipe = study.recipe(data={"factory": "x.y:z"})
+    assert recipe.groups == {"names": ["f", "m"]} and torch.equal(
+        recipe.group_labels["test"], study.data.test.given_groups)
+
+
+def test_an_iterable_dataset_of_triples_gives_its_sample_groups(tmp_path):
+    X, y, g = _split(300, 4)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for i in range(len(y)):
+                yield X[i], y[i], "north" if X[i, 0] > 0 else "south"
+
+    study = xp.Study(_model(), train=Stream(), test=Stream(), eval_samples=40,
+                     score_samples=30)
+    test = study.data.test
+    assert study.data.group_names == ["north", "south"] and len(test.groups) == 40
+    assert torch.equal(test.groups, (test.X[:, 0] <= 0).long())   # aligned with the sample
+    back = xp.Study.load(study.save(tmp_path / "i.xps"), model=_model(),
+                         data=xp.data.bundle(Stream(), None, Stream()))
+    assert back.data.group_names == ["north", "south"]
+    with pytest.raises(DataError, match=r"items \(x, y, g\), but the data passed has no group"):
+        xp.Study.load(tmp_path / "i.xps", model=_model(), data=xp.data.bundle(
+            _Counting(50, 0, with_groups=False), None, _Counting(50, 1, with_groups=False)))
+
+
+@pytest.mark.parametrize("group, error, match", [
+    (lambda i: float("nan"), DataError, r"NaN group labels"),
+    (lambda i: 0.5 * i, DataError, r"group labels must be integers, the train split has "
+                                   "non-integer values"),
+    (lambda i: -1, DataError, r"group labels must be >= 0"),
+    (lambda i: [0, 1], DataError, r"each \(x, y, g\) item needs one group label"),
+])
+def test_bad_group_labels_in_streamed_items_are_refused(group, error, match):
+    with pytest.raises(error, match=match):
+        xp.Study(_model(), train=_Counting(200, 0, group=group), score_samples=20)
+
+
+def test_items_with_and_without_groups_are_refused():
+    class Mixed(_Counting):
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            return item if i % 2 else item[:2]
+
+    with pytest.raises(DataError, match=r"train=...\): items could not be joined into a batch "
+                                        r".*all \(x, y\) or all \(x, y, g\)"):
+        xp.Study(_model(), train=Mixed(200, 0), score_samples=20)

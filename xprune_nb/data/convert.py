@@ -105,28 +105,30 @@ def _group_column(split, column: str, call: str, name: str):
     return (frame.drop(columns=[column]), *split[1:]), frame[column].to_numpy()
 
 
-def _yields_groups(stream: StreamSplit) -> bool:
-    """Whether a map-style source yields ``(x, y, g)`` items. The item looked at is the first
-    of the seeded sample order, which the sample reads anyway; a one-pass iterable is never
-    peeked at (that would consume it): its third entries are not read as groups."""
-    try:
-        first = stream.first_item()
-    except Exception:  # noqa: BLE001 - a source that cannot be peeked at is streamed as given
-        return False
-    return isinstance(first, (tuple, list)) and len(first) >= 3
+def _stream_groups(stream: StreamSplit):
+    """The group labels of a stream's bounded sample when its items are ``(x, y, g)``, else
+    None. A map-style source's first sampled item (read by the sample anyway) says whether
+    there are groups; only then are the sample's items read for them (only the drawn ones).
+    An iterable's sample is read once and kept, so its groups come with it."""
+    if stream.map_style:
+        try:
+            first = stream.first_item()
+        except Exception:  # noqa: BLE001 - a source that cannot be peeked at: no groups
+            return None
+        if not (isinstance(first, (tuple, list)) and len(first) >= 3):
+            return None
+    return stream.raw_groups()
 
 
 def _split(value, name: str, *, limit, seed: int, call: str):
     """(split, group labels or None): tensors stay tensors (cut to ``limit`` rows for
-    val/test when asked), a user's loader / dataset / iterable is kept as given behind a
-    bounded sample, except one yielding ``(x, y, g)``: per-group figures need the group of
-    every example measured, so it is read once into tensors."""
+    val/test when asked); a user's loader / dataset / iterable is kept as given behind a
+    bounded sample, with the groups of the sample's items when they are ``(x, y, g)``."""
     if isinstance(value, StreamSplit):
         value = value.source
     if is_stream(value):
         stream = StreamSplit(value, limit=limit, seed=seed, name=name, call=call)
-        if not _yields_groups(stream):
-            return stream, None
+        return stream, _stream_groups(stream)
     split, raw = split_with_groups(value, call=call, name=name)
     if name != "train" and isinstance(limit, int) and limit < len(split):
         idx = stratified_indices(split.y, limit, seed=seed, call=call, param="eval_samples")

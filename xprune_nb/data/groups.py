@@ -131,25 +131,38 @@ def attach_groups(data, groups=None, group_names=None, *, raw_groups=None, call:
                                     list(group_names))
     if not raws:
         return data
+    given = set(groups) if groups is not None else set()
     raws = {k: _raw(v, call, "groups") for k, v in raws.items()}
     from .split import Split
 
-    streamed = [s for s in _SPLITS if not isinstance(data.split(s), Split)]
-    if streamed:   # a bounded sample has no fixed rows to align labels with
-        raise ConfigError.bad_value(call, "groups", "groups with tensor splits ((X, y, groups)) "
-                                    "or loaders / datasets yielding (x, y, g)", f"labels for "
-                                    f"{sorted(raws)} while {streamed} stream(s) without groups")
+    # a stream given labels: one per item of its dataset, picked at the drawn indices
+    picked = {s: data.split(s) for s in given if not isinstance(data.split(s), Split)}
+    for split, stream in picked.items():
+        if not stream.map_style:
+            raise ConfigError.bad_value(
+                call, f"groups[{split!r}]", "labels only for tensor splits or a Dataset with "
+                "__len__ (one label per item); an iterable has no item positions to align "
+                "labels with: make its items (x, y, g) instead", f"labels for "
+                f"{stream.describe()['type']}")
+        if len(raws[split]) != stream.size:
+            raise DataError(f"{call}(groups=...): the {split} split's dataset has {stream.size} "
+                            f"items but {len(raws[split])} group labels; give one label per "
+                            "item of the dataset (only the drawn items' labels are used).")
     stand_in = getattr(data, "split_names", {}) or {}
     missing = [s for s in _SPLITS if s not in raws and s not in stand_in]
     if missing:
         raise ConfigError.bad_value(call, "groups", f"labels for every split ({missing} have "
                                     "none)", sorted(raws))
     for split, a in raws.items():
-        if len(a) != len(data.split(split)):
+        if split not in picked and len(a) != len(data.split(split)):
             raise DataError(f"{call}(groups=...): the {split} split has "
                             f"{len(data.split(split))} examples but {len(a)} group labels; give "
                             "one label per example.")
     codes, names = _encode(raws, group_names, call, "groups")
+    full = {}
+    for split, stream in picked.items():   # the drawn items, in sample order
+        n = stream.limit if stream.limit is not None else stream.size
+        full[split], codes[split] = codes[split], codes[split][stream.order()[:n]]
     for split in _SPLITS:
         own = codes.get(split, codes.get(stand_in.get(split, ""), None))
         if own is None:
@@ -160,10 +173,21 @@ def attach_groups(data, groups=None, group_names=None, *, raw_groups=None, call:
                             f"{split} split; every group needs examples in every split to be "
                             "measured (merge rare groups, or split so each group appears).")
         codes[split] = own
-    splits = {s: dataclasses.replace(data.split(s), groups=codes[s]) for s in _SPLITS}
+    splits = {s: _with_groups(data.split(s), codes[s], full.get(s)) for s in _SPLITS}
     # a stand-in split is the same object as the split it stands in for: keep it so
     splits.update({s: splits[o] for s, o in stand_in.items()})
     return dataclasses.replace(data, group_names=names, **splits)
+
+
+def _with_groups(split, codes: torch.Tensor, full: torch.Tensor | None):
+    """``split`` with group codes: a copy of a tensor split; a stream (a new object for each
+    study, never copied whole) keeps its sample's codes and the labels given per item."""
+    from .split import Split
+
+    if isinstance(split, Split):
+        return dataclasses.replace(split, groups=codes)
+    split.groups, split.given_groups = codes, full
+    return split
 
 
 def per_group_accuracy(pred: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None,

@@ -39,16 +39,16 @@ True
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data._utils.collate import default_collate
 
 from ..errors import ConfigError, DataError
-from .batch import batch_size as rows_of
-from .batch import concat, is_mapping, rebuild, take
+from .batch import concat, take
 from .sampling import stratified_order
+from .stream_items import is_stream, join_groups, known_labels, split_batch
 
 __all__ = ["StreamSplit", "SHUFFLE_BUFFER", "is_stream", "known_labels"]
 
@@ -60,72 +60,16 @@ _CHUNK = 64
 _FILTER_READS = 20
 
 
-def is_stream(value) -> bool:
-    """True for what a study keeps as given: a ``DataLoader``, a ``Dataset`` or another
-    re-iterable source of ``(input, label)`` items (not tensors, arrays or ``(X, y)`` pairs)."""
-    if isinstance(value, (torch.Tensor, tuple, list, Mapping, str, bytes)) or any(
-            hasattr(value, a) for a in ("X", "train", "__array_interface__")) or type(
-            value).__module__.split(".")[0] in ("numpy", "pandas"):
-        return False
-    if isinstance(value, (DataLoader, IterableDataset)):
-        return True
-    return (hasattr(value, "__getitem__") and hasattr(value, "__len__")) or (
-        hasattr(value, "__iter__") and not hasattr(value, "shape"))
-
-
-def known_labels(dataset) -> torch.Tensor | None:
-    """The labels a dataset exposes without reading its items (``targets`` / ``labels``), or
-    None. Only used when there is one integer label per item."""
-    try:
-        size = len(dataset)
-    except TypeError:
-        return None
-    for attr in ("targets", "labels"):
-        value = getattr(dataset, attr, None)
-        if value is None or callable(value):
-            continue
-        try:
-            labels = torch.as_tensor(value)
-        except Exception:  # noqa: BLE001 - an attribute of another kind: not labels
-            continue
-        if labels.dim() == 1 and len(labels) == size and not labels.is_floating_point():
-            return labels.long()
-    return None
-
-
-def split_batch(batch, call: str, name: str):
-    """``(inputs, labels)`` of one collated batch: a ``(x, y, ...)`` pair, or a mapping whose
-    ``labels`` (or ``label``) entry holds the labels and whose other tensors are the inputs."""
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        x, y = batch[0], batch[1]
-    elif is_mapping(batch) and ("labels" in batch or "label" in batch):
-        key = "labels" if "labels" in batch else "label"
-        y = batch[key]
-        x = rebuild(batch, {k: v for k, v in batch.items() if k != key}, drop=(key,))
-    else:
-        raise DataError(f"{call}({name}=...): each item or batch must be an (input, label) pair "
-                        f"or a mapping with a 'labels' entry, got {type(batch).__name__}.")
-    y = torch.as_tensor(y)
-    if y.is_floating_point() and not torch.equal(y, y.round()):
-        raise DataError(f"{call}({name}=...): labels must be integer class indices; got "
-                        "non-integer values.")
-    y = y.reshape(-1).long()
-    if isinstance(x, torch.Tensor) and x.is_floating_point():
-        x = x.to(torch.float32)
-    if rows_of(x, call) != len(y):
-        raise DataError(f"{call}({name}=...): a batch has {rows_of(x, call)} inputs but "
-                        f"{len(y)} labels.")
-    return x, y
-
-
 class StreamSplit:
     """One split of a study read from the user's own source; see the module docstring.
 
     Parameters
     ----------
     source : DataLoader, Dataset or iterable
-        Kept as given (never copied). Items or batches are ``(input, label)`` pairs, or mappings
-        with a ``labels`` entry (token models: ``input_ids``, ``attention_mask``...).
+        Kept as given (never copied). Items or batches are ``(input, label)`` pairs,
+        ``(input, label, group)`` triples (the group of every drawn item is read with it,
+        docs/groups.md), or mappings with a ``labels`` entry (token models: ``input_ids``,
+        ``attention_mask``...).
     limit : int or None
         Rows of the bounded sample :attr:`X` / :attr:`y`; ``None`` reads the whole source
         there (refused for a source without a length).
@@ -163,12 +107,23 @@ class StreamSplit:
         self._labels: torch.Tensor | None = None
         self._order: torch.Tensor | None = None
         self._first: tuple | None = None   # (index, item) looked at by first_item()
+        self._raw_groups: list | None = None  # third entries of the sample's (x, y, g) items
+        #: int64 group codes of the bounded sample (set by the study, docs/groups.md) and, when
+        #: given as ``Study(groups=...)``, the codes of every item of the dataset
+        self.groups: torch.Tensor | None = None
+        self.given_groups: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ reading
     def _collate(self, items: list):
         collate = (self.user_loader.collate_fn if self.user_loader is not None
                    else default_collate)
-        return split_batch(collate(items), self.call, self.name)
+        try:
+            batch = collate(items)
+        except (RuntimeError, TypeError) as exc:   # items of different structures or shapes
+            raise DataError(f"{self.call}({self.name}=...): items could not be joined into a "
+                            f"batch ({exc}); every item must have the same structure, e.g. all "
+                            "(x, y) or all (x, y, g), with inputs of one shape.") from exc
+        return split_batch(batch, self.call, self.name, with_groups=True)
 
     def order(self, seed: int | None = None) -> torch.Tensor:
         """The seeded order in which a map-style dataset's items are sampled (stratified by
@@ -213,22 +168,27 @@ class StreamSplit:
                 f"which says {self.size} items).") from exc
 
     def read(self, indices: Sequence[int]):
-        """``(inputs, labels)`` of the given items of a map-style dataset, read one by one
-        (``dataset[i]``) and joined with the loader's ``collate_fn``."""
+        """``(inputs, labels, groups)`` of the given items of a map-style dataset, read one by
+        one (``dataset[i]``) and joined with the loader's ``collate_fn``; ``groups`` are the
+        third entries of ``(x, y, g)`` items (a list), or None."""
         parts = [self._collate([self._item(int(i)) for i in indices[s:s + _CHUNK]])
                  for s in range(0, len(indices), _CHUNK)]
         if not parts:
             raise DataError(f"{self.call}({self.name}=...): no example to read.")
-        return concat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return self._join(parts)
+
+    def _join(self, parts: list) -> tuple:
+        return (concat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                join_groups([p[2] for p in parts], self.call, self.name))
 
     def _rows(self) -> Iterator[tuple]:
-        """Rows ``(x with a batch dimension of 1, y)`` of an iterable source, in its order."""
+        """Rows ``(x with a batch dimension of 1, y, [g] or None)`` of an iterable source."""
         for batch in self.source:
             if self.user_loader is None:
                 batch = default_collate([batch])   # an item of a plain iterable
-            x, y = split_batch(batch, self.call, self.name)
+            x, y, g = split_batch(batch, self.call, self.name, with_groups=True)
             for r in range(len(y)):
-                yield take(x, slice(r, r + 1)), y[r:r + 1]
+                yield take(x, slice(r, r + 1)), y[r:r + 1], None if g is None else g[r:r + 1]
 
     def _buffered(self, n: int, keep, seed: int) -> Iterator[tuple]:
         """``n`` rows through a seeded shuffle buffer (at most ``n + SHUFFLE_BUFFER`` read,
@@ -253,7 +213,7 @@ class StreamSplit:
 
     def _chunks(self, n: int | None, classes, seed: int, chunk: int = _CHUNK
                 ) -> Iterator[tuple]:
-        """``(inputs, labels)`` chunks of the first ``n`` examples (``None``: all) of the
+        """``(inputs, labels, groups)`` chunks of the first ``n`` examples (``None``: all) of the
         seeded order, only of ``classes`` when given; items are read as the chunks are asked
         for, so a caller that goes batch by batch never holds the whole sample."""
         wanted = None if classes is None else torch.tensor(list(classes))
@@ -264,10 +224,10 @@ class StreamSplit:
             for row in self._buffered(n, keep, seed):
                 rows.append(row)
                 if len(rows) == chunk:
-                    yield concat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+                    yield self._join(rows)
                     rows = []
             if rows:
-                yield concat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+                yield self._join(rows)
             return
         order = self.order(seed)
         labels = known_labels(self.dataset)
@@ -282,13 +242,13 @@ class StreamSplit:
         found, start = 0, 0
         cap = min(self.size, max(n or self.size, 1) * _FILTER_READS)
         while (n is None or found < n) and start < cap:
-            x, y = self.read(order[start:start + chunk].tolist())
+            x, y, g = self.read(order[start:start + chunk].tolist())
             sel = torch.nonzero(torch.isin(y, wanted)).flatten()
             if n is not None:
                 sel = sel[:n - found]
             if len(sel):
                 found += len(sel)
-                yield take(x, sel), y[sel]
+                yield take(x, sel), y[sel], None if g is None else [g[i] for i in sel.tolist()]
             start += chunk
 
     # ------------------------------------------------------------------ samples
@@ -307,7 +267,7 @@ class StreamSplit:
         if own and self._view is not None and n <= len(self._view[1]):
             x, y = self._view
             return take(x, slice(0, n)), y[:n]
-        return self._read(n, classes, seed)
+        return self._read(n, classes, seed)[:2]
 
     def _read(self, n: int | None, classes, seed: int):
         parts = list(self._chunks(n, classes, seed))
@@ -317,12 +277,12 @@ class StreamSplit:
                                             " of those classes among the first items read"
                                             if classes is not None else ""),
                                         list(classes) if classes is not None else self.source)
-        return concat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return self._join(parts)
 
     def _sampled(self) -> tuple:
         if self._view is None:
-            self._view = self._read(self.limit, None, self.seed)
-            self._labels = self._view[1]
+            x, self._labels, self._raw_groups = self._read(self.limit, None, self.seed)
+            self._view = (x, self._labels)
         return self._view
 
     @property
@@ -333,9 +293,19 @@ class StreamSplit:
     @property
     def y(self) -> torch.Tensor:
         """Labels of the split's bounded sample (``limit`` rows; only the labels are kept)."""
-        if self._labels is None:
-            self._labels = torch.cat([y for _, y in self._chunks(self.limit, None, self.seed)])
+        if self._labels is None and not self.map_style:
+            self._sampled()   # an iterable's sample is read once, and kept
+        elif self._labels is None:
+            parts = list(self._chunks(self.limit, None, self.seed))
+            self._raw_groups = join_groups([p[2] for p in parts], self.call, self.name)
+            self._labels = torch.cat([p[1] for p in parts])
         return self._labels
+
+    def raw_groups(self) -> list | None:
+        """The third entries of the bounded sample's ``(x, y, g)`` items, in sample order (read
+        with the labels: only the drawn items), or None for ``(x, y)`` items."""
+        _ = self.y
+        return self._raw_groups
 
     def __len__(self) -> int:
         known = self._labels if self._labels is not None else None
@@ -351,7 +321,8 @@ class StreamSplit:
             for s in range(0, len(y), batch_size):
                 yield take(x, slice(s, s + batch_size)), y[s:s + batch_size]
             return
-        yield from self._chunks(self.limit, None, self.seed, chunk=batch_size)
+        for x, y, _ in self._chunks(self.limit, None, self.seed, chunk=batch_size):
+            yield x, y
 
     def class_counts(self, num_classes: int | None = None) -> list[int]:
         """Examples per class in the bounded sample."""

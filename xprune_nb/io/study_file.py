@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError, StudyFileError, XPruneError
+from ..errors import ConfigError, DataError, StudyFileError, XPruneError
 from ..history import History, Step
 from ..scores import Scores
 from .atomic import as_path, check_target, torch_save
@@ -199,10 +199,13 @@ def study_payload(study) -> dict:
         "data": None if data.source or data.streamed else {
             name: {"X": data.split(name).X, "y": data.split(name).y}
             for name in ("train", "val", "test")},
-        # sensitive groups: kept even when the data itself is a bundled source
+        # sensitive groups: kept even when the data itself is a bundled source; for a user's
+        # loader or dataset, the labels given per item (None: its items are (x, y, g))
         "groups": None if not getattr(data, "group_names", None) else {
             "names": list(data.group_names),
-            "labels": {name: data.split(name).groups for name in ("train", "val", "test")}},
+            "labels": {name: (getattr(data.split(name), "given_groups", None)
+                              if data.streamed else data.split(name).groups)
+                       for name in ("train", "val", "test")}},
         "data_meta": {"class_names": data.class_names, "feature_names": data.feature_names,
                       "kind": data.kind, "num_classes": data.num_classes},
         "steps": [s.to_dict() for s in timeline.history],
@@ -238,16 +241,26 @@ def save_study(study, path) -> Path:
 def _data(payload: dict, data):
     """The study's data: ``data`` when given, else as the file holds it; the file's groups
     join data that comes without its own."""
+    import dataclasses
+
     from ..data.groups import attach_groups
 
     found = _data_only(payload, data)
     stored = payload.get("groups")
+    if stored and (not isinstance(stored, dict) or not isinstance(stored.get("labels"), dict)):
+        raise StudyFileError(f"Study.load: the file's groups are damaged; {WHAT_TO_DO}.")
     if stored and not found.group_names:
-        if not isinstance(stored, dict) or not isinstance(stored.get("labels"), dict):
-            raise StudyFileError("Study.load: the file's groups are damaged; "
-                                 f"{WHAT_TO_DO}.")
-        found = attach_groups(found, dict(stored["labels"]), stored.get("names"),
+        labels = {k: v for k, v in stored["labels"].items() if v is not None}
+        if not labels:
+            raise DataError(f"Study.load(data=...): the study measured accuracy per group "
+                            f"({stored.get('names')}) read from its items (x, y, g), but the "
+                            "data passed has no group labels; pass the loaders or datasets "
+                            "that yield (x, y, g).")
+        found = attach_groups(found, labels or None, stored.get("names") if labels else None,
                               call="Study.load")
+    elif stored and len(stored.get("names") or []) == len(found.group_names):
+        # data passed again that brings its own labels ((x, y, g) items): the saved names
+        found = dataclasses.replace(found, group_names=list(stored["names"]))
     return found
 
 
