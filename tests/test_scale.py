@@ -287,3 +287,82 @@ def test_compare_techniques_and_dynamic_stop_and_leave_nothing_behind():
     with pytest.raises(xp.errors.StoppedError, match="stopped by the user"):
         study.dynamic(k=2, keep=0.5, epochs=1, samples=16, stop=stop)
     assert len(study.history) == 1 and study.step.kind == "original"
+
+
+# ------------------------------------------------------------------ bounded work per step
+def test_prune_recalibrates_a_big_model_on_fewer_examples(monkeypatch):
+    from xprune_nb.pruning import recalibrate
+
+    X, y = (torch.randn(700, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+            torch.arange(700) % 4)
+    torch.manual_seed(0)
+    study = xp.Study(TinyResidual(num_classes=4), train=(X, y), test=(X[:24], y[:24]),
+                     probe_size=8)
+    study.score("magnitude")
+    assert recalibrate.samples_for(2e6) == 640 and recalibrate.samples_for(None) == 640
+    assert study.prune(0.2).config["recalibration"]["examples"] == 640   # small: in full
+    study.undo()
+    monkeypatch.setattr(recalibrate, "RECALIBRATION_MACS", 1)   # every model counts as big
+    step = study.prune(0.2)
+    assert step.config["recalibration"]["examples"] == recalibrate.RECALIBRATION_MIN_SAMPLES
+
+
+class _Twice(torch.nn.Module):
+    """In-place ReLU right after a conv (no BatchNorm), and a layer called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(1, 6, 3)
+        self.act = torch.nn.ReLU(inplace=True)
+        self.shared = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.head = torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        x = self.act(self.c1(x))
+        x = self.shared(torch.relu(self.shared(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def _retained(model, X, y, batch: int) -> dict:
+    """Reference: every output's gradient retained, then Molchanov's |mean(a * g)|."""
+    totals: dict = {}
+    out: dict = {}
+
+    def keep(module, inputs, o, n):
+        o.retain_grad()
+        out[n] = o     # a layer called twice: its last call, as the criterion counts
+
+    for i in range(0, len(X), batch):
+        out.clear()
+        hooks = [m.register_forward_hook(lambda m, i_, o, n=n: keep(m, i_, o, n))
+                 for n, m in model.named_children() if n != "act"]
+        loss = torch.nn.functional.cross_entropy(model(X[i:i + batch]), y[i:i + batch],
+                                                 reduction="sum")
+        loss.backward()
+        for h in hooks:
+            h.remove()
+        for n, o in out.items():
+            a = o.detach().flatten(2).transpose(1, 2) if o.dim() == 4 else o.detach()[:, None]
+            g = o.grad.flatten(2).transpose(1, 2) if o.dim() == 4 else o.grad[:, None]
+            v = (a * g).mean(dim=1).abs().sum(dim=0).double()
+            totals[n] = totals.get(n, 0) + v
+    return {n: (t / len(X)).float() for n, t in totals.items()}
+
+
+def test_taylor_keeps_no_gradient_and_matches_retained_gradients():
+    from xprune_nb.criteria.base import ScoringContext
+    from xprune_nb.criteria.gradient import TaylorCriterion
+
+    X, y = _data(24)
+    torch.manual_seed(0)
+    model = _Twice().eval()
+    layers = {n: m for n, m in model.named_children() if n != "act"}
+    ctx = ScoringContext(model=model, granularity="channel", layers=layers, inputs=X,
+                         targets=y, classes=None, num_classes=4,
+                         forward=lambda m, x: m(x), batch_size=8)
+    scores = TaylorCriterion().channel_scores(ctx)
+    assert all(p.grad is None for p in model.parameters())   # nothing left behind
+    expected = _retained(model, X, y, 8)
+    assert set(scores) == set(expected) == {"c1", "shared", "head"}
+    for name in expected:
+        assert torch.allclose(scores[name], expected[name], rtol=1e-5, atol=1e-9), name

@@ -24,7 +24,8 @@ from torch import nn
 from .history import Step
 from .metrics import count_macs, evaluate_model
 
-__all__ = ["measure_step", "fill_drift", "MeasureCache", "DRIFT_EAGER_MACS", "NOT_MEASURED"]
+__all__ = ["measure_step", "fill_drift", "MeasureCache", "structure_macs", "DRIFT_EAGER_MACS",
+           "NOT_MEASURED"]
 
 #: one forward pass over the probe set may cost this many MACs for drift to be measured with
 #: every step (about a second on one CPU core, forward and backward); bigger: on first ask
@@ -66,6 +67,13 @@ def _cache(study) -> MeasureCache:
     return cache
 
 
+def structure_macs(study, structure: list, model: nn.Module) -> int:
+    """MACs per example of ``model``, whose structure is ``structure``; counted once per
+    structure (the step's measurement reuses the count)."""
+    return _cache(study).macs_for(structure, lambda: count_macs(model, study.data.example(1),
+                                                                study.forward))
+
+
 def drift_is_eager(study, macs: int) -> bool:
     """Whether drift is measured with each step (cheap probe) or on first ask."""
     return macs * max(len(study.probe_x), 1) <= DRIFT_EAGER_MACS
@@ -82,8 +90,7 @@ def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0,
     from .pruning.unstructured import masked_layers
 
     dynamic = type(model).__name__ == "DynamicNet"   # its MACs depend on the input
-    macs = None if dynamic else _cache(study).macs_for(
-        step.structure, lambda: count_macs(model, study.data.example(1), study.forward))
+    macs = None if dynamic else structure_macs(study, step.structure, model)
     m = evaluate_model(model, study.data, study.forward, latency=False, macs=macs,
                        progress=progress)
     step.metrics = dict(m.as_dict())

@@ -34,40 +34,66 @@ def output_unit_stats(ctx: ScoringContext, stat: UnitStat, *, backward: bool) ->
 
     ``a`` and ``g`` are the layer output and its gradient as (batch, positions, units); ``stat``
     returns a (units,) tensor summed over the batch. Hooks are removed whatever happens.
+
+    With ``backward``, each layer's statistic is taken as soon as its gradient arrives (a
+    tensor hook during the backward pass) and added in place to a running total; no gradient is
+    retained: peak memory is the model plus one batch's activations and gradients, as for a
+    plain training step, not every layer's output gradient held until the end of the batch.
     """
     from torch import nn
 
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, layer in ctx.layers.items():
-        def hook(module, inputs, output, name=name):
-            if backward and output.requires_grad:
-                output.retain_grad()
-            captured[name] = output
-        handles.append(layer.register_forward_hook(hook))
-    totals = {name: None for name in ctx.layers}
+    totals: dict[str, torch.Tensor | None] = {name: None for name in ctx.layers}
+    is_conv = {name: isinstance(layer, nn.modules.conv._ConvNd)
+               for name, layer in ctx.layers.items()}
+    #: per layer, its output in this batch (its last call) until the output's gradient arrives
+    waiting: dict[str, torch.Tensor] = {}
+
+    def add(name: str, out: torch.Tensor, grad: torch.Tensor | None) -> None:
+        a = unit_view(out.detach(), is_conv[name])
+        g = None if grad is None else unit_view(grad.detach(), is_conv[name])
+        if backward and g is None:      # the output does not reach the loss: no gradient
+            g = torch.zeros_like(a)
+        value = stat(a, g).double()
+        if totals[name] is None:
+            totals[name] = value
+        else:
+            totals[name] += value
+
+    def on_grad(grad: torch.Tensor, name: str) -> None:
+        out = waiting.pop(name, None)
+        if out is not None:
+            add(name, out, grad)
+
+    def hook(module, inputs, output, name):
+        waiting[name] = output
+
+    handles = [layer.register_forward_hook(lambda m, i, o, n=name: hook(m, i, o, n))
+               for name, layer in ctx.layers.items()]
     count = 0
     try:
         for x, y in ctx.batches():
-            captured.clear()
+            waiting.clear()
             with torch.set_grad_enabled(backward):
                 logits = ctx.forward(ctx.model, x)
                 if backward:
+                    # hooked after the forward pass, so an output changed in place later
+                    # (``ReLU(inplace=True)``) gets the gradient of its final value, as
+                    # ``retain_grad`` would give; the hook holds the name, not the tensor
+                    for name, out in waiting.items():
+                        if out.requires_grad:
+                            out.register_hook(lambda g, n=name: on_grad(g, n))
                     ctx.model.zero_grad(set_to_none=True)
                     objective(ctx, logits, y).backward()
-            for name, out in captured.items():
-                is_conv = isinstance(ctx.layers[name], nn.modules.conv._ConvNd)
-                a = unit_view(out.detach(), is_conv)
-                g = unit_view(out.grad, is_conv) if backward and out.grad is not None else None
-                if backward and g is None:
-                    g = torch.zeros_like(a)
-                value = stat(a, g).double()
-                totals[name] = value if totals[name] is None else totals[name] + value
+            del logits
+            # forward only: every output; with backward: the outputs no gradient reached
+            for name, out in list(waiting.items()):
+                add(name, out, None)
+            waiting.clear()
             count += len(y)
     finally:
         for h in handles:
             h.remove()
-        captured.clear()
+        waiting.clear()
         if backward:
             ctx.model.zero_grad(set_to_none=True)
     return {name: (t / max(count, 1)).float() for name, t in totals.items() if t is not None}

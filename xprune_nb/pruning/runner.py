@@ -45,16 +45,28 @@ def prune_round(study, scores: Scores, fraction: float, cfg: PruneConfig, *, rou
     if rewind_to is not None:
         _rewind(study, model, rewind_to, structure)
     if kind.structural and _wants_recalibration(cfg, model):
-        from .recalibrate import recalibrate_batchnorm
+        from .recalibrate import recalibrate_batchnorm, samples_for
 
+        # bounded by cost: a big model recalibrates on fewer examples (pruning/recalibrate.py)
+        samples = samples_for(_macs(study, model, structure))
         report = recalibrate_batchnorm(model, study.data.train.X, forward=study.forward,
-                                       seed=study.seed)
+                                       seed=study.seed, samples=samples)
         # the settings, so a replay under other defaults recalibrates the same way
         step.config["recalibration"] = {k: v for k, v in report.as_dict().items()
                                         if k != "seconds"}
     measure_step(study, step, model, seconds=time.perf_counter() - start)
     timeline.commit(step, model)
     return step
+
+
+def _macs(study, model, structure: list) -> int | None:
+    """MACs per example of the pruned model (counted once: the step's measurement reuses it)."""
+    from ..measure import structure_macs
+
+    try:
+        return structure_macs(study, structure, model)
+    except Exception:  # noqa: BLE001 - uncountable: recalibrate with the full default
+        return None
 
 
 def _wants_recalibration(cfg: PruneConfig, model) -> bool:
