@@ -79,6 +79,15 @@ def _forward_fn(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return call_model(model, inputs)
 
 
+def _drop(tensor: torch.Tensor) -> None:
+    return None
+
+
+def _never(packed: None) -> torch.Tensor:
+    raise RuntimeError("xprune_nb: a dependency-graph trace keeps no tensors for a backward "
+                       "pass")
+
+
 def build_graph(model: nn.Module, example: torch.Tensor, forward=None) -> tp.DependencyGraph:
     """Trace ``model`` on ``example`` into a torch-pruning dependency graph (in eval mode).
 
@@ -92,7 +101,11 @@ def build_graph(model: nn.Module, example: torch.Tensor, forward=None) -> tp.Dep
         transform = None
     else:
         fn, transform = _forward_fn, trace_output
-    with eval_mode(model):
+    # the trace is read for its structure (and the sizes and dims autograd records), never
+    # run backward: the tensors autograd would save for a backward pass are not kept, so the
+    # graph does not pin a forward pass's activations (hundreds of MB on a ResNet-50) for as
+    # long as it lives, e.g. in the scores that a later prune reuses
+    with eval_mode(model), torch.autograd.graph.saved_tensors_hooks(_drop, _never):
         try:
             return tp.DependencyGraph().build_dependency(
                 model, example_inputs=example, forward_fn=fn, output_transform=transform,

@@ -73,9 +73,12 @@ class DynamicView:
         self.criterion = W.Dropdown(options=aware, description="criterion",
                                     value=d.get("criterion") if d.get("criterion") in aware
                                     else aware[0])
-        # "auto" rather than None as the value: a Dropdown shows None as no selection
-        self.at = W.Dropdown(options=[("auto", _AUTO)] + [(n, n) for n in _branch_points(
-            study.model)], value=_AUTO, description="branch at")
+        # "auto" rather than None as the value: a Dropdown shows None as no selection; the
+        # model's branch points need a trace of it (a second on a ResNet-50): they are added
+        # when the tab is first shown or used (load_points), not when the panel opens
+        self.at = W.Dropdown(options=[("auto", _AUTO)], value=_AUTO, description="branch at")
+        self._study = study
+        self._points_loaded = False
         self.epochs = W.BoundedIntText(value=d.get("epochs", 20), min=1, max=10_000,
                                        description="epochs")
         self.finetune = W.BoundedIntText(value=d.get("finetune", 3), min=0, max=10_000,
@@ -139,7 +142,19 @@ class DynamicView:
                 "samples": parse_number(self.samples.value, _CALL, "samples", integer=True),
                 "max_paths": int(self.max_paths.value), "finetune": int(self.finetune.value)}
 
+    def load_points(self) -> None:
+        """Offer the model's branch points in *branch at* (once: on the tab's first show or
+        first use)."""
+        if self._points_loaded:
+            return
+        self._points_loaded = True
+        value = self.at.value
+        self.at.options = [("auto", _AUTO)] + [(n, n) for n in _branch_points(
+            self._study.model)]
+        self.at.value = value
+
     def _at(self) -> str | None:
+        self.load_points()
         return None if self.at.value == _AUTO else self.at.value
 
     def sweep_config(self) -> dict[str, Any]:

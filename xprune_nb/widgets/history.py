@@ -58,6 +58,7 @@ class HistoryView:
         self.compare_html = W.HTML()
         self.plot = W.Image(format="png", layout=W.Layout(max_width="520px", display="none"))
         self._drawn: tuple | None = None
+        self._stale = False   # the table waits for the tab's first show
         self.visible = False
         self.widget = W.VBox([
             self.table,
@@ -66,8 +67,32 @@ class HistoryView:
             self.compare_html, self.plot,
         ])
 
-    def refresh(self, study) -> None:
-        """Redraw the table and the step pickers; the plot only when the history changed."""
+    def refresh(self, study, table: bool = True) -> None:
+        """Redraw the table and the step pickers; the plot only when the history changed.
+
+        ``table=False`` updates the pickers only and leaves the table for :meth:`show` (the
+        panel opens without building it: the first table imports pandas, ~0.8 s).
+        """
+        self._stale = not table
+        if table:
+            self._table(study)
+        options = [(f"{s.index}: {s.label}", s.index) for s in study.history]
+        keep_a = self.a.value if self.a.value is not None and self.a.value < len(options) else 0
+        for dd, value in ((self.step, study.current), (self.a, keep_a),
+                          (self.b, study.current)):
+            dd.options = options
+            dd.value = value
+        if self.visible:
+            self.draw(study)
+
+    def show(self, study) -> None:
+        """The tab is shown: build the table if it was left for now, and draw the plot."""
+        if self._stale:
+            self._stale = False
+            self._table(study)
+        self.draw(study)
+
+    def _table(self, study) -> None:
         frame = study.history.to_frame()
         # the drift each step recorded on the study's probe set (rank correlation of its
         # saliency maps with the original's); read from the steps, whatever the key's version
@@ -81,14 +106,6 @@ class HistoryView:
         self.table.value = (note_html(f"{len(frame)} steps; the current one (step "
                                       f"{study.current}) is highlighted.")
                             + frame_html(shown, highlight_row=study.current))
-        options = [(f"{s.index}: {s.label}", s.index) for s in study.history]
-        keep_a = self.a.value if self.a.value is not None and self.a.value < len(options) else 0
-        for dd, value in ((self.step, study.current), (self.a, keep_a),
-                          (self.b, study.current)):
-            dd.options = options
-            dd.value = value
-        if self.visible:
-            self.draw(study)
 
     def draw(self, study) -> None:
         """Draw the accuracy-vs-size plot if the history changed since the last drawing.

@@ -167,13 +167,17 @@ class Panel(SectionActions):
         # latency is timed only on Measure: on a big model it takes seconds per click
         self._latency: dict[int, tuple[float | None, float | None]] = {}
         self._latency_original: float | None = None
-        self.refresh()
+        self._refresh(table=False)   # the History table: on its tab's first show
 
     def _on_tab(self, change) -> None:
+        # what a tab computes is built on its first show (the panel opens within a second
+        # even on a ResNet-50): the Dynamic tab's branch points, the History tab's table
+        if change["new"] == _TABS.index("Dynamic") and not self.busy:
+            self.dynamic_view.load_points()
         self.history_view.visible = change["new"] == _TABS.index("History")
         if self.history_view.visible and not self.busy:   # else the running task's refresh
             try:
-                self.history_view.draw(self.study)
+                self.history_view.show(self.study)
             except Exception as exc:  # noqa: BLE001 - a callback must not fail silently
                 self.status_line.set("error", f"Drawing the history plot failed: "
                                               f"{type(exc).__name__}: {exc}")
@@ -219,10 +223,16 @@ class Panel(SectionActions):
 
     def refresh(self) -> None:
         """Redraw everything that shows the study's state (after changing it from code)."""
+        self._refresh(table=True)
+
+    def _refresh(self, table: bool) -> None:
         study = self.study
         latency, worst = self._latency.get(study.current, (None, None))
         self.metrics.update(study, latency, self._latency_original, worst)
-        self.history_view.refresh(study)
+        if table or self.history_view.visible:
+            self.history_view.refresh(study)
+        else:
+            self.history_view.refresh(study, table=False)
         self.explain_view.refresh(study)
         self.pathways_view.refresh(study)
         self.score_view.sync(study)
