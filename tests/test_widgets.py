@@ -117,6 +117,16 @@ def test_preview_of_weight_pruning_predicts_nonzero_params(panel, study):
     assert "dense kernels" in preview.summary()
 
 
+def test_tabs_that_compute_build_on_first_show(panel, study):
+    # opening the panel neither traces the model for branch points nor builds the table
+    assert panel.history_view.table.value == "" and len(panel.dynamic_view.at.options) == 1
+    panel.tabs.selected_index = 4   # History
+    assert "1 steps" in panel.history_view.table.value
+    panel.tabs.selected_index = 8   # Dynamic
+    options = [value for _, value in panel.dynamic_view.at.options]
+    assert len(options) > 1 and "conv1" in options and panel.dynamic_view.at.label == "auto"
+
+
 def test_prune_click_updates_metrics_history_and_status(panel, study):
     before = study.step.metrics["params"]
     panel.score()
