@@ -348,15 +348,6 @@ def test_study_on_padded_batch_encodings_of_different_lengths(tmp_path):
     assert gap <= 1e-5
 
 
-def test_dynamic_refuses_named_inputs_and_leaves_the_study_as_it_was():
-    from xprune_nb.errors import ModelError
-
-    study = xp.Study(_bert(2), train=_encoded(24, 7, 0), seed=0)
-    with pytest.raises(ModelError, match=r"Study.dynamic: the model takes named inputs"):
-        study.dynamic(k=1, epochs=1)
-    assert len(study.history) == 1 and study.current == 0
-
-
 def test_token_comparison_reasons_look_at_real_tokens_only():
     from xprune_nb.explain.token_compare import TokenComparison
 

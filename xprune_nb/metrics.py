@@ -14,6 +14,7 @@ from torch import nn
 from ._device import model_device, to_device
 from ._model import eval_mode
 from .data import Split, StudyData, batches
+from .data.batch import batch_size, take
 from .data.groups import group_summary, per_group_accuracy
 from .errors import DataError
 
@@ -122,7 +123,9 @@ def measure_latency(model: nn.Module, example: torch.Tensor, forward, *, repeats
     True
     """
     times = []
-    sync = torch.cuda.synchronize if example.device.type == "cuda" else (lambda: None)
+    first = example if isinstance(example, torch.Tensor) else next(   # named inputs too
+        (v for v in example.values() if isinstance(v, torch.Tensor)), torch.zeros(0))
+    sync = torch.cuda.synchronize if first.device.type == "cuda" else (lambda: None)
     begin = time.perf_counter()
 
     def spent() -> bool:
@@ -340,8 +343,8 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
     if latency:
         for bs in batch_sizes:
             x = data.example(bs)
-            if len(x) < bs:
-                x = x.repeat((bs + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:bs]
+            if batch_size(x) < bs:   # repeat the rows up to the batch size (named inputs too)
+                x = take(x, [i % batch_size(x) for i in range(bs)])
             # the input waits on the model's device, as in deployment: the copy isn't timed
             x = to_device(x, model_device(model))
             lat[bs] = measure_latency(model, x, forward, repeats=repeats, budget_s=budget_s)

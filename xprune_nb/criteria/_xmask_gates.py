@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..data.batch import take
 from .base import ScoringContext
 
 __all__ = ["gates_for"]
@@ -54,7 +55,7 @@ def channel_gates(ctx: ScoringContext) -> Iterator[dict[str, torch.Tensor]]:
         # do not all say it in their weight's first dimension)
         handles = [layer.register_forward_hook(probe(n)) for n, layer in ctx.layers.items()]
         with torch.no_grad():
-            ctx.forward(ctx.model, ctx.inputs[:1])
+            ctx.forward(ctx.model, take(ctx.inputs, slice(0, 1)))
     finally:
         for h in handles:
             h.remove()

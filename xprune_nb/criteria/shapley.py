@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._model import eval_mode
+from ..data.batch import take
 from ..errors import ConfigError, NotScoredError
 from ._relevance import UnitRelevanceMixin
 from .base import Criterion, ScoringContext
@@ -178,7 +179,7 @@ class ShapleyCriterion(UnitRelevanceMixin, Criterion):
         for start in range(0, len(masks), per_forward):
             chunk = masks[start:start + per_forward]
             gates.gate = chunk.repeat_interleave(n, dim=0)
-            xs = x.repeat(len(chunk), *([1] * (x.dim() - 1)))
+            xs = take(x, torch.arange(n).repeat(len(chunk)))   # named inputs too
             logits = ctx.forward(ctx.model, xs)
             ys = y.repeat(len(chunk))
             if self.params["metric"] == "accuracy":
@@ -197,7 +198,7 @@ class ShapleyCriterion(UnitRelevanceMixin, Criterion):
         counts = onehot.sum(dim=0)
         with eval_mode(ctx.model), torch.no_grad():
             gates = _Gates(ctx.model, ctx.layers, lambda x: ctx.forward(ctx.model, x),
-                           ctx.inputs[:1])
+                           take(ctx.inputs, slice(0, 1)))
             m = gates.total
             per_forward = max(1, _SAMPLES_PER_FORWARD // len(ctx.targets))
             gen = torch.Generator().manual_seed(int(ctx.seed))

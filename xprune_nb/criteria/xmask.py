@@ -24,6 +24,7 @@ from numbers import Integral, Real
 import torch
 import torch.nn.functional as F
 
+from ..data.batch import take
 from ..errors import ConfigError
 from ._xmask_gates import gates_for
 from .base import Criterion, ScoringContext
@@ -201,7 +202,7 @@ def learn_masks(ctx: ScoringContext, *, steps: int, lr: float, sparsity: float,
                     for gate, part in zip(gate_list, masks[row].split(sizes)):
                         gate.copy_(part)
                 for idx in batches[c]:
-                    logits = ctx.forward(ctx.model, ctx.inputs[idx])
+                    logits = ctx.forward(ctx.model, take(ctx.inputs, idx))
                     loss = F.cross_entropy(logits, targets[idx], reduction="sum")
                     grads = torch.autograd.grad(loss / counts[row].item(), gate_list,
                                                 allow_unused=True)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..errors import DataError
 
 __all__ = ["Inputs", "is_mapping", "batch_size", "take", "concat", "to_device", "rebuild",
-           "PAD_VALUES"]
+           "plain", "PAD_VALUES"]
 
 #: What a tensor or a mapping of named tensors (``dict``, ``BatchEncoding``) can be.
 Inputs = Any
@@ -151,3 +151,17 @@ def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:
     if isinstance(inputs, (tuple, list)):
         return type(inputs)(to_device(v, device) for v in inputs)
     return inputs
+
+
+def plain(inputs: Inputs) -> Inputs:
+    """``inputs`` as a file stores them: a mapping (a ``BatchEncoding`` too) becomes a plain
+    ``dict`` of its entries, which ``torch.load(weights_only=True)`` reads back (a
+    ``BatchEncoding`` is a class it refuses); a tensor stays as it is.
+
+    Examples
+    --------
+    >>> from collections import OrderedDict
+    >>> type(plain(OrderedDict(input_ids=torch.zeros(1, 2)))).__name__
+    'dict'
+    """
+    return {str(k): v for k, v in inputs.items()} if is_mapping(inputs) else inputs

@@ -69,7 +69,7 @@ def architecture_of(model: nn.Module, kwargs: dict | None = None) -> dict:
 def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (),
                 masked: list[str] = (), input_shape: tuple[int, ...],
                 architecture: dict | None = None, metrics: dict | None = None,
-                input_dtype: torch.dtype = torch.float32) -> Path:
+                input_dtype: torch.dtype = torch.float32, inputs: dict | None = None) -> Path:
     """Write a pruned model to ``path`` (loadable with ``torch.load(weights_only=True)``).
 
     Parameters
@@ -87,6 +87,9 @@ def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (
         (a zoo model knows its name and constructor arguments).
     metrics : dict, optional
         Plain numbers to keep alongside (accuracy, params...).
+    inputs : dict, optional
+        Shape and dtype of each named input (``io.pretrained.input_spec``): a model taking a
+        dict / ``BatchEncoding`` is traced with these names when rebuilt.
     """
     path = as_path(path, call="Study.save_pruned")
     arch = dict(architecture or architecture_of(model))
@@ -100,6 +103,7 @@ def save_pruned(model: nn.Module, path: str | Path, *, structure: list[dict] = (
         "masked": [str(n) for n in masked],
         "input_shape": [int(d) for d in input_shape],
         "input_dtype": str(input_dtype).replace("torch.", ""),
+        **({"inputs": _plain(inputs)} if inputs else {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metrics": {k: v for k, v in (metrics or {}).items()
                     if isinstance(v, (int, float, str, bool)) or v is None},
@@ -141,8 +145,27 @@ def read_checkpoint(path: str | Path, call: str = "load_pruned") -> dict:
             isinstance(n, str) for n in payload.get("masked", [])):
         raise StudyFileError(f"{call}: {str(path)!r} is damaged (its recorded structure or "
                              "masks are not lists); export the model again.")
+    if "inputs" in payload and not _named_inputs_ok(payload["inputs"]):
+        raise StudyFileError(f"{call}: {str(path)!r} is damaged: its named inputs are not "
+                             "{'keys': {name: {'shape': [...], 'dtype': ...}}} of small "
+                             "shapes and torch dtypes; export the model again.")
     check_finite_state(payload["state_dict"], path=path, call=call, where="the weights")
     return payload
+
+
+def _named_inputs_ok(spec) -> bool:
+    """A named-input record that builds a small example (checked before anything is built)."""
+    keys = spec.get("keys") if isinstance(spec, dict) else None
+    if not isinstance(keys, dict) or not keys or len(keys) > 16:
+        return False
+    for name, v in keys.items():
+        shape = v.get("shape") if isinstance(v, dict) else None
+        if not isinstance(name, str) or not isinstance(shape, list) or len(shape) > 8 or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 < d for d in shape) or (
+                math.prod(shape) > MAX_EXAMPLE) or not isinstance(
+                getattr(torch, str(v.get("dtype")), None), torch.dtype):
+            return False
+    return True
 
 
 def _construct(arch: dict, call: str, trust_source: bool) -> nn.Module:
@@ -224,7 +247,12 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, *,
         dtype = getattr(torch, str(payload.get("input_dtype", "float32")), None)
         if not isinstance(dtype, torch.dtype):
             raise StudyFileError(f"{call}: {str(path)!r} names an unknown input dtype.")
-        example = torch.zeros(2, *payload["input_shape"], dtype=dtype)
+        if "inputs" in payload:   # named inputs (input_ids, attention_mask, ...)
+            from .pretrained import example_from
+
+            example = example_from(payload["inputs"])
+        else:
+            example = torch.zeros(2, *payload["input_shape"], dtype=dtype)
         net = rebuild(net, payload["structure"], payload["masked"], example)
         net.load_state_dict(payload["state_dict"])
         from ..pruning.unstructured import refresh_masked_weights

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.batch import plain
 from ..errors import ConfigError, DataError, StudyFileError, XPruneError
 from ..history import History, Step
 from ..scores import Scores
@@ -197,7 +198,8 @@ def study_payload(study) -> dict:
         # a user's own loader or dataset is described, never copied into the file
         "data_description": data.describe(), "data_sampling": dict(data.sampling),
         "data": None if data.source or data.streamed else {
-            name: {"X": data.split(name).X, "y": data.split(name).y}
+            # a BatchEncoding is stored as the plain dict weights_only reads back
+            name: {"X": plain(data.split(name).X), "y": data.split(name).y}
             for name in ("train", "val", "test")},
         # sensitive groups: kept even when the data itself is a bundled source; for a user's
         # loader or dataset, the labels given per item (None: its items are (x, y, g))
@@ -216,7 +218,7 @@ def study_payload(study) -> dict:
         # kept for readers of earlier files' layout
         "safe_channel_keys": channel.get("safe"), "skipped": channel.get("skipped", {}),
         "executed": sorted(env.executed),
-        "probe": {"x": study.probe_x, "y": study.probe_y},
+        "probe": {"x": plain(study.probe_x), "y": study.probe_y},
     }
 
 

@@ -41,33 +41,55 @@ PLAN_VERSION = 1
 
 class Branch(nn.Module):
     """The early classifier: adaptive average pooling to ``pool`` per spatial dimension, then
-    one linear layer (features of shape (N, C, *spatial) or (N, C)).
+    one linear layer (features of shape (N, C, *spatial) or (N, C)). With ``tokens=True`` the
+    features are (N, tokens, C) hidden states, averaged over the tokens the attention mask
+    keeps (padding does not count), then the linear layer.
 
     Examples
     --------
     >>> import torch
     >>> Branch(16, 10, pool=2, spatial_dims=2)(torch.zeros(3, 16, 8, 8)).shape
     torch.Size([3, 10])
+    >>> Branch(16, 2, spatial_dims=0, tokens=True)(torch.zeros(3, 5, 16),
+    ...                                             mask=torch.ones(3, 5)).shape
+    torch.Size([3, 2])
     """
 
     def __init__(self, channels: int, num_classes: int, pool: int = 1,
-                 spatial_dims: int = 2) -> None:
+                 spatial_dims: int = 2, tokens: bool = False) -> None:
         super().__init__()
         self.channels, self.num_classes = int(channels), int(num_classes)
-        self.pool_size, self.spatial_dims = int(pool), int(spatial_dims)
+        self.tokens = bool(tokens)
+        self.pool_size, self.spatial_dims = int(pool), 0 if tokens else int(spatial_dims)
         pools = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
-        self.pool = pools[spatial_dims](pool) if spatial_dims else None
+        self.pool = pools[self.spatial_dims](pool) if self.spatial_dims else None
         self.fc = nn.Linear(self.channels * self.pool_size ** self.spatial_dims, num_classes)
 
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+    def features(self, feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The linear layer's input: pooled, flattened features (masked token mean)."""
+        if self.tokens:
+            if mask is None:
+                return feat.mean(1)
+            m = mask.to(feat.dtype).unsqueeze(-1)
+            return (feat * m).sum(1) / m.sum(1).clamp(min=1)
         if self.pool is not None:
             feat = self.pool(feat)
-        return self.fc(torch.flatten(feat, 1))
+        return torch.flatten(feat, 1)
+
+    def forward(self, feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc(self.features(feat, mask))
 
     def shape(self) -> dict:
         """Plain data that rebuilds this branch (with its state dict)."""
         return {"channels": self.channels, "num_classes": self.num_classes,
-                "pool": self.pool_size, "spatial_dims": self.spatial_dims}
+                "pool": self.pool_size, "spatial_dims": self.spatial_dims,
+                "tokens": self.tokens}
+
+
+def crossing_mask(trunk: nn.Module, values) -> torch.Tensor | None:
+    """The attention mask among the values crossing the cut (None for a tensor model)."""
+    index = getattr(trunk, "mask_index", None)
+    return values[index] if index is not None else None
 
 
 class DynamicNet(nn.Module):
@@ -124,7 +146,7 @@ class DynamicNet(nn.Module):
         takes otherwise (computed for every input, exited or not).
         """
         values = self.trunk(x)
-        logits = self.branch(values[0])
+        logits = self.branch(values[0], crossing_mask(self.trunk, values))
         if self.confidence < 1.0:
             exited = torch.softmax(logits.float(), 1).amax(1) >= self.confidence
         else:
@@ -134,8 +156,9 @@ class DynamicNet(nn.Module):
         path = self.affinity[:, subset].sum(-1).argmax(0)
         return values, logits, exited, path
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values, logits, exited, path = self.route(x)
+    def forward(self, x=None, /, **named) -> torch.Tensor:
+        # named inputs come as keyword arguments (model(**batch)), as for the model wrapped
+        values, logits, exited, path = self.route(named if x is None else x)
         n = len(logits)
         if n == 1:  # the batch-1 fast path: no gathering or scattering
             return logits if bool(exited[0]) else run_tail(self.paths[int(path[0])], values)
@@ -192,7 +215,7 @@ def _check_plan(plan: object, call: str) -> dict:
     return plan
 
 
-def rebuild_dynamic(base_model: nn.Module, plan: dict, example: torch.Tensor, *,
+def rebuild_dynamic(base_model: nn.Module, plan: dict, example, *,
                     state_dict: dict | None = None, call: str = "rebuild_dynamic"
                     ) -> DynamicNet:
     """Rebuild a :class:`DynamicNet` on a copy of ``base_model`` from its plain-data ``plan``.
@@ -204,7 +227,7 @@ def rebuild_dynamic(base_model: nn.Module, plan: dict, example: torch.Tensor, *,
         copied, never changed.
     plan : dict
         From :func:`dynamic_plan`.
-    example : torch.Tensor
+    example : torch.Tensor or dict of tensors
         One or more inputs (traces the cut and the channel dependencies).
     state_dict : dict, optional
         The net's ``state_dict()`` (the trained branch, and anything retrained later).
@@ -215,14 +238,24 @@ def rebuild_dynamic(base_model: nn.Module, plan: dict, example: torch.Tensor, *,
     """
     plan = _check_plan(plan, call)
     model = copy_model(base_model).eval()
-    trunk, tail = split_at(model, plan["at"], call)
-    with torch.no_grad(), eval_mode(model):
-        values = tuple(trunk(example))
-    check_crossing(values, len(example), plan["at"], call)
     sizes = {k: int(v) for k, v in plan["sizes"].items()}
-    paths = [slice_tail(tail, values, p["kept"], sizes) for p in plan["paths"]]
+    if plan.get("split") == "hooks":   # token / untraceable models: see dynamic_hooks
+        from .dynamic_hooks import HookCut
+
+        with eval_mode(model):
+            cut = HookCut(model, plan["at"], example, call=call)
+            paths = [cut.path(p["kept"], sizes) for p in plan["paths"]]
+        cut.strip()
+        trunk = cut.trunk
+    else:
+        trunk, tail = split_at(model, plan["at"], call)
+        with torch.no_grad(), eval_mode(model):
+            values = tuple(trunk(example))
+        check_crossing(values, len(example), plan["at"], call)
+        paths = [slice_tail(tail, values, p["kept"], sizes) for p in plan["paths"]]
     b = plan["branch"]
-    branch = Branch(b["channels"], b["num_classes"], b["pool"], b["spatial_dims"])
+    branch = Branch(b["channels"], b["num_classes"], b["pool"], b["spatial_dims"],
+                    b.get("tokens", False))
     net = DynamicNet(trunk, branch, paths, torch.tensor(plan["affinity"]), k=plan["k"],
                      confidence=plan["confidence"], plan=plan)
     if state_dict is not None:

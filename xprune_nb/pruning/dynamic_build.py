@@ -17,14 +17,15 @@ import torch
 from torch import nn
 
 from .._model import call_model, copy_model, eval_mode, find_output_layers, logits_of
-from ..errors import ConfigError, DataError
+from ..data.batch import batch_size, is_mapping, take
+from ..errors import ConfigError, DataError, ModelError
 from .dynamic import PLAN_VERSION, Branch, DynamicNet
 from .dynamic_paths import cluster_subsets, normalise_relevance
 from .dynamic_split import branch_points, check_crossing, slice_tail, split_at, tail_groups
 from .dynamic_train import finetune_paths, pooled_features, train_branch
 
 __all__ = ["build_dynamic", "DEFAULTS", "check_dynamic_args", "auto_branch_point",
-           "class_relevance"]
+           "class_relevance", "dynamic_branch_points"]
 
 #: Defaults of build_dynamic (and Study.dynamic), measured in docs/dynamic.md.
 DEFAULTS = {"k": 2, "confidence": 0.9, "keep": 0.5, "at": None, "epochs": 20, "max_paths": 4,
@@ -244,11 +245,12 @@ def build_dynamic(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Ten
     True
     """
     forward = forward or _forward
-    if not isinstance(train_X, torch.Tensor) or not isinstance(train_y, torch.Tensor) \
-            or len(train_X) == 0 or len(train_X) != len(train_y):
-        raise DataError(f"{call}: the training data must be two tensors of the same, non-zero "
-                        "length (inputs and labels).")
-    example = train_X[:2] if example is None else example
+    if not (isinstance(train_X, torch.Tensor) or is_mapping(train_X)) \
+            or not isinstance(train_y, torch.Tensor) or len(train_y) == 0 \
+            or batch_size(train_X, call) != len(train_y):
+        raise DataError(f"{call}: the training data must be inputs (a tensor or a dict of "
+                        "tensors) and labels of the same, non-zero length.")
+    example = take(train_X, slice(0, 2)) if example is None else example
     num_classes = _num_classes(model, example, forward, call)
     check_dynamic_args(k=k, confidence=confidence, keep=keep, epochs=epochs,
                        max_paths=max_paths, seed=seed, num_classes=num_classes, call=call)
@@ -261,40 +263,60 @@ def build_dynamic(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Ten
                         f"{num_classes} outputs.")
     _check_scores(per_class_scores, num_classes, call)
     model = copy_model(model).eval()
-    if at is None:
-        candidates = auto_branch_point(model, example, DEFAULTS["at_fraction"], call)
-    else:
-        candidates = [at]
+    # named inputs, or a forward torch.fx cannot trace (Hugging Face models): cut with hooks
+    hooks = is_mapping(example) or not _traceable(model, call)
     output_layers = find_output_layers(model, example, forward)
-    last_error = None
+    if at is not None:
+        candidates = [at]
+    elif hooks:
+        from .dynamic_hooks import auto_hook_point
+
+        candidates = auto_hook_point(model, example, DEFAULTS["at_fraction"], call)
+    else:
+        candidates = auto_branch_point(model, example, DEFAULTS["at_fraction"], call)
+    last_error, cut = None, None
     for point in candidates:
-        trunk, tail = split_at(model, point, call)
+        if hooks:
+            from .dynamic_hooks import HookCut
+
+            with eval_mode(model):
+                cut = HookCut(model, point, example, forward=forward, ignored=output_layers,
+                              call=call)
+                groups = cut.groups()
+            trunk, tail = cut.trunk, None
+        else:
+            trunk, tail = split_at(model, point, call)
         with torch.no_grad():
             values = tuple(trunk(example))
-        check_crossing(values, len(example), point, call)
-        groups = tail_groups(tail, values, output_layers)
+        if not hooks:
+            check_crossing(values, batch_size(example), point, call)
+            groups = tail_groups(tail, values, output_layers)
         relevance = class_relevance(model, example, tail, groups, per_class_scores,
                                     num_classes, call)
         if relevance:
             at = point
             break
+        points = ", ".join(candidates[:12] if hooks else branch_points(model, call)[:12])
         last_error = ConfigError.bad_value(
             call, "at", "a branch point followed by channels to slice, with class-wise scores "
-            f"for them (candidates: {', '.join(branch_points(model, call)[:12])}, ...)", point)
+            f"for them (candidates: {points or 'none'}, ...)", point)
     else:
         raise last_error or ConfigError.bad_value(call, "at", "a module name", at)
     sizes = {g.key: g.size for g in groups if g.key in relevance}
     feat = values[0]
-    spatial = feat.dim() - 2
-    if spatial > 3:
-        raise ConfigError.bad_value(call, "at", "a module whose output is (N, C) or (N, C, "
-                                    "*spatial) with up to 3 spatial dimensions", at)
+    tokens = hooks and feat.dim() == 3   # (batch, tokens, hidden): a sequence model's states
+    spatial = 0 if tokens else feat.dim() - 2
+    if spatial > 3 or spatial < 0:
+        raise ConfigError.bad_value(call, "at", "a module whose output is (N, C), (N, C, "
+                                    "*spatial) with up to 3 spatial dimensions, or token "
+                                    "states (N, tokens, C)", at)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # pooling never enlarges: a 2x2 feature map is pooled to 2x2, not repeated to 4x4
         size = min([pool, *feat.shape[2:]]) if spatial else 1
-        branch = Branch(feat.shape[1], num_classes, size, spatial)
-    feats = pooled_features(trunk, branch.pool, train_X)
+        branch = Branch(feat.shape[-1] if tokens else feat.shape[1], num_classes, size,
+                        spatial, tokens=tokens)
+    feats = pooled_features(trunk, branch, train_X)
     if branch_state is not None:
         branch.load_state_dict(branch_state)
     else:
@@ -304,12 +326,16 @@ def build_dynamic(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Ten
     subsets = Counter(tuple(int(c) for c in row) for row in top.tolist())
     rel = normalise_relevance(relevance)
     clusters = cluster_subsets(rel, subsets, num_classes, float(keep), max_paths)
-    paths = [slice_tail(tail, values, p["kept"], sizes) for p in clusters["paths"]]
+    if hooks:
+        with eval_mode(model):
+            paths = [cut.path(p["kept"], sizes) for p in clusters["paths"]]
+    else:
+        paths = [slice_tail(tail, values, p["kept"], sizes) for p in clusters["paths"]]
     plan = {
         "version": PLAN_VERSION, "at": at, "k": int(k), "confidence": float(confidence),
         "keep": float(keep), "num_classes": num_classes, "max_paths": int(max_paths),
         "seed": int(seed), "epochs": int(epochs), "finetune": int(finetune),
-        "branch": branch.shape(), "sizes": sizes,
+        "branch": branch.shape(), "sizes": sizes, "split": "hooks" if hooks else "fx",
         "paths": clusters["paths"], "affinity": clusters["affinity"].tolist(),
         "subsets": clusters["subsets"],
         "relevance": {key: r.float().tolist() for key, r in rel.items()},
@@ -317,8 +343,30 @@ def build_dynamic(model: nn.Module, *, train_X: torch.Tensor, train_y: torch.Ten
     net = DynamicNet(trunk, branch, paths, clusters["affinity"], k=k, confidence=confidence,
                      plan=plan).eval()
     if finetune and keep < 1:  # with every channel kept there is nothing to recover
+        n = batch_size(train_X)
         with torch.no_grad():
-            teacher = torch.cat([forward(model, train_X[i:i + 256])
-                                 for i in range(0, len(train_X), 256)])
+            teacher = torch.cat([forward(model, take(train_X, slice(i, i + 256)))
+                                 for i in range(0, n, 256)])
         finetune_paths(net, train_X, train_y.long(), teacher, epochs=finetune, seed=seed)
+    if hooks:
+        cut.strip()   # the trunk stops at the cut: its copy of the later layers goes
     return net
+
+
+def _traceable(model: nn.Module, call: str) -> bool:
+    """True when torch.fx can trace ``model`` (the graph cut of :mod:`.dynamic_split`)."""
+    try:
+        branch_points(model, call)
+    except ModelError:
+        return False
+    return True
+
+
+def dynamic_branch_points(model: nn.Module, example, call: str = "Study.dynamic") -> list[str]:
+    """What ``at`` may be for ``model`` on inputs like ``example``: the torch.fx branch points
+    of a traceable model taking one tensor, else the modules a hook cut can stop after."""
+    if not is_mapping(example) and _traceable(model, call):
+        return branch_points(model, call)
+    from .dynamic_hooks import hook_points
+
+    return hook_points(model, example, call)

@@ -23,7 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._model import eval_mode, logits_of
+from .._model import call_model, eval_mode, logits_of
+from ..data.batch import batch_size, take
 from .dynamic import DynamicNet
 from .dynamic_split import run_tail
 
@@ -53,10 +54,10 @@ def path_macs(net: DynamicNet, example: torch.Tensor) -> dict:
     --------
     >>> # path_macs(net, X[:1]) -> {'trunk': 30720, 'paths': [41216, 40960]}
     """
-    x = example[:1]
+    x = take(example, slice(0, 1))
     with torch.no_grad(), eval_mode(net):
+        trunk = _macs(lambda: net.route(x))   # trunk, branch and routing
         values = net.trunk(x)
-        trunk = _macs(lambda: net.branch(net.trunk(x)[0]))
         paths = [_macs(lambda p=p: run_tail(p, values)) for p in net.paths]
     return {"trunk": trunk, "paths": paths}
 
@@ -74,7 +75,7 @@ def _latencies(models: list[Callable], X: torch.Tensor, samples: int, repeats: i
         raise ConfigError.unknown_name("dynamic_metrics", "clock", _CLOCKS, clock)
     now = _CLOCKS[clock]
     times: list[list[float]] = [[] for _ in models]
-    xs = [X[i:i + 1] for i in range(min(samples, len(X)))]
+    xs = [take(X, slice(i, i + 1)) for i in range(min(samples, batch_size(X)))]
     with torch.inference_mode():
         for f in models:  # warm-up
             for x in xs[:3]:
@@ -101,9 +102,9 @@ def _summary(ms: list[float]) -> dict:
 def _batch_throughput(f: Callable, X: torch.Tensor, batch: int, repeats: int,
                       clock: str = "wall") -> float:
     now = _CLOCKS[clock]
-    x = X[:batch]
-    if len(x) < batch:
-        x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))[:batch]
+    x = take(X, slice(0, batch))
+    if batch_size(x) < batch:   # repeat the rows up to a full batch
+        x = take(x, [i % batch_size(x) for i in range(batch)])
     with torch.inference_mode():
         f(x)
         times = []
@@ -117,8 +118,8 @@ def _batch_throughput(f: Callable, X: torch.Tensor, batch: int, repeats: int,
 def _route_all(net: DynamicNet, X: torch.Tensor, batch: int = 256):
     preds, exits, paths = [], [], []
     with torch.no_grad(), eval_mode(net):
-        for i in range(0, len(X), batch):
-            x = X[i:i + batch]
+        for i in range(0, batch_size(X), batch):
+            x = take(X, slice(i, i + batch))
             _, _, exited, path = net.route(x)
             preds.append(net(x).argmax(1))
             exits.append(exited)
@@ -157,13 +158,13 @@ def dynamic_metrics(net: DynamicNet, X: torch.Tensor, y: torch.Tensor,
     --------
     >>> # dynamic_metrics(net, data.test.X, data.test.y)["macs_mean"]
     """
-    forward = forward or (lambda m, x: logits_of(m(x)))
+    forward = forward or (lambda m, x: logits_of(call_model(m, x)))
     preds, exited, path = _route_all(net, X)
-    macs = path_macs(net, X[:1])
+    macs = path_macs(net, take(X, slice(0, 1)))
     per_path = torch.tensor(macs["paths"], dtype=torch.float64)
     taken = path[~exited]
-    mean = macs["trunk"] + float(per_path[taken].sum()) / max(len(X), 1)
-    share = [float((taken == p).sum()) / max(len(X), 1) for p in range(net.num_paths)]
+    mean = macs["trunk"] + float(per_path[taken].sum()) / max(batch_size(X), 1)
+    share = [float((taken == p).sum()) / max(batch_size(X), 1) for p in range(net.num_paths)]
     out = {"accuracy": float((preds == y).float().mean()), "macs_mean": mean,
            "macs_longest": macs["trunk"] + int(per_path.max()), "macs_trunk": macs["trunk"],
            "exit_share": float(exited.float().mean()), "path_share": share,
@@ -179,11 +180,11 @@ def dense_metrics(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
                   forward: Callable | None = None, *, latency: bool = True,
                   samples: int = 100, repeats: int = 3, clock: str = "wall") -> dict:
     """The same measurements for a static model (no exits, one path)."""
-    forward = forward or (lambda m, x: logits_of(m(x)))
+    forward = forward or (lambda m, x: logits_of(call_model(m, x)))
     with torch.no_grad(), eval_mode(model):
-        acc = float(torch.cat([forward(model, X[i:i + 256]).argmax(1)
-                               for i in range(0, len(X), 256)]).eq(y).float().mean())
-        macs = _macs(lambda: forward(model, X[:1]))
+        acc = float(torch.cat([forward(model, take(X, slice(i, i + 256))).argmax(1)
+                               for i in range(0, batch_size(X), 256)]).eq(y).float().mean())
+        macs = _macs(lambda: forward(model, take(X, slice(0, 1))))
     out = {"accuracy": acc, "macs_mean": float(macs), "macs_longest": macs, "macs_trunk": 0,
            "exit_share": 0.0, "path_share": [1.0], "paths": 1, "params": _params(model)}
     if latency:
@@ -205,7 +206,7 @@ def compare_dense(net: DynamicNet, model: nn.Module, X: torch.Tensor, y: torch.T
     """
     import pandas as pd
 
-    forward = forward or (lambda m, x: logits_of(m(x)))
+    forward = forward or (lambda m, x: logits_of(call_model(m, x)))
     rows = {"dense": dense_metrics(model, X, y, forward, latency=False),
             "dynamic": dynamic_metrics(net, X, y, forward, latency=False)}
     with eval_mode(model), eval_mode(net):
@@ -239,7 +240,7 @@ def path_of(net: DynamicNet, x: torch.Tensor):
         subset = logits.topk(net.k, 1).indices
         pred = net(x).argmax(1)
     rows = []
-    for i in range(len(x)):
+    for i in range(batch_size(x)):
         p = -1 if bool(exited[i]) else int(path[i])
         rows.append({"exited": bool(exited[i]), "branch_class": int(probs[i].argmax()),
                      "branch_confidence": float(probs[i].max()),

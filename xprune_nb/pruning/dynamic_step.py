@@ -13,7 +13,6 @@ import copy
 import time
 from collections.abc import Mapping
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError, StoppedError
@@ -22,7 +21,7 @@ from ..measure import measure_step
 from ..params import validate
 from .dynamic_build import DEFAULTS
 
-__all__ = ["dynamic", "replay", "is_dynamic"]
+__all__ = ["dynamic", "replay", "is_dynamic", "default_criterion", "usable_criterion"]
 
 
 def is_dynamic(model: nn.Module) -> bool:
@@ -32,7 +31,24 @@ def is_dynamic(model: nn.Module) -> bool:
     return isinstance(model, DynamicNet)
 
 
-def replay(model: nn.Module, plan: dict, example: torch.Tensor, forward=None) -> nn.Module:
+#: class-aware criteria whose channel relevance needs one input tensor (zennit's LRP rules,
+#: captum's layer conductance): for named inputs Study.dynamic uses the others
+_TENSOR_ONLY = ("lrp", "conductance")
+#: the default criterion for named (token) inputs: learned class-wise masks, fast on tokens
+TOKEN_CRITERION = "xmask"
+
+
+def default_criterion(example) -> str:
+    """What ``Study.dynamic(criterion=None)`` uses for inputs like ``example``."""
+    return TOKEN_CRITERION if isinstance(example, Mapping) else "lrp"
+
+
+def usable_criterion(name: str, example) -> bool:
+    """False for a criterion that cannot score channels of a model with these inputs."""
+    return not (isinstance(example, Mapping) and name in _TENSOR_ONLY)
+
+
+def replay(model: nn.Module, plan: dict, example, forward=None) -> nn.Module:
     """Wrap ``model`` (the parent step's model) into the recorded dynamic model."""
     from .dynamic import rebuild_dynamic
 
@@ -41,7 +57,7 @@ def replay(model: nn.Module, plan: dict, example: torch.Tensor, forward=None) ->
 
 def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["confidence"],
             keep: float = DEFAULTS["keep"], at: str | None = DEFAULTS["at"],
-            criterion: str = "lrp", epochs: int = DEFAULTS["epochs"],
+            criterion: str | None = None, epochs: int = DEFAULTS["epochs"],
             samples: int | None = None, max_paths: int = DEFAULTS["max_paths"],
             finetune: int = DEFAULTS["finetune"], progress=False, stop=None) -> Step:
     """Make the current model input-adaptive (DyFiP; Sabih, Hannig & Teich, EuroMLSys 2022).
@@ -50,7 +66,10 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
     probability reaches ``confidence`` the input exits early, otherwise the later layers run
     only the ``keep`` fraction of channels that the class-wise relevance (``criterion``,
     class-aware, default LRP) marks as important for the predicted class subset, through
-    precomputed smaller layers (at most ``max_paths`` of them). Records a ``dynamic`` step;
+    precomputed smaller layers (at most ``max_paths`` of them). ``criterion=None`` means
+    ``"lrp"``, or ``"xmask"`` for a model taking named inputs (a dict / ``BatchEncoding``:
+    ``input_ids``, ``attention_mask``...), whose branch averages the hidden states over the
+    tokens the attention mask keeps and whose paths carry the mask. Records a ``dynamic`` step;
     ``study.evaluate()`` then reports mean and longest-path MACs, the share of early exits and
     batch-1 latency. See docs/dynamic.md for the defaults and when it pays. ``progress``
     follows the relevance scoring; ``stop`` ends the call during scoring or after the
@@ -74,19 +93,23 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
     make_progress(progress, call, "dynamic")   # checked here, not by the score it runs
     check_dynamic_args(k=k, confidence=confidence, keep=keep, epochs=epochs,
                        max_paths=max_paths, num_classes=study.data.num_classes, call=call)
+    if criterion is None:
+        criterion = default_criterion(study.timeline.example)
     cls = criteria.get(criterion, call)
     if not cls.class_aware:
         aware = [n for n in criteria.available() if criteria.get(n, call).class_aware]
         raise ConfigError.bad_value(call, "criterion", f"a class-aware criterion ({aware})",
                                     criterion)
+    if not usable_criterion(criterion, study.timeline.example):
+        aware = [n for n in criteria.available() if criteria.get(n, call).class_aware
+                 and n not in _TENSOR_ONLY and "channel" in criteria.get(n, call).granularities]
+        raise ConfigError.bad_value(
+            call, "criterion", "a class-aware criterion that scores channels of a model with "
+            f"named inputs ({aware}; {criterion!r} propagates relevance from one input tensor, "
+            f"and the model takes {sorted(map(str, study.timeline.example))})", criterion)
     if is_dynamic(study.model):
         raise ConfigError(f"{call}: the current model is dynamic already; go back to a static "
                           "step (study.undo()) first.")
-    if isinstance(study.timeline.example, Mapping):
-        raise ModelError(f"{call}: the model takes named inputs (a dict / BatchEncoding: "
-                         f"{sorted(map(str, study.timeline.example))}); dynamic paths split the "
-                         "model into a trunk and branches that pass one tensor, so they are "
-                         "not supported for such models yet. Prune heads or blocks instead.")
     timeline = study.timeline
     with timeline.transaction(call):
         start = time.perf_counter()

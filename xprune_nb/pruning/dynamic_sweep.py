@@ -35,14 +35,16 @@ def per_class_scores(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
     >>> s["conv2"].shape
     torch.Size([10, 32])
     """
+    from .._model import call_model
     from ..criteria import ScoringContext, create
     from ..data import stratified_indices
+    from ..data.batch import take
 
-    forward = forward or (lambda m, x: logits_of(m(x)))
+    forward = forward or (lambda m, x: logits_of(call_model(m, x)))
     num_classes = int(y.max()) + 1
     idx = stratified_indices(y, min(samples, len(y)), seed=seed, call="per_class_scores")
     scorer = create(criterion)
-    ctx = ScoringContext(model, "channel", prunable_layers(model), X[idx], y[idx], None,
+    ctx = ScoringContext(model, "channel", prunable_layers(model), take(X, idx), y[idx], None,
                          num_classes, forward, seed=seed)
     with eval_mode(model):
         scores = scorer.per_class_channel_scores(ctx)

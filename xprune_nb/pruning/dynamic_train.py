@@ -10,20 +10,21 @@ import torch
 from torch import nn
 
 from .._model import eval_mode
-from .dynamic import Branch, DynamicNet
+from ..data.batch import batch_size, take
+from .dynamic import Branch, DynamicNet, crossing_mask
 from .dynamic_split import run_tail
 
 __all__ = ["pooled_features", "train_branch", "finetune_paths"]
 
 
-def pooled_features(trunk: nn.Module, pool: nn.Module | None, X: torch.Tensor,
-                    batch: int = 256) -> torch.Tensor:
-    """The branch's input for every example: the trunk's first output, pooled and flattened."""
+def pooled_features(trunk: nn.Module, branch: Branch, X, batch: int = 256) -> torch.Tensor:
+    """The branch's input for every example: the trunk's first output, pooled and flattened
+    (token features: averaged over the tokens the attention mask keeps)."""
     out = []
     with torch.no_grad():
-        for i in range(0, len(X), batch):
-            f = trunk(X[i:i + batch])[0]
-            out.append(torch.flatten(pool(f) if pool is not None else f, 1))
+        for i in range(0, batch_size(X), batch):
+            values = trunk(take(X, slice(i, i + batch)))
+            out.append(branch.features(values[0], crossing_mask(trunk, values)))
     return torch.cat(out)
 
 
@@ -45,7 +46,7 @@ def train_branch(branch: Branch, feats: torch.Tensor, y: torch.Tensor, *, epochs
     return branch.eval()
 
 
-def finetune_paths(net: DynamicNet, X: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor,
+def finetune_paths(net: DynamicNet, X, y: torch.Tensor, teacher: torch.Tensor,
                    *, epochs: int, seed: int, lr: float = 1e-3, batch: int = 64,
                    temperature: float = 2.0) -> None:
     """Fine-tune each sliced path, in place, on the training examples routed to it (early exits
@@ -57,14 +58,15 @@ def finetune_paths(net: DynamicNet, X: torch.Tensor, y: torch.Tensor, teacher: t
         return
     gen = torch.Generator().manual_seed(seed)
     opts = [torch.optim.Adam(p.parameters(), lr=lr) for p in net.paths]
+    n = batch_size(X)
     with torch.no_grad(), eval_mode(net):
-        route = torch.cat([net.route(X[i:i + 256])[3] for i in range(0, len(X), 256)])
+        route = torch.cat([net.route(take(X, slice(i, i + 256)))[3] for i in range(0, n, 256)])
     for _ in range(epochs):
-        perm = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), batch):
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch):
             idx = perm[i:i + batch]
             with torch.no_grad():
-                values = net.trunk(X[idx])
+                values = net.trunk(take(X, idx))
             for p in torch.unique(route[idx]).tolist():
                 rows = (route[idx] == p).nonzero().squeeze(1)
                 out = run_tail(net.paths[p], [v[rows] for v in values])

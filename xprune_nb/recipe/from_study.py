@@ -238,7 +238,9 @@ def data_spec(study, override: dict | None = None) -> tuple[dict, dict | None]:
             "trust_source=True) or {'argument': 'what to pass'} (the data is passed when "
             "replaying: Study.from_recipe(data=...), a script's --data FILE): the study's data "
             "is your own loader or dataset, which a recipe does not copy", None)
-    splits = {name: {"X": d.split(name).X, "y": d.split(name).y}
+    from ..data.batch import plain
+
+    splits = {name: {"X": plain(d.split(name).X), "y": d.split(name).y}
               for name in ("train", "val", "test")}
     splits["meta"] = {"class_names": list(d.class_names), "feature_names": d.feature_names,
                       "kind": d.kind}

@@ -196,8 +196,8 @@ def _check_dynamic(p, call: str, where: str) -> None:
     check_dynamic_args(**args, call=f"{call}({where})")
     _check(p.get("at") is None or isinstance(p.get("at"), str), call, f"{where}.at",
            "null or a module name", p.get("at"))
-    _check(isinstance(p.get("criterion", "lrp"), str), call, f"{where}.criterion",
-           "a criterion name", p.get("criterion"))
+    _check(p.get("criterion") is None or isinstance(p.get("criterion"), str), call,
+           f"{where}.criterion", "null or a criterion name", p.get("criterion"))
 
 
 _STEP_CHECKS = {"score": _check_score, "prune": _check_prune, "retrain": _check_retrain,

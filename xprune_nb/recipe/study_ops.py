@@ -79,10 +79,18 @@ def save_study_model(study, path, *, step: int | None = None, kwargs: dict | Non
         # a factory function's arguments are not the class's: only keep the class's own
         same = "source" in known or known.get("factory") == f"{cls.__module__}:{cls.__qualname__}"
         kwargs = known.get("kwargs", {}) if same else {}
+    from collections.abc import Mapping
+
+    from ..io.pretrained import input_spec
+
+    example = study.data.example(1)
+    named = isinstance(example, Mapping)
+    first = next(iter(example.values())) if named else example
     return save_pruned(model, path, structure=s.structure, masked=s.masked,
                        input_shape=study.data.input_shape,
                        architecture=architecture_of(study.original, kwargs),
-                       metrics=s.metrics, input_dtype=study.data.example(1).dtype)
+                       metrics=s.metrics, input_dtype=first.dtype,
+                       inputs=input_spec(example) if named else None)
 
 
 def export_study_script(study, path, *, model: dict | None = None, data: dict | None = None,

@@ -45,12 +45,12 @@ def _class_aware() -> list[str]:
     return out
 
 
-def _branch_points(model) -> list[str]:
+def _branch_points(model, example) -> list[str]:
     try:
-        from ..pruning.dynamic_split import branch_points
+        from ..pruning.dynamic_build import dynamic_branch_points
 
-        return branch_points(model, _CALL)
-    except Exception:  # noqa: BLE001 - an untraceable model: only the automatic choice
+        return dynamic_branch_points(model, example, _CALL)
+    except Exception:  # noqa: BLE001 - a model that cannot be cut: only the automatic choice
         return []
 
 
@@ -69,10 +69,13 @@ class DynamicView:
         self.keep = W.FloatSlider(value=d.get("keep", 0.5), min=0.05, max=1.0, step=0.05,
                                   readout_format=".0%", description="keep",
                                   continuous_update=False)
-        aware = _class_aware() or [d.get("criterion", "lrp")]
+        from ..pruning.dynamic_step import default_criterion, usable_criterion
+
+        example = study.timeline.example
+        default = d.get("criterion") or default_criterion(example)
+        aware = [c for c in _class_aware() if usable_criterion(c, example)] or [default]
         self.criterion = W.Dropdown(options=aware, description="criterion",
-                                    value=d.get("criterion") if d.get("criterion") in aware
-                                    else aware[0])
+                                    value=default if default in aware else aware[0])
         # "auto" rather than None as the value: a Dropdown shows None as no selection; the
         # model's branch points need a trace of it (a second on a ResNet-50): they are added
         # when the tab is first shown or used (load_points), not when the panel opens
@@ -150,7 +153,7 @@ class DynamicView:
         self._points_loaded = True
         value = self.at.value
         self.at.options = [("auto", _AUTO)] + [(n, n) for n in _branch_points(
-            self._study.model)]
+            self._study.model, self._study.timeline.example)]
         self.at.value = value
 
     def _at(self) -> str | None:
