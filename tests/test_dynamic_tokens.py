@@ -87,6 +87,8 @@ def test_bert_dynamic_restores_from_file_recipe_and_checkpoint(bert_study, tmp_p
     loaded = xp.Study.load(study.save(tmp_path / "s.xprune"), model=_bert())
     replayed = xp.Study.from_recipe(study.recipe(), progress=False)
     rebuilt = xp.load_pruned(study.save_pruned(tmp_path / "m.pt"))
+    with pytest.raises(ConfigError, match=r"save_pretrained: the step's model is dynamic"):
+        study.save_pretrained(tmp_path / "hf")
     with torch.no_grad():
         for other in (loaded.model, replayed.model, rebuilt):
             torch.testing.assert_close(other(**x), expected, atol=1e-6, rtol=0)

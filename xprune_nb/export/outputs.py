@@ -111,7 +111,9 @@ def write_outputs(study, out: str | Path, *, model: dict | None = None,
     study.save_pruned(out / "model.pt", kwargs=kwargs)
     from ..io.pretrained import is_pretrained
 
-    if is_pretrained(study.original):   # and as a Hugging Face folder (docs/huggingface.md)
+    # and as a Hugging Face folder (docs/huggingface.md), unless the model is dynamic, which
+    # no Hugging Face config describes (model.pt holds it)
+    if is_pretrained(study.original) and type(study.model).__name__ != "DynamicNet":
         study.save_pretrained(out / "pretrained")
     study.recipe(model=model, data=data).save(out / "recipe.yaml")
     metrics = summary_metrics(study)

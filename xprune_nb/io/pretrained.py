@@ -261,6 +261,12 @@ def save_pretrained(model: nn.Module, path, *, record: dict, example,
     folder = as_path(path, call=call)
     if folder.exists() and not folder.is_dir():
         raise ConfigError.bad_value(call, "path", "a folder (new or existing)", str(path))
+    if type(model).__name__ == "DynamicNet":
+        raise ConfigError(f"{call}: the step's model is dynamic (input-adaptive: a trunk, an "
+                          "early-exit branch and sliced paths), which no Hugging Face config "
+                          "describes; save it with study.save_pruned(path) (xp.load_pruned "
+                          "rebuilds it), or save a static step with save_pretrained(path, "
+                          "step=...).")
     if not is_pretrained(model):
         raise ConfigError.bad_value(call, "model", "a Hugging Face PreTrainedModel",
                                     type(model).__name__)
