@@ -146,5 +146,6 @@ def test_tensor_only_criteria_are_refused_for_named_inputs():
     from xprune_nb.widgets.dynamic import DynamicView
 
     view = DynamicView(study)   # the panel offers what applies: xmask, the hook points
+    view.load_points()
     assert view.criterion.value == "xmask" and "lrp" not in view.criterion.options
     assert "bert.encoder.layer.1" in [v for _, v in view.at.options]
