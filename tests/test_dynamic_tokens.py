@@ -149,3 +149,42 @@ def test_tensor_only_criteria_are_refused_for_named_inputs():
     view.load_points()
     assert view.criterion.value == "xmask" and "lrp" not in view.criterion.options
     assert "bert.encoder.layer.1" in [v for _, v in view.at.options]
+
+
+class _TokenNet(torch.nn.Module):
+    """A user's own token model: named inputs, torch's fused encoder layers, a masked mean."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.emb = nn.Embedding(40, 16, padding_idx=0)
+        self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(
+            16, 2, 32, batch_first=True, dropout=0.0) for _ in range(3)])
+        self.fc1, self.act, self.head = nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.emb(input_ids)
+        for block in self.blocks:
+            h = block(h, src_key_padding_mask=attention_mask == 0)
+        m = attention_mask.unsqueeze(-1).float()
+        return self.head(self.act(self.fc1((h * m).sum(1) / m.sum(1))))
+
+
+def test_own_token_model_with_fused_layers_counts_every_path_mac():
+    from xprune_nb.pruning.dynamic_eval import path_macs
+
+    torch.manual_seed(0)
+    enc, y = _encoded(36, 8, 4)
+    enc = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    study = xp.Study(_TokenNet().eval(), train=(enc, y), seed=0, probe_size=4)
+    step = study.dynamic(epochs=1, finetune=0, max_paths=2)
+    assert study.model.plan["at"].startswith("blocks.")
+    dense = study.history[0].metrics["macs"]
+    parts = path_macs(study.model, {k: v[:1] for k, v in enc.items()})
+    # the fused encoder-layer kernels are invisible to a plain FLOP counter: counted as the
+    # dense model is, a path (two encoder layers and the head) is a large share of it
+    assert min(parts["paths"]) > 0.3 * dense
+    assert step.metrics["macs_longest"] < dense
+    with torch.no_grad():
+        torch.testing.assert_close(study.model(**_padded(enc, 2)), study.model(**enc),
+                                   atol=1e-5, rtol=0)

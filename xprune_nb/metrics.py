@@ -18,7 +18,7 @@ from .data.batch import batch_size, take
 from .data.groups import group_summary, per_group_accuracy
 from .errors import DataError
 
-__all__ = ["Metrics", "count_params", "count_macs", "measure_latency", "layer_sparsity",
+__all__ = ["Metrics", "count_params", "count_macs", "macs_of", "measure_latency", "layer_sparsity",
            "evaluate_model"]
 
 
@@ -77,6 +77,21 @@ def count_macs(model: nn.Module, example: torch.Tensor, forward) -> int:
 
     That is 4 projections of 10 tokens (4 * 10 * 16 * 16) plus QK^T and AV (2 * 10 * 10 * 16).
     """
+    with eval_mode(model):
+        return macs_of(lambda: forward(model, example))
+
+
+def macs_of(fn) -> int:
+    """Multiply-accumulates of whatever ``fn()`` computes, counted as :func:`count_macs`
+    counts them (fused attention fast paths off, the CPU attention kernel and LSTM layers
+    given their formulas), under ``torch.no_grad()``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> macs_of(lambda: nn.Linear(4, 2)(torch.zeros(3, 4)))
+    24
+    """
     from torch.utils import flop_counter
 
     def attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
@@ -99,8 +114,8 @@ def count_macs(model: nn.Module, example: torch.Tensor, forward) -> int:
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), eval_mode(model), counter:
-            forward(model, example)
+        with torch.no_grad(), counter:
+            fn()
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     return int(counter.get_total_flops() // 2)

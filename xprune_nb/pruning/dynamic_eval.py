@@ -39,12 +39,11 @@ def _params(model: nn.Module) -> int:
 
 
 def _macs(fn: Callable[[], object]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    # counted as the study counts a static model's MACs (attention fast paths off, the CPU
+    # attention kernel counted), so dense and dynamic figures compare
+    from ..metrics import macs_of
 
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        fn()
-    return int(counter.get_total_flops() // 2)
+    return macs_of(fn)
 
 
 def path_macs(net: DynamicNet, example: torch.Tensor) -> dict:

@@ -155,7 +155,7 @@ def hook_points(model: nn.Module, example, call: str = "Study.dynamic") -> list[
     >>> import torch
     >>> from xprune_nb.models import DigitsCNN
     >>> hook_points(DigitsCNN(), torch.zeros(1, 1, 8, 8))[:3]
-    ['conv1', 'bn1', 'act1']
+    ['conv1', 'bn1', 'relu1']
     """
     starts, ends, _ = _record(model, example)
     return sorted((n for n, s in starts.items() if len(s) == 1), key=lambda n: ends[n][0])
