@@ -7,6 +7,11 @@ By hand, not in CI (minutes per task on two CPU cores)::
     python benchmarks/bench_scale.py open --model resnet50 --runs 3
     python benchmarks/bench_scale.py taylor --model resnet50 --runs 3
     python benchmarks/bench_scale.py round_to --model resnet50 --runs 3
+    python benchmarks/bench_scale.py speedup --model resnet50 --runs 3 --samples 32
+
+``speedup`` prunes 50 % of the channels with ours and with Torch-Pruning in the same child and
+times the dense model and both pruned models in alternation (rounds of the three, medians), so
+that load changes hit all three alike; ``round_to`` times them in separate children.
 
 Every measurement runs in a fresh subprocess (so its peak memory is its own): the child builds
 the model, records its resident memory, runs the work once untimed (warm-up: imports, first
@@ -27,7 +32,7 @@ import subprocess
 import sys
 import time
 
-TASKS = ("open_prune", "open", "taylor", "round_to")
+TASKS = ("open_prune", "open", "taylor", "round_to", "speedup")
 MODELS = ("resnet50", "vit_b16", "bert_base")
 
 
@@ -179,6 +184,8 @@ def child(task: str, who: str, name: str, n: int, threads: int, round_to: int | 
     torch.set_num_threads(threads)
     if task == "round_to":
         return _round_to_child(who, name, n, round_to)
+    if task == "speedup":
+        return _speedup_child(name, n, round_to)
     import gc
 
     model0, fn = _work(task, who, name, n)
@@ -235,11 +242,55 @@ def _round_to_child(who: str, name: str, n: int, round_to: int | None) -> dict:
             "ratio": (t0 / t1) / (m0 / m1), "peak_above_model_mb": float("nan")}
 
 
+def _speedup_child(name: str, n: int, round_to: int | None, rounds: int = 5) -> dict:
+    """Speed-up / MAC reduction of ours and of Torch-Pruning's 50 % pruned models, timed in
+    alternation with the dense model in one process."""
+    import copy
+
+    import torch
+    import torch_pruning as tp
+
+    import xprune_nb as xp
+    from xprune_nb.metrics import count_macs
+
+    model0 = _build(name)
+    X, y = _inputs(name, n)
+    study = xp.Study(model0, train=(X[:8], y[:8]), test=(X[:8], y[:8]), probe_size=2)
+    study.score("magnitude", samples=8)
+    study.prune(0.5, round_to=round_to, recalibrate=False)
+    theirs = copy.deepcopy(model0)
+    tp.pruner.MetaPruner(theirs, X[:1], importance=tp.importance.MagnitudeImportance(p=2),
+                         pruning_ratio=0.5, global_pruning=True, forward_fn=_tp_forward,
+                         ignored_layers=[theirs.classifier], round_to=round_to).step()
+    models = {"dense": model0, "ours": study.model, "anchor": theirs}
+    times: dict = {k: [] for k in models}
+    with torch.inference_mode():
+        for m in models.values():
+            _tp_forward(m, X)   # warm-up
+        for r in range(rounds):
+            keys = list(models)[r % 3:] + list(models)[:r % 3]   # rotate the order
+            for k in keys:
+                start = time.perf_counter()
+                _tp_forward(models[k], X)
+                times[k].append(time.perf_counter() - start)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    macs = {k: count_macs(m, X[:1], _tp_forward) for k, m in models.items()}
+    out = {}
+    for who in ("ours", "anchor"):
+        out[f"{who}_speedup"] = t["dense"] / t[who]
+        out[f"{who}_mac_reduction"] = macs["dense"] / macs[who]
+        out[f"{who}_ratio"] = out[f"{who}_speedup"] / out[f"{who}_mac_reduction"]
+    out["ours_over_anchor"] = out["ours_ratio"] / out["anchor_ratio"]
+    out["seconds_dense_ours_anchor"] = [t["dense"], t["ours"], t["anchor"]]
+    return out
+
+
 # ------------------------------------------------------------------ the parent's side
 def measure(task: str, name: str, runs: int, n: int, threads: int, round_to) -> dict:
-    results = {"ours": [], "anchor": []}
+    results = {"ours": [], "anchor": []} if task != "speedup" else {"both": []}
     for i in range(runs):
-        for who in ("ours", "anchor") if i % 2 == 0 else ("anchor", "ours"):
+        order = ("ours", "anchor") if i % 2 == 0 else ("anchor", "ours")
+        for who in order if task != "speedup" else ("both",):
             cmd = [sys.executable, __file__, "_child", task, who, name, str(n), str(threads),
                    str(round_to or 0)]
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -250,6 +301,10 @@ def measure(task: str, name: str, runs: int, n: int, threads: int, round_to) -> 
             results[who].append(found)
             print(f"  {task} {name} {who} run {i + 1}: {found}", file=sys.stderr, flush=True)
     summary = {}
+    if task == "speedup":
+        rows = results["both"]
+        return {key: statistics.median(r[key] for r in rows) for key in rows[0]
+                if not isinstance(rows[0][key], list)}
     for who, rows in results.items():
         for key in rows[0]:
             summary[f"{who}_{key}"] = statistics.median(r[key] for r in rows)
