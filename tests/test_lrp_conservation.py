@@ -27,7 +27,8 @@ def _net(bias: bool, batchnorm: bool) -> nn.Module:
     return net.eval()
 
 
-X = torch.rand(6, 1, 6, 6)
+# seeded: drawn at import, the inputs must not depend on which test modules were collected first
+X = torch.rand(6, 1, 6, 6, generator=torch.Generator().manual_seed(0))
 Y = torch.tensor([0, 1, 2, 0, 1, 2])
 
 
