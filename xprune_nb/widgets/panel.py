@@ -97,9 +97,6 @@ class Panel(SectionActions):
         if not isinstance(study, Study):
             raise ConfigError.bad_value("Panel", "study", "an xprune_nb.Study", study)
         self.study = study
-        # the first plot would otherwise pay matplotlib's import and font cache (~0.7 s)
-        # inside the first click; this runs while the panel renders and the user reads it
-        threading.Thread(target=prewarm, name="xprune-prewarm", daemon=True).start()
         self.metrics = MetricsStrip()
         self.status_line = StatusLine()
         self.runner = Runner(self.status_line.set, self.status_line.progress)
@@ -168,6 +165,10 @@ class Panel(SectionActions):
         self._latency: dict[int, tuple[float | None, float | None]] = {}
         self._latency_original: float | None = None
         self._refresh(table=False)   # the History table: on its tab's first show
+        # the first plot would otherwise pay matplotlib's import and font cache (~0.7 s)
+        # inside the first click; this runs while the panel renders and the user reads it
+        # (started last: while the widgets are built it would compete for the interpreter)
+        threading.Thread(target=prewarm, name="xprune-prewarm", daemon=True).start()
 
     def _on_tab(self, change) -> None:
         # what a tab computes is built on its first show (the panel opens within a second
