@@ -309,3 +309,33 @@ def test_items_with_and_without_groups_are_refused():
     with pytest.raises(DataError, match=r"train=...\): items could not be joined into a batch "
                                         r".*all \(x, y\) or all \(x, y, g\)"):
         xp.Study(_model(), train=Mixed(200, 0), score_samples=20)
+
+
+@pytest.mark.parametrize("labels, names, error, match", [
+    ([0.5, 1.0] * 20, None, DataError, r"groups=...\): group labels must be integers, the "
+                                       "train split has non-integer values"),
+    ([True, False] * 20, None, DataError, r"group labels must be integers 0..G-1 or strings; "
+                                          "the train split has bool values"),
+    (["a", None] * 20, None, DataError, r"the train split has missing \(None/NaN\) group"),
+    ([0, 1] * 20, "ab", ConfigError, r"group_names=...\): expected a list of strings"),
+    ([0, 1] * 20, ["a", "a"], ConfigError, r"group_names=...\): expected distinct names"),
+    (torch.zeros(40, 2), None, DataError, r"group labels must be 1-D \(one per example\), got "
+                                          r"shape \(40, 2\)"),
+    ("sex", None, ConfigError, r"groups\['train'\]=...\): expected group labels, or the name "
+                               "of a column of a pandas DataFrame input"),
+])
+def test_bad_group_labels_of_tensor_splits_are_refused(labels, names, error, match):
+    X, y, _ = _split(40, 0)
+    with pytest.raises(error, match=match):
+        xp.Study(_model(), train=(X, y), groups={"train": labels}, group_names=names)
+
+
+def test_a_group_missing_from_a_streamed_sample_is_named():
+    from xprune_nb.data import StreamSplit
+
+    drawn = set(StreamSplit(_Counting(400, 0), limit=10, seed=0).order()[:10].tolist())
+    rare = min(set(range(400)) - drawn)        # one member, not among the drawn items
+    ds = _Counting(400, 0, group=lambda i: int(i == rare))
+    with pytest.raises(DataError, match=r"group\(s\) \['rare'\] have no examples in the "
+                                        r"train split.*score_samples="):
+        xp.Study(_model(), train=ds, score_samples=10, group_names=["common", "rare"])

@@ -77,6 +77,10 @@ def _encode(raws: dict[str, np.ndarray], names, call: str, param: str
                                 f"split has {int(a.min())}.")
             codes[split] = torch.as_tensor(a.astype(np.int64))
         count = max(int(c.max()) + 1 for c in codes.values() if len(c))
+        if names is not None and not isinstance(names, str) and len(names) > count:
+            # named groups 0..len(names)-1, some absent from these labels (a sample too small,
+            # a rare group): the check below names the group and the split
+            count = len(names)
         default = [str(i) for i in range(count)]
     if names is None:
         names = default
@@ -171,7 +175,9 @@ def attach_groups(data, groups=None, group_names=None, *, raw_groups=None, call:
         if absent:
             raise DataError(f"{call}(groups=...): group(s) {absent} have no examples in the "
                             f"{split} split; every group needs examples in every split to be "
-                            "measured (merge rare groups, or split so each group appears).")
+                            "measured (merge rare groups, split so each group appears, or "
+                            "draw more examples of a sampled split: eval_samples= / "
+                            "score_samples=).")
         codes[split] = own
     splits = {s: _with_groups(data.split(s), codes[s], full.get(s)) for s in _SPLITS}
     # a stand-in split is the same object as the split it stands in for: keep it so
