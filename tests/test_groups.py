@@ -100,7 +100,9 @@ def test_groups_for_a_bundled_dataset_survive_save(tmp_path):
     ({"train": [0.0] * 39 + [float("nan")]}, None, DataError, "NaN group labels"),
     ({"train": [0] * 40, "val": [0] * 20, "test": [0] * 20}, ["a", "b"], DataError,
      r"group\(s\) \['b'\] have no examples in the train split"),
-    ({"train": [0, 1] * 20}, ["a", "b", "c"], ConfigError, r"expected 2 names"),
+    ({"train": [0, 1] * 20}, ["a"], ConfigError, r"expected 2 names"),
+    ({"train": [0, 1] * 20}, ["a", "b", "c"], DataError, r"\['c'\] have no examples in the "
+                                                          "train split"),
     ({"train": [0, 1] * 20, "val": [0] * 20, "test": [0, 1] * 10}, None, DataError,
      r"\['1'\] have no examples in the val split"),
     ({"train": [0, 1] * 20}, None, ConfigError, r"groups=.*labels for every split"),
