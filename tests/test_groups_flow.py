@@ -339,3 +339,26 @@ def test_a_group_missing_from_a_streamed_sample_is_named():
     with pytest.raises(DataError, match=r"group\(s\) \['rare'\] have no examples in the "
                                         r"train split.*score_samples="):
         xp.Study(_model(), train=ds, score_samples=10, group_names=["common", "rare"])
+
+
+def make_streams(n: int = 600):
+    """A data factory of a recipe: the user's own datasets, items (x, y, g)."""
+    return _Counting(n, 0), _Counting(n // 2, 1), _Counting(n // 2, 2)
+
+
+def test_a_streamed_study_replays_with_its_groups_and_limit(tmp_path):
+    import warnings
+
+    study = xp.Study(_model(), xp.data.bundle(*make_streams()), eval_samples=50,
+                     score_samples=30, group_names=NAMES)
+    study.retrain(epochs=2, lr=0.05, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.auto_prune(params=0.5, steps=2, max_group_drop=0.1, criterion="magnitude")
+    recipe = study.recipe(data={"factory": "test_groups_flow:make_streams"})
+    assert recipe.groups["names"] == NAMES and recipe.group_labels is None   # items bring them
+    again = xp.Study.from_recipe(recipe.save(tmp_path / "s.yaml"), model=_model(),
+                                 trust_source=True)
+    assert again.data.streamed and again.data.group_names == NAMES
+    assert again.step.per_group_accuracy == pytest.approx(study.step.per_group_accuracy)
+    assert xp.recipe.groups.group_limit_report(again)[0]["held"]
