@@ -180,6 +180,27 @@ def test_deletion_and_insertion_reward_faithful_maps():
     assert (del_good < del_bad).all() and (ins_good > ins_bad).all()
 
 
+def test_deletion_insertion_forward_passes_are_bounded(monkeypatch):
+    """Big inputs: the 2 x 21 variants per input run in chunks (not one pass of 126 images),
+    with the same curves as one pass."""
+    from xprune_nb.explain import compare
+
+    model = TinyCNN()
+    x, y = images(3)
+    maps = torch.randn(3, 1, 8, 8)
+    whole = explain.deletion_insertion_auc(model, x, maps, y)
+    seen = []
+    monkeypatch.setattr(compare, "_AUC_FORWARD_ELEMENTS", 5 * 64)   # 5 images of 1x8x8
+
+    def counting(m, inp):
+        seen.append(len(inp))
+        return m(inp)
+
+    chunked = explain.deletion_insertion_auc(model, x, maps, y, forward=counting)
+    assert max(seen) == 5 and sum(seen) == 3 * 2 * 21
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-6)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-6)
+
 def test_errors_name_the_parameter():
     model = tiny_mlp()
     x = torch.randn(3, 6)
