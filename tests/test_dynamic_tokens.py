@@ -188,3 +188,17 @@ def test_own_token_model_with_fused_layers_counts_every_path_mac():
     with torch.no_grad():
         torch.testing.assert_close(study.model(**_padded(enc, 2)), study.model(**enc),
                                    atol=1e-5, rtol=0)
+
+
+def test_a_model_without_channel_groups_is_refused_naming_dynamic():
+    from xprune_nb.errors import ModelError
+
+    torch.manual_seed(0)
+    gpt2 = hf.GPT2ForSequenceClassification(hf.GPT2Config(
+        vocab_size=40, n_embd=16, n_layer=2, n_head=4, n_positions=16, num_labels=3,
+        pad_token_id=0, bos_token_id=0, eos_token_id=0)).eval()
+    study = xp.Study(gpt2, train=_encoded(24, 7, 0), seed=0, probe_size=4)
+    with pytest.raises(ModelError, match=r"Study.dynamic: dynamic pruning slices channels .* "
+                                         r"cannot be scored"):
+        study.dynamic(epochs=1)
+    assert len(study.history) == 1 and study.current == 0

@@ -113,8 +113,13 @@ def dynamic(study, *, k: int = DEFAULTS["k"], confidence: float = DEFAULTS["conf
     timeline = study.timeline
     with timeline.transaction(call):
         start = time.perf_counter()
-        scores = study.score(criterion, granularity="channel", samples=samples,
-                             progress=progress, stop=stop)
+        try:
+            scores = study.score(criterion, granularity="channel", samples=samples,
+                                 progress=progress, stop=stop)
+        except ModelError as exc:   # e.g. GPT-2's Conv1D projections: no channel groups
+            raise ModelError(f"{call}: dynamic pruning slices channels after the branch "
+                             f"point, and this model's channels cannot be scored: {exc}"
+                             ) from exc
         if not scores.per_class:
             raise ModelError(f"{call}: criterion {criterion!r} gave no class-wise relevance.")
         net = build_dynamic(study.model, train_X=study.data.train.X,
