@@ -24,4 +24,4 @@ class NotebooksHook(BuildHookInterface):
             rel = path.relative_to(notebooks)
             if (path.is_file() and not set(rel.parts) & set(TEACHER_ONLY)
                     and ".ipynb_checkpoints" not in rel.parts):
-                build_data["force_include"][str(path)] = f"xprune_nb/notebooks/{rel.as_posix()}"
+                build_data["force_include"][str(path)] = f"xprune_nb/ui/notebooks/{rel.as_posix()}"

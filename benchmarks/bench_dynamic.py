@@ -56,7 +56,7 @@ class BenchResNet(nn.Module):
 
 def upsampled_digits():
     """The digits splits as 3x32x32 images."""
-    from xprune_nb import datasets
+    from xprune_nb.data import public as datasets
 
     data = datasets.load("digits")
 
@@ -100,8 +100,8 @@ def fmt(row: dict, keys: tuple[str, ...]) -> str:
 
 
 def bench_defaults(model, data, scores, samples: int, repeats: int) -> dict:
-    from xprune_nb.pruning.dynamic_build import DEFAULTS, build_dynamic
-    from xprune_nb.pruning.dynamic_eval import compare_dense
+    from xprune_nb.pruning.dynamic.build import DEFAULTS, build_dynamic
+    from xprune_nb.pruning.dynamic.eval import compare_dense
 
     (Xtr, ytr), (X, y) = data["train"], data["test"]
     t = time.perf_counter()
@@ -120,8 +120,9 @@ def bench_defaults(model, data, scores, samples: int, repeats: int) -> dict:
 
 
 def bench_grid(model, data, scores, samples: int, repeats: int) -> dict:
-    from xprune_nb.pruning.dynamic_build import auto_branch_point
-    from xprune_nb.pruning.dynamic_sweep import plot_sweep, static_at_macs, sweep
+    from xprune_nb.pruning.dynamic.build import auto_branch_point
+    from xprune_nb.pruning.dynamic.sweep import plot_sweep, sweep
+    from xprune_nb.ui.compare import static_at_macs
 
     (Xtr, ytr), (X, y) = data["train"], data["test"]
     points = auto_branch_point(model, X[:1], 0.35)
@@ -158,7 +159,7 @@ def bench_grid(model, data, scores, samples: int, repeats: int) -> dict:
 def bench_static(model, data, samples: int) -> dict:
     """Static channel pruning (taylor) at the default dynamic net's mean and longest-path MACs,
     without and with 3 epochs of retraining (the paths get 3 epochs of fine-tuning)."""
-    from xprune_nb.pruning.dynamic_sweep import static_at_macs
+    from xprune_nb.ui.compare import static_at_macs
 
     grid = json.loads((OUT / "dynamic_defaults.json").read_text())["defaults"]
     dyn = grid["confidence=0.9, clock=cpu"]["dynamic"]
@@ -176,10 +177,11 @@ def bench_static(model, data, samples: int) -> dict:
 
 
 def bench_zoo(samples: int, repeats: int) -> dict:
-    from xprune_nb import datasets, zoo
-    from xprune_nb.pruning.dynamic_build import build_dynamic
-    from xprune_nb.pruning.dynamic_eval import compare_dense
-    from xprune_nb.pruning.dynamic_sweep import per_class_scores
+    from xprune_nb.data import public as datasets
+    from xprune_nb.models import zoo
+    from xprune_nb.pruning.dynamic.build import build_dynamic
+    from xprune_nb.pruning.dynamic.eval import compare_dense
+    from xprune_nb.pruning.dynamic.sweep import per_class_scores
 
     data = datasets.load("digits")
     out = {}
@@ -211,7 +213,7 @@ def main() -> None:
     results: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                                  "threads": torch.get_num_threads()}}
     if parts & {"defaults", "grid", "static"}:
-        from xprune_nb.pruning.dynamic_sweep import per_class_scores
+        from xprune_nb.pruning.dynamic.sweep import per_class_scores
 
         data = upsampled_digits()
         model = trained_model(data)

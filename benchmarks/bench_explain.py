@@ -25,7 +25,7 @@ from torch import nn
 import xprune_nb as xp
 from xprune_nb import criteria, explain
 from xprune_nb.criteria import ScoringContext
-from xprune_nb.training import evaluate_split
+from xprune_nb.measure.training import evaluate_split
 
 torch.set_num_threads(1)
 
@@ -170,8 +170,8 @@ def import_costs() -> dict:
     """Seconds to import in a fresh interpreter (the heavy optional packages load lazily)."""
     stmts = {"xprune_nb": "import xprune_nb",
              "xprune_nb.explain": "import xprune_nb.explain",
-             "zennit (via xprune_nb._zennit)":
-                 "from xprune_nb._zennit import import_zennit; import_zennit()",
+             "zennit (via xprune_nb.models.mechanisms.lrp)":
+                 "from xprune_nb.models.mechanisms.lrp import import_zennit; import_zennit()",
              "captum.attr": "import captum.attr", "shap": "import shap"}
     out = {}
     for label, stmt in stmts.items():

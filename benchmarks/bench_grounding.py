@@ -33,7 +33,7 @@ import xprune_nb as xp
 from xprune_nb.data.ground_truth import boxes as truth_boxes
 from xprune_nb.explain.grounding import relevance_mass_in_box
 from xprune_nb.explain.saliency import attribute
-from xprune_nb.training import evaluate_split
+from xprune_nb.measure.training import evaluate_split
 
 torch.set_num_threads(1)
 

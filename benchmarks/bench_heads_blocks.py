@@ -19,10 +19,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from xprune_nb import datasets, zoo
-from xprune_nb.metrics import count_macs
-from xprune_nb.pruning.attention import find_heads, head_magnitude, remove_heads
-from xprune_nb.pruning.blocks import (
+from xprune_nb.data import public as datasets
+from xprune_nb.measure.metrics import count_macs
+from xprune_nb.models import zoo
+from xprune_nb.models.mechanisms.attention import find_heads, head_magnitude, remove_heads
+from xprune_nb.models.mechanisms.blocks import (
     block_gates,
     block_magnitude,
     find_blocks,
@@ -144,7 +145,7 @@ class _Ctx:
 
 
 def head_scores(model, criterion, x, y, seed=0):
-    from xprune_nb.pruning.attention.gates import per_example_head_gates
+    from xprune_nb.models.mechanisms.attention.gates import per_example_head_gates
 
     groups, _ = find_heads(model)
     if criterion == "random":

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core import WideResNet  # noqa: E402
 
-from xprune_nb._zennit import LRPRunner  # noqa: E402
 from xprune_nb.explain.pathways import NodeSpec, compute_flow  # noqa: E402
+from xprune_nb.models.mechanisms.lrp import LRPRunner  # noqa: E402
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def accuracy(model, study) -> float:
 
 def bench_models() -> list[dict]:
     import xprune_nb as xp
-    from xprune_nb.pruning.recalibrate import has_batchnorm, recalibrate_batchnorm
+    from xprune_nb.models.mechanisms.recalibrate import has_batchnorm, recalibrate_batchnorm
 
     data = xp.datasets.load("digits")
     rows = []
@@ -66,7 +66,7 @@ def bench_models() -> list[dict]:
 def bench_batches() -> list[dict]:
     """digits_resnet, lrp, 30%: accuracy after recalibration with 1..17 batches of 64."""
     import xprune_nb as xp
-    from xprune_nb.pruning.recalibrate import recalibrate_batchnorm
+    from xprune_nb.models.mechanisms.recalibrate import recalibrate_batchnorm
 
     study = xp.Study(xp.zoo.load("digits_resnet"), xp.datasets.load("digits"), seed=0)
     study.score("lrp", granularity="channel")

@@ -14,7 +14,7 @@ import statistics
 import torch
 
 import xprune_nb as xp
-from xprune_nb.metrics import measure_latency
+from xprune_nb.measure.metrics import measure_latency
 
 torch.set_num_threads(1)
 

@@ -94,7 +94,7 @@ def one_case(name: str, model: nn.Module, data, seed: int) -> dict:
 
 def main() -> None:
     import xprune_nb as xp
-    from xprune_nb.pruning.recalibrate import has_batchnorm
+    from xprune_nb.models.mechanisms.recalibrate import has_batchnorm
 
     data = xp.datasets.load("digits")
     rows = []

@@ -208,7 +208,7 @@ def _round_to_child(who: str, name: str, n: int, round_to: int | None) -> dict:
     import torch_pruning as tp
 
     import xprune_nb as xp
-    from xprune_nb.metrics import count_macs
+    from xprune_nb.measure.metrics import count_macs
 
     model0 = _build(name)
     X, y = _inputs(name, n)
@@ -251,7 +251,7 @@ def _speedup_child(name: str, n: int, round_to: int | None, rounds: int = 5) -> 
     import torch_pruning as tp
 
     import xprune_nb as xp
-    from xprune_nb.metrics import count_macs
+    from xprune_nb.measure.metrics import count_macs
 
     model0 = _build(name)
     X, y = _inputs(name, n)

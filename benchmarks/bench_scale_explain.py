@@ -65,7 +65,12 @@ def _lrp(who: str, name: str, n: int) -> dict:
         def run(k):
             study.score("lrp", samples=k, batch_size=8)
     else:
-        from xprune_nb._zennit import detached_copy, import_zennit, make_composite, make_rule
+        from xprune_nb.models.mechanisms.lrp import (
+            detached_copy,
+            import_zennit,
+            make_composite,
+            make_rule,
+        )
 
         zennit = import_zennit()
 

@@ -132,7 +132,7 @@ def bench_drift(budget: float = 0.5, share: float = 0.8) -> dict:
 
 def bench_compare(epochs: int) -> list[dict]:
     import xprune_nb as xp
-    from xprune_nb.compare import compare_techniques
+    from xprune_nb.ui.compare import compare_techniques
 
     frames = []
     for name in ("digits_cnn", "digits_resnet"):

@@ -6,7 +6,7 @@ relevance mass inside the ground-truth box before vs after removing heads.
    deletion/insertion included), ``study.attention_maps``-equivalent comparison, and the
    per-head ``attention`` criterion with ``relevance="gate"`` and ``"attention"``. Median of 3
    warm calls.
-2. **Relevance on the evidence**: a :class:`~xprune_nb._case_study.BoxesViT` trained on
+2. **Relevance on the evidence**: a :class:`~xprune_nb.models.case_study.BoxesViT` trained on
    ``digits_boxes`` (16x16 canvas, 2 distractors, 12 epochs); for each head criterion, remove 30%
    and 50% of the heads (real removal, no fine-tuning) and measure, on 128 test images, accuracy
    and the share of the gradient-weighted attention relevance (Chefer et al. 2021) inside the
@@ -28,10 +28,10 @@ import time
 import torch
 
 import xprune_nb as xp
-from xprune_nb._case_study import BoxesViT, train_boxes_vit
 from xprune_nb.data.ground_truth import load as load_boxes
 from xprune_nb.explain.attention_compare import attention_maps
 from xprune_nb.explain.grounding import grounding
+from xprune_nb.models.case_study import BoxesViT, train_boxes_vit
 
 torch.set_num_threads(1)
 

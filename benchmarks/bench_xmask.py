@@ -67,9 +67,9 @@ def head_sweep(fractions) -> dict:
 
 
 def relevance_on_evidence(fractions=(0.3, 0.5), n: int = 128) -> dict:
-    from xprune_nb._case_study import BoxesViT, train_boxes_vit
     from xprune_nb.data.ground_truth import load as load_boxes
     from xprune_nb.explain.grounding import grounding
+    from xprune_nb.models.case_study import BoxesViT, train_boxes_vit
 
     data = load_boxes(n_samples=2000, canvas=16, distractors=2)
     torch.manual_seed(0)

@@ -29,8 +29,8 @@ from sklearn.datasets import make_circles, make_moons
 from torch import nn
 
 from xprune_nb import criteria
+from xprune_nb.core.scores import normalize_scores
 from xprune_nb.criteria import ScoringContext
-from xprune_nb.scores import normalize_scores
 
 torch.set_num_threads(1)
 

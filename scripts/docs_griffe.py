@@ -1,7 +1,7 @@
 """Griffe extension for the API reference (mkdocstrings): show facade methods as methods.
 
 ``Study.sensitivity = delegate("xprune_nb.pruning.sensitivity:sensitivity")`` is, at runtime, a
-method with the service's signature minus ``study`` (see ``xprune_nb/_facade.py``). Static
+method with the service's signature minus ``study`` (see ``xprune_nb/study/delegate.py``). Static
 analysis sees only an attribute assignment, so the reference would miss it. This extension
 replaces each such attribute with a copy of the service function: same docstring and
 parameters, without the leading ``study``, plus one line that names the service.

@@ -1,10 +1,10 @@
-"""Train every model of the zoo and write the weights shipped in ``xprune_nb/weights``.
+"""Train every model of the zoo and write the weights shipped in ``xprune_nb/models/weights``.
 
 Each model is trained on the train split of its dataset (seed 0) with Adam; the epoch with the
 best validation accuracy is kept (ties go to the earlier epoch), then its test accuracy is
-measured once and recorded in ``xprune_nb/weights/accuracy.json``, which ``xprune_nb.zoo.info``
-reads. Everything is seeded and single-threaded, so a rerun on the same platform writes the same
-weights.
+measured once and recorded in ``xprune_nb/models/weights/accuracy.json``, which
+``xprune_nb.models.zoo.info`` reads. Everything is seeded and single-threaded, so a rerun on the
+same platform writes the same weights.
 
 Usage::
 
@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from xprune_nb import datasets, zoo
+from xprune_nb.data import public as datasets
+from xprune_nb.models import zoo
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, DataError, ModelError, StudyFileError
+from xprune_nb.core.errors import ConfigError, DataError, ModelError, StudyFileError
 
 CASES: list[tuple] = []
 
@@ -218,7 +218,7 @@ def symlinked_contract_json_is_replaced_not_written_through(tmp: Path, study) ->
 
 
 # ------------------------------------------------------------------ crafted files (causes 4, 5)
-RECIPE_HEAD = ("format: xprune_nb.recipe\nversion: 1\nseed: 0\ndata: {dataset: moons}\n"
+RECIPE_HEAD = ("format: xprune_nb.record.recipe\nversion: 1\nseed: 0\ndata: {dataset: moons}\n"
                "steps: [{score: {criterion: magnitude}}]\n")
 
 

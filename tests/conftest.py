@@ -153,7 +153,7 @@ MODEL_FACTORIES = {
 
 @pytest.fixture(scope="session")
 def digits():
-    from xprune_nb import datasets
+    from xprune_nb.data import public as datasets
 
     return datasets.load("digits")
 

@@ -33,7 +33,7 @@ def make_user_net(width: int = 8) -> UserNet:
 
 def small_digits(n_train: int = 400):
     """A data factory: (train, val, test) pairs from the bundled digits."""
-    from xprune_nb import datasets
+    from xprune_nb.data import public as datasets
 
     d = datasets.load("digits")
     return ((d.train.X[:n_train], d.train.y[:n_train]), (d.val.X, d.val.y),

@@ -51,7 +51,7 @@ def test_app_ends_voila_and_its_kernels_on_a_signal(tmp_path, signum, visit):
     env = {**os.environ, "JUPYTER_TOKEN": token, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "JUPYTER_DATA_DIR": str(tmp_path / "d"),
            "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "xprune_nb.cli", "app",
+    proc = subprocess.Popen([sys.executable, "-m", "xprune_nb.ui.cli", "app",
                              str(tmp_path / "hello.ipynb"), "--port", str(port),
                              "--no-browser"], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

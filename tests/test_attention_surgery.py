@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xprune_nb.errors import ModelError, PruneError
-from xprune_nb.metrics import count_macs
-from xprune_nb.pruning.attention import (
+from xprune_nb.core.errors import ModelError, PruneError
+from xprune_nb.measure.metrics import count_macs
+from xprune_nb.models.mechanisms.attention import (
     SDPAttention,
     check_head_plan,
     convert_mha,
@@ -450,7 +450,7 @@ class _Classifier(nn.Module):
 
 @pytest.mark.parametrize("convert", [False, True])
 def test_per_example_gates_are_gate_derivatives(convert):
-    from xprune_nb.pruning.attention.gates import head_norms, per_example_head_gates
+    from xprune_nb.models.mechanisms.attention.gates import head_norms, per_example_head_gates
 
     torch.manual_seed(0)
     model = _Classifier(nn.MultiheadAttention(16, 4, batch_first=True)).eval()

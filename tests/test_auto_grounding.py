@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
+from xprune_nb.core.errors import ConfigError
 from xprune_nb.data.ground_truth import boxes as truth_boxes
-from xprune_nb.errors import ConfigError
 from xprune_nb.explain.grounding import pointing_game, relevance_mass_in_box
 from xprune_nb.explain.saliency import attribute
 from xprune_nb.pruning.auto_grounding import _box_masks, mass_in_mask, pointing_in_mask
@@ -146,7 +146,7 @@ def test_data_without_boxes_needs_masks():
 
 # --------------------------------------------------- grounding-aware head criterion (evidence)
 def _tiny_vit():
-    from xprune_nb._case_study import BoxesViT
+    from xprune_nb.models.case_study import BoxesViT
 
     torch.manual_seed(0)
     return BoxesViT(image_size=16, patch=4, dim=8, heads=2, mlp_dim=16, depth=2).eval()
@@ -183,7 +183,7 @@ def test_evidence_relevance_through_the_study_and_refused_without_boxes(boxes_da
     scores = study.score("attention", granularity="head", relevance="evidence", samples=16)
     assert scores.options["relevance"] == "evidence"
     assert all(torch.isfinite(v).all() for v in scores.values.values())
-    from xprune_nb._case_study import BoxesViT
+    from xprune_nb.models.case_study import BoxesViT
 
     other = xp.Study(BoxesViT(image_size=8, patch=2, dim=8, heads=2, mlp_dim=16, depth=1),
                      xp.datasets.load("digits"), seed=0)

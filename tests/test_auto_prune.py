@@ -13,7 +13,7 @@ import torch
 from conftest import state_equal
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 from xprune_nb.pruning.allocate import allocate
 from xprune_nb.pruning.auto import TOLERANCE, AutoPruneWarning, auto_prune
 
@@ -190,7 +190,7 @@ def test_an_allocation_below_one_unit_still_removes_one(cnn):
 
 
 def test_stop_ends_after_the_round_in_progress_and_says_so(cnn):
-    from xprune_nb.progress import StopSignal
+    from xprune_nb.core.progress import StopSignal
 
     stop = StopSignal()
     ticks = []

@@ -45,7 +45,7 @@ from _bad_input_round3 import symlinked_contract_json_is_replaced_not_written_th
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.errors import (
+from xprune_nb.core.errors import (
     ConfigError,
     DataError,
     ModelError,
@@ -84,7 +84,7 @@ class CliExit(Exception):
 
 
 def cli(*argv: str) -> None:
-    from xprune_nb.cli import main
+    from xprune_nb.ui.cli import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -490,7 +490,7 @@ add("export-save-atomic-interrupt", lambda c: _failing_save(c, KeyboardInterrupt
     KeyboardInterrupt, r"")
 
 # ------------------------------------------------------------------ recipes
-BASE_RECIPE = {"format": "xprune_nb.recipe", "version": 1, "seed": 0,
+BASE_RECIPE = {"format": "xprune_nb.record.recipe", "version": 1, "seed": 0,
                "model": {"zoo": "toy_mlp"}, "data": {"dataset": "moons"},
                "steps": [{"score": {"criterion": "magnitude"}}, {"prune": {"amount": 0.3}}]}
 
@@ -672,10 +672,10 @@ PHASES = {
     "surgery": ["xprune_nb.pruning.units.channel.apply_channel_plan",
                 "xprune_nb.pruning.groups.apply_channel_plan"],
     "drift": ["xprune_nb.explain.drift.probe_drift"],
-    "snapshot-put": ["xprune_nb.timeline.SnapshotStore.put",
-                     "xprune_nb._snapshots.SnapshotStore.put"],
-    "snapshot-get": ["xprune_nb.timeline.SnapshotStore.get",
-                     "xprune_nb._snapshots.SnapshotStore.get"],
+    "snapshot-put": ["xprune_nb.record.timeline.SnapshotStore.put",
+                     "xprune_nb.record.snapshots.SnapshotStore.put"],
+    "snapshot-get": ["xprune_nb.record.timeline.SnapshotStore.get",
+                     "xprune_nb.record.snapshots.SnapshotStore.get"],
 }
 
 
@@ -764,7 +764,7 @@ for frac in (0.0, 0.5, "last"):
 def _interrupted_twice(c):
     """Ctrl-C during a prune's surgery, then again while the rollback rebuilds the model it
     started from: the rollback still finishes."""
-    from xprune_nb.timeline import Timeline
+    from xprune_nb.record.timeline import Timeline
 
     real, second = Timeline.model_at, []
     with interrupt_at(PHASES["surgery"]) as surgery:
@@ -786,7 +786,7 @@ def _auto_prune_undoing_a_rejected_try(c):
     """auto_prune whose tries are all rejected, with Ctrl-C as it goes back from the first:
     the study must be where auto_prune began, never on the rejected try."""
     from xprune_nb.pruning import auto
-    from xprune_nb.timeline import Timeline
+    from xprune_nb.record.timeline import Timeline
 
     real_judge, real_go = auto.violations, Timeline.go
 
@@ -1138,7 +1138,7 @@ def test_a_symlinked_contract_json_is_replaced_not_written_through(env):
 
 # ------------------------------------------------------------------ validation helpers
 def test_tied_parameters_and_check_tied():
-    from xprune_nb._model import check_tied, tied_parameters
+    from xprune_nb.models.mechanisms.model_tools import check_tied, tied_parameters
 
     model = Tied()
     assert tied_parameters(model) == [("enc.weight", "dec.weight")]
@@ -1152,7 +1152,7 @@ def test_tied_parameters_and_check_tied():
 
 
 def test_trace_output_and_strict_logits():
-    from xprune_nb._model import logits_of, trace_output
+    from xprune_nb.models.mechanisms.model_tools import logits_of, trace_output
 
     h, z = torch.zeros(2, 8), torch.ones(2, 3)
     assert trace_output({"hidden": h, "scores": z}) is h   # structure only, never results
@@ -1188,7 +1188,7 @@ def test_class_and_label_checks():
 ])
 def test_train_refuses_bad_options_before_touching_the_model(kw, param):
     from xprune_nb.data import Split
-    from xprune_nb.training import train
+    from xprune_nb.measure.training import train
 
     torch.manual_seed(0)
     model = TwoLayer()

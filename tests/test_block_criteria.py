@@ -26,7 +26,7 @@ def test_every_block_criterion_scores_every_block(study, criterion):
 
 
 def test_skip_scores_are_the_measured_accuracy_drop(study):
-    from xprune_nb.pruning.blocks import skip_drop
+    from xprune_nb.models.mechanisms.blocks import skip_drop
 
     scores = study.score("skip", granularity="block", samples=64)
     units = scores._units[1]

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-import xprune_nb.zoo as zoo
-from xprune_nb.errors import PruneError
-from xprune_nb.metrics import count_macs
-from xprune_nb.pruning.attention import find_heads, remove_heads
-from xprune_nb.pruning.blocks import (
+import xprune_nb.models.zoo as zoo
+from xprune_nb.core.errors import PruneError
+from xprune_nb.measure.metrics import count_macs
+from xprune_nb.models.mechanisms.attention import find_heads, remove_heads
+from xprune_nb.models.mechanisms.blocks import (
     SkippedBlock,
     block_gates,
     block_magnitude,

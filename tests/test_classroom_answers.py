@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _graded_answers import EXERCISES, GRADED, assert_no_giveaway
 
-from xprune_nb.exercises import hints, prune_half
+from xprune_nb.ui.exercises import hints, prune_half
 
 EXERCISE_DIR = Path(hints.__file__).parent
 #: the module holding each exercise's checks
@@ -55,8 +55,8 @@ def test_the_panel_exercise_speaks_no_code():
 def test_check_box_records_each_check_per_student(tmp_path, monkeypatch):
     pytest.importorskip("ipywidgets")
     import xprune_nb as xp
-    from xprune_nb import exercises as ex
-    from xprune_nb.exercises import gradebook
+    from xprune_nb.ui import exercises as ex
+    from xprune_nb.ui.exercises import gradebook
 
     study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"), seed=0)
     book = tmp_path / "class" / "xprune_gradebook.csv"

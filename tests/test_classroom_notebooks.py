@@ -1,6 +1,6 @@
 """The classroom notebooks: teacher versions are nbgrader-ready (generate_assignment and
 autograde work on them, in a temporary course directory), and the student versions are exactly
-what :func:`xprune_nb.exercises.release.student_version` makes of them.
+what :func:`xprune_nb.ui.exercises.release.student_version` makes of them.
 
 Both versions also run under ``pytest --nbmake notebooks`` (make test): solutions pass their
 autograder cells, student notebooks run to the end and show not-passed feedback.
@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from xprune_nb.exercises.release import is_autograder_test, student_version
+from xprune_nb.ui.exercises.release import is_autograder_test, student_version
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSROOM = ROOT / "notebooks" / "classroom"
@@ -58,7 +58,7 @@ def test_teacher_version_is_nbgrader_ready(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_student_version_is_generated_from_the_teacher_version(name):
-    """Regenerate with ``python -m xprune_nb.exercises.release notebooks/classroom/solutions
+    """Regenerate with ``python -m xprune_nb.ui.exercises.release notebooks/classroom/solutions
     notebooks/classroom`` after editing a teacher notebook."""
     expected = student_version(nbformat.read(SOLUTIONS / name, as_version=4))
     actual = nbformat.read(CLASSROOM / name, as_version=4)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import xprune_nb as xp
-from xprune_nb.cli import main
+from xprune_nb.ui.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -23,7 +23,7 @@ RECIPE = {"seed": 0, "model": {"zoo": "toy_mlp"}, "data": {"dataset": "moons"},
 
 def command(*args: str) -> list[str]:
     exe = Path(sys.executable).with_name("xprune-nb")
-    return ([str(exe)] if exe.exists() else [sys.executable, "-m", "xprune_nb.cli"]) + list(args)
+    return ([str(exe)] if exe.exists() else [sys.executable, "-m", "xprune_nb.ui.cli"]) + list(args)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import xprune_nb as xp
-from xprune_nb.compare import COLUMNS, TECHNIQUES, compare_techniques, format_table, pareto_plot
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
+from xprune_nb.ui.compare import COLUMNS, TECHNIQUES, compare_techniques, format_table, pareto_plot
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from torch import nn
 from torch.nn.utils import prune
 
 from xprune_nb import criteria
-from xprune_nb._zennit import LRPRunner
+from xprune_nb.core.errors import ConfigError, MissingDependencyError
 from xprune_nb.criteria import ScoringContext
 from xprune_nb.criteria import shapley as shapley_module
-from xprune_nb.errors import ConfigError, MissingDependencyError
+from xprune_nb.models.mechanisms.lrp import LRPRunner
 
 torch.set_num_threads(1)
 
@@ -337,7 +337,7 @@ def test_conductance_needs_float_inputs():
 
 def test_zennit_imports_without_torchvision_and_leaves_no_stub():
     code = ("import sys\n"
-            "from xprune_nb._zennit import import_zennit\n"
+            "from xprune_nb.models.mechanisms.lrp import import_zennit\n"
             "z = import_zennit()\n"
             "print(z.torchvision.__name__, z.composites.__name__,\n"
             "      [m for m in sys.modules if m.startswith('torchvision')])\n")
@@ -349,7 +349,7 @@ def test_zennit_imports_without_torchvision_and_leaves_no_stub():
 def test_missing_zennit_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from xprune_nb import _zennit
+    from xprune_nb.models.mechanisms import lrp as _zennit
 
     real = importlib.util.find_spec
     monkeypatch.setattr(_zennit.importlib.util, "find_spec",

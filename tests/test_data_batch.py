@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from xprune_nb.core.errors import DataError
 from xprune_nb.data.batch import batch_size, concat, take, to_device
-from xprune_nb.errors import DataError
 
 
 def _enc(lengths, start=1):

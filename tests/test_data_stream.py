@@ -10,9 +10,9 @@ from conftest import TinyMLP
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import xprune_nb as xp
+from xprune_nb.core.errors import ConfigError, StudyFileError
 from xprune_nb.data import StreamSplit, draw
 from xprune_nb.data.stream import SHUFFLE_BUFFER
-from xprune_nb.errors import ConfigError, StudyFileError
 
 
 def _item(i: int, features: int = 8):

@@ -1,4 +1,5 @@
-"""Tests of xprune_nb.datasets: shapes, determinism, stratification, disjoint splits, validation."""
+"""Tests of xprune_nb.data.public: shapes, determinism, stratification, disjoint splits,
+validation."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from xprune_nb import datasets
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
+from xprune_nb.data import public as datasets
 
 torch.set_num_threads(1)
 

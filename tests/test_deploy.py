@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from xprune_nb.errors import (
+from xprune_nb.core.errors import (
     ConfigError,
     MissingDependencyError,
     ModelError,

@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import xprune_nb as xp
-from xprune_nb import distributed
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
+from xprune_nb.record import distributed
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

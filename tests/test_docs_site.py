@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import xprune_nb as xp
-from xprune_nb._facade import delegate
+from xprune_nb.study.delegate import delegate
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -99,7 +99,7 @@ def test_every_study_method_is_rendered_with_a_docstring():
     loader = griffe.GriffeLoader(docstring_parser="numpy",
                                  extensions=griffe.load_extensions(FacadeMethods()),
                                  search_paths=[str(ROOT)])
-    study = loader.load("xprune_nb")["study.Study"]
+    study = loader.load("xprune_nb")["study.facade.Study"]
     names = public_study_members()
     assert {"score", "prune", "retrain", "why", "sensitivity", "export_script"} <= set(names)
     for name in names:

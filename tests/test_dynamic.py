@@ -10,11 +10,10 @@ import torch
 from conftest import TinyConcat, TinyResidual, state_equal
 from torch import nn
 
-from xprune_nb import zoo
-from xprune_nb.errors import ConfigError, DataError
-from xprune_nb.pruning.dynamic import DynamicNet, dynamic_plan, rebuild_dynamic
-from xprune_nb.pruning.dynamic_build import auto_branch_point, build_dynamic
-from xprune_nb.pruning.dynamic_eval import (
+from xprune_nb.core.errors import ConfigError, DataError
+from xprune_nb.models import zoo
+from xprune_nb.pruning.dynamic.build import auto_branch_point, build_dynamic
+from xprune_nb.pruning.dynamic.eval import (
     compare_dense,
     dense_metrics,
     dynamic_metrics,
@@ -22,9 +21,10 @@ from xprune_nb.pruning.dynamic_eval import (
     path_macs,
     path_of,
 )
-from xprune_nb.pruning.dynamic_paths import cluster_subsets, normalise_relevance
-from xprune_nb.pruning.dynamic_split import branch_points, run_tail, split_at
-from xprune_nb.pruning.dynamic_sweep import per_class_scores, plot_sweep, sweep
+from xprune_nb.pruning.dynamic.net import DynamicNet, dynamic_plan, rebuild_dynamic
+from xprune_nb.pruning.dynamic.paths import cluster_subsets, normalise_relevance
+from xprune_nb.pruning.dynamic.split import branch_points, run_tail, split_at
+from xprune_nb.pruning.dynamic.sweep import per_class_scores, plot_sweep, sweep
 
 
 def random_scores(model: nn.Module, num_classes: int = 10, seed: int = 0) -> dict:
@@ -300,7 +300,7 @@ def test_cpu_clock_and_bad_clock(digits, resnet_net):
 
 @pytest.mark.slow
 def test_static_row_at_the_same_macs(digits):
-    from xprune_nb.pruning.dynamic_sweep import static_at_macs
+    from xprune_nb.ui.compare import static_at_macs
 
     model = zoo.load("digits_cnn")
     dense = dense_metrics(model, digits.test.X[:50], digits.test.y[:50], latency=False)

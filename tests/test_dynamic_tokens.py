@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 
 hf = pytest.importorskip("transformers")
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -98,8 +98,8 @@ def test_bert_dynamic_restores_from_file_recipe_and_checkpoint(bert_study, tmp_p
 
 
 def test_distilbert_dynamic_path_of_and_sweep():
-    from xprune_nb.pruning.dynamic_eval import path_of
-    from xprune_nb.pruning.dynamic_sweep import per_class_scores, sweep
+    from xprune_nb.pruning.dynamic.eval import path_of
+    from xprune_nb.pruning.dynamic.sweep import per_class_scores, sweep
 
     torch.manual_seed(0)
     model = hf.DistilBertForSequenceClassification(hf.DistilBertConfig(
@@ -143,7 +143,7 @@ def test_tensor_only_criteria_are_refused_for_named_inputs():
                                           r"model with named inputs .*'lrp' propagates"):
         study.dynamic(criterion="lrp", epochs=1)
     assert len(study.history) == 1 and study.current == 0
-    from xprune_nb.widgets.dynamic import DynamicView
+    from xprune_nb.ui.widgets.dynamic import DynamicView
 
     view = DynamicView(study)   # the panel offers what applies: xmask, the hook points
     view.load_points()
@@ -171,7 +171,7 @@ class _TokenNet(torch.nn.Module):
 
 
 def test_own_token_model_with_fused_layers_counts_every_path_mac():
-    from xprune_nb.pruning.dynamic_eval import path_macs
+    from xprune_nb.pruning.dynamic.eval import path_macs
 
     torch.manual_seed(0)
     enc, y = _encoded(36, 8, 4)
@@ -191,7 +191,7 @@ def test_own_token_model_with_fused_layers_counts_every_path_mac():
 
 
 def test_a_model_without_channel_groups_is_refused_naming_dynamic():
-    from xprune_nb.errors import ModelError
+    from xprune_nb.core.errors import ModelError
 
     torch.manual_seed(0)
     gpt2 = hf.GPT2ForSequenceClassification(hf.GPT2Config(

@@ -9,8 +9,8 @@ import torch
 from _graded_answers import assert_no_giveaway
 
 import xprune_nb as xp
-from xprune_nb import exercises as ex
-from xprune_nb.exercises.feedback import Feedback
+from xprune_nb.ui import exercises as ex
+from xprune_nb.ui.exercises.feedback import Feedback
 
 
 def new_study(digits):

@@ -10,8 +10,10 @@ from conftest import LibraryModel
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
-from xprune_nb.explain.attention import (
+from xprune_nb.core.errors import ConfigError
+from xprune_nb.explain.attention_compare import attention_maps, compare_attention
+from xprune_nb.models import DigitsViT
+from xprune_nb.models.mechanisms.attention.maps import (
     attention_relevance,
     attention_rollout,
     capture_attention,
@@ -20,8 +22,6 @@ from xprune_nb.explain.attention import (
     to_input_space,
     token_scores,
 )
-from xprune_nb.explain.attention_compare import attention_maps, compare_attention
-from xprune_nb.models import DigitsViT
 
 
 class TwoLayerMHA(nn.Module):
@@ -196,7 +196,7 @@ def test_study_saliency_attention_relevance_and_unchanged_study(vit_study):
 
 
 def test_attention_comparison_after_head_removal(vit_study):
-    from xprune_nb.pruning.attention import remove_heads
+    from xprune_nb.models.mechanisms.attention import remove_heads
 
     before = vit_study.model
     after = vit_study.model_at(0)
@@ -255,7 +255,7 @@ def test_attention_criterion_uses_the_same_relevance():
     data = xp.datasets.load("digits")
     study = xp.Study(TinyTransformer(), data, seed=0, probe_size=8)
     scores = study.score("attention", granularity="head", samples=20, relevance="attention")
-    from xprune_nb.scoring import reference_indices
+    from xprune_nb.pruning.scoring import reference_indices
 
     idx = reference_indices(data.train.y, 20, None, seed=0, call="test")
     terms = _manual_head_terms(study.model, data.train.X[idx], data.train.y[idx])
@@ -301,7 +301,7 @@ def test_study_refuses_attention_methods_without_attention():
 
 
 def test_relevance_of_a_masked_model_equals_that_of_the_model_with_heads_removed():
-    from xprune_nb.pruning.attention import remove_heads
+    from xprune_nb.models.mechanisms.attention import remove_heads
 
     torch.manual_seed(0)
     removed = DigitsViT(depth=2).eval()

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from xprune_nb import explain
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 
 matplotlib.use("Agg")
 torch.set_num_threads(1)

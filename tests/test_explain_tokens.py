@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 from xprune_nb.explain import compare_saliency, compare_shapley
 from xprune_nb.explain.token_compare import TokenComparison, highlight_html
+from xprune_nb.explain.token_perturb import token_shapley
 from xprune_nb.explain.tokens import (
     check_float_inputs,
     embedding_layer,
     token_attribution,
-    token_shapley,
 )
 
 VOCAB = 20

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from xprune_nb import explain
-from xprune_nb.errors import ConfigError
-from xprune_nb.scores import Scores
+from xprune_nb.core.errors import ConfigError
+from xprune_nb.core.scores import Scores
 
 matplotlib.use("Agg")
 

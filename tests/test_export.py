@@ -21,8 +21,8 @@ import torch
 from export_helpers import HOSTILE, UserNet, make_user_net, small_digits
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, StudyFileError
-from xprune_nb.io.checkpoint import read_checkpoint
+from xprune_nb.core.errors import ConfigError, StudyFileError
+from xprune_nb.record.io.checkpoint import read_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -293,7 +293,7 @@ def test_source_capture_from_the_cell_history(monkeypatch):
     import types
 
     from xprune_nb.export.script import render_script
-    from xprune_nb.export.source import capture_model_source
+    from xprune_nb.record.recipe.source import capture_model_source
 
     cells = ["import torch\nfrom torch import nn\nSCALE = torch.ones(1)",
              "class Scaled(nn.Module):\n    def __init__(self):\n        super().__init__()\n"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.export.sequential import sequential_source
+from xprune_nb.record.recipe.sequential import sequential_source
 
 HOSTILE = "x'); import os  #"
 

@@ -9,7 +9,7 @@ import torch
 from conftest import TinyMLP
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 from xprune_nb.explain.forgotten import forgotten
 
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
+from xprune_nb.core.errors import ConfigError
 from xprune_nb.data import ground_truth as gt
 from xprune_nb.data.raw import generate_digits_boxes, sklearn_raw
-from xprune_nb.errors import ConfigError
 from xprune_nb.explain.grounding import (
     compare_grounding,
     grounding,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 
 
 def _split(n: int, seed: int):
@@ -148,7 +148,7 @@ def test_worst_group_sensitivity_refused_without_groups():
 
 
 def test_panel_offers_group_metrics_only_with_groups():
-    from xprune_nb.widgets.sensitivity import SensitivityView
+    from xprune_nb.ui.widgets.sensitivity import SensitivityView
 
     assert "worst_group_accuracy" in SensitivityView(_study()).metric.options
     X, y, _ = _split(60, 0)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, DataError
+from xprune_nb.core.errors import ConfigError, DataError
 
 
 def _split(n: int, seed: int):
@@ -57,7 +57,7 @@ def test_triples_give_per_group_accuracy_everywhere(tmp_path):
     for col in ("accuracy[majority]", "accuracy[minority]", "worst_group_accuracy",
                 "group_accuracy_gap"):
         assert frame[col].notna().all(), col
-    from xprune_nb.widgets.strip import MetricsStrip
+    from xprune_nb.ui.widgets.strip import MetricsStrip
 
     strip = MetricsStrip()
     strip.update(study, None, None)
@@ -234,7 +234,7 @@ def test_the_report_has_a_per_group_section_only_with_groups(tmp_path):
 
 
 def test_auto_tab_passes_the_group_limit_and_shows_its_refusal():
-    from xprune_nb.widgets import Panel
+    from xprune_nb.ui.widgets import Panel
 
     study = xp.Study(_model(), train=_split(40, 0)[:2])   # no groups: the core refuses
     panel = Panel(study)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, DataError
+from xprune_nb.core.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["majority", "minority 'b'"]     # a quote: names are data, never code
@@ -176,7 +176,7 @@ def _model_16():
 def test_data_files_carry_group_codes_and_refuse_bad_ones(tmp_path):
     import numpy as np
 
-    from xprune_nb.errors import StudyFileError
+    from xprune_nb.core.errors import StudyFileError
     from xprune_nb.export import load_data, load_groups
 
     X, y, g = _split(40, 0)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import xprune_nb as xp
-from xprune_nb._model import logits_of
-from xprune_nb.errors import ConfigError, StudyFileError
-from xprune_nb.io.pretrained import PRUNING_KEY
+from xprune_nb.core.errors import ConfigError, StudyFileError
+from xprune_nb.models.mechanisms.model_tools import logits_of
+from xprune_nb.record.io.pretrained import PRUNING_KEY
 
 hf = pytest.importorskip("transformers")
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -177,7 +177,7 @@ def test_refusals(tmp_path):
 
 
 def test_gpt2_heads_are_reported_with_the_reason():
-    from xprune_nb.pruning.attention import find_heads
+    from xprune_nb.models.mechanisms.attention import find_heads
 
     groups, skipped = find_heads(_gpt2())
     assert not groups and skipped
@@ -187,7 +187,7 @@ def test_gpt2_heads_are_reported_with_the_reason():
 def test_gpt2_channels_refused_with_the_package_error_and_the_study_unchanged():
     """torch-pruning cannot trace GPT-2's Conv1D/concat graph; the user gets ModelError naming
     granularity='channel' and what to use instead, not a raw TypeError from inside it."""
-    from xprune_nb.errors import ModelError
+    from xprune_nb.core.errors import ModelError
 
     ids, y = _text()
     study = xp.Study(_gpt2(), train=(ids, y), val=(ids, y), test=(ids, y), seed=0)

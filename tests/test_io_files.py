@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import xprune_nb as xp
-from xprune_nb.errors import StudyFileError
-from xprune_nb.io import atomic
+from xprune_nb.core import atomic
+from xprune_nb.core.errors import StudyFileError
 from xprune_nb.models import ToyMLP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +124,7 @@ def test_text_writes_are_atomic(study, tmp_path, monkeypatch):
 FSIZE_CHILD = """
 import resource, signal, sys
 import xprune_nb as xp
-from xprune_nb.errors import StudyFileError
+from xprune_nb.core.errors import StudyFileError
 from xprune_nb.models import ToyMLP
 study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"), seed=0)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes past the limit fail with EFBIG instead

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xprune_nb.cli import app_command, main
+from xprune_nb.ui.cli import app_command, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_lab_as_root_allows_root_as_make_lab_does(tmp_path, capsys, monkeypatch)
 
 
 def test_lab_never_writes_through_symlinks(tmp_path, capsys):
-    from xprune_nb.cli import bundled_notebooks
+    from xprune_nb.ui.cli import bundled_notebooks
 
     names = sorted(p.name for p in bundled_notebooks().glob("*.ipynb"))
     work, outside = tmp_path / "work", tmp_path / "outside"
@@ -111,7 +111,7 @@ def test_app_has_a_token_and_a_kernel_limit(tmp_path, capsys, monkeypatch):
     nb.write_text("{}")
     runs = []
     monkeypatch.delenv("JUPYTER_TOKEN", raising=False)
-    import xprune_nb._serve as serve
+    import xprune_nb.ui.serve as serve
 
     monkeypatch.setattr(serve, "run_until_stopped",
                         lambda cmd, env=None: runs.append((cmd, env)) or 0)
@@ -133,7 +133,7 @@ def test_app_has_a_token_and_a_kernel_limit(tmp_path, capsys, monkeypatch):
         # the check boxes record into the gradebook next to the notebook
         assert env["XPRUNE_GRADEBOOK"] == str((tmp_path / "xprune_gradebook.csv").resolve())
         assert "--VoilaConfiguration.multi_kernel_manager_class=" \
-               "xprune_nb._app_kernels.LimitedKernelManager" in cmd
+               "xprune_nb.ui.app_kernels.LimitedKernelManager" in cmd
         assert any(c.startswith("--MappingKernelManager.cull_idle_timeout=") for c in cmd)
     # a token the user set (JUPYTER_TOKEN, as Jupyter reads it) is kept
     monkeypatch.setenv("JUPYTER_TOKEN", "mine")
@@ -215,7 +215,7 @@ def test_the_browser_gets_the_token_from_a_private_page_not_its_command_line(mon
     import time
     import webbrowser
 
-    from xprune_nb._serve import open_when_listening
+    from xprune_nb.ui.serve import open_when_listening
 
     opened, seen = threading.Event(), {}
 

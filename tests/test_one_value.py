@@ -17,7 +17,7 @@ def study(small_digits):
 def test_every_display_shows_the_probe_value(study):
     from xprune_nb.export.report_context import ReportContext
     from xprune_nb.export.report_summary import _explanations
-    from xprune_nb.widgets.strip import MetricsStrip
+    from xprune_nb.ui.widgets.strip import MetricsStrip
 
     value = study.step.drift["saliency_spearman"]
     assert study.history.to_frame()["saliency_rank_correlation"].iloc[-1] == value
@@ -35,8 +35,8 @@ def test_every_display_shows_the_probe_value(study):
 
 
 def test_a_missing_probe_number_shows_its_reason_everywhere(study, monkeypatch):
-    from xprune_nb.widgets.history import _probe_number
-    from xprune_nb.widgets.strip import MetricsStrip
+    from xprune_nb.ui.widgets.history import _probe_number
+    from xprune_nb.ui.widgets.strip import MetricsStrip
 
     step = study.step
     saved = dict(step.drift)

@@ -31,9 +31,9 @@ def test_wheel_and_sdist_ship_no_teacher_solutions(tmp_path):
     students = sorted(p.name for p in (ROOT / "notebooks" / "classroom").glob("*.ipynb"))
     assert students
     for name in students:
-        assert f"xprune_nb/notebooks/classroom/{name}" in names
-    assert "xprune_nb/notebooks/classroom/nbgrader_config.py" in names
-    assert "xprune_nb/notebooks/01_quickstart.ipynb" in names
+        assert f"xprune_nb/ui/notebooks/classroom/{name}" in names
+    assert "xprune_nb/ui/notebooks/classroom/nbgrader_config.py" in names
+    assert "xprune_nb/ui/notebooks/01_quickstart.ipynb" in names
     assert not [n for n in names if "solutions" in n]
     with tarfile.open(sdist) as tar:
         members = tar.getnames()
@@ -44,5 +44,5 @@ def test_wheel_and_sdist_ship_no_teacher_solutions(tmp_path):
     (root,) = (tmp_path / "src").iterdir()
     again = _build(root, tmp_path / "dist2", "wheel")
     names = zipfile.ZipFile(again[0]).namelist()
-    assert "xprune_nb/notebooks/classroom/01_prune_half.ipynb" in names
+    assert "xprune_nb/ui/notebooks/classroom/01_prune_half.ipynb" in names
     assert not [n for n in names if "solutions" in n]

@@ -10,7 +10,7 @@ from conftest import no_hooks
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, ModelError, StoppedError
+from xprune_nb.core.errors import ConfigError, ModelError, StoppedError
 from xprune_nb.explain.pathways import NodeSpec, compute_flow
 
 
@@ -69,7 +69,7 @@ def test_mlp_conservation_without_biases():
 def test_residual_cnn_channels_match_zennit_and_show_the_skip_share(small_digits):
     from conftest import make_study
 
-    from xprune_nb._zennit import LRPRunner
+    from xprune_nb.models.mechanisms.lrp import LRPRunner
 
     study = make_study("residual", small_digits)
     p = study.pathways(classes=[3], samples=4)

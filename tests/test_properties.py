@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import xprune_nb as xp
-from xprune_nb.errors import NotScoredError, PruneError, StudyBusyError
+from xprune_nb.core.errors import NotScoredError, PruneError, StudyBusyError
 
 _DATA = {}
 
@@ -49,7 +49,8 @@ def state_of(model) -> dict:
 
 
 def param_counts(model) -> tuple[int, int]:
-    """(total, non-zero) parameters, counted here independently of xprune_nb.metrics: a masked
+    """(total, non-zero) parameters, counted here independently of xprune_nb.measure.metrics: a
+    masked
     weight counts its dense size, and its non-zeros after the mask."""
     total = nonzero = 0
     for mod in model.modules():

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from xprune_nb._zennit import import_zennit
 from xprune_nb.explain.compare import deletion_insertion_auc, rank_correlation, topk_iou
 from xprune_nb.explain.grounding import (
     pointing_game,
     relevance_mass_in_box,
     relevance_rank_accuracy,
 )
+from xprune_nb.models.mechanisms.lrp import import_zennit
 
 import_zennit()
 import quantus  # noqa: E402 - after zennit's torchvision stand-in (dev extra)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from xprune_nb.errors import ConfigError, DataError, ModelError
-from xprune_nb.pruning.recalibrate import (
+from xprune_nb.core.errors import ConfigError, DataError, ModelError
+from xprune_nb.models.mechanisms.recalibrate import (
     batchnorm_layers,
     has_batchnorm,
     recalibrate_batchnorm,
@@ -160,14 +160,15 @@ def test_masked_model_keeps_its_masks(net):
 
 def test_pruned_zoo_model_recovers_accuracy(digits):
     import xprune_nb as xp
+    from xprune_nb.measure.metrics import evaluate_model
 
     study = xp.Study(xp.zoo.load("digits_resnet"), digits, seed=0, probe_size=10)
     study.score("taylor", granularity="channel", samples=128)
     study.prune(0.3, recalibrate=False)   # the raw pruned model, as before this module existed
     model = copy.deepcopy(study.model)
-    before = xp.metrics.evaluate_model(model, study.data, study.forward, latency=False)
+    before = evaluate_model(model, study.data, study.forward, latency=False)
     report = recalibrate_batchnorm(model, study.data.train.X, forward=study.forward)
-    after = xp.metrics.evaluate_model(model, study.data, study.forward, latency=False)
+    after = evaluate_model(model, study.data, study.forward, latency=False)
     assert set(report.layers) == set(batchnorm_layers(model))
     assert after.accuracy > before.accuracy + 0.2   # measured: about 0.12 -> 0.87
     assert after.params == before.params and after.macs == before.macs

@@ -9,8 +9,8 @@ import torch
 from conftest import TinyMLP, state_equal
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, StudyFileError
-from xprune_nb.recipe import Recipe, StepConfig
+from xprune_nb.core.errors import ConfigError, StudyFileError
+from xprune_nb.record.recipe import Recipe, StepConfig
 
 BASE = {"model": {"zoo": "toy_mlp"}, "data": {"dataset": "moons"},
         "steps": [{"score": {"criterion": "magnitude"}}, {"prune": {"amount": 0.3}},
@@ -73,7 +73,7 @@ def test_structural_errors():
     with pytest.raises(ConfigError, match=r"model\.class_name=\.\.\.\): expected a Python "
                                            "identifier"):
         Recipe.from_dict(_with(("model",), {"source": "class A: pass", "class_name": "A()"}))
-    with pytest.raises(ConfigError, match=r"format=\.\.\.\): expected 'xprune_nb.recipe'"):
+    with pytest.raises(ConfigError, match=r"format=\.\.\.\): expected 'xprune_nb.record.recipe'"):
         Recipe.from_dict(_with(("format",), "other"))
 
 

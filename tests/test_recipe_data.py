@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import xprune_nb as xp
+from xprune_nb.core.errors import ConfigError, StudyFileError
 from xprune_nb.data import bundle
-from xprune_nb.errors import ConfigError, StudyFileError
 from xprune_nb.export import load_data
-from xprune_nb.recipe import Recipe
+from xprune_nb.record.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",

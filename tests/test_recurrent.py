@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-import xprune_nb.zoo as zoo
-from xprune_nb.errors import PruneError
-from xprune_nb.metrics import count_macs
-from xprune_nb.pruning.recurrent import (
+import xprune_nb.models.zoo as zoo
+from xprune_nb.core.errors import PruneError
+from xprune_nb.measure.metrics import count_macs
+from xprune_nb.models.mechanisms.recurrent import (
     find_recurrent,
     recurrent_magnitude,
     remove_hidden_units,

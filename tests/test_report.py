@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 from xprune_nb.export.report_format import fmt
 
 NUM = re.compile(r"<span class='xprune-num' data-name='([^']*)' data-value='([^']*)'>"

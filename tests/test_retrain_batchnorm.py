@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import make_study
 
-from xprune_nb.errors import ConfigError
-from xprune_nb.pruning.recalibrate import batchnorm_layers, recalibrate_batchnorm
-from xprune_nb.recipe.replay import plan
+from xprune_nb.core.errors import ConfigError
+from xprune_nb.models.mechanisms.recalibrate import batchnorm_layers, recalibrate_batchnorm
+from xprune_nb.record.recipe.replay import plan
 
 
 def _bn_state(model):

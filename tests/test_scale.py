@@ -10,8 +10,9 @@ import torch
 from conftest import TinyResidual
 
 import xprune_nb as xp
-from xprune_nb import measure, metrics
-from xprune_nb._snapshots import SnapshotStore
+from xprune_nb.measure import metrics
+from xprune_nb.measure import step as measure
+from xprune_nb.record.snapshots import SnapshotStore
 
 
 def _data(n: int = 48, seed: int = 0):
@@ -75,7 +76,7 @@ def test_a_stopped_drift_keeps_what_it_measured(lazy):
 
 def test_the_panel_strip_says_not_measured_yet(lazy):
     pytest.importorskip("ipywidgets")
-    from xprune_nb.widgets.strip import MetricsStrip
+    from xprune_nb.ui.widgets.strip import MetricsStrip
 
     study = _study()
     study.score("magnitude")
@@ -291,7 +292,7 @@ def test_compare_techniques_and_dynamic_stop_and_leave_nothing_behind():
 
 # ------------------------------------------------------------------ bounded work per step
 def test_prune_recalibrates_a_big_model_on_fewer_examples(monkeypatch):
-    from xprune_nb.pruning import recalibrate
+    from xprune_nb.models.mechanisms import recalibrate
 
     X, y = (torch.randn(700, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
             torch.arange(700) % 4)

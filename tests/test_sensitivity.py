@@ -11,8 +11,8 @@ import torch
 from conftest import no_hooks, state_equal
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, StoppedError
-from xprune_nb.progress import StopSignal
+from xprune_nb.core.errors import ConfigError, StoppedError
+from xprune_nb.core.progress import StopSignal
 from xprune_nb.pruning.sensitivity import sensitivity
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xprune_nb as xp
-from xprune_nb.recipe import StepConfig
+from xprune_nb.record.recipe import StepConfig
 
 
 def test_steps_store_their_calls_and_recipes_use_them(tmp_path):

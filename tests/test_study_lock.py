@@ -16,9 +16,9 @@ import pytest
 from _bad_input_cases import Blocker, fingerprint, same
 
 import xprune_nb as xp
-from xprune_nb.errors import StudyBusyError
+from xprune_nb.core.errors import StudyBusyError
 from xprune_nb.pruning import auto as auto_module
-from xprune_nb.timeline import Timeline
+from xprune_nb.record.timeline import Timeline
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_changing_calls_are_refused_while_a_save_writes(data, tmp_path, monkeypa
     study = _study(data)
     study.score("magnitude")
     writing, release, seen = threading.Event(), threading.Event(), {}
-    from xprune_nb.io import study_file
+    from xprune_nb.record.io import study_file
 
     real = study_file.write_study_file
 
@@ -242,7 +242,7 @@ def test_ctrl_c_in_a_later_round_keeps_the_earlier_rounds(data, monkeypatch):
         if done == 1:
             kept["fp"] = fingerprint(study, timings=False)
 
-    from xprune_nb.pruning import runner
+    from xprune_nb.study import prune_round as runner
 
     real_round = runner.prune_round
     rounds = []
@@ -270,7 +270,7 @@ def test_a_rollback_finishes_despite_a_second_ctrl_c(data, monkeypatch):
     study = _study(data)
     study.score("magnitude")
     before = fingerprint(study, timings=False)
-    from xprune_nb.pruning import runner
+    from xprune_nb.study import prune_round as runner
 
     def failing_round(*a, **k):
         study.timeline.mark_dirty()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import xprune_nb as xp
-from xprune_nb.errors import StudyBusyError
+from xprune_nb.core.errors import StudyBusyError
 
 
 def snapshot(study):
@@ -44,10 +44,10 @@ def _boom(*args, **kwargs):
 
 @pytest.mark.parametrize("target", [
     "xprune_nb.pruning.groups.apply_channel_plan",          # surgery
-    "xprune_nb.measure.evaluate_model",                      # evaluation of the new model
+    "xprune_nb.measure.step.evaluate_model",                      # evaluation of the new model
     "xprune_nb.explain.drift.probe_drift",                   # drift probe
-    "xprune_nb._snapshots.SnapshotStore.put",                # snapshot
-    "xprune_nb.timeline.History.append",                     # the record itself
+    "xprune_nb.record.snapshots.SnapshotStore.put",                # snapshot
+    "xprune_nb.record.timeline.History.append",                     # the record itself
 ])
 def test_interrupted_prune_leaves_the_study_as_it_was(study, monkeypatch, target):
     before = snapshot(study)
@@ -76,7 +76,7 @@ def test_interrupted_scoring_and_retraining(study, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         study.retrain(epochs=1, callbacks=[Interrupt()], progress=False)
     assert_same(study, before)
-    monkeypatch.setattr("xprune_nb.retraining.measure_step", _boom)
+    monkeypatch.setattr("xprune_nb.measure.retraining.measure_step", _boom)
     with pytest.raises(KeyboardInterrupt):
         study.retrain(epochs=1, progress=False)
     assert_same(study, before)
@@ -85,7 +85,7 @@ def test_interrupted_scoring_and_retraining(study, monkeypatch):
 def test_interrupted_iterative_prune_rolls_back_every_round(study, monkeypatch):
     before = snapshot(study)
     calls = {"n": 0}
-    from xprune_nb import measure
+    from xprune_nb.measure import step as measure
 
     real = measure.evaluate_model
 
@@ -95,7 +95,7 @@ def test_interrupted_iterative_prune_rolls_back_every_round(study, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("xprune_nb.measure.evaluate_model", second_round_fails)
+    monkeypatch.setattr("xprune_nb.measure.step.evaluate_model", second_round_fails)
     with pytest.raises(KeyboardInterrupt):
         study.prune(0.5, steps=2)
     assert_same(study, before)

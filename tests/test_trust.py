@@ -17,15 +17,15 @@ import pytest
 import torch
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError, StudyFileError
-from xprune_nb.io.checkpoint import read_checkpoint
-from xprune_nb.io.resolver import (
+from xprune_nb.core.errors import ConfigError, StudyFileError
+from xprune_nb.models import DigitsCNN, ToyMLP
+from xprune_nb.record.io.checkpoint import read_checkpoint
+from xprune_nb.record.io.resolver import (
     build_module,
     check_plain_kwargs,
     resolve_factory,
     resolve_module_class,
 )
-from xprune_nb.models import DigitsCNN, ToyMLP
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
@@ -232,7 +232,7 @@ def test_study_load_refuses_bad_arguments(study_file):
 ABORT_CHILD = """
 import sys
 import xprune_nb as xp
-from xprune_nb.errors import StudyFileError
+from xprune_nb.core.errors import StudyFileError
 try:
     xp.Study.load(sys.argv[1], trust_source=sys.argv[2] == "1")
 except StudyFileError as exc:
@@ -247,7 +247,7 @@ def test_os_abort_in_a_study_file_never_runs(study_file, tmp_path):
     _rewrite(study_file, kind="class", module="os", qualname="abort")
     commands = [[sys.executable, "-c", ABORT_CHILD, str(study_file), "0"],
                 [sys.executable, "-c", ABORT_CHILD, str(study_file), "1"],
-                [sys.executable, "-m", "xprune_nb.cli", "export", str(study_file),
+                [sys.executable, "-m", "xprune_nb.ui.cli", "export", str(study_file),
                  str(tmp_path / "x.py"), "--trust"]]
     procs = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for c in commands]
@@ -358,7 +358,7 @@ def test_cli_run_refuses_factories_without_trust(user, tmp_path):
     recipe = xp.Recipe.from_dict(_recipe(model={"factory": f"{user.name}:make_net"}))
     path = recipe.save(tmp_path / "r.yaml")
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(user.imported.parent), ENV["PYTHONPATH"]])}
-    proc = subprocess.run([sys.executable, "-m", "xprune_nb.cli", "run", str(path), "--out",
+    proc = subprocess.run([sys.executable, "-m", "xprune_nb.ui.cli", "run", str(path), "--out",
                            str(tmp_path / "out")], env=env, capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 2 and "(command line: --trust)" in proc.stderr, proc.stderr
@@ -366,7 +366,7 @@ def test_cli_run_refuses_factories_without_trust(user, tmp_path):
 
 
 def test_cli_trust_flags():
-    from xprune_nb.cli import build_parser
+    from xprune_nb.ui.cli import build_parser
 
     parser = build_parser()
     for flag in ("--trust", "--trust-source"):

@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 
-import xprune_nb.zoo as zoo
-from xprune_nb.errors import ConfigError, PruneError
-from xprune_nb.metrics import count_macs
+import xprune_nb.models.zoo as zoo
+from xprune_nb.core.errors import ConfigError, PruneError
+from xprune_nb.measure.metrics import count_macs
+from xprune_nb.models.mechanisms.attention import SDPAttention
+from xprune_nb.models.mechanisms.blocks import SkippedBlock
 from xprune_nb.pruning import units
-from xprune_nb.pruning.attention import SDPAttention
-from xprune_nb.pruning.blocks import SkippedBlock
 from xprune_nb.pruning.units.head import HeadUnits
 
 
@@ -109,7 +109,7 @@ def test_study_prunes_blocks_end_to_end(digits, tmp_path, monkeypatch):
     import xprune_nb as xp
     from xprune_nb import criteria
     from xprune_nb.criteria.base import Criterion
-    from xprune_nb.pruning.blocks import block_magnitude, find_blocks
+    from xprune_nb.models.mechanisms.blocks import block_magnitude, find_blocks
 
     class BlockMagnitude(Criterion):
         name = "block_magnitude_test"

@@ -12,12 +12,12 @@ from conftest import no_hooks, state_equal
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb import zoo
+from xprune_nb.core.errors import ModelError, PruneError
 from xprune_nb.criteria import ScoringContext, create
 from xprune_nb.criteria._recurrent import per_example_unit_gates, unit_relevance, unrolled
-from xprune_nb.errors import ModelError, PruneError
+from xprune_nb.models import zoo
+from xprune_nb.models.mechanisms.recurrent import recurrent_magnitude, remove_hidden_units
 from xprune_nb.pruning import units
-from xprune_nb.pruning.recurrent import recurrent_magnitude, remove_hidden_units
 from xprune_nb.pruning.units import ModelEnv
 
 
@@ -147,7 +147,7 @@ def test_taylor_gate_is_the_first_order_change_of_removing_a_unit():
 
 
 def test_lrp_relevance_at_the_recurrent_output_is_conserved():
-    from xprune_nb._zennit import LRPRunner
+    from xprune_nb.models.mechanisms.lrp import LRPRunner
 
     torch.manual_seed(2)
     model = Seq(nn.GRU(4, 6, batch_first=True, bidirectional=True), bias=False).eval()

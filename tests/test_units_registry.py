@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 from xprune_nb.pruning import units
 from xprune_nb.pruning.units import ModelEnv, UnitKind, Units
 

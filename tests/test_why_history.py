@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import xprune_nb as xp
-from xprune_nb.errors import ConfigError
+from xprune_nb.core.errors import ConfigError
 
 CLASSES = ["cultivar_A", "cultivar_B", "cultivar_C"]
 

@@ -12,10 +12,10 @@ import torch
 pytest.importorskip("ipywidgets")
 
 import xprune_nb as xp  # noqa: E402
-from xprune_nb.errors import ConfigError, NotScoredError, PruneError  # noqa: E402
-from xprune_nb.widgets import Panel, preview_prune  # noqa: E402
-from xprune_nb.widgets._common import parse_classes, parse_layer_amounts  # noqa: E402
-from xprune_nb.widgets.retrain import LivePlot  # noqa: E402
+from xprune_nb.core.errors import ConfigError, NotScoredError, PruneError  # noqa: E402
+from xprune_nb.ui.widgets import Panel, preview_prune  # noqa: E402
+from xprune_nb.ui.widgets._common import parse_classes, parse_layer_amounts  # noqa: E402
+from xprune_nb.ui.widgets.retrain import LivePlot  # noqa: E402
 
 CONTRACT = ("score", "preview", "prune", "retrain", "stop", "undo", "export")
 
@@ -189,7 +189,7 @@ def test_unexpected_errors_are_shown_not_swallowed(panel, study, monkeypatch, ca
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(study, "score", broken)
-    with caplog.at_level(logging.ERROR, logger="xprune_nb.widgets"):
+    with caplog.at_level(logging.ERROR, logger="xprune_nb.ui.widgets"):
         panel.buttons["score"].click()
         panel.wait(10)
     assert "Score failed with an unexpected RuntimeError: disk on fire" in panel.status

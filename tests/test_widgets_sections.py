@@ -15,7 +15,7 @@ from torch import nn
 pytest.importorskip("ipywidgets")
 
 import xprune_nb as xp  # noqa: E402
-from xprune_nb.widgets import Panel  # noqa: E402
+from xprune_nb.ui.widgets import Panel  # noqa: E402
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 The package's own code is read with ``ast``: any call that writes a file -- ``open(..., "w")``,
 ``Path.write_text`` / ``write_bytes``, ``torch.save`` / ``onnx.save`` to a path, ``os.replace``,
 ``shutil.copy*``, ``tempfile.mkstemp``, ``os.open`` for writing, ``np.save``, ``DataFrame.to_csv``
--- must sit in :mod:`xprune_nb.io.atomic` (``check_target`` + ``atomic_write``), or write into
+-- must sit in :mod:`xprune_nb.core.atomic` (``check_target`` + ``atomic_write``), or write into
 an in-memory buffer, or be one of the few listed exceptions below, each with its reason.
 """
 
@@ -15,19 +15,19 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xprune_nb"
-HELPERS = PACKAGE / "io" / "atomic.py"
+HELPERS = PACKAGE / "core" / "atomic.py"
 
 #: (file relative to the package, call) -> why it may write without the shared helpers
 ALLOWED = {
-    ("_snapshots.py", "torch.save"): "spills history snapshots into the study's own private "
+    ("record/snapshots.py", "torch.save"): "spills history snapshots into the study's own private "
                                      "folder made by tempfile.mkdtemp, never a user path",
-    ("_serve.py", "tempfile.mkstemp"): "a new private (0600) page that hands the app's token "
+    ("ui/serve.py", "tempfile.mkstemp"): "a new private (0600) page that hands the app's token "
                                         "to the browser; never a user path",
-    ("_serve.py", "os.fdopen"): "writes that new private page",
-    ("exercises/gradebook.py", "open"): "an append-only gradebook shared by students, locked "
+    ("ui/serve.py", "os.fdopen"): "writes that new private page",
+    ("ui/exercises/gradebook.py", "open"): "an append-only gradebook shared by students, locked "
                                         "with flock: replacing it would lose concurrent rows; "
                                         "its path goes through check_target first",
-    ("io/pretrained.py", ".save_pretrained"): "Hugging Face writes into a private staging "
+    ("record/io/pretrained.py", ".save_pretrained"): "Hugging Face writes into a private staging "
                                               "folder (tempfile.mkdtemp); each file then moves "
                                               "in through io.atomic.move_into",
 }
@@ -110,7 +110,7 @@ def test_every_writer_goes_through_the_shared_helpers():
         for line, call in writers(path):
             if (rel, call) not in ALLOWED:
                 offenders.append(f"{rel}:{line}: {call}")
-    assert not offenders, ("these writes bypass xprune_nb.io.atomic (check_target + atomic "
+    assert not offenders, ("these writes bypass xprune_nb.core.atomic (check_target + atomic "
                            "write); use write_bytes / write_text / torch_save / write_files: "
                            + "; ".join(offenders))
 
@@ -136,6 +136,6 @@ def test_the_audit_sees_each_kind_of_write(tmp_path):
 @pytest.mark.parametrize("helper", ["atomic_write", "write_bytes", "write_text", "torch_save",
                                     "write_files", "check_target"])
 def test_the_shared_helpers_exist(helper):
-    from xprune_nb.io import atomic
+    from xprune_nb.core import atomic
 
     assert callable(getattr(atomic, helper))

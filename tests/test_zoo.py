@@ -1,4 +1,5 @@
-"""Tests of xprune_nb.zoo and xprune_nb.models: shipped weights, recorded accuracy, structure."""
+"""Tests of xprune_nb.models.zoo and xprune_nb.models: shipped weights, recorded accuracy,
+structure."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from xprune_nb import datasets, models, zoo
-from xprune_nb.errors import ConfigError, StudyFileError
+from xprune_nb import models
+from xprune_nb.core.errors import ConfigError, StudyFileError
+from xprune_nb.data import public as datasets
+from xprune_nb.models import zoo
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (
+from .core.errors import (
     ConfigError,
     DataError,
     MissingDependencyError,
@@ -31,13 +31,15 @@ from .errors import (
     StudyFileError,
     XPruneError,
 )
-from .history import History, Step
-from .metrics import Metrics
-from .scores import Scores
-from .study import Study
-from .training import Callback, StopSignal
+from .core.history import History, Step
+from .core.moved import install as _install_moved
+from .core.scores import Scores
+from .core.version import __version__
+from .measure.metrics import Metrics
+from .measure.training import Callback, StopSignal
+from .study.facade import Study
 
-__version__ = "0.1.0"
+_install_moved()
 
 __all__ = [
     "Study", "Scores", "Step", "History", "Metrics", "Callback", "StopSignal",
@@ -50,11 +52,11 @@ __all__ = [
 
 _LAZY_MODULES = {"data", "datasets", "zoo", "criteria", "explain"}
 _LAZY_ATTRS = {
-    "Panel": ("xprune_nb.widgets", "Panel"),
-    "Recipe": ("xprune_nb.recipe", "Recipe"),
-    "load_pruned": ("xprune_nb.io.checkpoint", "load_pruned"),
-    "compare_techniques": ("xprune_nb.compare", "compare_techniques"),
-    "pareto_plot": ("xprune_nb.compare", "pareto_plot"),
+    "Panel": ("xprune_nb.ui.widgets", "Panel"),
+    "Recipe": ("xprune_nb.record.recipe", "Recipe"),
+    "load_pruned": ("xprune_nb.record.io.checkpoint", "load_pruned"),
+    "compare_techniques": ("xprune_nb.ui.compare", "compare_techniques"),
+    "pareto_plot": ("xprune_nb.ui.compare", "pareto_plot"),
 }
 
 
@@ -69,6 +71,6 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext xprune_nb``: register the ``%xprune`` magics."""
-    from .magics import load_ipython_extension as _load
+    from .ui.magics import load_ipython_extension as _load
 
     _load(ipython)

@@ -52,7 +52,7 @@ def app(tmp_path_factory):
            "JUPYTER_RUNTIME_DIR": str(base / "runtime"), "JUPYTER_DATA_DIR": str(base / "data"),
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
            "JUPYTER_TOKEN": "browser-test-token"}   # the app asks for a token (issue 17)
-    cmd = [sys.executable, "-m", "xprune_nb.cli", "app", str(notebook), "--port", str(port),
+    cmd = [sys.executable, "-m", "xprune_nb.ui.cli", "app", str(notebook), "--port", str(port),
            "--no-browser"]
     log = open(base / "voila.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base)
@@ -119,7 +119,7 @@ def test_app_serves_the_exercise_without_code(app, page):
     assert "of the original parameters" in text or "below 0.95" in text, text
     assert "study." not in text and "()" not in text and "`" not in text   # words, no code
     # the teacher's gradebook, next to the served notebook, has Ada's two checks
-    from xprune_nb.exercises import gradebook
+    from xprune_nb.ui.exercises import gradebook
 
     rows = gradebook.read(app_dir / "xprune_gradebook.csv")
     assert rows["student"].tolist() == ["Ada", "Ada"] and not rows["passed"].any()

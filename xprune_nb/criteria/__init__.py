@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import GRANULARITIES, Criterion, ScoringContext
 
 __all__ = ["Criterion", "ScoringContext", "GRANULARITIES", "register", "get", "create",

@@ -76,14 +76,14 @@ def per_example_block_gates(ctx: ScoringContext, *, target: str = "loss") -> dic
 
 def block_magnitudes(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     """Root-mean-square of each block's parameters."""
-    from ..pruning.blocks import block_magnitude
+    from ..models.mechanisms.blocks import block_magnitude
 
     return {k: torch.tensor(v) for k, v in block_magnitude(ctx.model, blocks_of(ctx)).items()}
 
 
 def block_skip_drops(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     """Accuracy lost on the reference set when each block alone is skipped."""
-    from ..pruning.blocks import skip_drop
+    from ..models.mechanisms.blocks import skip_drop
 
     drops = skip_drop(ctx.model, blocks_of(ctx), ctx.inputs, ctx.targets, ctx.forward,
                       batch_size=ctx.batch_size)

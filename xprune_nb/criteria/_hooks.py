@@ -216,7 +216,7 @@ def per_example_head_gates(ctx: ScoringContext, *, target: str = "loss") -> dict
     class's logit (``target="logit"``) w.r.t. a gate on each attention head's output, at gate 1
     (Michel et al. 2019); every attention style the head kinds support, removed heads included.
     Returns {module name: (examples, heads) tensor}."""
-    from ..pruning.attention.gates import per_example_head_gates as gates
+    from ..models.mechanisms.attention.gates import per_example_head_gates as gates
 
     return gates(ctx, target=target)
 

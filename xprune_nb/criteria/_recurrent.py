@@ -58,14 +58,14 @@ def recurrent_magnitudes(ctx: ScoringContext, p: int = 1) -> dict[str, torch.Ten
     Examples
     --------
     >>> from types import SimpleNamespace
-    >>> from xprune_nb.pruning.recurrent import find_recurrent
+    >>> from xprune_nb.models.mechanisms.recurrent import find_recurrent
     >>> model = nn.ModuleDict({"rnn": nn.GRU(3, 4), "head": nn.Linear(4, 2)})
     >>> ctx = SimpleNamespace(model=model, units=SimpleNamespace(detail={
     ...     "groups": {"rnn": find_recurrent(model)[0][0]}, "readers": {"rnn": ["head"]}}))
     >>> recurrent_magnitudes(ctx, p=2)["rnn"].shape
     torch.Size([4])
     """
-    from ..pruning.recurrent import unit_slices
+    from ..models.mechanisms.recurrent import unit_slices
 
     out = {}
     for name, group in _groups(ctx).items():
@@ -233,12 +233,12 @@ def unit_relevance(ctx: ScoringContext, runner, *, signed: bool = False
     """LRP relevance at each hidden unit's outputs, averaged over the reference set.
 
     The relevance of the true class's logit is propagated with the LRP rules of
-    :class:`~xprune_nb._zennit.LRPRunner` through the layers *after* the recurrent module, down
-    to its outputs (sequence output and final states); a unit's relevance is the sum over time
-    steps, directions and states of the relevance there, per example, in absolute value unless
-    ``signed``. zennit has no rule for the recurrence itself, so relevance is *not* propagated
-    through the LSTM/GRU cell (into its gates, earlier steps or stacked inner layers): an inner
-    layer of a stacked module is scored through the unit index it shares with the last layer.
+    :class:`~xprune_nb.models.mechanisms.lrp.LRPRunner` through the layers *after* the recurrent
+    module, down to its outputs (sequence output and final states); a unit's relevance is the sum
+    over time steps, directions and states of the relevance there, per example, in absolute value
+    unless ``signed``. zennit has no rule for the recurrence itself, so relevance is *not*
+    propagated through the LSTM/GRU cell (into its gates, earlier steps or stacked inner layers): an
+    inner layer of a stacked module is scored through the unit index it shares with the last layer.
     """
     names = list(_groups(ctx))
     modules = runner.modules

@@ -6,8 +6,8 @@ the context opens). ``xmask`` copies a class's mask into them, runs the class's 
 ``d loss / d gate``; no hook, attribute or parameter of the model outlives the context.
 
 - channels: the layer's output channels are scaled (Conv: dim 1, Linear and others: last dim);
-- heads: :func:`xprune_nb.pruning.attention.surgery.head_gates`, the per-head gate of every
-  attention style the head kind supports (``nn.MultiheadAttention``, ``SDPAttention``, Hugging
+- heads: :func:`xprune_nb.models.mechanisms.attention.surgery.head_gates`, the per-head gate of
+  every attention style the head kind supports (``nn.MultiheadAttention``, ``SDPAttention``, Hugging
   Face, fused qkv, LeViT);
 - blocks: ``y = x + g * (block(x) - x)`` on each residual block / transformer layer, as
   :mod:`xprune_nb.criteria._blocks` does for the Taylor and gradient block scores.
@@ -81,8 +81,8 @@ def channel_gates(ctx: ScoringContext) -> Iterator[dict[str, torch.Tensor]]:
 @contextlib.contextmanager
 def head_gates(ctx: ScoringContext) -> Iterator[dict[str, torch.Tensor]]:
     """One gate per head of every attention module in ``ctx.layers`` (the surgery's gates)."""
-    from ..pruning.attention import find_heads
-    from ..pruning.attention.surgery import head_gates as surgery_gates
+    from ..models.mechanisms.attention import find_heads
+    from ..models.mechanisms.attention.surgery import head_gates as surgery_gates
 
     wanted = set(ctx.layers)
     groups = [g for g in find_heads(ctx.model)[0] if g.name in wanted]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._model import weight_tensor
+from ..models.mechanisms.model_tools import weight_tensor
 from ._hooks import input_feature_norms, output_unit_stats
 from .base import Criterion, ScoringContext
 

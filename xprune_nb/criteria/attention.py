@@ -31,7 +31,8 @@ class AttentionCriterion(Criterion):
     Gur & Wolf, ICCV 2021): per example, ``sum_ij (dA_h ⊙ A_h)^+`` over the head's attention
     probabilities ``A_h`` and their gradient for the explained class's logit (the signed sum
     with ``signed=True``). It reads any attention whose probabilities
-    :mod:`xprune_nb.explain.attention` can capture, one batched backward pass per batch.
+    :mod:`xprune_nb.models.mechanisms.attention.maps` can capture, one batched backward pass per
+    batch.
 
     ``relevance="evidence"`` (grounding-aware) keeps only the part of that relevance that
     flows to key tokens inside the evidence: per example, ``sum_ij (dA_h ⊙ A_h)^+ w_j`` where
@@ -61,7 +62,7 @@ class AttentionCriterion(Criterion):
 
     def _relevance(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         if self.wants_evidence and ctx.evidence is None:
-            from ..errors import ConfigError
+            from ..core.errors import ConfigError
 
             raise ConfigError.bad_value("Study.score", "relevance", "'evidence' only with the "
                                         "reference examples' evidence masks (data with boxes)",
@@ -97,8 +98,8 @@ class AttentionCriterion(Criterion):
 
 def _key_weights(evidence: torch.Tensor, x: torch.Tensor, tokens: int) -> torch.Tensor:
     """Per example, the share of each key token's patch inside the evidence mask ``(N, T)``."""
-    from ..errors import ConfigError
-    from ..explain.attention import _grid
+    from ..core.errors import ConfigError
+    from ..models.mechanisms.attention.maps import _grid
 
     call = "Study.score(criterion='attention', relevance='evidence')"
     if x.dim() != 4:
@@ -114,7 +115,7 @@ def _attention_relevance(ctx: ScoringContext, *, signed: bool,
                          evidence: bool = False) -> dict[str, torch.Tensor]:
     """Per example and head, the head's term of Chefer et al.'s relevance update (with
     ``evidence``: only the part that reaches key tokens inside the example's evidence)."""
-    from ..explain.attention import capture_attention
+    from ..models.mechanisms.attention.maps import capture_attention
 
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in ctx.layers}
     start = 0

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..core.errors import ConfigError
 from ..data.batch import take
-from ..errors import ConfigError
 
 __all__ = ["Criterion", "ScoringContext", "GRANULARITIES"]
 

@@ -40,7 +40,7 @@ class RandomCriterion(Criterion):
         return self._draw(ctx, lambda layer: tuple(layer.weight.shape))
 
     def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
-        from ..pruning.attention.discovery import head_count
+        from ..models.mechanisms.attention.discovery import head_count
 
         return self._draw(ctx, lambda module: (head_count(module),))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._model import eval_mode
-from ..errors import ConfigError, MissingDependencyError
+from ..core.errors import ConfigError, MissingDependencyError
+from ..models.mechanisms.model_tools import eval_mode
 from ._hooks import _Given
 from ._relevance import UnitAccumulator, UnitRelevanceMixin, unit_sums
 from .base import Criterion, ScoringContext

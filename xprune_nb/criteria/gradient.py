@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._model import weight_tensor
+from ..models.mechanisms.model_tools import weight_tensor
 from ._hooks import output_unit_stats, per_example_head_gates, per_example_weight_stats
 from .base import Criterion, ScoringContext
 

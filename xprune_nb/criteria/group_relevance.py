@@ -18,8 +18,8 @@ import math
 
 import torch
 
+from ..core.errors import ConfigError
 from ..data.batch import take
-from ..errors import ConfigError
 from .base import Criterion, ScoringContext
 
 __all__ = ["GroupRelevanceCriterion"]

@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from .._zennit import RULES, LRPRunner
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..models.mechanisms.lrp import RULES, LRPRunner
 from ._relevance import UnitAccumulator, UnitRelevanceMixin, unit_sums
 from .base import Criterion, ScoringContext
 

@@ -54,7 +54,7 @@ class MagnitudeCriterion(Criterion):
 
     def head_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         # the norm of each head's query/key/value rows and output-projection columns
-        from ..pruning.attention.gates import head_norms
+        from ..models.mechanisms.attention.gates import head_norms
 
         return head_norms(ctx, p=self.params["p"])
 

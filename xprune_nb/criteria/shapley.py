@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._model import eval_mode
+from ..core.errors import ConfigError, NotScoredError
 from ..data.batch import take
-from ..errors import ConfigError, NotScoredError
+from ..models.mechanisms.model_tools import eval_mode
 from ._relevance import UnitRelevanceMixin
 from .base import Criterion, ScoringContext
 

@@ -24,8 +24,8 @@ from numbers import Integral, Real
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import ConfigError
 from ..data.batch import take
-from ..errors import ConfigError
 from ._xmask_gates import gates_for
 from .base import Criterion, ScoringContext
 
@@ -236,7 +236,7 @@ def plot_class_masks(scores, ax=None, *, class_names=None):
     Examples
     --------
     >>> import torch
-    >>> from xprune_nb.scores import Scores
+    >>> from xprune_nb.core.scores import Scores
     >>> s = Scores("xmask", "head", {"attn": torch.tensor([0.9, 0.2])},
     ...            per_class={"attn": torch.tensor([[0.95, 0.1], [0.85, 0.3]])})
     >>> plot_class_masks(s).get_ylabel()

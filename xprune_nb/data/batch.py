@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 __all__ = ["Inputs", "is_mapping", "batch_size", "take", "concat", "to_device", "rebuild",
            "plain", "PAD_VALUES"]

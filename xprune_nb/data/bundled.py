@@ -12,7 +12,7 @@ exported script rebuilds the same data with ``load(**bundle.source)``.
 
 Examples
 --------
->>> import xprune_nb.datasets as ds
+>>> import xprune_nb.data.public as ds
 >>> data = ds.load("digits")
 >>> data.input_shape, data.num_classes, len(data.train), len(data.val), len(data.test)
 ((1, 8, 8), 10, 1079, 359, 359)
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .sources import REGISTRY as _REGISTRY
 from .sources import Spec as _Spec
 from .sources import is_int as _is_int

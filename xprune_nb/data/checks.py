@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = ["check_classes", "check_labels"]
 
@@ -37,7 +37,8 @@ def check_classes(classes, num_classes: int, call: str, param: str = "classes") 
     >>> check_classes([0.7], 3, "Study.score")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xprune_nb.errors.ConfigError: Study.score(classes=...): expected class indices ... got [0.7].
+    xprune_nb.core.errors.ConfigError: Study.score(classes=...): expected class indices ... got
+    [0.7].
     """
     allowed = f"class indices (integers) in [0, {num_classes})"
     items = [classes] if _class_index(classes) is not None else classes
@@ -62,7 +63,7 @@ def check_labels(labels, n: int, num_classes: int, call: str, param: str = "labe
     >>> check_labels([99, 99], 2, 3, "Study.saliency")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xprune_nb.errors.ConfigError: Study.saliency(labels=...): expected 2 class indices ...
+    xprune_nb.core.errors.ConfigError: Study.saliency(labels=...): expected 2 class indices ...
     """
     allowed = f"{n} class indices (integers) in [0, {num_classes})"
     if isinstance(labels, torch.Tensor):

@@ -1,6 +1,6 @@
 """Turn what a user passes as data into the one :class:`DataBundle` a study works on.
 
-Users bring a bundled :class:`~xprune_nb.datasets.DataBundle`, their own ``DataLoader``,
+Users bring a bundled :class:`~xprune_nb.data.public.DataBundle`, their own ``DataLoader``,
 ``Dataset`` or iterable, or ``(X, y)`` pairs of tensors or arrays. Tensors and arrays become
 :class:`Split` tensors (small data: sampling, evaluation and saving stay exact and
 deterministic). Loaders, datasets and iterables are kept as given
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .batch import is_mapping, take
 from .sampling import stratified_indices
 from .split import DataBundle, Split  # the one Split and the one data bundle
@@ -42,7 +42,7 @@ def check_samples(call: str, param: str, value, auto: bool = False):
     >>> check_samples("Study", "eval_samples", 0)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xprune_nb.errors.ConfigError: Study(eval_samples=...): expected a positive integer, ...
+    xprune_nb.core.errors.ConfigError: Study(eval_samples=...): expected a positive integer, ...
     """
     if value in _ALL and not isinstance(value, bool):
         return None
@@ -57,7 +57,7 @@ def check_samples(call: str, param: str, value, auto: bool = False):
 
 
 #: The one data bundle: every source (a bundled dataset, your tensors, loaders, a recipe's data
-#: file or factory) becomes a :class:`~xprune_nb.datasets.DataBundle`; ``StudyData`` is its name
+#: file or factory) becomes a :class:`~xprune_nb.data.public.DataBundle`; ``StudyData`` is its name
 #: where the study's own data is meant.
 StudyData = DataBundle
 

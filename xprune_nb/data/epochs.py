@@ -21,7 +21,7 @@ import itertools
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .sampling import batches
 from .stream import StreamSplit, _length, split_batch
 

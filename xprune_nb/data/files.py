@@ -13,8 +13,8 @@ Two formats, both read without running code:
 
 ``train`` is required, ``val`` and ``test`` are optional (the study stands in for missing ones
 as it does for splits given in memory). Every split is checked: ``X`` rows match the integer
-labels ``y``, values are finite. A failure is a :class:`~xprune_nb.errors.StudyFileError` naming
-the file, the split and what was expected.
+labels ``y``, values are finite. A failure is a :class:`~xprune_nb.core.errors.StudyFileError`
+naming the file, the split and what was expected.
 
 Examples
 --------
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import StudyFileError
+from ..core.errors import StudyFileError
 
 __all__ = ["read_splits", "load_splits", "SPLITS"]
 
@@ -108,7 +108,7 @@ def read_splits(path: str | Path, *, call: str = "load_data") -> dict:
     """``{"train": (X, y), "val": ..., "test": ..., "meta": {...}}`` (``(X, y, groups)`` for
     a split with group codes) from a .pt or .npz file,
     checked (see the module docstring); splits the file lacks are absent."""
-    from ..io.reading import read_torch_file
+    from ..core.reading import read_torch_file
 
     path = Path(path)
     if not path.exists():

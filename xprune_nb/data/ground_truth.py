@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from . import bundled
 from .raw import DIGITS_BOXES_DESCRIPTION as DESCRIPTION
 from .raw import DIGITS_BOXES_OPTIONS, build_digits_boxes, generate_digits_boxes
@@ -29,8 +29,8 @@ __all__ = ["load", "boxes", "build_digits_boxes", "DESCRIPTION"]
 
 
 def load(seed: int = 0, **options: Any) -> DataBundle:
-    """The ``digits_boxes`` :class:`~xprune_nb.datasets.DataBundle` (60/20/20 stratified splits,
-    pixels in [0, 1]): the same as ``xprune_nb.datasets.load("digits_boxes", ...)``.
+    """The ``digits_boxes`` :class:`~xprune_nb.data.public.DataBundle` (60/20/20 stratified splits,
+    pixels in [0, 1]): the same as ``xprune_nb.data.public.load("digits_boxes", ...)``.
 
     Options: ``n_samples`` (2000), ``canvas`` (24: 16, 24 or 32 pixels), ``distractors`` (3
     patches), ``grid`` (4: the digit's corner on multiples of it), ``noise`` (0.05, background

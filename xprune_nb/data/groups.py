@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 
 __all__ = ["attach_groups", "per_group_accuracy", "group_summary"]
 

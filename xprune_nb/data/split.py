@@ -2,7 +2,7 @@
 
 A bundled dataset, your tensors, loaders, a recipe's data file or factory all become a
 :class:`DataBundle` (see :mod:`xprune_nb.data.convert`), so ``study.data`` has the type
-:func:`xprune_nb.datasets.load` returns.
+:func:`xprune_nb.data.public.load` returns.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .batch import take
 from .checks import _names
 
@@ -121,7 +121,7 @@ class DataBundle:
 
     Examples
     --------
-    >>> from xprune_nb.datasets import load
+    >>> from xprune_nb.data.public import load
     >>> data = load("wine")
     >>> data.kind, data.input_shape, data.class_names
     ('tabular', (13,), ['class_0', 'class_1', 'class_2'])
@@ -192,7 +192,7 @@ class DataBundle:
 
         Examples
         --------
-        >>> from xprune_nb.datasets import load
+        >>> from xprune_nb.data.public import load
         >>> len(load("moons", n_samples=100).split("val"))
         20
         """
@@ -207,7 +207,7 @@ class DataBundle:
 
         Examples
         --------
-        >>> from xprune_nb.datasets import load
+        >>> from xprune_nb.data.public import load
         >>> data = load("breast_cancer")
         >>> raw = data.denormalize(data.train.X)
         >>> bool(raw.mean(0).allclose(data.mean, rtol=1e-4))
@@ -222,7 +222,7 @@ class DataBundle:
 
         Examples
         --------
-        >>> from xprune_nb.datasets import load
+        >>> from xprune_nb.data.public import load
         >>> load("moons", n_samples=100).summary().loc["total"].tolist()
         [60, 20, 20]
         """

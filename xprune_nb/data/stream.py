@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data._utils.collate import default_collate
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .batch import concat, take
 from .sampling import stratified_order
 from .stream_items import is_stream, join_groups, known_labels, split_batch

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from ..errors import DataError
+from ..core.errors import DataError
 from .batch import batch_size as rows_of
 from .batch import is_mapping, rebuild
 

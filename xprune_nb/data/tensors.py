@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 from .batch import batch_size, is_mapping, rebuild
 from .split import Split
 

@@ -1,8 +1,8 @@
 """Attention maps and rollout of two models on the same inputs, and how far they moved apart.
 
 :func:`compare_attention` records every layer's per-head attention of both models
-(:mod:`xprune_nb.explain.attention`), rolls it out, and reports the drift numbers every
-comparison reports, computed on the rollout maps (rank correlation, top-k overlap,
+(:mod:`xprune_nb.models.mechanisms.attention.maps`), rolls it out, and reports the drift numbers
+every comparison reports, computed on the rollout maps (rank correlation, top-k overlap,
 deletion/insertion AUC, prediction agreement), plus, per layer, how much the heads' mean
 attention changed. Layers are matched by module name and heads by their original index, so a
 model that lost heads or whole blocks is compared with what is left.
@@ -26,9 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import call_model, eval_mode, logits_of
-from ..errors import ConfigError
-from .attention import capture_attention, rollout, to_input_space, token_scores
+from ..core.errors import ConfigError
+from ..models.mechanisms.attention.maps import (
+    capture_attention,
+    rollout,
+    to_input_space,
+    token_scores,
+)
+from ..models.mechanisms.model_tools import call_model, eval_mode, logits_of
 from .compare import (
     PerInputDrift,
     deletion_insertion_auc,
@@ -167,7 +172,7 @@ def compare_attention(model_before: nn.Module, model_after: nn.Module, inputs, *
     with drift numbers on the rollout (see the module docstring). ``progress(done, total)``
     is called after each of the four passes (maps and deletion curves of each model).
     ``call`` and ``model_param`` are the public call and parameter that messages name."""
-    from .attention import POOLS
+    from ..models.mechanisms.attention.maps import POOLS
 
     def tick(done: int) -> None:
         if progress is not None:
@@ -240,7 +245,7 @@ def attention_maps(study, before: int = 0, after: int = -1, *, inputs=None,
     tensors, row indices of the test split, or ``None`` for ``n`` rows drawn stratified).
     ``progress`` follows the progress protocol (four passes), ``stop`` ends it between them.
     Explanations never change the study."""
-    from ..progress import make_progress
+    from ..core.progress import make_progress
     from .rows import pick_rows
     from .study import step_models
 

@@ -8,7 +8,7 @@ __all__ = ["plot_attention", "plot_heads"]
 
 
 def _check_index(comp, index: int) -> int:
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
             or not 0 <= index < len(comp.targets):
@@ -70,7 +70,7 @@ def plot_heads(comp, index: int = 0, which: str = "before"):
     titled as such."""
     import matplotlib.pyplot as plt
 
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if which not in ("before", "after"):
         raise ConfigError.unknown_name("AttentionComparison.plot_heads", "which",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import eval_mode, logits_of
+from ..models.mechanisms.model_tools import eval_mode, logits_of
 
 __all__ = [
     "PerInputDrift",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import call_model, logits_of
+from ..models.mechanisms.model_tools import call_model, logits_of
 from .compare import pair_reasons, rank_correlation, topk_iou
 from .numbers import finite_mean, missing_note
 from .saliency import gradient_saliency
@@ -39,8 +39,8 @@ def probe_saliency(model: nn.Module, probe_x: torch.Tensor, probe_y: torch.Tenso
     x = probe_x if isinstance(probe_x, Mapping) else torch.as_tensor(probe_x)
     step = chunk or max(len(y), 1)
     if isinstance(x, Mapping) or not x.is_floating_point():
+        from ..core.errors import ConfigError
         from ..data.batch import take
-        from ..errors import ConfigError
         from .tokens import token_attribution
 
         fwd = forward or (lambda m, v: logits_of(call_model(m, v)))

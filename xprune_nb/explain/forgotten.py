@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._model import eval_mode
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..models.mechanisms.model_tools import eval_mode
 
 __all__ = ["ForgottenReport", "forgotten"]
 
@@ -130,7 +130,7 @@ class ForgottenReport:
         """One row per sensitive group: examples, accuracy before and after, the change,
         predictions changed, forgotten and learned; the groups that lost most first.
 
-        Raises :class:`~xprune_nb.errors.ConfigError` for a study without groups.
+        Raises :class:`~xprune_nb.core.errors.ConfigError` for a study without groups.
 
         Examples
         --------

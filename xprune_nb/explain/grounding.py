@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = ["relevance_mass_in_box", "relevance_rank_accuracy", "pointing_game",
            "grounding_reasons", "GroundingComparison",

@@ -3,7 +3,7 @@ computed on a model, and the drift table along the history."""
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = ["why", "latest_prune", "DriftTable", "drift_table"]
 
@@ -123,8 +123,8 @@ def drift_table(study, *, progress=False, stop=None) -> DriftTable:
     >>> study.drift().to_frame()["saliency_rank_correlation"].tolist()
     [1.0]
     """
-    from ..measure import fill_drift
-    from ..progress import make_progress
+    from ..core.progress import make_progress
+    from ..measure.step import fill_drift
 
     fill_drift(study, progress=make_progress(progress, "Study.drift", "drift", stop))
     base = study.history[0].metrics

@@ -2,7 +2,7 @@
 
 A number that cannot be computed is NaN in a table with its reason in a column next to it, and
 shows as ``"n/a: reason"`` in every display; a number computed on first ask shows as
-``"not measured yet"`` until then (``xprune_nb.measure.NOT_MEASURED``). It is never 0, never a
+``"not measured yet"`` until then (``xprune_nb.measure.step.NOT_MEASURED``). It is never 0, never a
 perfect score and never a bare NaN. :func:`shown` is the one formatter the comparisons' reprs,
 the history, the panel strip and the explain tab use, :func:`missing_note` says how many rows
 of a mean were left out, and :func:`finite_mean` is how every such mean is taken.

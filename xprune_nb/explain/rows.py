@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 import torch
 
+from ..core.errors import ConfigError
 from ..data import StudyData, stratified_indices
 from ..data.batch import is_mapping, take
-from ..errors import ConfigError
 
 __all__ = ["pick_rows", "misclassified_rows"]
 

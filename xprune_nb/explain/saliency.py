@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import eval_mode, logits_of
-from ..errors import ConfigError, MissingDependencyError, ModelError
+from ..core.errors import ConfigError, MissingDependencyError, ModelError
+from ..models.mechanisms.model_tools import eval_mode, logits_of
 from .compare import (
     PerInputDrift,
     deletion_insertion_auc,
@@ -141,12 +141,12 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
         maps, _ = gradient_saliency(model, x, targets, forward, abs=options.get("abs", True))
         return maps.numpy(), None
     if method in ("attention_relevance", "attention_rollout"):
-        from . import attention
+        from ..models.mechanisms.attention import maps as attention
 
         explain = getattr(attention, method)
         return explain(model, x, targets, forward=forward, **options).detach().numpy(), None
     if method == "lrp":
-        from .._zennit import LRPRunner
+        from ..models.mechanisms.lrp import LRPRunner
 
         runner = LRPRunner(model, forward, call="study.saliency(method='lrp')", **options)
         out = runner.run(x, targets, input_relevance=True)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import logits_of
-from ..errors import ConfigError, MissingDependencyError
+from ..core.errors import ConfigError, MissingDependencyError
+from ..models.mechanisms.model_tools import logits_of
 from .compare import rank_correlation
 
 __all__ = ["EXPLAINERS", "OUTPUTS", "shapley_values", "compare_shapley", "ShapleyComparison"]
@@ -144,7 +144,7 @@ def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "au
     if explainer in ("exact", "permutation", "kernel") and not tabular:
         raise ConfigError.bad_value("study.shapley", "explainer",
                                     "'gradient' or 'deep' for non-tabular inputs", explainer)
-    from .._zennit import detached_copy
+    from ..models.mechanisms.lrp import detached_copy
 
     shap = _shap()
     f = _Output(detached_copy(model), forward, output).eval()

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import torch
 
+from ..core.errors import ConfigError
+from ..core.params import check_classes
+from ..core.progress import StopSignal, make_progress
 from ..data.batch import batch_size, is_mapping
-from ..errors import ConfigError
-from ..params import check_classes
-from ..progress import StopSignal, make_progress
 from .rows import pick_rows
 
 __all__ = ["saliency", "shapley", "shapley_cost", "counting_forward", "step_models"]
@@ -58,7 +58,7 @@ def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency
     ``attention_rollout``; options go to the method); ``inputs`` are tensors or test-row
     indices (default: ``n`` test rows drawn stratified); ``labels`` the targets (default: the
     true labels, else the ``before`` model's predictions). Token models are attributed to
-    tokens. ``progress``/``stop`` follow :mod:`xprune_nb.progress`.
+    tokens. ``progress``/``stop`` follow :mod:`xprune_nb.core.progress`.
 
     Returns a :class:`~xprune_nb.explain.SaliencyComparison` (``.to_frame()``, ``.plot()``).
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import eval_mode, logits_of
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..models.mechanisms.model_tools import eval_mode, logits_of
 from .compare import PerInputDrift, pair_reasons, rank_correlation, topk_iou
 from .token_perturb import token_deletion_insertion, token_shapley
 from .tokens import _baseline, token_attribution, token_inputs

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import eval_mode
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..models.mechanisms.model_tools import eval_mode
 from .compare import map_reasons
 from .tokens import Forward, _baseline, _default_forward, default_token, token_inputs
 

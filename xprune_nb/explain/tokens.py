@@ -17,7 +17,8 @@ forward pass: the embedding that reads the input ids) and sums over the embeddin
     instead. Complete: per input, the token scores sum to ``f(x) - f(baseline)``; the gap is
     reported as ``completeness``.
 ``attention_relevance``, ``attention_rollout``
-    From the attention probabilities (:mod:`xprune_nb.explain.attention`), one score per token.
+    From the attention probabilities (:mod:`xprune_nb.models.mechanisms.attention.maps`), one score
+    per token.
 ``shapley``
     Shapley values of token positions: a coalition keeps its tokens and replaces the others by
     ``baseline_token`` (default: the model's padding id, :func:`default_token`). ``exact``
@@ -45,23 +46,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model import call_model, eval_mode, logits_of
-from ..errors import ConfigError, MissingDependencyError
+from ..core.errors import ConfigError, MissingDependencyError
+from ..models.mechanisms.model_tools import call_model, eval_mode, logits_of
 
 __all__ = ["TOKEN_METHODS", "embedding_layer", "check_float_inputs", "token_attribution",
            "default_token", "token_inputs", "TokenInputs"]
-
-#: the methods that feed perturbed sequences live in :mod:`.token_perturb` (which imports this
-#: module); they stay importable from here, resolved on first use
-_PERTURB = ("token_shapley", "token_deletion_insertion")
-
-
-def __getattr__(name: str):
-    if name in _PERTURB:
-        from . import token_perturb
-
-        return getattr(token_perturb, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -322,7 +311,7 @@ def _attribute(model, tokens: TokenInputs, targets, method, forward, call, optio
     raw = forward
     ids, forward = tokens.ids, tokens.bind(forward)
     if method.startswith("attention_"):
-        from . import attention
+        from ..models.mechanisms.attention import maps as attention
 
         options.pop("baseline_token", None)
         valid = tokens.valid if tokens.extras is not None else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = ["UnitWhy", "unit_history"]
 
@@ -155,7 +155,7 @@ def _number(value) -> float:
 
 
 def _valid_layers(study) -> list[str]:
-    from .._model import prunable_layers
+    from ..models.mechanisms.model_tools import prunable_layers
 
     names = set(prunable_layers(study.original))
     for by in study.timeline.all_scores.values():

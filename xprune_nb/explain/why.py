@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = ["WhyReport", "why_removed", "why_unit"]
 
@@ -116,7 +116,7 @@ def why_removed(scores, removed: Mapping[str, Sequence[int]], *,
 
     Parameters
     ----------
-    scores : xprune_nb.scores.Scores
+    scores : xprune_nb.core.scores.Scores
     removed : dict
         Group key -> indices of the units removed (flat weight indices for ``weight``).
     per_class : dict, optional
@@ -129,7 +129,7 @@ def why_removed(scores, removed: Mapping[str, Sequence[int]], *,
     Examples
     --------
     >>> import torch
-    >>> from xprune_nb.scores import Scores
+    >>> from xprune_nb.core.scores import Scores
     >>> s = Scores("lrp", "channel", {"fc1": torch.tensor([0.1, 2.0, 0.3, 4.0])})
     >>> why_removed(s, {"fc1": [0, 2]}).to_frame()[["layer", "unit", "rank"]].values.tolist()
     [['fc1', 0, 0], ['fc1', 2, 1]]
@@ -173,7 +173,7 @@ def why_unit(layer: str, unit: int, scores_by_criterion: Mapping[str, object], *
     Examples
     --------
     >>> import torch
-    >>> from xprune_nb.scores import Scores
+    >>> from xprune_nb.core.scores import Scores
     >>> by = {"magnitude": Scores("magnitude", "channel", {"fc1": torch.tensor([1.0, 3.0])}),
     ...       "lrp": Scores("lrp", "channel", {"fc1": torch.tensor([5.0, 0.5])})}
     >>> why_unit("fc1", 1, by)[["criterion", "rank"]].values.tolist()

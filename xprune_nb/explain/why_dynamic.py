@@ -19,7 +19,7 @@ class DynamicWhy:
         ``group``, ``kept`` and ``of`` channels, ``kept_relevance`` (share of the classes'
         relevance that the kept channels carry).
     channels : dict[int, DataFrame]
-        Per path, :func:`~xprune_nb.pruning.dynamic_eval.path_channels`: every channel with
+        Per path, :func:`~xprune_nb.pruning.dynamic.eval.path_channels`: every channel with
         ``kept``, its ``score`` and per-class relevance.
     exits : dict
         The branch point, ``k``, the confidence threshold and the measured share of exits.
@@ -66,7 +66,7 @@ def why_dynamic(study, record) -> DynamicWhy:
     """The explanation of the dynamic step ``record`` of ``study``."""
     import pandas as pd
 
-    from ..pruning.dynamic_eval import path_channels
+    from ..pruning.dynamic.eval import path_channels
 
     model = study.model if record.index == study.current else study.model_at(record.index)
     plan = model.plan

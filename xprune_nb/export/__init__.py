@@ -2,7 +2,7 @@
 
 * :func:`write_script` — a readable ``.py`` file that reproduces a study (``study.export_script``).
 * :func:`save_pruned` / :func:`load_pruned` — pruned models as plain tensors and data (they live
-  in :mod:`xprune_nb.io.checkpoint`; re-exported here for exported scripts).
+  in :mod:`xprune_nb.record.io.checkpoint`; re-exported here for exported scripts).
 * :func:`write_outputs`, :func:`load_weights`, :func:`load_data`,
   :func:`load_groups` — what exported scripts call.
 
@@ -11,9 +11,9 @@ Nothing here imports widgets; scripts need only this headless core and torch.
 
 from __future__ import annotations
 
-from ..io.checkpoint import load_pruned, save_pruned
-from ..io.pretrained_load import build_pretrained
-from ..recipe.replay import as_bundle
+from ..record.io.checkpoint import load_pruned, save_pruned
+from ..record.io.pretrained_load import build_pretrained
+from ..record.recipe.replay import as_bundle
 from .outputs import (
     check_group_limits,
     load_data,

@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError, StudyFileError
-from ..io.atomic import check_target, torch_save
+from ..core.atomic import check_target, torch_save
+from ..core.errors import ConfigError, StudyFileError
 
 __all__ = ["save_compressed", "load_compressed", "read_compressed", "compress_state",
            "decompress_state", "CompressedSize", "FORMAT", "VERSION"]
@@ -219,7 +219,7 @@ def _dense_bytes(model: nn.Module) -> int:
 
 
 def _sparsity(model: nn.Module) -> float:
-    from ..metrics import layer_sparsity
+    from ..measure.metrics import layer_sparsity
 
     layers = layer_sparsity(model).values()
     total = sum(v["params"] for v in layers)
@@ -269,7 +269,7 @@ def save_compressed(model: nn.Module, path: str | Path, *,
 
 def read_compressed(path: str | Path, call: str = "load_compressed") -> dict:
     """The file's contents as plain data (never runs code)."""
-    from ..io.reading import read_torch_file
+    from ..core.reading import read_torch_file
 
     payload = read_torch_file(path, call=call, kind="compressed model")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -324,7 +324,7 @@ def load_compressed(path: str | Path, model: nn.Module) -> nn.Module:
         raise StudyFileError(f"{call}: {str(path)!r} does not fit the model (missing "
                              f"{missing[:5]}, unexpected {extra[:5]}, other shapes "
                              f"{wrong[:5]}); the model is unchanged.")
-    from ..pruning.unstructured import ensure_masks, refresh_masked_weights
+    from ..models.mechanisms.masks import ensure_masks, refresh_masked_weights
 
     ensure_masks(model, [n.rpartition(".")[0] if n.endswith(".weight") else
                          f"{n.rpartition('.')[0]}:{n.rpartition('.')[2]}" for n in masked])

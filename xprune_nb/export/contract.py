@@ -52,9 +52,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._model import eval_mode, logits_of
-from ..errors import ConfigError
-from ..io.atomic import check_target, write_files
+from ..core.atomic import check_target, write_files
+from ..core.errors import ConfigError
+from ..models.mechanisms.model_tools import eval_mode, logits_of
 from .contract_measure import (
     BOUNDS,
     FORMAT,
@@ -293,7 +293,7 @@ def write_contract_test(path: str | Path, *, model_path: str | Path, probe_x: to
 
 
 def _render(path: Path, json_name: str, trust_source: bool) -> str:
-    from .. import __version__
+    from ..core.version import __version__
 
     literal = repr(json_name)
     if ast.literal_eval(literal) != json_name:   # a name that is not a plain literal

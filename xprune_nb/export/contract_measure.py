@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .._model import logits_of
-from ..errors import ConfigError, StudyFileError
+from ..core.errors import ConfigError, StudyFileError
+from ..models.mechanisms.model_tools import logits_of
 
 __all__ = ["FORMAT", "VERSION", "BOUNDS", "read_contract", "measure_contract",
            "check_contract", "per_class_accuracy", "measure"]
@@ -74,8 +74,8 @@ def read_contract(contract_path: str | Path) -> tuple[dict, dict, Path]:
     :func:`write_contract_test` writes: unknown keys, a probe that is not a file name next to
     the contract, bounds that are not numbers in range, tensors of the wrong shape.
     """
-    from ..io.limits import load_json
-    from ..io.reading import read_torch_file
+    from ..core.limits import load_json
+    from ..core.reading import read_torch_file
 
     call = "measure_contract"
     if not isinstance(contract_path, (str, Path)) or not str(contract_path):
@@ -159,7 +159,7 @@ def _load_model(path: Path, trust_source: bool):
 
         session = onnx_session(path)
         return (lambda x: run_onnx(session, x)), None
-    from .. import load_pruned  # public name: the checkpoint module may move
+    from ..record.io.checkpoint import load_pruned
 
     model = load_pruned(path, trust_source=trust_source).eval()
 

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from ..errors import ConfigError, ModelError
+from ..core.errors import ConfigError, ModelError
 
 __all__ = ["fold_batchnorm", "batchnorm_pairs", "bake_masks", "FoldPlan"]
 
@@ -70,7 +70,7 @@ def bake_masks(model: nn.Module) -> nn.Module:
     """
     from torch.nn.utils import prune
 
-    from ..pruning.unstructured import masked_params
+    from ..models.mechanisms.masks import masked_params
 
     for module in model.modules():
         for param in masked_params(module):
@@ -237,7 +237,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *,
                                     example)
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol > 0:
         raise ConfigError.bad_value(_CALL, "atol", "a positive number", atol)
-    from .._model import copy_model  # deepcopy refuses a masked layer's computed weight
+    from ..models.mechanisms.model_tools import (
+        copy_model,  # deepcopy refuses a masked layer's computed weight
+    )
 
     folded = bake_masks(copy_model(model)).eval()
     plan = batchnorm_pairs(folded, example)
@@ -255,7 +257,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *,
 
 def _check_same(model: nn.Module, folded: nn.Module, example: torch.Tensor, atol: float,
                 plan: FoldPlan) -> None:
-    from .._model import eval_mode, logits_of
+    from ..models.mechanisms.model_tools import eval_mode, logits_of
 
     with torch.no_grad(), eval_mode(model):
         want = logits_of(model(example))

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._model import eval_mode, logits_of
-from ..errors import ConfigError, MissingDependencyError, ModelError, StudyFileError
-from ..io.atomic import check_target, write_bytes
+from ..core.atomic import check_target, write_bytes
+from ..core.errors import ConfigError, MissingDependencyError, ModelError, StudyFileError
+from ..models.mechanisms.model_tools import eval_mode, logits_of
 from .onnx_errors import _export_error, _quiet
 
 __all__ = ["export_onnx", "onnx_session", "run_onnx", "input_names"]
@@ -280,7 +280,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
 
 
 def _copy(model: nn.Module) -> nn.Module:
-    from .._model import copy_model  # deepcopy refuses a masked layer's computed weight
+    from ..models.mechanisms.model_tools import (
+        copy_model,  # deepcopy refuses a masked layer's computed weight
+    )
 
     return copy_model(model)
 
@@ -308,7 +310,7 @@ def _lengths(example, longest: int | None) -> list:
 
 def _check(model: nn.Module, output_fn, data: bytes, example, atol: float,
            dynamic_batch: bool, sequence: bool = False, longest: int | None = None) -> None:
-    from ..io.pretrained import call_model
+    from ..record.io.pretrained import call_model
 
     session = onnx_session(data)
     inputs = [example]

@@ -20,7 +20,7 @@ import warnings
 
 from torch import nn
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 
 _CALL = "export_onnx"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import StudyFileError
-from ..io.atomic import write_text
-from ..io.reading import check_finite_state, read_torch_file
+from ..core.atomic import write_text
+from ..core.errors import StudyFileError
+from ..core.reading import check_finite_state, read_torch_file
 
 __all__ = ["write_outputs", "load_weights", "load_data", "load_groups", "check_group_limits",
            "summary_metrics"]
@@ -51,7 +51,7 @@ def load_groups(path: str | Path, data, *, stored_labels: bool = True) -> dict:
     ``stored_labels=False`` (other data, a script's ``--data``): the file's labels, which
     label the study's own rows, are not used; data without labels of its own is then
     measured without groups (``{}``)."""
-    from ..recipe.groups import read_groups_file, study_group_options
+    from ..record.recipe.groups import read_groups_file, study_group_options
 
     path = Path(path)
     if not path.exists():
@@ -66,7 +66,7 @@ def load_groups(path: str | Path, data, *, stored_labels: bool = True) -> dict:
 def check_group_limits(study, path: str | Path) -> list[dict]:
     """Record the ``auto_prune(max_group_drop=)`` limits of the groups file on the replayed
     steps and re-check them (a broken one is warned about); ``metrics.json`` reports them."""
-    from ..recipe.groups import read_groups_file, replay_group_limits
+    from ..record.recipe.groups import read_groups_file, replay_group_limits
 
     _, _, limits = read_groups_file(Path(path), "check_group_limits")
     if not getattr(study.data, "group_names", None):   # other data without groups
@@ -76,13 +76,13 @@ def check_group_limits(study, path: str | Path) -> list[dict]:
 
 def summary_metrics(study) -> dict:
     """Plain numbers describing the current model and the original, for ``metrics.json``."""
-    from .. import distributed
+    from ..record import distributed
 
     m = study.evaluate(latency=False)
     first = study.history[0].metrics
     out = {k: v for k, v in m.as_dict().items() if isinstance(v, (int, float))}
     if m.per_group_accuracy:   # test accuracy of every sensitive group, by name
-        from ..recipe.groups import group_limit_report
+        from ..record.recipe.groups import group_limit_report
 
         out["per_group_accuracy"] = dict(m.per_group_accuracy)
         limits = group_limit_report(study)
@@ -109,7 +109,7 @@ def write_outputs(study, out: str | Path, *, model: dict | None = None,
     out.mkdir(parents=True, exist_ok=True)
     kwargs = (model or {}).get("kwargs")
     study.save_pruned(out / "model.pt", kwargs=kwargs)
-    from ..io.pretrained import is_pretrained
+    from ..record.io.pretrained import is_pretrained
 
     # and as a Hugging Face folder (docs/huggingface.md), unless the model is dynamic, which
     # no Hugging Face config describes (model.pt holds it)
@@ -120,7 +120,7 @@ def write_outputs(study, out: str | Path, *, model: dict | None = None,
     if deploy:
         metrics.update(_deploy(study, out))
     if contract:
-        from ..measure import fill_drift
+        from ..measure.step import fill_drift
         from .contract import bounds_from_drift, write_contract_test
 
         fill_drift(study, [study.history[0], study.step])   # measured on first ask (big models)

@@ -15,8 +15,8 @@ import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..io.atomic import write_text
+from ..core.atomic import write_text
+from ..core.errors import ConfigError
 from . import report_pathways  # noqa: F401 - registers the "pathways" section
 from .report_context import ReportContext, figure_html
 from .report_format import fmt

@@ -63,7 +63,7 @@ class ReportContext:
         return self.study.history[self.after]
 
     def metrics(self, which: str):
-        """The :class:`~xprune_nb.metrics.Metrics` of the ``before`` or ``after`` step's
+        """The :class:`~xprune_nb.measure.metrics.Metrics` of the ``before`` or ``after`` step's
         model, latency measured now (the history records no times: they depend on the machine)."""
         index = self.before if which == "before" else self.after
         return self._get(f"metrics_{which}", lambda: self.study.evaluate(

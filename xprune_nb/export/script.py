@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
-from ..io.atomic import as_path, check_target, torch_save, write_bytes, write_text
-from ..recipe import Recipe
-from ..recipe.replay import Op, plan
+from ..core.atomic import as_path, check_target, torch_save, write_bytes, write_text
+from ..core.errors import ConfigError
+from ..record.recipe import Recipe
+from ..record.recipe.replay import Op, plan
 from .script_code import (
     _WIDTH,
     _call,
@@ -169,7 +169,7 @@ def render_script(recipe: Recipe, name: str = "prune_study.py", *, study=None,
     """The text of the script for ``recipe`` (``name`` is the script's file name); with
     ``deploy`` it also writes ``model.onnx`` (BatchNorm folded) and, for masked models, a
     compressed ``model.xpz``; with ``contract`` a pytest file guarding accuracy and drift."""
-    from .. import __version__
+    from ..core.version import __version__
 
     stem = Path(name).stem
     imports: list[str] = []
@@ -336,7 +336,7 @@ def write_script(recipe: Recipe, path: str | Path, *, study=None, deploy: bool =
         write_bytes(path.with_name(stem + ".weights.pt"),
                     recipe.resolve(recipe.model["weights"]).read_bytes(), call=_CALL)
     if recipe.groups:   # names (and labels the data does not carry) for load_groups
-        from ..recipe.groups import groups_payload, read_groups_file
+        from ..record.recipe.groups import groups_payload, read_groups_file
 
         labels = recipe.group_labels
         if labels is None and recipe.groups.get("file"):

@@ -20,7 +20,7 @@ import ast
 import keyword
 import re
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 _CALL = "Study.export_script"
 #: the script's line width (black's default)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 
 __all__ = ["export_onnx"]
 

@@ -37,9 +37,9 @@ import warnings
 from dataclasses import dataclass, field
 
 from .. import criteria as _criteria
-from ..errors import ConfigError, StoppedError
-from ..params import PARAMS, check, validate
-from ..progress import StopSignal, make_progress
+from ..core.errors import ConfigError, StoppedError
+from ..core.params import PARAMS, check, validate
+from ..core.progress import StopSignal, make_progress
 from .allocate import allocate, damage_of
 from .auto_grounding import grounding_check
 from .auto_limits import check_group_limit, group_sentence, groups_on_test, val_state, violations
@@ -92,7 +92,7 @@ def _check_args(study, call, budgets, constraints, criterion, granularity, retra
     (name, value), = given.items()
     check(call, name, value, PARAMS["budget"])
     validate(call, **constraints, steps=steps, samples=samples)
-    from ..scoring import criterion_and_kind
+    from .scoring import criterion_and_kind
 
     cls, kind = criterion_and_kind(criterion, granularity, call)
     if name != "params" and not kind.speeds_up:
@@ -111,7 +111,7 @@ class _Cost:
         self.study, self.name, self.masks = study, name, not kind.structural
 
     def __call__(self, model) -> float:
-        from ..metrics import count_macs, count_params, measure_latency
+        from ..measure.metrics import count_macs, count_params, measure_latency
 
         s = self.study
         if self.name == "macs":
@@ -369,7 +369,7 @@ def _at_least_one_unit(amounts: dict[str, float], kind, model, units, scores) ->
 
 def _has_bn(model) -> bool:
     try:
-        from .recalibrate import has_batchnorm
+        from ..models.mechanisms.recalibrate import has_batchnorm
     except ImportError:
         return False
     return has_batchnorm(model)

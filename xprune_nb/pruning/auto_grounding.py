@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 __all__ = ["METRICS", "GroundingCheck", "grounding_check", "mass_in_mask", "pointing_in_mask"]
 

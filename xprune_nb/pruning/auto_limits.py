@@ -8,14 +8,14 @@ import math
 
 import torch
 
+from ..core.errors import ConfigError
 from ..data.groups import per_group_accuracy
-from ..errors import ConfigError
 
 __all__ = ["val_state", "violations", "check_group_limit", "group_sentence", "groups_on_test"]
 
 
 def _state(study, model, name: str) -> tuple[float, torch.Tensor, dict[str, float]]:
-    from ..training import evaluate_split
+    from ..measure.training import evaluate_split
 
     split = study.data.split(name)
     acc, _, preds, y = evaluate_split(model, split, study.forward, return_predictions=True,

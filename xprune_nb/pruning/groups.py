@@ -22,7 +22,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .._model import (
+from ..core.errors import ModelError
+from ..data.batch import concat
+from ..models.mechanisms.model_tools import (
     PRUNABLE_TYPES,
     call_model,
     eval_mode,
@@ -30,8 +32,6 @@ from .._model import (
     tied_parameters,
     trace_output,
 )
-from ..data.batch import concat
-from ..errors import ModelError
 
 __all__ = [
     "ChannelGroup",
@@ -246,7 +246,7 @@ def _bake_masks(model: nn.Module) -> list[tuple[str, str]]:
     """Make torch.nn.utils.prune masks permanent so torch-pruning sees plain parameters."""
     from torch.nn.utils import prune
 
-    from .unstructured import masked_params
+    from ..models.mechanisms.masks import masked_params
 
     masked = []
     for name, module in model.named_modules():

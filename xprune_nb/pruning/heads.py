@@ -1,7 +1,8 @@
 """Attention-head pruning by masks (``mode="mask"``): no speed-up, shapes kept.
 
-Real removal, which makes a model smaller and faster, is in :mod:`xprune_nb.pruning.attention`;
-masks stay available for comparison (Michel et al. 2019 measure heads this way).
+Real removal, which makes a model smaller and faster, is in
+:mod:`xprune_nb.models.mechanisms.attention`; masks stay available for comparison (Michel et al.
+2019 measure heads this way).
 
 A head's output is its attention-weighted sum of value vectors; masking the head's rows of the
 query, key and value projections (``in_proj_weight``/``in_proj_bias``) makes its values zero, so
@@ -86,13 +87,13 @@ def apply_head_removal(modules: dict[str, nn.MultiheadAttention],
 
 def mask_heads(model: nn.Module, group, heads) -> None:
     """Mask, in place, ``heads`` of any attention style found by
-    :func:`xprune_nb.pruning.attention.find_heads` (``group`` is its ``HeadGroup``).
+    :func:`xprune_nb.models.mechanisms.attention.find_heads` (``group`` is its ``HeadGroup``).
 
     ``nn.MultiheadAttention`` is masked as by :func:`apply_head_removal` (q/k/v rows); other
-    styles lose every weight :func:`~xprune_nb.pruning.attention.head_slices` lists for the head
-    (q/k/v rows and output-projection columns), so the head contributes nothing.
+    styles lose every weight :func:`~xprune_nb.models.mechanisms.attention.head_slices` lists for
+    the head (q/k/v rows and output-projection columns), so the head contributes nothing.
     """
-    from .attention import head_slices
+    from ..models.mechanisms.attention import head_slices
 
     module = model.get_submodule(group.name) if group.name else model
     heads = [int(h) for h in heads]
@@ -120,7 +121,7 @@ def mask_heads(model: nn.Module, group, heads) -> None:
 def alive_in_groups(model: nn.Module, groups) -> dict[str, torch.Tensor]:
     """Boolean (heads,) per group: True where some output-projection column of the head (or,
     for ``nn.MultiheadAttention``, some q/k/v row) is not masked."""
-    from .attention import head_slices
+    from ..models.mechanisms.attention import head_slices
 
     out = {}
     for group in groups:

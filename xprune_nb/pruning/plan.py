@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..errors import ConfigError, PruneError
-from ..metrics import count_macs, count_params
-from ..params import check, validate
-from ..scores import Scores
+from ..core.errors import ConfigError, PruneError
+from ..core.params import check, validate
+from ..core.scores import Scores
+from ..measure.metrics import count_macs, count_params
 from .schedules import step_fractions
 from .selection import select_units
 from .units import ModelEnv, UnitKind, Units
@@ -120,7 +120,7 @@ def check_retrain_args(call: str, retrain: dict | None) -> None:
 
 
 def _fraction():
-    from ..params import PARAMS
+    from ..core.params import PARAMS
 
     return PARAMS["amount"]
 

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ..errors import ConfigError, PruneError
-from ..scores import normalize_scores
+from ..core.errors import ConfigError, PruneError
+from ..core.scores import normalize_scores
 
 __all__ = ["select_units", "SCOPES"]
 

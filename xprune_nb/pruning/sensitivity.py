@@ -31,9 +31,9 @@ from numbers import Real
 import torch
 from torch import nn
 
-from ..errors import ConfigError, PruneError
-from ..params import Interval, Options, check, check_classes, validate
-from ..progress import StopSignal, make_progress
+from ..core.errors import ConfigError, PruneError
+from ..core.params import Interval, Options, check, check_classes, validate
+from ..core.progress import StopSignal, make_progress
 from . import units as _units
 from .plan import PruneConfig, select_removal
 from .sensitivity_result import Sensitivity
@@ -97,8 +97,8 @@ class Measurer:
 
     def __call__(self, model: nn.Module) -> dict:
         from ..data.groups import group_summary, per_group_accuracy
-        from ..metrics import count_macs, count_params
-        from ..training import evaluate_split
+        from ..measure.metrics import count_macs, count_params
+        from ..measure.training import evaluate_split
 
         s = self.study
         names = getattr(s.data, "group_names", None)
@@ -122,7 +122,7 @@ def evaluate_candidate(study, kind: _units.UnitKind, base: nn.Module, units: _un
     when asked and the kind changes shapes, and measure the copy."""
     trial = kind.preview(base, units, removal, study.env)
     if recalibrate and kind.structural:
-        from .recalibrate import recalibrate_batchnorm
+        from ..models.mechanisms.recalibrate import recalibrate_batchnorm
 
         recalibrate_batchnorm(trial, study.data.train.X, batches=RECALIBRATION_BATCHES,
                               forward=study.forward, seed=study.seed)
@@ -133,7 +133,7 @@ def _wants_recalibration(recalibrate: bool | None, model: nn.Module) -> bool:
     if recalibrate is False:
         return False
     try:
-        from .recalibrate import has_batchnorm
+        from ..models.mechanisms.recalibrate import has_batchnorm
     except ImportError:    # recalibration not available in this build
         return False
     return bool(recalibrate) or has_batchnorm(model)
@@ -197,7 +197,7 @@ def sensitivity(study, criterion: str = "taylor", *, granularity: str = "channel
     True
     """
     start = time.perf_counter()
-    from ..scoring import criterion_and_kind
+    from .scoring import criterion_and_kind
 
     cls, kind = criterion_and_kind(criterion, granularity, call)
     amounts = check_amounts(call, amounts)
@@ -238,7 +238,7 @@ def score_copy(study, base: nn.Module, kind: _units.UnitKind, scorer, *, samples
                batch_size: int, call: str):
     """Score ``base`` (a copy of the study's model) like ``Study.score`` would, recording
     nothing; returns the scores and the units they were made on."""
-    from ..scoring import reference_for, score_units
+    from .scoring import reference_for, score_units
 
     inputs, targets, extras = reference_for(scorer, study.data, samples, classes,
                                             seed=study.seed, call=call)

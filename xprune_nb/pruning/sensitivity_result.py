@@ -97,7 +97,7 @@ class Sensitivity:
         metric = metric or self.metric
         known = [m for m in _LOWER_IS_WORSE if self.group_names or "group" not in m]
         if metric not in known:
-            from ..errors import ConfigError
+            from ..core.errors import ConfigError
 
             raise ConfigError.bad_value("Sensitivity", "metric", f"one of {known}" + (
                 "" if self.group_names else " (the group metrics need a study with groups)"),
@@ -136,7 +136,7 @@ class Sensitivity:
         dmg = self.damage(metric)
         if amount is not None:
             if amount not in dmg.columns:
-                from ..errors import ConfigError
+                from ..core.errors import ConfigError
 
                 raise ConfigError.bad_value("Sensitivity.most_sensitive", "amount",
                                             f"one of {list(dmg.columns)}", amount)

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from ..._zennit import LRPRunner, import_zennit
+from ...models.mechanisms.lrp import LRPRunner, import_zennit
 
 __all__ = ["FixedAttention", "composite_for", "to_module_attention"]
 
@@ -55,6 +55,6 @@ def to_module_attention(model: nn.Module) -> None:
     """``nn.MultiheadAttention`` runs its projections functionally (no module hooks, no rules);
     on the private copy it is replaced by the package's equivalent module-based attention."""
     if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
-        from ...pruning.attention.sdpa import convert_mha
+        from ...models.mechanisms.attention.sdpa import convert_mha
 
         convert_mha(model)

@@ -214,7 +214,7 @@ def _sentence(row: dict, b: int, a: int) -> str:
 def compare_pathways(before: Pathways, after: Pathways, *, retrained: bool,
                      accuracy_before=None, accuracy_after=None) -> PathwaysComparison:
     """Compare two maps of the same classes and inputs (see :class:`PathwaysComparison`)."""
-    from ...errors import ConfigError
+    from ...core.errors import ConfigError
 
     if before.classes != after.classes or before.granularity != after.granularity:
         raise ConfigError("pathways_compare: the two maps must have the same classes and "

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .layout import layout
-from .result import Pathways
+
+if TYPE_CHECKING:   # the result imports this module to draw itself
+    from .result import Pathways
 
 __all__ = ["plot_pathways", "POSITIVE", "NEGATIVE"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..._zennit import import_zennit
+from ...models.mechanisms.lrp import import_zennit
 
 __all__ = ["per_unit", "head_edges", "channel_edges"]
 

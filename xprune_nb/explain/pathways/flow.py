@@ -2,10 +2,10 @@
 
 What is computed, precisely
 ---------------------------
-The model runs once per batch on a private copy (:class:`~xprune_nb._zennit.LRPRunner`), with
-zennit's rules registered and the graph *cut* at every node layer's input: a forward pre-hook
-hands each node layer a detached copy of its input. The backward then runs layer by layer,
-from the logits down, in reverse execution order:
+The model runs once per batch on a private copy
+(:class:`~xprune_nb.models.mechanisms.lrp.LRPRunner`), with zennit's rules registered and the graph
+*cut* at every node layer's input: a forward pre-hook hands each node layer a detached copy of its
+input. The backward then runs layer by layer, from the logits down, in reverse execution order:
 
 * ``R_L``, the relevance at node layer ``L`` (its output units, or for a head node the input of
   its output projection, split into head blocks), is what its consumers sent it;
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..._zennit import LRPRunner
+from ...models.mechanisms.lrp import LRPRunner
 from .attention import FixedAttention, composite_for, to_module_attention
 from .edges import channel_edges, head_edges, per_unit
 
@@ -127,7 +127,7 @@ def flow_batch(runner: LRPRunner, composite, specs: Sequence[NodeSpec], x: torch
                target: int) -> FlowTotals:
     """Layer-wise LRP of logit ``target`` on batch ``x`` with the graph cut at the node layers
     (see the module docstring); returns this batch's sums."""
-    from ..._zennit import _proportional_adds
+    from ...models.mechanisms.lrp import _proportional_adds
 
     model = runner.model
     modules = dict(model.named_modules())

@@ -11,12 +11,15 @@ from __future__ import annotations
 import html
 import json
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .draw import NEGATIVE, POSITIVE
 from .layout import layout
-from .result import Pathways
+
+if TYPE_CHECKING:   # the result imports this module to draw itself
+    from .result import Pathways
 
 __all__ = ["pathways_html", "standalone_page"]
 

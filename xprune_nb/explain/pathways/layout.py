@@ -8,10 +8,13 @@ model line up; a column with more units says how many are not drawn.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .result import Pathways
+if TYPE_CHECKING:   # the result imports this module to draw itself
+    from .result import Pathways
+
 
 __all__ = ["Layout", "layout"]
 

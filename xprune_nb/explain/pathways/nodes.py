@@ -6,7 +6,7 @@ finds, plus the output layer. Units are named by their index in the *original* m
 of a pruned model lines up with the original's: each layer's rows (channel maps) or each
 head's output-projection columns (head maps) of a copy of the original are tagged with their
 index, the recorded structural changes of the step are replayed on that copy
-(:func:`xprune_nb.timeline.rebuild`), and the tags that survive say which units are left.
+(:func:`xprune_nb.record.timeline.rebuild`), and the tags that survive say which units are left.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import nn
 
-from ...errors import ConfigError, ModelError
+from ...core.errors import ConfigError, ModelError
 from .flow import NodeSpec
 
 __all__ = ["GRANULARITIES", "node_specs", "original_ids", "check_supported"]
@@ -43,7 +43,7 @@ def _converted(model: nn.Module) -> nn.Module:
     attention (a copy; the study's model is never changed)."""
     if not any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
         return model
-    from ...pruning.attention.sdpa import convert_mha
+    from ...models.mechanisms.attention.sdpa import convert_mha
 
     clone = copy.deepcopy(model)
     convert_mha(clone)
@@ -70,7 +70,7 @@ def node_specs(model: nn.Module, env, granularity: str, call: str) -> list[NodeS
             raise ModelError(kind.nothing_found(found, call))
         specs = [NodeSpec(n, n, "out", _out_units(modules[n])) for n in layers]
     elif granularity == "head":
-        from ...pruning.attention.discovery import find_heads
+        from ...models.mechanisms.attention.discovery import find_heads
 
         groups, skipped = find_heads(seen, single=True)
         if not groups:
@@ -106,7 +106,7 @@ def original_ids(study, index: int, granularity: str,
                  layers: list[str]) -> dict[str, list[int] | None]:
     """Original index of each unit alive at step ``index``, per layer (``None``: the layer is
     gone, e.g. its block was removed). Layers the step never changed map to themselves."""
-    from ...timeline import rebuild
+    from ...pruning.rebuild import rebuild
 
     step = study.history[index]
     structural = [s for s in step.structure if isinstance(s, dict)]
@@ -115,7 +115,7 @@ def original_ids(study, index: int, granularity: str,
         return {name: list(range(_size(study.original, name, granularity))) for name in layers}
     tagged = _converted(copy.deepcopy(study.original))
     if granularity == "head":
-        from ...pruning.attention.discovery import find_heads
+        from ...models.mechanisms.attention.discovery import find_heads
 
         groups = {g.name: g for g in find_heads(tagged, single=True)[0]}
         _tag_heads(tagged, [groups[n] for n in layers if n in groups])
@@ -124,7 +124,7 @@ def original_ids(study, index: int, granularity: str,
     rebuilt = rebuild(tagged, step.structure, [], study.env.example, study.forward)
     rebuilt = _converted(rebuilt)
     if granularity == "head":
-        from ...pruning.attention.discovery import find_heads
+        from ...models.mechanisms.attention.discovery import find_heads
 
         groups = {g.name: g for g in find_heads(rebuilt, single=True)[0]}
     for name in layers:
@@ -155,7 +155,7 @@ def _has(model: nn.Module, name: str) -> bool:
 def _size(model: nn.Module, name: str, granularity: str) -> int:
     model = _converted(model)
     if granularity == "head":
-        from ...pruning.attention.discovery import find_heads
+        from ...models.mechanisms.attention.discovery import find_heads
 
         for g in find_heads(model, single=True)[0]:
             if g.name == name:

@@ -209,7 +209,7 @@ class Pathways:
                              units=units, mark=mark)
 
     def _class_index(self, cls) -> int | None:
-        from ...errors import ConfigError
+        from ...core.errors import ConfigError
 
         if cls is None:
             return None
@@ -239,7 +239,7 @@ class Pathways:
                   edges: int = DRAW_EDGES) -> Path:
         """Write :meth:`to_html` as a standalone page, atomically (the old file survives any
         failure); returns the path."""
-        from ...io.atomic import check_target, write_text
+        from ...core.atomic import check_target, write_text
         from .html import standalone_page
 
         call = "Pathways.save_html"

@@ -8,8 +8,8 @@ from numbers import Integral
 
 import torch
 
-from ...errors import ConfigError, ModelError
-from ...progress import StopSignal, make_progress
+from ...core.errors import ConfigError, ModelError
+from ...core.progress import StopSignal, make_progress
 from .nodes import GRANULARITIES, check_supported, node_specs, original_ids
 
 __all__ = ["pathways", "pathways_compare", "pick_classes", "MAX_DEFAULT_CLASSES"]
@@ -45,7 +45,7 @@ def pick_classes(study, classes, call: str) -> list[int]:
 
 
 def _check_options(call, *, samples, top, rule, epsilon, batch_size, granularity) -> None:
-    from ..._zennit import RULES
+    from ...models.mechanisms.lrp import RULES
 
     for name, value in (("samples", samples), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
@@ -64,7 +64,7 @@ def _check_options(call, *, samples, top, rule, epsilon, batch_size, granularity
 
 def _inputs(study, classes: list[int], inputs, samples: int, call: str
             ) -> dict[int, torch.Tensor]:
-    from ...scoring import reference_indices
+    from ...pruning.scoring import reference_indices
     from ..rows import pick_rows
 
     if inputs is not None:
@@ -84,7 +84,7 @@ def _inputs(study, classes: list[int], inputs, samples: int, call: str
 def _granularity(model, granularity):
     if granularity is not None:
         return granularity
-    from ...pruning.attention.discovery import find_heads
+    from ...models.mechanisms.attention.discovery import find_heads
     from .nodes import _converted
 
     return "head" if find_heads(_converted(model), single=True)[0] else "channel"

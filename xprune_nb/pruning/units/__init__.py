@@ -11,7 +11,7 @@ True
 
 from __future__ import annotations
 
-from ...errors import ConfigError
+from ...core.errors import ConfigError
 from .base import ModelEnv, UnitKind, Units
 
 __all__ = ["ModelEnv", "UnitKind", "Units", "register", "get", "available", "present",

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ...errors import PruneError
+from ...core.errors import PruneError
 
 __all__ = ["ModelEnv", "Units", "UnitKind"]
 
@@ -62,7 +62,7 @@ class ModelEnv:
            analysis: dict | None = None) -> ModelEnv:
         """The environment of ``original``, finding its output and executed layers unless
         given (a loaded study passes the recorded ones)."""
-        from ..._model import executed_layers, find_output_layers
+        from ...models.mechanisms.model_tools import executed_layers, find_output_layers
 
         return cls(original=original, example=example, forward=forward,
                    output_layers=list(output_layers) if output_layers is not None

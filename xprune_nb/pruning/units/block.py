@@ -7,9 +7,9 @@ layer cannot go; ``Study.prunable("block")`` lists them with the reason. Plans a
 ``{"blocks": [module names]}``, replayed on a fresh copy of the original model.
 
 Criteria score blocks through ``block_scores(ctx)`` returning ``{block name: score}``;
-:mod:`xprune_nb.pruning.blocks` has the pieces they need (``block_magnitude``, ``block_gates``
-for Taylor / gradient scores of the residual branch, ``skip_drop`` for the measured accuracy
-drop of skipping a block).
+:mod:`xprune_nb.models.mechanisms.blocks` has the pieces they need (``block_magnitude``,
+``block_gates`` for Taylor / gradient scores of the residual branch, ``skip_drop`` for the measured
+accuracy drop of skipping a block).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..._model import call_model
-from ..blocks import find_blocks, remove_blocks
+from ...models.mechanisms.blocks import find_blocks, remove_blocks
+from ...models.mechanisms.model_tools import call_model
 from .base import ModelEnv, UnitKind, Units
 
 __all__ = ["BlockUnits", "GROUP"]
@@ -42,7 +42,7 @@ class BlockUnits(UnitKind):
 
     def offered(self, model: nn.Module, env: ModelEnv) -> bool:
         # finding the blocks runs the model (seconds on a big one): a menu needs candidates only
-        from ..blocks import _candidates
+        from ...models.mechanisms.blocks import _candidates
 
         return bool(_candidates(model))
 

@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from ...errors import PruneError
+from ...core.errors import PruneError
 from .base import ModelEnv, UnitKind, Units
 
 __all__ = ["ChannelUnits"]
@@ -66,7 +66,7 @@ class ChannelUnits(UnitKind):
     def offered(self, model: nn.Module, env: ModelEnv) -> bool:
         # finding the groups traces a dependency graph and runs a trial (seconds on a
         # ResNet-50): any Conv/Linear layer besides the output layers offers the kind
-        from ..._model import prunable_layers
+        from ...models.mechanisms.model_tools import prunable_layers
 
         found = env.analysis.get("channel")
         if found is not None:

@@ -8,7 +8,7 @@ still multiply the zeros, so there is no speed-up.
 
 Heads are found in ``nn.MultiheadAttention``, ``SDPAttention``, Hugging Face attention (separate
 q/k/v layers and a head count), timm-style fused ``qkv`` attention and LeViT attention
-(:mod:`xprune_nb.pruning.attention.discovery`).
+(:mod:`xprune_nb.models.mechanisms.attention.discovery`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..._model import eval_mode
-from ...errors import ConfigError, PruneError
-from ..attention import find_heads, remove_heads
+from ...core.errors import ConfigError, PruneError
+from ...models.mechanisms.attention import find_heads, remove_heads
+from ...models.mechanisms.model_tools import eval_mode
 from ..heads import alive_in_groups, mask_heads
 from .base import ModelEnv, UnitKind, Units
 

@@ -4,8 +4,8 @@ One group per recurrent module: its ``hidden_size`` units, shared by every layer
 of a stacked or bidirectional module (PyTorch keeps one ``hidden_size``). Removing a unit drops
 its rows in every gate of ``weight_ih`` / ``weight_hh`` and the biases, its ``weight_hh``
 column, the next layer's input columns, and the input columns of the layers that read the
-recurrent output (:mod:`xprune_nb.pruning.recurrent`), so parameters, MACs and latency fall.
-Plans are plain data, ``{module name: [removed units]}``, replayed on a fresh copy.
+recurrent output (:mod:`xprune_nb.models.mechanisms.recurrent`), so parameters, MACs and latency
+fall. Plans are plain data, ``{module name: [removed units]}``, replayed on a fresh copy.
 
 A module is offered only if a trial removal of a few of its units (on a copy) reproduces the
 model with those units silenced; the others are listed by ``Study.prunable("recurrent")`` with
@@ -14,8 +14,8 @@ sequence, a module that never runs...).
 
 Criteria score these units through ``recurrent_scores(ctx)`` returning
 ``{module name: (hidden_size,) scores}``; ``ctx.units.detail`` holds ``groups``
-(:class:`~xprune_nb.pruning.recurrent.RecurrentGroup` by name) and ``readers`` (the layers that
-read each module), and :mod:`xprune_nb.criteria._recurrent` has the shared pieces.
+(:class:`~xprune_nb.models.mechanisms.recurrent.RecurrentGroup` by name) and ``readers`` (the layers
+that read each module), and :mod:`xprune_nb.criteria._recurrent` has the shared pieces.
 
 Examples
 --------
@@ -47,9 +47,9 @@ import copy
 import torch
 from torch import nn
 
-from ..._model import call_model, eval_mode
-from ...errors import PruneError
-from ..recurrent import find_recurrent, recurrent_readers, remove_hidden_units
+from ...core.errors import PruneError
+from ...models.mechanisms.model_tools import call_model, eval_mode
+from ...models.mechanisms.recurrent import find_recurrent, recurrent_readers, remove_hidden_units
 from .base import ModelEnv, UnitKind, Units
 
 __all__ = ["RecurrentUnits"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..._model import prunable_layers, tied_parameters
-from ..unstructured import alive_weights, apply_weight_removal
+from ...models.mechanisms.masks import alive_weights, apply_weight_removal
+from ...models.mechanisms.model_tools import prunable_layers, tied_parameters
 from .base import ModelEnv, UnitKind, Units
 
 __all__ = ["WeightUnits"]

@@ -1,0 +1,207 @@
+"""What every new step records about its model: metrics, masks and explanation drift.
+
+Measuring is bounded so that a study of a big model stays responsive (the rules of
+"Numbers that are not there" in DESIGN.md):
+
+- MACs are counted once per structure (:class:`MeasureCache`): a retrain or a masked prune
+  keeps the dense MACs of its parent.
+- The original model's saliency on the probe set is computed once and reused by every step.
+- Drift is measured with the step when one saliency pass over the probe is cheap (at most
+  :data:`DRIFT_EAGER_MACS` multiply-accumulates forward); above that it is left for the first
+  ask (:func:`fill_drift`, which :meth:`Study.drift` calls), and the step lists ``"drift"`` in
+  ``Step.pending``: displays say "not measured yet" until then.
+- Latency is never timed here: only ``evaluate(latency=True)`` and the panel's button time it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+from torch import nn
+
+from ..core.history import Step
+from .metrics import count_macs, evaluate_model
+
+__all__ = ["measure_step", "fill_drift", "MeasureCache", "structure_macs", "DRIFT_EAGER_MACS",
+           "NOT_MEASURED"]
+
+#: one forward pass over the probe set may cost this many MACs for drift to be measured with
+#: every step (about a second on one CPU core, forward and backward); bigger: on first ask
+DRIFT_EAGER_MACS = 4e9
+
+#: the words every display shows for a number that is computed on first ask
+NOT_MEASURED = "not measured yet"
+
+#: probe inputs per saliency pass: peak memory is one chunk's activations and gradients
+PROBE_CHUNK = 8
+
+
+class MeasureCache:
+    """What a study measured once and reuses: MACs per structure, the original's probe saliency.
+
+    Examples
+    --------
+    >>> cache = MeasureCache()
+    >>> cache.macs_for([], lambda: 42), cache.macs_for([], lambda: 0)
+    (42, 42)
+    """
+
+    def __init__(self) -> None:
+        self._macs: dict[str, int] = {}
+        self.reference: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def macs_for(self, structure: list, count) -> int:
+        """MACs of the model with this structure (``count()`` runs only the first time)."""
+        key = json.dumps(structure, sort_keys=True, default=str)
+        if key not in self._macs:
+            self._macs[key] = int(count())
+        return self._macs[key]
+
+
+def _cache(study) -> MeasureCache:
+    cache = getattr(study, "measure_cache", None)
+    if cache is None:   # a study built before this cache existed (or a stand-in in tests)
+        cache = study.measure_cache = MeasureCache()
+    return cache
+
+
+def structure_macs(study, structure: list, model: nn.Module) -> int:
+    """MACs per example of ``model``, whose structure is ``structure``; counted once per
+    structure (the step's measurement reuses the count)."""
+    return _cache(study).macs_for(structure, lambda: count_macs(model, study.data.example(1),
+                                                                study.forward))
+
+
+def drift_is_eager(study, macs: int) -> bool:
+    """Whether drift is measured with each step (cheap probe) or on first ask."""
+    return macs * max(len(study.probe_x), 1) <= DRIFT_EAGER_MACS
+
+
+def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0,
+                 progress=None) -> None:
+    """Fill ``step``'s metrics, per-class accuracy, masked layers and (when cheap) drift;
+    ``progress(done, total)`` follows the evaluation's batches.
+
+    Drift is measured on the study's fixed probe set against the original model (see
+    :func:`xprune_nb.explain.drift.probe_drift`); without the explain extra it is left empty.
+    """
+    from ..models.mechanisms.masks import masked_layers
+
+    dynamic = type(model).__name__ == "DynamicNet"   # its MACs depend on the input
+    macs = None if dynamic else structure_macs(study, step.structure, model)
+    m = evaluate_model(model, study.data, study.forward, latency=False, macs=macs,
+                       progress=progress, adaptive=input_adaptive_measure(model))
+    step.metrics = dict(m.as_dict())
+    step.per_class_accuracy = m.per_class_accuracy
+    step.per_group_accuracy = m.per_group_accuracy
+    step.val_per_group_accuracy = m.val_per_group_accuracy
+    step.masked = masked_layers(model)
+    step.seconds = seconds
+    step.pending = [p for p in step.pending if p != "drift"]
+    step.drift = {}
+    if drift_is_eager(study, _cache(study).macs_for(
+            [], lambda: count_macs(study.original, study.data.example(1), study.forward))):
+        step.drift = probe_drift_of(study, model, step.index)
+    else:
+        step.pending.append("drift")
+
+
+def input_adaptive_measure(model: nn.Module):
+    """How to measure ``model`` when its MACs depend on its input (a dynamic model), else None."""
+    if type(model).__name__ != "DynamicNet":
+        return None
+    # UP (measure -> pruning): a dynamic model's MACs and latency depend on the input, and its
+    # own measurement lives with it; imported only for such a model
+    from ..pruning.dynamic.eval import dynamic_metrics
+
+    return dynamic_metrics
+
+
+def probe_drift_of(study, model: nn.Module, index: int | None = None) -> dict:
+    """Drift of ``model`` against the original on the study's probe, the original's saliency
+    computed once per study; ``{}`` without the explain extra."""
+    try:
+        # UP (measure -> explain): the drift every step records is an explanation; imported
+        # at call time so measuring does not load the explainers
+        from ..explain.drift import probe_drift, probe_saliency
+    except ImportError:   # explanations are an optional extra
+        return {}
+    cache = _cache(study)
+    if cache.reference is None:
+        cache.reference = probe_saliency(study.original, study.probe_x, study.probe_y,
+                                         forward=study.forward, chunk=PROBE_CHUNK)
+    # step 0 is the original itself: its own reference, no second pass
+    return probe_drift(study.original, model, study.probe_x, study.probe_y,
+                       forward=study.forward, reference=cache.reference,
+                       same_as_reference=index == 0, chunk=PROBE_CHUNK)
+
+
+def fill_drift(study, steps=None, progress=None) -> int:
+    """Measure the drift of every step (or of ``steps``) that left it for the first ask.
+
+    ``progress(done, total)`` is called after each step (the progress protocol); returns how
+    many steps were measured. The model of each step is rebuilt from the history.
+    """
+    todo = [s for s in (study.history if steps is None else steps) if "drift" in s.pending]
+    if progress is not None and todo:
+        progress(0, len(todo))
+    for i, step in enumerate(todo, 1):
+        model = study.model if step.index == study.current else study.model_at(step.index)
+        step.drift = probe_drift_of(study, model, step.index)
+        step.pending = [p for p in step.pending if p != "drift"]
+        if progress is not None:
+            progress(i, len(todo))
+    return len(todo)
+
+
+def display(value, pending: bool, fmt: str = "{:.3f}") -> str:
+    """A measured number for a display: the value, "not measured yet", or "n/a: ..."."""
+    if pending:
+        return NOT_MEASURED
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return fmt.format(value)
+    return "n/a: not computable for this model"
+
+
+def evaluate(study, *, latency: bool = False, step: int | None = None, progress=False,
+             stop=None):
+    """Measure the current model (or that of ``step``): accuracy and loss on test and
+    validation, parameters, MACs, sparsity, size, and latency at batch 1 and 64 when asked.
+
+    Parameters
+    ----------
+    latency : bool
+        Time forward passes at batch 1 and 64 (each within a couple of seconds: repeats stop
+        when the time budget is spent). ``False`` (the default) measures no time.
+    step : int, optional
+        Measure the model of this history step instead of the current one.
+    progress, stop
+        The progress protocol (one unit per evaluation batch); ``stop`` ends it between batches
+        with :class:`~xprune_nb.core.errors.StoppedError`.
+
+    Returns
+    -------
+    Metrics
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    >>> study.evaluate().latency_ms, sorted(study.evaluate(latency=True).latency_ms)
+    ({}, [1, 64])
+    """
+    from ..core.params import Options, check
+    from ..core.progress import make_progress
+
+    call = "Study.evaluate"
+    check(call, "latency", latency, Options((True, False)))
+    tick = make_progress(progress, call, "evaluate", stop)
+    index = study.current if step is None else study.timeline.index(step, call)
+    model = study.model if index == study.current else study.model_at(index)
+    structure = study.history[index].structure
+    macs = None if type(model).__name__ == "DynamicNet" else _cache(study).macs_for(
+        structure, lambda: count_macs(model, study.data.example(1), study.forward))
+    return evaluate_model(model, study.data, study.forward, latency=latency, macs=macs,
+                          progress=tick, adaptive=input_adaptive_measure(model))

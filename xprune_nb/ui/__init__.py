@@ -1,0 +1,2 @@
+"""Layer 11, the faces: the panel (``widgets``), classroom exercises (``exercises``), the
+``%xprune`` magics, the command line, Voila/JupyterLab serving and ``compare_techniques``."""
