@@ -6,6 +6,7 @@ By hand, not in CI (minutes per task on two CPU cores)::
 
     python benchmarks/bench_scale_explain.py lrp --runs 3             # ResNet-50, 32 images
     python benchmarks/bench_scale_explain.py ig --runs 2 --steps 16   # ResNet-50, 8 images
+    python benchmarks/bench_scale_explain.py shapley --runs 2 --nsamples 8   # ResNet-50
     python benchmarks/bench_scale_explain.py heads --model vit_b16 --runs 3
     python benchmarks/bench_scale_explain.py heads --model bert_base --runs 3
 
@@ -17,6 +18,13 @@ By hand, not in CI (minutes per task on two CPU cores)::
   internal_batch_size=8)`` on a study pruned by 30 % (untimed) against captum's
   ``IntegratedGradients`` of the same 8 images and targets on the same two models (the
   original from ``study.model_at(0)`` and the pruned one). Both warm up on one image, 2 steps.
+  Ours leaves the deletion/insertion curves for the first ask (``curves="lazy"``, the
+  default); ``--curves`` times ``curves=True`` instead (the maps and the curves).
+- ``shapley``: ``study.shapley(0, -1, inputs=X, background=B, nsamples=S)`` (8 images, 8
+  background images; the default ``classes="auto"`` explains the classes the original
+  predicts on the rows) on the same pruned study against shap's ``GradientExplainer(f,
+  B).shap_values(X, nsamples=S, rseed=0)`` on both models, ``f`` the same classes' logits.
+  Both warm up on one image, 2 samples.
 - ``heads``: open + magnitude-score + prune 30 % of the attention heads
   (``Study``; ``score("magnitude", granularity="head")``; ``prune(0.3)``) against
   Torch-Pruning's ``MetaPruner`` with ``num_heads`` for every q/k/v projection,
@@ -46,7 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_scale import _build, _inputs, _peak_mb, _rss_mb, _tp_forward  # noqa: E402
 
-TASKS = ("lrp", "ig", "heads")
+TASKS = ("lrp", "ig", "shapley", "heads")
 MODELS = ("resnet50", "vit_b16", "bert_base")
 
 
@@ -100,7 +108,7 @@ def _lrp(who: str, name: str, n: int) -> dict:
     return {"seconds": time.perf_counter() - t, "peak_above_model_mb": _peak_mb() - base}
 
 
-def _ig(who: str, name: str, n: int, steps: int) -> dict:
+def _pruned_study(name: str, n: int):
     import xprune_nb as xp
 
     model0 = _build(name)
@@ -108,11 +116,17 @@ def _ig(who: str, name: str, n: int, steps: int) -> dict:
     study = xp.Study(model0, train=(X, y), test=(X, y), probe_size=n)
     study.score("magnitude", samples=n)
     study.prune(0.3, recalibrate=False)
+    return study, X, y
+
+
+def _ig(who: str, name: str, n: int, steps: int, curves: bool = False) -> dict:
+    study, X, y = _pruned_study(name, n)
     base = _rss_mb()
     if who == "ours":
         def run(k, s):
             study.saliency(0, -1, method="integrated_gradients", inputs=X[:k],
-                           labels=y[:k].tolist(), n_steps=s, internal_batch_size=8)
+                           labels=y[:k].tolist(), n_steps=s, internal_batch_size=8,
+                           curves=True if curves else "lazy")
     else:
         import captum.attr
 
@@ -125,6 +139,41 @@ def _ig(who: str, name: str, n: int, steps: int) -> dict:
     run(1, 2)
     t = time.perf_counter()
     run(n, steps)
+    return {"seconds": time.perf_counter() - t, "peak_above_model_mb": _peak_mb() - base}
+
+
+def _shapley(who: str, name: str, n: int, nsamples: int) -> dict:
+    import torch
+
+    study, X, _ = _pruned_study(name, 2 * n)
+    X, B = X[:n], X[n:]
+    base = _rss_mb()
+    if who == "ours":
+        def run(k, s):
+            return study.shapley(0, -1, inputs=X[:k], background=B, nsamples=s)
+    else:
+        import shap
+
+        def run(k, s):
+            models = [study.model_at(0), study.model]
+            with torch.no_grad():   # the classes ours explains: the original's predictions
+                classes = sorted(set(models[0].eval()(X[:k]).logits.argmax(1).tolist()))
+            for model in models:
+                model.eval()
+
+                class Picked(torch.nn.Module):
+                    def __init__(self, inner):
+                        super().__init__()
+                        self.inner = inner
+
+                    def forward(self, x):
+                        return self.inner(x).logits[:, classes]
+
+                shap.GradientExplainer(Picked(model), B).shap_values(X[:k], nsamples=s,
+                                                                      rseed=0)
+    run(1, 2)
+    t = time.perf_counter()
+    run(n, nsamples)
     return {"seconds": time.perf_counter() - t, "peak_above_model_mb": _peak_mb() - base}
 
 
@@ -191,7 +240,9 @@ def child(task: str, who: str, name: str, n: int, threads: int, steps: int) -> d
     if task == "lrp":
         return _lrp(who, name, n)
     if task == "ig":
-        return _ig(who, name, n, steps)
+        return _ig(who, name, n, steps, curves=os.environ.get("BENCH_CURVES") == "1")
+    if task == "shapley":
+        return _shapley(who, name, n, steps)
     return _heads(who, name, n)
 
 
@@ -234,13 +285,20 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=None,
                    help="images or sequences (default: 32 for lrp, 8 otherwise)")
     p.add_argument("--steps", type=int, default=16, help="integrated-gradient steps (ig)")
+    p.add_argument("--nsamples", type=int, default=8,
+                   help="shap samples per row and class (shapley)")
+    p.add_argument("--curves", action="store_true",
+                   help="ig: ours computes the deletion/insertion curves too (curves=True)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     n = a.samples or (32 if a.task == "lrp" else 8)
     load = os.getloadavg()
     print(f"# {a.task} on {a.model}: {a.runs} runs each, {n} inputs, {a.threads} thread(s), "
           f"load average at start {load[0]:.1f}", flush=True)
-    summary = measure(a.task, a.model, a.runs, n, a.threads, a.steps)
+    if a.curves:
+        os.environ["BENCH_CURVES"] = "1"   # read by the children (inherit the environment)
+    steps = a.nsamples if a.task == "shapley" else a.steps
+    summary = measure(a.task, a.model, a.runs, n, a.threads, steps)
     summary["load_average_end"] = os.getloadavg()[0]
     print(json.dumps(summary, indent=1))
 

@@ -138,13 +138,45 @@ def test_image_model_uses_shap_gradient_explainer_on_a_copy():
     model.train()                     # shap calls .eval(); it must not reach the user's model
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x, background = torch.rand(3, 1, 4, 4), torch.rand(10, 1, 4, 4)
-    comp = explain.compare_shapley(model, model, x, background, seed=0)
+    comp = explain.compare_shapley(model, model, x, background, seed=0, classes="all")
     assert comp.explainer == "gradient"
     assert np.asarray(comp.before.values).shape == (3, 1, 4, 4, 2)
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert len(comp.to_frame()) == 16
     fig = comp.plot()
     assert len(fig.axes) == 9
+
+
+def test_image_shapley_explains_the_predicted_classes_with_the_given_sample_budget(monkeypatch):
+    import shap
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
+    x, background = torch.rand(4, 1, 4, 4), torch.rand(6, 1, 4, 4)
+    predicted = sorted(set(model(x).argmax(1).tolist()))
+    seen = []
+    original = shap.GradientExplainer.shap_values
+
+    def spy(self, X, nsamples=200, **kw):
+        seen.append(nsamples)
+        return original(self, X, nsamples=nsamples, **kw)
+
+    monkeypatch.setattr(shap.GradientExplainer, "shap_values", spy)
+    comp = explain.compare_shapley(model, model, x, background, nsamples=7)
+    assert seen == [7, 7]
+    assert comp.class_names == [str(c) for c in predicted]
+    assert np.asarray(comp.before.values).shape == (4, 1, 4, 4, len(predicted))
+    # the explained outputs are those classes' logits, for both models alike
+    np.testing.assert_allclose(comp.fx_before, model(x).detach().double()[:, predicted].numpy(),
+                               rtol=1e-6)
+    chosen = explain.compare_shapley(model, model, x, background, nsamples=3, classes=[4, 1],
+                                     class_names=list("abcde"))
+    assert chosen.class_names == ["e", "b"] and chosen.before.values.shape[-1] == 2
+    with pytest.raises(ConfigError, match=r"nsamples=\.\.\.\): expected 'auto' or an integer"):
+        explain.compare_shapley(model, model, x, background, nsamples=0)
+    with pytest.raises(ConfigError, match=r"classes=\.\.\.\): expected .* class indices in "
+                                          r"\[0, 5\)"):
+        explain.compare_shapley(model, model, x, background, classes=[5])
 
 
 def test_errors_name_the_parameter():

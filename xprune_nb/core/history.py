@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Step", "History", "compare_steps", "compare_study_steps"]
+__all__ = ["Step", "History", "compare_steps", "compare_study_steps", "NOT_MEASURED"]
+
+#: the words every display shows for a number that is computed on first ask (DESIGN.md,
+#: "Numbers that are not there"): a step's pending drift, a comparison's faithfulness curves
+NOT_MEASURED = "not measured yet"
 
 _TABLE_METRICS = ("accuracy", "val_accuracy", "params", "nonzero_params", "macs", "sparsity")
 

@@ -115,8 +115,8 @@ class AttentionComparison(PerInputDrift):
                          "attention_change": change})
         return pd.DataFrame(rows)
 
-    def summary(self) -> dict[str, float]:
-        out = super().summary()
+    def summary(self, measure: bool = True) -> dict[str, float]:
+        out = super().summary(measure)
         changes = self.layer_frame()["attention_change"].to_numpy(dtype=float)
         out["attention_change"] = (float(np.nanmean(changes)) if np.isfinite(changes).any()
                                    else float("nan"))

@@ -1,8 +1,9 @@
 """Drift metrics: how far two explanations (or two models' predictions) have moved apart.
 
-All functions take one explanation per row (``(n, *input_shape)`` arrays or tensors) and return
-one number per row, so a comparison can report them per input and on average. Image inputs
-``(n, C, H, W)`` are compared per pixel (channels summed); anything else per feature.
+The per-row metrics of two maps live in :mod:`xprune_nb.explain.map_metrics` (re-exported
+here); this module adds the deletion/insertion curves (faithfulness, which cost forward passes)
+and :class:`PerInputDrift`, what every before/after comparison of per-input maps shares,
+including curves computed on first ask.
 """
 
 from __future__ import annotations
@@ -13,10 +14,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.history import NOT_MEASURED
 from ..models.mechanisms.model_tools import eval_mode, logits_of
+from .map_metrics import (  # noqa: F401  (_numpy: shared helper; the rest re-exported here)
+    _numpy,
+    feature_map,
+    map_reasons,
+    pair_reasons,
+    prediction_agreement,
+    rank_correlation,
+    top_set,
+    topk_iou,
+)
 
 __all__ = [
     "PerInputDrift",
+    "Curve",
+    "CURVE_COLUMNS",
     "feature_map",
     "map_reasons",
     "pair_reasons",
@@ -26,165 +40,6 @@ __all__ = [
     "prediction_agreement",
     "deletion_insertion_auc",
 ]
-
-
-def _numpy(a) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
-
-
-def feature_map(a) -> np.ndarray:
-    """(n, features) view of explanations: pixels of (n, C, H, W) images (channels summed),
-    otherwise every entry is a feature."""
-    a = _numpy(a).astype(np.float64)
-    if a.ndim == 4:
-        return a.sum(axis=1).reshape(a.shape[0], -1)
-    return a.reshape(a.shape[0], -1)
-
-
-def _average_ranks(row: np.ndarray) -> np.ndarray:
-    order = np.argsort(row, kind="stable")
-    ranks = np.empty(len(row), dtype=np.float64)
-    ranks[order] = np.arange(len(row), dtype=np.float64)
-    sorted_vals = row[order]
-    # tied values share the mean of their ranks, as in Spearman's definition
-    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
-    ends = np.r_[starts[1:], len(row)]
-    for s, e in zip(starts, ends):
-        if e - s > 1:
-            ranks[order[s:e]] = (s + e - 1) / 2.0
-    return ranks
-
-
-def map_reasons(a, *, absolute: bool = False) -> list[str]:
-    """Why each row's map can not be ranked ('' where it can).
-
-    A map with a NaN or infinite entry, an all-zero map and a constant map (by absolute value
-    when ``absolute``, as the top-k overlap ranks) order nothing: every number that ranks
-    features is NaN for them, with this reason, never a perfect score.
-
-    Examples
-    --------
-    >>> map_reasons([[0.0, 0.0], [1.0, float("nan")], [2.0, 2.0], [1.0, -1.0], [1.0, 2.0]],
-    ...             absolute=True)
-    ['all-zero map', 'non-finite values in the map', 'constant map', 'constant map', '']
-    """
-    fa = feature_map(a)
-    out = []
-    for row in fa:
-        if not np.isfinite(row).all():
-            out.append("non-finite values in the map")
-            continue
-        r = np.abs(row) if absolute else row
-        if not r.any():
-            out.append("all-zero map")
-        elif r.max() == r.min():
-            out.append("constant map")
-        else:
-            out.append("")
-    return out
-
-
-def pair_reasons(a, b, *, absolute: bool = False) -> list[str]:
-    """Per row, why a number comparing map ``a`` with map ``b`` is missing ('' where it is
-    not), naming the side: ``"before: all-zero map"``.
-
-    Examples
-    --------
-    >>> pair_reasons([[0.0, 0.0], [1.0, 2.0]], [[1.0, 2.0], [1.0, 2.0]])
-    ['before: all-zero map', '']
-    """
-    ra, rb = map_reasons(a, absolute=absolute), map_reasons(b, absolute=absolute)
-    return ["; ".join(f"{side}: {r}" for side, r in (("before", x), ("after", y)) if r)
-            for x, y in zip(ra, rb)]
-
-
-def rank_correlation(a, b) -> np.ndarray:
-    """Spearman rank correlation of each row of ``a`` with the same row of ``b``.
-
-    Signed values: 1 = the same order, -1 = the reverse order (a sign flip of a map
-    reverses it). Tied values share their mean rank (Spearman's definition). NaN for a row
-    where either map is constant, all zero or has a non-finite entry (see
-    :func:`map_reasons`): such a map has no ranking.
-
-    Examples
-    --------
-    >>> rank_correlation([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]],
-    ...                  [[10.0, 20.0, 30.0], [3.0, 2.0, 1.0], [0.0, 0.0, 0.0]]).tolist()
-    [1.0, -1.0, nan]
-    """
-    fa, fb = feature_map(a), feature_map(b)
-    ok = [not (x or y) for x, y in zip(map_reasons(fa), map_reasons(fb))]
-    out = np.full(len(fa), np.nan)
-    for i, (ra, rb) in enumerate(zip(fa, fb)):
-        if not ok[i]:
-            continue
-        ra, rb = _average_ranks(ra), _average_ranks(rb)
-        ra, rb = ra - ra.mean(), rb - rb.mean()
-        denom = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
-        if denom > 0:
-            out[i] = float((ra * rb).sum() / denom)
-    return out
-
-
-def top_set(row, k: int) -> set[int]:
-    """The features of ``row`` in its top ``k`` by absolute value, independent of their order.
-
-    Every feature whose absolute value reaches the ``k``-th largest is in (all ties at the cut
-    are kept, so the set can hold more than ``k``), and a feature of zero relevance never is
-    (so it can hold fewer): the set is the same whatever order the features come in.
-
-    Examples
-    --------
-    >>> sorted(top_set([3.0, -2.0, 2.0, 0.0, 1.0], 2)), sorted(top_set([5.0, 0.0, 0.0], 2))
-    ([0, 1, 2], [0])
-    """
-    r = np.abs(np.asarray(row, dtype=np.float64))
-    k = min(max(int(k), 1), len(r))
-    cut = np.partition(r, len(r) - k)[len(r) - k]
-    return set(np.flatnonzero((r >= cut) & (r > 0)).tolist())
-
-
-def topk_iou(a, b, k: float = 0.1) -> np.ndarray:
-    """Intersection over union of the top ``k`` fraction of features (by absolute value).
-
-    The top set is :func:`top_set` of ``round(k * features)`` (at least one): ties at the cut
-    are all kept and zero relevance never counts, so the result does not depend on the order
-    of the features. Ranking by absolute value means a sign flip of a map scores 1 (the same
-    features matter, pushing the other way); rank correlation sees the flip. NaN for a row where
-    either map has no top set: all zero, constant in absolute value, or non-finite.
-
-    Examples
-    --------
-    >>> topk_iou([[5.0, 4.0, 0.0, 0.0]], [[5.0, 0.0, 4.0, 0.0]], k=0.5).tolist()
-    [0.3333333333333333]
-    >>> topk_iou([[0.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0]], k=0.5).tolist()
-    [nan]
-    """
-    fa, fb = feature_map(a), feature_map(b)
-    count = max(1, int(round(k * fa.shape[1])))
-    bad = [x or y for x, y in zip(map_reasons(fa, absolute=True),
-                                  map_reasons(fb, absolute=True))]
-    out = np.full(len(fa), np.nan)
-    for i, (ra, rb) in enumerate(zip(fa, fb)):
-        if bad[i]:
-            continue
-        sa, sb = top_set(ra, count), top_set(rb, count)
-        out[i] = len(sa & sb) / len(sa | sb)
-    return out
-
-
-def prediction_agreement(pred_a, pred_b) -> float:
-    """Fraction of inputs on which two models predict the same class.
-
-    Examples
-    --------
-    >>> prediction_agreement([0, 1, 2, 3], [0, 1, 2, 0])
-    0.75
-    """
-    pa, pb = _numpy(pred_a), _numpy(pred_b)
-    return float((pa == pb).mean()) if len(pa) else float("nan")
 
 
 #: input elements per forward pass of the deletion/insertion curves (27 images of 3x224x224)
@@ -259,6 +114,42 @@ def deletion_insertion_auc(
     return auc[0], auc[1]
 
 
+#: the faithfulness numbers of a comparison: attribute name -> column name
+CURVE_COLUMNS = {"deletion_before": "deletion_auc_before", "deletion_after": "deletion_auc_after",
+                 "insertion_before": "insertion_auc_before",
+                 "insertion_after": "insertion_auc_after"}
+
+
+def _deferred(column) -> bool:
+    """Whether a frame column holds "not measured yet" instead of numbers."""
+    return len(column) > 0 and isinstance(column.iloc[0], str) and column.iloc[0] == NOT_MEASURED
+
+
+class Curve:
+    """A faithfulness number of a comparison (one of :data:`CURVE_COLUMNS`), computed on first
+    read.
+
+    Used as the default of a dataclass field (Python's descriptor-typed fields): the
+    constructor stores a given array; when none was given and the comparison holds a deferred
+    computation (:meth:`PerInputDrift.defer_curves`), the first read runs it for all four
+    numbers at once (:meth:`PerInputDrift.measure_curves`). Until then the comparison's
+    displays show "not measured yet".
+    """
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.slot = "_curve_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:        # the dataclass default
+            return None
+        if obj.__dict__.get(self.slot) is None and obj.curves_pending:
+            obj.measure_curves()
+        return obj.__dict__.get(self.slot)
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.slot] = value
+
+
 class PerInputDrift:
     """What every before/after comparison of per-input maps shares (saliency, attention,
     tokens): the prediction agreement, class labels, and one row per input with the drift
@@ -267,10 +158,46 @@ class PerInputDrift:
     Subclasses are dataclasses with ``targets``, ``pred_before``, ``pred_after``,
     ``spearman``, ``topk_iou``, ``deletion_before/after``, ``insertion_before/after`` and
     ``class_names``; ``completeness_before/after`` are used when present.
+
+    The deletion and insertion curves cost ``2 x 21`` forward passes per input per model, more
+    than the maps themselves for cheap methods; a comparison may hold them as a deferred
+    computation (:meth:`defer_curves`, :class:`Curve` fields). Reading one of them,
+    :meth:`to_frame`, :meth:`summary`, :meth:`plot` or :meth:`measure_curves` computes them
+    then; the displays (``_repr_html_``, the panel) show "not measured yet" instead.
     """
 
     #: leading columns that are labels, not drift numbers
     _label_columns: tuple[str, ...] = ("target", "pred_before", "pred_after")
+
+    @property
+    def curves_pending(self) -> bool:
+        """True while the deletion/insertion curves are deferred and not computed yet."""
+        return self.__dict__.get("_curves_later") is not None
+
+    def defer_curves(self, compute: Callable[[], tuple]) -> None:
+        """Compute the deletion/insertion numbers on first ask: ``compute()`` returns
+        ``(deletion_before, deletion_after, insertion_before, insertion_after)``."""
+        self.__dict__["_curves_later"] = compute
+
+    def measure_curves(self):
+        """Compute the deferred deletion/insertion curves now (nothing if they are there).
+        An interrupted or failed computation leaves them deferred. Returns ``self``.
+
+        Examples
+        --------
+        >>> import xprune_nb as xp
+        >>> study = xp.Study(xp.zoo.load("digits_cnn"), xp.datasets.load("digits"))
+        >>> comp = study.saliency(0, 0, n=2)
+        >>> comp.curves_pending, comp.measure_curves().curves_pending
+        (True, False)
+        """
+        compute = self.__dict__.get("_curves_later")
+        if compute is not None:
+            values = compute()
+            for name, value in zip(CURVE_COLUMNS, values):
+                setattr(self, name, np.asarray(value, dtype=np.float64))
+            self.__dict__["_curves_later"] = None
+        return self
 
     @property
     def agreement(self) -> float:
@@ -300,19 +227,25 @@ class PerInputDrift:
 
     def to_frame(self):
         """One row per input: target, both predictions, every drift number, and ``reason``
-        (why a number of that row is NaN; empty where none is)."""
+        (why a number of that row is NaN; empty where none is). Computes deferred curves."""
+        return self._frame(measure=True)
+
+    def _frame(self, measure: bool):
+        """:meth:`to_frame`; with ``measure=False`` deferred curves stay deferred and their
+        columns say "not measured yet" (for displays)."""
         import pandas as pd
 
+        if measure or not self.curves_pending:
+            curves = {col: getattr(self, name) for name, col in CURVE_COLUMNS.items()}
+        else:
+            curves = {col: [NOT_MEASURED] * len(self.targets) for col in CURVE_COLUMNS.values()}
         frame = pd.DataFrame({
             **self._leading_columns(),
             "target": [self.label(t) for t in self.targets],
             "pred_before": [self.label(p) for p in self.pred_before],
             "pred_after": [self.label(p) for p in self.pred_after],
             "saliency_rank_correlation": self.spearman, "saliency_topk_iou": self.topk_iou,
-            "deletion_auc_before": self.deletion_before,
-            "deletion_auc_after": self.deletion_after,
-            "insertion_auc_before": self.insertion_before,
-            "insertion_auc_after": self.insertion_after})
+            **curves})
         for name in self._extra_columns():
             frame[name] = getattr(self, name)
         frame["reason"] = self.reasons()
@@ -325,21 +258,26 @@ class PerInputDrift:
                  "conserved_share_after", "absorbed_share_before", "absorbed_share_after")
         return [n for n in names if getattr(self, n, None) is not None]
 
-    def _numbers(self):
-        return self.to_frame().drop(columns=[*self._leading_columns(), *self._label_columns,
-                                             "reason"])
+    def _numbers(self, measure: bool = True):
+        """The drift-number columns; with ``measure=False`` the "not measured yet" ones stay
+        as those words (no number to average)."""
+        return self._frame(measure).drop(columns=[*self._leading_columns(),
+                                                  *self._label_columns, "reason"])
 
-    def summary(self) -> dict[str, float]:
+    def summary(self, measure: bool = True) -> dict[str, float]:
         """Mean of every drift number over the inputs that have it, plus the prediction
-        agreement; NaN where no input has it (:meth:`not_available` says why)."""
+        agreement; NaN where no input has it (:meth:`not_available` says why).
+
+        ``measure=False`` (the displays) leaves deferred curves deferred: their entries are
+        the words "not measured yet" instead of a number."""
         from .numbers import finite_mean
 
-        out = {"agreement": self.agreement}
-        for k, v in self._numbers().items():
-            out[k] = finite_mean(v)
+        out: dict = {"agreement": self.agreement}
+        for k, v in self._numbers(measure).items():
+            out[k] = NOT_MEASURED if _deferred(v) else finite_mean(v)
         return out
 
-    def not_available(self) -> dict[str, str]:
+    def not_available(self, measure: bool = True) -> dict[str, str]:
         """For each drift number that some inputs lack: how many and why, e.g.
         ``{"saliency_rank_correlation": "1 of 8 inputs n/a (after: all-zero map)"}``. The
         summary's means leave those inputs out; this says so."""
@@ -347,20 +285,26 @@ class PerInputDrift:
 
         reasons = self.reasons()
         out = {}
-        for k, v in self._numbers().items():
+        for k, v in self._numbers(measure).items():
+            if _deferred(v):
+                continue
             note = missing_note(list(v), reasons)
             if note:
                 out[k] = note
         return out
 
     def _summary_text(self, *names: str) -> str:
-        """``name=value`` for the repr, ``n/a: reason`` where the mean is missing."""
+        """``name=value`` for the repr, ``n/a: reason`` where the mean is missing (and "not
+        measured yet" for deferred curves: a repr computes nothing)."""
         from .numbers import shown
 
-        s, gone = self.summary(), self.not_available()
-        return ", ".join(f"{n}={shown(s[n], gone.get(n))}" for n in names)
+        s, gone = self.summary(measure=False), self.not_available(measure=False)
+        return ", ".join(f"{n}=" + (s[n] if isinstance(s[n], str) else shown(s[n], gone.get(n)))
+                         for n in names)
 
     def _summary_html(self, title: str) -> str:
         from .plots import html_report
 
-        return html_report(title, self.summary(), self.to_frame(), notes=self.not_available())
+        # a display computes nothing: deferred curves say "not measured yet"
+        return html_report(title, self.summary(measure=False), self._frame(measure=False),
+                           notes=self.not_available(measure=False))

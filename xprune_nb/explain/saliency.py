@@ -20,14 +20,15 @@ from torch import nn
 from ..core.errors import ConfigError, MissingDependencyError, ModelError
 from ..models.mechanisms.model_tools import eval_mode, logits_of
 from .compare import (
+    Curve,
     PerInputDrift,
     deletion_insertion_auc,
     rank_correlation,
     topk_iou,
 )
 
-__all__ = ["METHODS", "gradient_saliency", "attribute", "compare_saliency", "SaliencyComparison",
-           "conserved_share"]
+__all__ = ["METHODS", "CURVES", "gradient_saliency", "attribute", "compare_saliency",
+           "SaliencyComparison", "conserved_share", "saliency_curves"]
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -212,7 +213,10 @@ class SaliencyComparison(PerInputDrift):
         ``top_k`` fraction of features (pixels for images).
     deletion_before, deletion_after, insertion_before, insertion_after : ndarray
         Per input, each model's deletion (lower is better) and insertion (higher is better)
-        AUC with its own map.
+        AUC with its own map. Computed on first ask when the comparison was made with
+        ``curves="lazy"`` (``study.saliency``'s default): reading one, :meth:`to_frame`,
+        :meth:`summary` or :meth:`measure_curves` computes all four; the displays show "not
+        measured yet" until then (:attr:`curves_pending`).
     completeness_before, completeness_after : ndarray or None
         Signed completeness gap per input (Integrated Gradients: ``sum(map) - (f(x) -
         f(baseline))``; LRP: ``sum(map) - f(x)``); ``None`` for methods that promise none.
@@ -233,10 +237,11 @@ class SaliencyComparison(PerInputDrift):
     pred_after: np.ndarray
     spearman: np.ndarray
     topk_iou: np.ndarray
-    deletion_before: np.ndarray
-    deletion_after: np.ndarray
-    insertion_before: np.ndarray
-    insertion_after: np.ndarray
+    # descriptor fields: a deferred computation fills them on first read (compare.Curve)
+    deletion_before: np.ndarray | None = Curve()
+    deletion_after: np.ndarray | None = Curve()
+    insertion_before: np.ndarray | None = Curve()
+    insertion_after: np.ndarray | None = Curve()
     completeness_before: np.ndarray | None = None
     completeness_after: np.ndarray | None = None
     class_names: list[str] | None = None
@@ -266,16 +271,44 @@ class SaliencyComparison(PerInputDrift):
                                   f"vs {self.steps[1]}, {len(self.targets)} inputs")
 
 
+#: what ``curves=`` takes: compute the deletion/insertion curves now, or on first ask
+CURVES = (True, "lazy")
+
+
+def check_curves(curves, call: str) -> None:
+    """Refuse a ``curves=`` value other than ``True`` or ``"lazy"``, naming ``call``."""
+    if not (curves is True or (isinstance(curves, str) and curves == "lazy")):
+        raise ConfigError.bad_value(call, "curves", "True (now) or 'lazy' (on first ask)",
+                                    curves)
+
+
+def saliency_curves(model_before: nn.Module, model_after: nn.Module, x: torch.Tensor, before,
+                    after, targets, forward: Forward | None = None) -> tuple:
+    """Deletion and insertion AUCs of both models with their own maps: ``(deletion_before,
+    deletion_after, insertion_before, insertion_after)``, the order of
+    :data:`~xprune_nb.explain.compare.CURVE_COLUMNS`."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    targets = torch.as_tensor(np.asarray(targets)).long()
+    del_b, ins_b = deletion_insertion_auc(model_before, x, before, targets, forward=forward)
+    del_a, ins_a = deletion_insertion_auc(model_after, x, after, targets, forward=forward)
+    return del_b, del_a, ins_b, ins_a
+
+
 def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *, labels=None,
                      method: str = "saliency", forward: Forward | None = None,
                      class_names: Sequence[str] | None = None, steps: tuple = (0, -1),
                      top_k: float = 0.1, feature_names: Sequence[str] | None = None,
-                     **method_options) -> SaliencyComparison:
+                     curves: bool | str = True, **method_options) -> SaliencyComparison:
     """Compare two models' saliency maps on the same inputs, for the same target classes.
 
     The target of each input is its label when ``labels`` are given, else the prediction of
     ``model_before``; both models are explained for that same class. Method options default to
     captum's (e.g. Integrated Gradients: zero baseline, 50 steps).
+
+    ``curves=True`` computes the deletion/insertion curves (``2 x 21`` forward passes per input
+    and model) now; ``curves="lazy"`` on first ask, with these two model objects, which must
+    then be unchanged until that ask (``study.saliency`` instead rebuilds its steps' models
+    then). Token inputs always compute them now.
 
     Examples
     --------
@@ -291,6 +324,7 @@ def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *,
     """
     if not 0 < top_k <= 1:
         raise ConfigError.bad_value("study.saliency", "top_k", "a fraction in (0, 1]", top_k)
+    check_curves(curves, "study.saliency")
     if isinstance(inputs, Mapping):   # a dict / BatchEncoding of token inputs
         from .token_compare import compare_token_saliency
 
@@ -325,20 +359,22 @@ def compare_saliency(model_before: nn.Module, model_after: nn.Module, inputs, *,
     before, comp_b = attribute(model_before, x, targets, method, forward=forward,
                                **method_options)
     after, comp_a = attribute(model_after, x, targets, method, forward=forward, **method_options)
-    del_b, ins_b = deletion_insertion_auc(model_before, x, before, targets, forward=forward)
-    del_a, ins_a = deletion_insertion_auc(model_after, x, after, targets, forward=forward)
     shares = {}
     if method == "lrp":
         for side, gap, logits in (("before", comp_b, logits_b), ("after", comp_a, logits_a)):
             shares[f"conserved_share_{side}"] = conserved_share(
                 gap, logits.double().gather(1, targets.view(-1, 1)).squeeze(1).numpy())
             shares[f"absorbed_share_{side}"] = 1.0 - shares[f"conserved_share_{side}"]
-    return SaliencyComparison(**shares,
+    comparison = SaliencyComparison(**shares,
         method=method, inputs=x.numpy(), targets=targets.numpy(), before=before, after=after,
         pred_before=pred_b.numpy(), pred_after=pred_a.numpy(),
         spearman=rank_correlation(before, after), topk_iou=topk_iou(before, after, top_k),
-        deletion_before=del_b, deletion_after=del_a, insertion_before=ins_b,
-        insertion_after=ins_a, completeness_before=comp_b, completeness_after=comp_a,
+        completeness_before=comp_b, completeness_after=comp_a,
         class_names=list(class_names) if class_names is not None else None,
         feature_names=list(feature_names) if feature_names is not None else None,
         steps=tuple(steps), top_k=top_k, options=dict(method_options))
+    comparison.defer_curves(lambda: saliency_curves(model_before, model_after, x, before, after,
+                                                    targets, forward))
+    if curves is True:
+        comparison.measure_curves()
+    return comparison

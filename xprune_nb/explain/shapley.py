@@ -27,8 +27,16 @@ from torch import nn
 from ..core.errors import ConfigError, MissingDependencyError
 from ..models.mechanisms.model_tools import logits_of
 from .compare import rank_correlation
+from .shapley_options import (
+    CLASS_CHOICES,
+    auto_nsamples,
+    check_classes_choice,
+    check_nsamples,
+    pick_classes,
+)
 
-__all__ = ["EXPLAINERS", "OUTPUTS", "shapley_values", "compare_shapley", "ShapleyComparison"]
+__all__ = ["EXPLAINERS", "OUTPUTS", "CLASS_CHOICES", "shapley_values", "compare_shapley",
+           "ShapleyComparison"]
 
 EXPLAINERS = ("auto", "exact", "permutation", "kernel", "gradient", "deep")
 OUTPUTS = ("logits", "probability")
@@ -50,15 +58,19 @@ def _shap():
 
 
 class _Output(nn.Module):
-    """The model as shap sees it: inputs -> logits or probabilities."""
+    """The model as shap sees it: inputs -> logits or probabilities, of the ``classes``
+    explained only (all when ``None``; probabilities are a softmax over all classes first)."""
 
-    def __init__(self, model: nn.Module, forward: Forward, output: str) -> None:
+    def __init__(self, model: nn.Module, forward: Forward, output: str,
+                 classes: Sequence[int] | None = None) -> None:
         super().__init__()
         self.model, self.forward_fn, self.output = model, forward, output
+        self.classes = None if classes is None else list(classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.forward_fn(self.model, x)
-        return torch.softmax(out, dim=1) if self.output == "probability" else out
+        out = torch.softmax(out, dim=1) if self.output == "probability" else out
+        return out if self.classes is None else out[:, self.classes]
 
 
 def _numpy_model(f: nn.Module, dtype: torch.dtype) -> Callable[[np.ndarray], np.ndarray]:
@@ -105,7 +117,8 @@ def _tabular(shap, f: nn.Module, dtype: torch.dtype, x: np.ndarray, background: 
 
 def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "auto",
                    output: str = "logits", forward: Forward | None = None, seed: int = 0,
-                   permutations: int = 16, nsamples: int | str = "auto"
+                   permutations: int = 16, nsamples: int | str = "auto",
+                   classes: Sequence[int] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Shapley values of ``model`` on ``inputs`` against ``background``, by shap's explainers.
 
@@ -114,7 +127,10 @@ def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "au
     the number of shap permutations, each evaluated forward and reversed (shap's
     ``max_evals = permutations * (2 * features + 1)``), drawn by shap from ``seed``. ``kernel``
     is shap's ``KernelExplainer`` (``nsamples``), ``gradient`` and ``deep`` shap's
-    ``GradientExplainer`` (``rseed=seed``) and ``DeepExplainer``.
+    ``GradientExplainer`` (``nsamples`` expected-gradient samples per row and class, ``"auto"``:
+    shap's 200 up to 4096 input values per row, 32 above; ``rseed=seed``) and
+    ``DeepExplainer``. ``classes`` restricts the outputs explained (and returned) to those
+    indices, in that order: each class costs a gradient explainer its own passes.
 
     Returns
     -------
@@ -144,10 +160,12 @@ def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "au
     if explainer in ("exact", "permutation", "kernel") and not tabular:
         raise ConfigError.bad_value("study.shapley", "explainer",
                                     "'gradient' or 'deep' for non-tabular inputs", explainer)
+    check_nsamples(nsamples)
+    nsamples = auto_nsamples(explainer, int(x[0].numel()), nsamples)
     from ..models.mechanisms.lrp import detached_copy
 
     shap = _shap()
-    f = _Output(detached_copy(model), forward, output).eval()
+    f = _Output(detached_copy(model), forward, output, classes).eval()
     dtype = next(iter(f.parameters()), torch.zeros(())).dtype
     x, bg = x.to(dtype), bg.to(dtype)
     with torch.no_grad():
@@ -162,7 +180,7 @@ def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "au
         phi = shap.KernelExplainer(_numpy_model(f, dtype), bg.numpy()).shap_values(
             x.numpy(), nsamples=nsamples, silent=True)
     elif explainer == "gradient":
-        phi = shap.GradientExplainer(f, bg).shap_values(x, rseed=seed)
+        phi = shap.GradientExplainer(f, bg).shap_values(x, nsamples=int(nsamples), rseed=seed)
     else:
         phi = shap.DeepExplainer(f, bg).shap_values(x, check_additivity=False)
     phi = np.asarray(phi, dtype=np.float64)
@@ -296,7 +314,8 @@ def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, bac
                     feature_names: Sequence[str] | None = None,
                     class_names: Sequence[str] | None = None, seed: int = 0,
                     steps: tuple = (0, -1), permutations: int = 16,
-                    nsamples: int | str = "auto") -> ShapleyComparison:
+                    nsamples: int | str = "auto",
+                    classes: str | Sequence[int] = "auto") -> ShapleyComparison:
     """Shapley values of two models on the same rows, against the same background.
 
     ``explainer`` (all shap's): ``exact`` (ExactExplainer, every coalition, up to 14
@@ -307,6 +326,14 @@ def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, bac
     images. Tabular explainers use an ``Independent`` masker over every background row. Both
     models see the same permutations. ``output`` explains ``"logits"`` or ``"probability"``
     (softmax).
+
+    ``classes`` are the outputs explained, the same for both models: ``"all"``,
+    ``"predicted"`` (the distinct classes ``model_before`` predicts on these rows: what the
+    image plot shows), a list of class indices, or ``"auto"``: all for tabular rows, the
+    predicted ones for images (shap's gradient explainer pays ``nsamples`` passes per row
+    **per class**, so 1000 classes cost 1000 times one). ``nsamples`` goes to shap's
+    ``GradientExplainer`` / ``KernelExplainer`` (see :func:`shapley_values`). Token inputs
+    explain all classes.
 
     Examples
     --------
@@ -329,9 +356,11 @@ def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, bac
     from .tokens import check_float_inputs
 
     check_float_inputs(model_before, ids, forward, call="study.shapley")
+    check_nsamples(nsamples)
+    chosen = pick_classes(check_classes_choice(classes, None), model_before, ids, forward)
     shap = _shap()
     common = dict(explainer=explainer, output=output, forward=forward, seed=seed,
-                  permutations=permutations, nsamples=nsamples)
+                  permutations=permutations, nsamples=nsamples, classes=chosen)
     phi_b, base_b, fx_b, used = shapley_values(model_before, inputs, background, **common)
     phi_a, base_a, fx_a, _ = shapley_values(model_after, inputs, background, **common)
     data = np.asarray(inputs, dtype=np.float32)
@@ -340,8 +369,10 @@ def compare_shapley(model_before: nn.Module, model_after: nn.Module, inputs, bac
     if feature_names is None or len(feature_names) != int(np.prod(shape)):
         feature_names = ([f"x{i}" for i in range(shape[0])] if len(shape) == 1 else
                          [str(idx) for idx in np.ndindex(*shape)])
-    names = list(class_names) if class_names is not None and len(class_names) == k \
-        else [str(i) for i in range(k)]
+    index = list(chosen) if chosen is not None else list(range(k))
+    known = class_names is not None and (len(class_names) > max(index) if chosen is not None
+                                         else len(class_names) == k)
+    names = [str(class_names[i]) if known else str(i) for i in index]
 
     def explanation(phi, base):
         return shap.Explanation(

@@ -49,8 +49,8 @@ def step_models(study, before: int, after: int, call: str):
 
 
 def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency", inputs=None,
-             labels: Sequence[int] | None = None, n: int = 8, progress=False,
-             stop: StopSignal | None = None, **method_options):
+             labels: Sequence[int] | None = None, n: int = 8, curves: bool | str = "lazy",
+             progress=False, stop: StopSignal | None = None, **method_options):
     """Saliency maps of the same inputs under two steps' models, with drift numbers.
 
     ``method`` is one of :data:`xprune_nb.explain.METHODS` (``saliency``,
@@ -59,6 +59,13 @@ def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency
     indices (default: ``n`` test rows drawn stratified); ``labels`` the targets (default: the
     true labels, else the ``before`` model's predictions). Token models are attributed to
     tokens. ``progress``/``stop`` follow :mod:`xprune_nb.core.progress`.
+
+    ``curves="lazy"`` (default) leaves the deletion/insertion curves (``2 x 21`` forward
+    passes per input and model, more than the maps for most methods) for the first ask:
+    reading ``comparison.deletion_before``, ``.to_frame()``, ``.summary()`` or
+    ``.measure_curves()`` computes them then, on the two steps' models rebuilt from the
+    study's record (so later prunes do not change them); displays say "not measured yet"
+    until then. ``curves=True`` computes them now. Token models compute them now either way.
 
     Returns a :class:`~xprune_nb.explain.SaliencyComparison` (``.to_frame()``, ``.plot()``).
 
@@ -70,8 +77,10 @@ def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency
     1.0
     """
     from . import compare_saliency
+    from .saliency import check_curves, saliency_curves
 
     call = "Study.saliency"
+    check_curves(curves, call)
     tick = make_progress(progress, call, f"saliency {method}", stop)
     (b, model_b), (a, model_a) = step_models(study, before, after, call)
     x, y = pick_rows(study.data, inputs, n, "test", seed=study.seed, call=call)
@@ -95,10 +104,22 @@ def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency
     if tick is not None:
         forward = counting_forward(forward, batch_size(x) * _SALIENCY_PASSES.get(method, 2),
                                    tick)
-    return compare_saliency(model_b, model_a, x, labels=y, method=method, forward=forward,
-                            class_names=study.data.class_names,
-                            feature_names=study.data.feature_names, steps=(b, a),
-                            **method_options)
+    comparison = compare_saliency(model_b, model_a, x, labels=y, method=method, forward=forward,
+                                  class_names=study.data.class_names,
+                                  feature_names=study.data.feature_names, steps=(b, a),
+                                  curves=curves, **method_options)
+    if comparison.curves_pending:
+        del model_b, model_a      # not held by the comparison: rebuilt at the first ask
+
+        def later() -> tuple:
+            # the steps' models from the record, with the study's plain forward (the
+            # progress callback and stop signal of this call are over by then)
+            (_, mb), (_, ma) = step_models(study, b, a, call)
+            return saliency_curves(mb, ma, comparison.inputs, comparison.before,
+                                   comparison.after, comparison.targets, study.forward)
+
+        comparison.defer_curves(later)
+    return comparison
 
 
 #: above this many features, Shapley defaults get cheaper (fewer permutations, background rows)
@@ -139,8 +160,9 @@ def shapley_cost(study, *, features: int, rows: int, background_rows: int,
 
 def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto", inputs=None,
             background=None, n: int = 20, background_size: int | None = None,
-            permutations: int | None = None, output: str = "logits", progress=False,
-            stop: StopSignal | None = None):
+            permutations: int | None = None, output: str = "logits",
+            classes: str | Sequence[int | str] = "auto", nsamples: int | str = "auto",
+            progress=False, stop: StopSignal | None = None):
     """Shapley values (shap) of the same rows under two steps' models, side by side.
 
     ``explainer`` is ``auto``, ``exact``, ``permutation``, ``kernel``, ``gradient`` or
@@ -148,6 +170,13 @@ def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto",
     and ``background_size`` training rows, stratified). A run whose estimated cost
     (:func:`shapley_cost`) passes about ten seconds is announced first; above 20 features the
     defaults get cheaper (8 permutations, 25 background rows).
+
+    ``classes`` are the outputs explained, the same for both models: ``"all"``,
+    ``"predicted"`` (the classes the ``before`` model predicts on the rows), a list of class
+    indices or names, or ``"auto"`` (all for tabular rows, the predicted ones for images: shap's
+    gradient explainer pays its samples per row **per class**). ``nsamples`` is shap's sample
+    budget for the ``gradient`` explainer (per row and class; ``"auto"``: shap's 200 up to 4096
+    input values per row, 32 above, e.g. 224-px images) and the ``kernel`` explainer.
 
     Returns a :class:`~xprune_nb.explain.ShapleyComparison` whose ``before``/``after`` are
     ``shap.Explanation`` objects.
@@ -162,8 +191,14 @@ def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto",
     import warnings
 
     from . import compare_shapley
+    from .shapley_options import check_classes_choice, check_nsamples
 
     call = "Study.shapley"
+    check_nsamples(nsamples, call)
+    if not isinstance(classes, str):
+        # class names, as everywhere else; then indices checked against the model's classes
+        classes = check_classes(call, classes, study.data.num_classes, study.data.class_names)
+    check_classes_choice(classes, study.data.num_classes, call)
     X = study.data.train.X
     # token inputs (a dict of input_ids, attention_mask...): one feature per token position
     features = int(X["input_ids"][0].numel() if is_mapping(X) and "input_ids" in X
@@ -195,4 +230,4 @@ def shapley(study, before: int = 0, after: int = -1, *, explainer: str = "auto",
     return compare_shapley(model_b, model_a, x, bg, explainer=explainer, output=output,
                            forward=forward, feature_names=study.data.feature_names,
                            class_names=study.data.class_names, seed=study.seed, steps=(b, a),
-                           permutations=permutations)
+                           permutations=permutations, nsamples=nsamples, classes=classes)

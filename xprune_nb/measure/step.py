@@ -21,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from ..core.history import NOT_MEASURED as _NOT_MEASURED
 from ..core.history import Step
 from .metrics import count_macs, evaluate_model
 
@@ -31,8 +32,9 @@ __all__ = ["measure_step", "fill_drift", "MeasureCache", "structure_macs", "DRIF
 #: every step (about a second on one CPU core, forward and backward); bigger: on first ask
 DRIFT_EAGER_MACS = 4e9
 
-#: the words every display shows for a number that is computed on first ask
-NOT_MEASURED = "not measured yet"
+#: the words every display shows for a number that is computed on first ask (its home is
+#: core/history.py, next to ``Step.pending``, so the explanations use it too)
+NOT_MEASURED = _NOT_MEASURED
 
 #: probe inputs per saliency pass: peak memory is one chunk's activations and gradients
 PROBE_CHUNK = 8

@@ -11,6 +11,7 @@ from typing import Any
 import ipywidgets as W
 
 from ...core.errors import ConfigError
+from ...explain.compare import PerInputDrift
 from ...explain.glossary import label, meaning
 from ...explain.lookup import latest_prune
 from ...explain.rows import misclassified_rows
@@ -167,9 +168,11 @@ class ExplainView:
         head = f"<b>{html.escape(kind.capitalize())}</b>"
         summary = getattr(result, "summary", None)
         if callable(summary):
-            numbers = summary()
+            # a display computes nothing: deferred curves show "not measured yet"
+            lazy = {"measure": False} if isinstance(result, PerInputDrift) else {}
+            numbers = summary(**lazy)
             if isinstance(numbers, dict):
-                gone = result.not_available() if callable(
+                gone = result.not_available(**lazy) if callable(
                     getattr(result, "not_available", None)) else {}
                 targets = getattr(result, "targets", None)
                 if targets is not None:
