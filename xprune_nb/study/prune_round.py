@@ -47,7 +47,8 @@ def prune_round(study, scores: Scores, fraction: float, cfg: PruneConfig, *, rou
     if kind.structural and _wants_recalibration(cfg, model):
         from ..models.mechanisms.recalibrate import recalibrate_batchnorm, samples_for
 
-        # bounded by cost: a big model recalibrates on fewer examples (models/mechanisms/recalibrate.py)
+        # bounded by cost: a big model recalibrates on fewer examples
+        # (models/mechanisms/recalibrate.py)
         samples = samples_for(_macs(study, model, structure))
         report = recalibrate_batchnorm(model, study.data.train.X, forward=study.forward,
                                        seed=study.seed, samples=samples)
