@@ -150,7 +150,8 @@ def _shapley(who: str, name: str, n: int, nsamples: int) -> dict:
     base = _rss_mb()
     if who == "ours":
         def run(k, s):
-            return study.shapley(0, -1, inputs=X[:k], background=B, nsamples=s)
+            return len(study.shapley(0, -1, inputs=X[:k], background=B,
+                                     nsamples=s).class_names)
     else:
         import shap
 
@@ -171,10 +172,12 @@ def _shapley(who: str, name: str, n: int, nsamples: int) -> dict:
 
                 shap.GradientExplainer(Picked(model), B).shap_values(X[:k], nsamples=s,
                                                                       rseed=0)
+            return len(classes)
     run(1, 2)
     t = time.perf_counter()
-    run(n, nsamples)
-    return {"seconds": time.perf_counter() - t, "peak_above_model_mb": _peak_mb() - base}
+    classes = run(n, nsamples)
+    return {"seconds": time.perf_counter() - t, "peak_above_model_mb": _peak_mb() - base,
+            "classes": classes}
 
 
 def _attention_projections(model):
