@@ -137,3 +137,37 @@ def test_study_prunes_blocks_end_to_end(digits, tmp_path, monkeypatch):
     assert {k: v.shape for k, v in loaded.model.state_dict().items()} == shapes
     study.undo()
     assert not any(isinstance(m, SkippedBlock) for m in study.model.modules())
+
+
+class _TwoAttention(torch.nn.Module):
+    """One attention module that runs and one that never does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Linear(8, 16)
+        self.attn = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+        self.unused = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_head_find_reuses_the_opening_pass_until_the_layout_changes():
+    import xprune_nb as xp
+
+    torch.manual_seed(0)
+    X, y = torch.randn(24, 5, 8), torch.arange(24) % 3
+    study = xp.Study(_TwoAttention(), train=(X, y), test=(X, y))
+    calls = []
+    study.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    kind = HeadUnits(mode="remove")
+    found = kind.find(study.model, study.env)
+    assert calls == []   # which attention runs came from the opening check's pass
+    assert list(found.groups) == ["attn"] and "unused" in found.skipped
+    kind.apply(study.model, found, {"attn": torch.tensor([0])}, study.env)
+    calls.clear()
+    again = kind.find(study.model, study.env)   # attn is an SDPAttention now: one pass
+    assert calls == [1] and list(again.groups) == ["attn"] and "unused" in again.skipped
+    assert study.env.ran_in(study.model) is None

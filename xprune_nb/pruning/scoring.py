@@ -118,7 +118,8 @@ def evidence_for(scorer, data, inputs, call: str) -> torch.Tensor | None:
 
 def fingerprint(model: nn.Module) -> tuple:
     """Names, shapes and exact sums of every tensor of ``model``'s state (cheap change check)."""
-    return tuple((k, tuple(v.shape), float(v.double().sum()) if v.is_floating_point()
+    # summed in float64 without a float64 copy of each tensor (that copy was most of the cost)
+    return tuple((k, tuple(v.shape), float(v.sum(dtype=torch.float64)) if v.is_floating_point()
                   else int(v.sum())) for k, v in model.state_dict().items())
 
 

@@ -118,7 +118,7 @@ class Study:
         self.env = _units.ModelEnv.of(
             original, example, self.forward, num_logits, analysis=analysis,
             output_layers=trace["output_layers"] if output_layers is None else output_layers,
-            executed=trace["executed"] if executed is None else executed)
+            executed=trace["executed"] if executed is None else executed, ran=trace["ran"])
         self.output_layers = self.env.output_layers
         self.timeline = Timeline(original, example, max_snapshots=max_snapshots,
                                  snapshot_dir=snapshot_dir, forward=self.forward)

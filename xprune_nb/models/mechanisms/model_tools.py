@@ -11,21 +11,9 @@ from torch import nn
 from ...core.errors import DataError, ModelError
 
 __all__ = [
-    "PRUNABLE_TYPES",
-    "call_model",
-    "logits_of",
-    "prunable_layers",
-    "find_output_layers",
-    "check_finite",
-    "eval_mode",
-    "weight_tensor",
-    "copy_model",
-    "trace_output",
-    "tied_parameters",
-    "check_tied",
-    "check_materialized",
-    "check_fits",
-    "executed_layers",
+    "PRUNABLE_TYPES", "call_model", "logits_of", "prunable_layers", "find_output_layers",
+    "check_finite", "eval_mode", "weight_tensor", "copy_model", "trace_output",
+    "tied_parameters", "check_tied", "check_materialized", "check_fits", "executed_layers",
 ]
 
 #: Layers whose output units (channels / neurons) and weights xprune_nb can score and prune.
@@ -282,12 +270,16 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
     """Run the model once on ``example``; return its number of logits or raise a DataError.
 
     With a ``trace`` dict, the same pass also fills ``trace["output_layers"]`` (see
-    :func:`find_output_layers`) and ``trace["executed"]`` (see :func:`executed_layers`): a
-    study of a big model runs it once, not three times.
+    :func:`find_output_layers`), ``trace["executed"]`` (see :func:`executed_layers`) and
+    ``trace["ran"]`` (every module whose forward ran, e.g. attention, which finding heads
+    needs): a study of a big model runs it once, not four times.
     """
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     order: list[tuple[str, torch.Tensor]] = []
-    handles = _hook_layers(model, order) if trace is not None else []
+    ran: set[str] = set()
+    handles = _hook_layers(model, order) + [m.register_forward_hook(
+        lambda *a, name=name: ran.add(name)) for name, m in model.named_modules()
+    ] if trace is not None else []
     try:
         with torch.no_grad(), eval_mode(model):
             out = forward(model, example)
@@ -336,7 +328,7 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
         )
     if trace is not None:
         trace["output_layers"] = _output_layers(order, out)
-        trace["executed"] = {name for name, _ in order}
+        trace["executed"], trace["ran"] = {name for name, _ in order}, ran
     return int(out.shape[1])
 
 

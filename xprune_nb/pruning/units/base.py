@@ -46,6 +46,9 @@ class ModelEnv:
     analysis : dict
         Plain-data results of one-time analyses per kind (e.g. which channel groups can shrink
         safely), kept with the study and saved in study files.
+    ran : set of str, optional
+        Every module of ``original`` whose forward ran on ``example`` (the study's opening
+        check records it in the same pass); ``None`` when not recorded.
     """
 
     original: nn.Module
@@ -55,11 +58,12 @@ class ModelEnv:
     executed: set[str]
     num_logits: int
     analysis: dict[str, Any] = field(default_factory=dict)
+    ran: set[str] | None = None
 
     @classmethod
     def of(cls, original: nn.Module, example: torch.Tensor, forward, num_logits: int, *,
            output_layers: list[str] | None = None, executed: set[str] | None = None,
-           analysis: dict | None = None) -> ModelEnv:
+           analysis: dict | None = None, ran: set[str] | None = None) -> ModelEnv:
         """The environment of ``original``, finding its output and executed layers unless
         given (a loaded study passes the recorded ones)."""
         from ...models.mechanisms.model_tools import executed_layers, find_output_layers
@@ -69,7 +73,17 @@ class ModelEnv:
                    else find_output_layers(original, example, forward),
                    executed=set(executed) if executed is not None
                    else executed_layers(original, example, forward),
-                   num_logits=num_logits, analysis=dict(analysis or {}))
+                   num_logits=num_logits, analysis=dict(analysis or {}),
+                   ran=set(ran) if ran is not None else None)
+
+    def ran_in(self, model: nn.Module) -> set[str] | None:
+        """The modules of ``model`` that run on ``example``, known without a forward pass when
+        ``model`` has the original's modules (same names and types: heads shrunk in place
+        count, a block replaced or an attention module swapped does not); else ``None``."""
+        if self.ran is None or model is not self.original and _layout(model) != _layout(
+                self.original):
+            return None
+        return set(self.ran)
 
     def check_runs(self, model: nn.Module, call: str) -> None:
         """Raise :class:`PruneError` unless ``model`` still runs and keeps its logits."""
@@ -87,6 +101,10 @@ class ModelEnv:
         if out.shape[1] != self.num_logits:
             raise PruneError(f"{call}: pruning changed the number of logits; nothing was "
                              "changed.")
+
+
+def _layout(model: nn.Module) -> list[tuple[str, type]]:
+    return [(name, type(m)) for name, m in model.named_modules()]
 
 
 @dataclass

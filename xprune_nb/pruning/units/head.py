@@ -55,14 +55,19 @@ class HeadUnits(UnitKind):
         if not groups:   # no attention at all (a CNN): no forward pass to see which runs
             return Units(self.name, groups={}, layers={}, sizes={}, skipped=skipped,
                          detail={"groups": {}})
-        names = {modules[g.name]: g.name for g in groups}
-        handles = [m.register_forward_hook(lambda mod, *a: seen.add(names[mod])) for m in names]
-        try:
-            with torch.no_grad(), eval_mode(model):
-                env.forward(model, env.example)
-        finally:
-            for h in handles:
-                h.remove()
+        ran = env.ran_in(model)   # the opening check's pass saw which modules run
+        if ran is not None:
+            seen = {g.name for g in groups if g.name in ran}
+        else:   # a changed layout (or no record): one pass to see which attention runs
+            names = {modules[g.name]: g.name for g in groups}
+            handles = [m.register_forward_hook(lambda mod, *a: seen.add(names[mod]))
+                       for m in names]
+            try:
+                with torch.no_grad(), eval_mode(model):
+                    env.forward(model, env.example)
+            finally:
+                for h in handles:
+                    h.remove()
         groups, skipped = find_heads(model, executed=seen)   # attention that never runs: skipped
         return Units(self.name, groups={g.name: (g.name,) for g in groups},
                      layers={g.name: modules[g.name] for g in groups},

@@ -1,0 +1,36 @@
+"""The cheap checks around scoring and measuring: they read every weight once and miss nothing."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from xprune_nb.measure.metrics import count_params, layer_sparsity, param_stats
+from xprune_nb.pruning.scoring import fingerprint
+
+
+def test_fingerprint_sees_a_change_of_one_weight_by_one_ulp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.Linear(32, 3))
+    before = fingerprint(model)
+    assert fingerprint(model) == before
+    with torch.no_grad():
+        w = model[0].weight
+        w[3, 5] = torch.nextafter(w[3, 5], torch.tensor(10.0))
+    assert fingerprint(model) != before
+    model[1].num_batches_tracked += 1   # an integer buffer counts too
+    changed = fingerprint(model)
+    model[1].num_batches_tracked -= 1
+    assert fingerprint(model) != changed
+
+
+def test_param_stats_is_count_params_and_layer_sparsity_in_one_sweep():
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight[:2] = 0
+        model[2].bias.zero_()
+    total, nonzero, layers = param_stats(model)
+    assert (total, nonzero) == count_params(model) == (38, 38 - 12 - 2)
+    assert layers == layer_sparsity(model)
+    assert layers["0.weight"]["nonzero"] == 12 and layers["0.weight"]["sparsity"] == 0.5
+    assert set(layers) == {"0.weight", "2.weight"}
