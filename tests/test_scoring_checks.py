@@ -34,3 +34,32 @@ def test_param_stats_is_count_params_and_layer_sparsity_in_one_sweep():
     assert layers == layer_sparsity(model)
     assert layers["0.weight"]["nonzero"] == 12 and layers["0.weight"]["sparsity"] == 0.5
     assert set(layers) == {"0.weight", "2.weight"}
+
+
+def test_only_a_class_that_declares_itself_read_only_skips_the_change_check():
+    import pytest
+
+    import xprune_nb as xp
+    from xprune_nb import criteria
+    from xprune_nb.criteria.magnitude import MagnitudeCriterion
+
+    class Meddling(MagnitudeCriterion):   # inherits read_only=True from magnitude
+        name = "meddling_magnitude"
+
+        def channel_scores(self, ctx):
+            with torch.no_grad():
+                next(iter(ctx.layers.values())).weight.mul_(1.0 + 2 ** -20)
+            return super().channel_scores(ctx)
+
+    assert MagnitudeCriterion.read_only and "read_only" not in vars(Meddling)
+    criteria.register(Meddling)
+    try:
+        study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+        before = fingerprint(study.model)
+        study.score("magnitude")
+        assert fingerprint(study.model) == before
+        with pytest.raises(xp.ModelError, match="criterion 'meddling_magnitude' changed the "
+                                                "model's weights"):
+            study.score("meddling_magnitude")
+    finally:
+        criteria._REGISTRY.pop("meddling_magnitude", None)

@@ -120,6 +120,10 @@ class Criterion:
     class_aware: ClassVar[bool] = False
     #: refused on a study without sensitive groups (``ScoringContext.groups``)
     needs_groups: ClassVar[bool] = False
+    #: only reads weights and never runs the model, so scoring skips its change check (two
+    #: sweeps over every weight and buffer, about a second on a BERT-base); counts only where
+    #: a class sets it itself, so a subclass that runs the model is checked again
+    read_only: ClassVar[bool] = False
     reference: ClassVar[str] = ""
 
     @classmethod

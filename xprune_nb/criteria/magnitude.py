@@ -35,6 +35,7 @@ class MagnitudeCriterion(Criterion):
     options = {"p": 1}
     choices = {"p": (1, 2)}
     needs_data = False
+    read_only = True   # norms of the weights: nothing runs, nothing can change
     reference = "Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017"
 
     def channel_scores(self, ctx: ScoringContext) -> dict[str, torch.Tensor]:

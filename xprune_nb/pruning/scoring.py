@@ -144,15 +144,18 @@ def score_units(model: nn.Module, env: ModelEnv, kind: UnitKind, scorer, *,
                          num_classes=num_classes, forward=env.forward, seed=seed,
                          batch_size=batch_size, progress=progress, units=units,
                          evidence=evidence, groups=groups, group_names=group_names)
-    before = fingerprint(model)
     criterion = type(scorer)
+    # a criterion that only reads weights (declared on its own class, not inherited) needs no
+    # change check; every other one is checked before and after
+    checked = not vars(criterion).get("read_only", False)
+    before = fingerprint(model) if checked else None
     with eval_mode(model):
         raw = getattr(scorer, f"{kind.score_as}_scores")(ctx)
         per_class_raw = None
         if criterion.class_aware:
             per_class_fn = getattr(scorer, f"per_class_{kind.score_as}_scores", None)
             per_class_raw = per_class_fn(ctx) if per_class_fn is not None else None
-    if fingerprint(model) != before:   # a criterion must never change the model
+    if checked and fingerprint(model) != before:   # a criterion must never change the model
         raise ModelError(f"{call}: criterion {criterion.name!r} changed the model's weights or "
                          "buffers (e.g. a forward() that updates a buffer); the study is "
                          "unchanged. Make the model's eval-mode forward side-effect free.")
