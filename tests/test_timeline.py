@@ -139,3 +139,28 @@ def test_prune_that_removes_nothing_is_refused(study):
     with pytest.raises(xp.PruneError, match="every group is ignored"):
         study.prune(0.3, ignore=list(study.scores_.values))
     assert_same(study, before)
+
+
+def test_step_zero_shares_the_original_unless_the_copy_changed_before_its_commit():
+    import torch
+    from torch import nn
+
+    from xprune_nb.core.history import Step
+    from xprune_nb.record.timeline import Timeline
+
+    torch.manual_seed(0)
+    original = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).eval()
+    t = Timeline(original, torch.zeros(2, 3))
+    t.commit(Step(0, "original", None), t.model)   # untouched: the original's own tensors
+    assert t.snapshots.get(0)["0.weight"].data_ptr() == original[0].weight.data_ptr()
+    changed = Timeline(original, torch.zeros(2, 3))
+    with torch.no_grad():
+        changed.model[0].weight[0, 0] += 1.0   # in place: the version counter says so
+    changed.commit(Step(0, "original", None), changed.model)
+    kept = changed.snapshots.get(0)["0.weight"]
+    assert kept.data_ptr() != original[0].weight.data_ptr()
+    assert kept[0, 0] != original[0].weight[0, 0]
+    swapped = Timeline(original, torch.zeros(2, 3))
+    swapped.model[1].running_mean = torch.ones(2)   # a tensor replaced, not changed in place
+    swapped.commit(Step(0, "original", None), swapped.model)
+    assert torch.equal(swapped.snapshots.get(0)["1.running_mean"], torch.ones(2))

@@ -36,6 +36,18 @@ from .snapshots import SnapshotStore
 __all__ = ["Timeline", "rebuild", "structure_entry", "STEP_REPLAYERS"]
 
 
+def _versions(model: nn.Module) -> dict[str, tuple[torch.Tensor, int]]:
+    """Each tensor of ``model``'s state and its version counter (every in-place change bumps
+    it): compared with :func:`_unchanged`, an O(tensors) proof that nothing changed since."""
+    return {k: (v, v._version) for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def _unchanged(model: nn.Module, taken: dict | None) -> bool:
+    now = model.state_dict(keep_vars=True)
+    return taken is not None and now.keys() == taken.keys() and all(
+        v is taken[k][0] and v._version == taken[k][1] for k, v in now.items())
+
+
 def _same_state(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(
@@ -101,6 +113,7 @@ class Timeline:
         self.scores: dict[int, object] = {}
         self.all_scores: dict[int, dict[str, object]] = {}
         self.model: nn.Module = copy.deepcopy(original)
+        self._copied = _versions(self.model)   # the copy equals the original as taken here
         self._lock = _Lock()
         self._dirty = False
         self._tx_depth = 0     # transactions open in the lock's owner thread
@@ -231,7 +244,11 @@ class Timeline:
         """Record ``step`` with ``model`` as its result and make it current."""
         if step.index != len(self.history):
             raise RuntimeError(f"step index {step.index} != history length {len(self.history)}")
-        if step.index == 0 and _same_state(model, self.original):
+        # step 0 untouched since the copy (no tensor replaced or changed in place) needs no
+        # compare, a sweep over every weight; otherwise the values decide
+        copied, self._copied = getattr(self, "_copied", None), None   # until the first commit
+        if step.index == 0 and (model is self.model and _unchanged(model, copied)
+                                or _same_state(model, self.original)):
             # the untouched original's own tensors: no copy of a big model's weights
             self.snapshots.put(0, self.original.state_dict(), shared=True)
         else:
