@@ -46,6 +46,15 @@ def test_lazy_curves_are_measured_on_first_ask_and_equal_the_eager_ones(study):
     assert lazy.summary() == pytest.approx(eager.summary(), nan_ok=True)
 
 
+def test_a_pickled_comparison_carries_the_curves(study):
+    import pickle
+
+    lazy = study.saliency(0, 1, n=2)
+    back = pickle.loads(pickle.dumps(lazy))
+    assert not back.curves_pending and not lazy.curves_pending
+    np.testing.assert_allclose(back.deletion_after, lazy.deletion_after)
+
+
 def test_reading_one_curve_fills_all_and_a_failed_ask_leaves_them_pending(study):
     lazy = study.saliency(0, 1, n=3)
     calls = []

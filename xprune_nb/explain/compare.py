@@ -199,6 +199,13 @@ class PerInputDrift:
             self.__dict__["_curves_later"] = None
         return self
 
+    def __getstate__(self) -> dict:
+        # a pickled comparison carries numbers, not a computation bound to a live study
+        self.measure_curves()
+        state = dict(self.__dict__)
+        state.pop("_curves_later", None)
+        return state
+
     @property
     def agreement(self) -> float:
         """Fraction of inputs on which both models predict the same class."""
