@@ -63,3 +63,14 @@ def test_only_a_class_that_declares_itself_read_only_skips_the_change_check():
             study.score("meddling_magnitude")
     finally:
         criteria._REGISTRY.pop("meddling_magnitude", None)
+
+
+def test_a_torchscript_model_is_refused_with_the_packages_error_not_a_hook_error():
+    import pytest
+
+    import xprune_nb as xp
+
+    X, y = torch.randn(12, 4), torch.arange(12) % 2
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 2)))
+    with pytest.raises(xp.ModelError, match="no Conv or Linear layer to prune"):
+        xp.Study(scripted, train=(X, y), test=(X, y))

@@ -277,8 +277,11 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     order: list[tuple[str, torch.Tensor]] = []
     ran: set[str] = set()
+    modules = dict(model.named_modules())
+    # TorchScript modules take no hooks: with one inside, which modules ran stays unknown
+    hookable = {n: m for n, m in modules.items() if not isinstance(m, torch.jit.ScriptModule)}
     handles = _hook_layers(model, order) + [m.register_forward_hook(
-        lambda *a, name=name: ran.add(name)) for name, m in model.named_modules()
+        lambda *a, name=name: ran.add(name)) for name, m in hookable.items()
     ] if trace is not None else []
     try:
         with torch.no_grad(), eval_mode(model):
@@ -328,7 +331,8 @@ def check_fits(model: nn.Module, example: torch.Tensor, num_classes: int,
         )
     if trace is not None:
         trace["output_layers"] = _output_layers(order, out)
-        trace["executed"], trace["ran"] = {name for name, _ in order}, ran
+        trace["executed"] = {name for name, _ in order}
+        trace["ran"] = ran if len(hookable) == len(modules) else None
     return int(out.shape[1])
 
 
