@@ -164,3 +164,11 @@ def test_step_zero_shares_the_original_unless_the_copy_changed_before_its_commit
     swapped.model[1].running_mean = torch.ones(2)   # a tensor replaced, not changed in place
     swapped.commit(Step(0, "original", None), swapped.model)
     assert torch.equal(swapped.snapshots.get(0)["1.running_mean"], torch.ones(2))
+
+
+def test_a_loaded_study_pins_no_tensor_of_its_first_copy(tmp_path):
+    study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    assert study.timeline._copied is None   # cleared by the first commit
+    study.save(tmp_path / "s.xps")
+    loaded = xp.Study.load(tmp_path / "s.xps", data=xp.datasets.load("moons"))
+    assert loaded.timeline._copied is None

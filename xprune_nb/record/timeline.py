@@ -275,6 +275,7 @@ class Timeline:
     def adopt(self, history: History, model: nn.Module) -> None:
         """Take over another rank's record: its history and the current step's model (other
         ranks keep the current step's weights only; ``goto`` to older steps is for rank 0)."""
+        self._copied = None   # no step 0 of this copy to commit: pin none of its tensors
         for step in self.history:
             self.snapshots.drop(step.index)
         self.history = history
@@ -283,6 +284,7 @@ class Timeline:
 
     def replace(self, history: History, states: list[dict], scores: dict, current: int) -> None:
         """Take over a whole record (loading a study file, or a broadcast from another rank)."""
+        self._copied = None   # no step 0 of this copy to commit: pin none of its tensors
         for step in self.history:
             self.snapshots.drop(step.index)
         self.history = history
