@@ -200,3 +200,18 @@ def test_old_public_paths_still_import():
     assert xprune_nb.errors.ConfigError is xprune_nb.core.errors.ConfigError
     from xprune_nb.distributed import broadcast_study  # noqa: F401
     from xprune_nb.zoo import load  # noqa: F401
+
+
+def test_old_module_attributes_of_the_package_resolve_in_a_fresh_process():
+    """``xp.errors.ConfigError`` worked before the move because the root imported the module;
+    it must not depend on another import having set the attribute first."""
+    import subprocess
+    import sys
+
+    code = ("import xprune_nb as xp; "
+            "assert xp.errors.ConfigError is xp.ConfigError; "
+            "assert xp.params.check and xp.progress.make_progress; "
+            "assert xp.distributed.broadcast_study")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr

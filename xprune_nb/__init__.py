@@ -32,6 +32,7 @@ from .core.errors import (
     XPruneError,
 )
 from .core.history import History, Step
+from .core.moved import MOVED as _MOVED
 from .core.moved import install as _install_moved
 from .core.scores import Scores
 from .core.version import __version__
@@ -66,6 +67,9 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY_ATTRS:
         module, attr = _LAZY_ATTRS[name]
         return getattr(importlib.import_module(module), attr)
+    if f"xprune_nb.{name}" in _MOVED:
+        # ``xp.errors``, ``xp.params``... as before the layer packages (core/moved.py)
+        return importlib.import_module(f"xprune_nb.{name}")
     raise AttributeError(f"module 'xprune_nb' has no attribute {name!r}")
 
 
