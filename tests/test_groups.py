@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _group_data import grouped_split as _split
+from _group_data import small_model as _model
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import xprune_nb as xp
 from xprune_nb.core.errors import ConfigError, DataError
-
-
-def _split(n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 4, generator=g)
-    groups = (torch.arange(n) % 4 == 0).long()          # a 25 % minority
-    y = torch.where(groups == 1, X[:, 1] > 0, X[:, 0] > 0).long()
-    return X, y, groups
-
-
-def _model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
 
 class _Spy(nn.Module):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from _group_data import grouped_split as _split
+from _group_data import small_model as _model
 from torch import nn
 
 import xprune_nb as xp
@@ -19,17 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["majority", "minority 'b'"]     # a quote: names are data, never code
 
 
-def _split(n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 4, generator=g)
-    groups = (torch.arange(n) % 4 == 0).long()          # a 25 % minority
-    y = torch.where(groups == 1, X[:, 1] > 0, X[:, 0] > 0).long()
-    return X, y, groups
-
-
-def _model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
 
 def _pruned_study():

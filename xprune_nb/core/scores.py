@@ -8,7 +8,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["Scores", "normalize_scores", "NORMALIZATIONS"]
+__all__ = ["Scores", "score_call", "normalize_scores", "NORMALIZATIONS"]
 
 NORMALIZATIONS = ("mean", "l1", "l2", "max", None)
 
@@ -45,6 +45,21 @@ def normalize_scores(values: dict[str, torch.Tensor], method: str | None,
         else:
             scale = v.abs().max()
         out[key] = v / scale if scale > 0 else torch.zeros_like(v)
+    return out
+
+
+def score_call(criterion: str, granularity: str, options: dict) -> dict:
+    """The ``Study.score`` arguments of a recorded score (a recipe's ``score`` step): the
+    criterion, the granularity, then ``samples``/``classes``/``prune_output`` and the
+    criterion's own options; the seed is the study's, not the call's."""
+    options = {k: v for k, v in options.items() if k != "seed"}
+    out = {"criterion": criterion, "granularity": granularity}
+    for key in ("samples", "classes", "prune_output"):
+        if key in options:
+            out[key] = options.pop(key)
+    if isinstance(out.get("classes"), tuple):
+        out["classes"] = list(out["classes"])
+    out.update(options)
     return out
 
 
@@ -95,15 +110,7 @@ class Scores:
 
     def call(self) -> dict:
         """The ``Study.score`` arguments that made these scores (a recipe's ``score`` step)."""
-        options = {k: v for k, v in self.options.items() if k != "seed"}
-        out = {"criterion": self.criterion, "granularity": self.granularity}
-        for key in ("samples", "classes", "prune_output"):
-            if key in options:
-                out[key] = options.pop(key)
-        if isinstance(out.get("classes"), tuple):
-            out["classes"] = list(out["classes"])
-        out.update(options)
-        return out
+        return score_call(self.criterion, self.granularity, self.options)
 
     @property
     def layers(self) -> list[str]:

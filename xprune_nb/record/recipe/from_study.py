@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...core.errors import ConfigError
+from ...core.scores import score_call
 from .core import Recipe, StepConfig
 from .replay import IN_MEMORY
 from .schema import _RETRAIN_KEYS
@@ -20,21 +21,13 @@ from .schema import _RETRAIN_KEYS
 __all__ = ["study_recipe", "model_spec", "data_spec"]
 
 _CALL = "Study.recipe"
-_SCORE_DROP = ("seed",)
 _PRUNE_KEYS = ("amount", "scope", "normalize", "layer_amounts", "ignore", "steps", "schedule",
                "retrain", "rewind", "recalibrate", "round_to")
 
 
 def _score_params(config: dict) -> dict:
-    options = {k: v for k, v in config.get("score_options", {}).items() if k not in _SCORE_DROP}
-    out = {"criterion": config["criterion"], "granularity": config["granularity"]}
-    for key in ("samples", "classes", "prune_output"):
-        if key in options:
-            out[key] = options.pop(key)
-    if isinstance(out.get("classes"), tuple):
-        out["classes"] = list(out["classes"])
-    out.update(options)
-    return out
+    return score_call(config["criterion"], config["granularity"],
+                      config.get("score_options", {}))
 
 
 def _retrain_params(config: dict, seed: int, where: str) -> dict:
