@@ -20,7 +20,7 @@ from ..models.mechanisms.device import model_device, to_device
 from ..models.mechanisms.model_tools import eval_mode
 
 __all__ = ["Metrics", "count_params", "count_macs", "macs_of", "measure_latency", "layer_sparsity",
-           "param_stats", "evaluate_model"]
+           "param_stats", "evaluate_model", "size_metrics"]
 
 
 def _effective_params(model: nn.Module):
@@ -182,6 +182,26 @@ def measure_latency(model: nn.Module, example: torch.Tensor, forward, *, repeats
             if len(times) >= 3 and spent():
                 break
     return 1000.0 * statistics.median(times)
+
+
+def size_metrics(model: nn.Module, macs: int) -> dict:
+    """What a model's weights say without running it: parameters, non-zero parameters, MACs
+    (given), stored bytes and the sparsity of its weight tensors (one sweep over the weights).
+
+    A big model's step records these at once and its accuracy on first ask
+    (:func:`xprune_nb.measure.step.measure_step`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> size_metrics(nn.Linear(3, 2), macs=6)
+    {'params': 8, 'nonzero_params': 8, 'macs': 6, 'size_bytes': 32, 'sparsity': 0.0}
+    """
+    total, nonzero, layers = param_stats(model)
+    weights = sum(v["params"] for v in layers.values())
+    zeros = sum(v["params"] - v["nonzero"] for v in layers.values())
+    return {"params": total, "nonzero_params": nonzero, "macs": int(macs),
+            "size_bytes": size_bytes(model), "sparsity": zeros / max(weights, 1)}
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, dict]:

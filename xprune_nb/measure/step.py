@@ -5,6 +5,13 @@ Measuring is bounded so that a study of a big model stays responsive (the rules 
 
 - MACs are counted once per structure (:class:`MeasureCache`): a retrain or a masked prune
   keeps the dense MACs of its parent.
+- Accuracy (test and validation, per class and per group) is measured with the step when one
+  evaluation of the measured samples is cheap (at most :data:`ACCURACY_EAGER_MACS`
+  multiply-accumulates); above that the step records what its weights say (parameters, MACs,
+  sparsity, size), lists ``"accuracy"`` in ``Step.pending``, and the first read of its
+  ``metrics`` measures the rest (:func:`fill_accuracy`, with a progress bar). Opening a study
+  of a big model and pruning it thus cost no pass over the evaluation data: Torch-Pruning's
+  pruner measures nothing either.
 - The original model's saliency on the probe set is computed once and reused by every step.
 - Drift is measured with the step when one saliency pass over the probe is cheap (at most
   :data:`DRIFT_EAGER_MACS` multiply-accumulates forward); above that it is left for the first
@@ -17,20 +24,26 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import weakref
 
 import torch
 from torch import nn
 
 from ..core.history import NOT_MEASURED as _NOT_MEASURED
 from ..core.history import Step
-from .metrics import count_macs, evaluate_model
+from .metrics import count_macs, evaluate_model, size_metrics
 
-__all__ = ["measure_step", "fill_drift", "MeasureCache", "structure_macs", "DRIFT_EAGER_MACS",
-           "NOT_MEASURED"]
+__all__ = ["measure_step", "fill_drift", "fill_accuracy", "attach_measurer", "MeasureCache",
+           "structure_macs", "DRIFT_EAGER_MACS", "ACCURACY_EAGER_MACS", "NOT_MEASURED"]
 
 #: one forward pass over the probe set may cost this many MACs for drift to be measured with
 #: every step (about a second on one CPU core, forward and backward); bigger: on first ask
 DRIFT_EAGER_MACS = 4e9
+
+#: one evaluation of the measured test and validation samples may cost this many MACs for a
+#: step's accuracy to be measured with it (about a second on one CPU core); bigger: on first ask
+ACCURACY_EAGER_MACS = 1e10
 
 #: the words every display shows for a number that is computed on first ask (its home is
 #: core/history.py, next to ``Step.pending``, so the explanations use it too)
@@ -53,6 +66,9 @@ class MeasureCache:
     def __init__(self) -> None:
         self._macs: dict[str, int] = {}
         self.reference: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: one measurement on first ask at a time (the panel's thread and the kernel's may both
+        #: read a step); re-entrant: a measurement reads the study
+        self.filling = threading.RLock()
 
     def macs_for(self, structure: list, count) -> int:
         """MACs of the model with this structure (``count()`` runs only the first time)."""
@@ -81,11 +97,20 @@ def drift_is_eager(study, macs: int) -> bool:
     return macs * max(len(study.probe_x), 1) <= DRIFT_EAGER_MACS
 
 
+def accuracy_is_eager(study, macs: int) -> bool:
+    """Whether a step's accuracy is measured with it (a cheap evaluation) or on first ask."""
+    data = study.data
+    examples = len(data.test) + (0 if data.val is data.test else len(data.val))
+    return macs * max(examples, 1) <= ACCURACY_EAGER_MACS
+
+
 def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0,
                  progress=None) -> None:
     """Fill ``step``'s metrics, per-class accuracy, masked layers and (when cheap) drift;
     ``progress(done, total)`` follows the evaluation's batches.
 
+    On a big model (:func:`accuracy_is_eager` false) the accuracy is left for the first read
+    of ``step.metrics`` (:func:`fill_accuracy`); the weights' numbers are recorded at once.
     Drift is measured on the study's fixed probe set against the original model (see
     :func:`xprune_nb.explain.drift.probe_drift`); without the explain extra it is left empty.
     """
@@ -93,21 +118,107 @@ def measure_step(study, step: Step, model: nn.Module, seconds: float = 0.0,
 
     dynamic = type(model).__name__ == "DynamicNet"   # its MACs depend on the input
     macs = None if dynamic else structure_macs(study, step.structure, model)
-    m = evaluate_model(model, study.data, study.forward, latency=False, macs=macs,
-                       progress=progress, adaptive=input_adaptive_measure(model))
-    step.metrics = dict(m.as_dict())
-    step.per_class_accuracy = m.per_class_accuracy
-    step.per_group_accuracy = m.per_group_accuracy
-    step.val_per_group_accuracy = m.val_per_group_accuracy
+    step.pending = [p for p in step.pending if p not in ("drift", "accuracy")]
+    if dynamic or accuracy_is_eager(study, macs):
+        m = evaluate_model(model, study.data, study.forward, latency=False, macs=macs,
+                           progress=progress, adaptive=input_adaptive_measure(model))
+        _record(step, m)
+    else:
+        step.metrics = size_metrics(model, macs)
+        step.per_class_accuracy, step.per_group_accuracy, step.val_per_group_accuracy = [], {}, {}
+        step.pending.append("accuracy")
+        attach_measurer(study, step)
+        if progress is not None:   # what opening a big model measures: the weights' numbers
+            progress(1, 1)
     step.masked = masked_layers(model)
     step.seconds = seconds
-    step.pending = [p for p in step.pending if p != "drift"]
     step.drift = {}
     if drift_is_eager(study, _cache(study).macs_for(
             [], lambda: count_macs(study.original, study.data.example(1), study.forward))):
         step.drift = probe_drift_of(study, model, step.index)
     else:
         step.pending.append("drift")
+
+
+def _record(step: Step, m) -> None:
+    """Write a :class:`~xprune_nb.measure.metrics.Metrics` into the step's measured fields."""
+    state = step.__dict__   # written as they are: reading them would measure again
+    state["metrics"] = dict(m.as_dict())
+    state["per_class_accuracy"] = m.per_class_accuracy
+    state["per_group_accuracy"] = m.per_group_accuracy
+    state["val_per_group_accuracy"] = m.val_per_group_accuracy
+
+
+class _OnAsk:
+    """Measures a step's pending accuracy when it is first read (held weakly: a step kept
+    after its study is gone keeps the numbers it has)."""
+
+    def __init__(self, study) -> None:
+        self.study = weakref.ref(study)
+
+    def __call__(self, step: Step) -> None:
+        study = self.study()
+        if study is not None:
+            fill_accuracy(study, [step], progress=True)
+
+    def __reduce__(self):
+        # a pickle of the step's fields (``vars(step)``) carries no study: it reads as None
+        return (type(None), ())
+
+
+def attach_measurer(study, step: Step) -> None:
+    """Have reading ``step.metrics`` measure its pending accuracy on ``study`` (a new step, or
+    one of a loaded study)."""
+    step.measure_on_ask(_OnAsk(study) if "accuracy" in step.pending else None)
+
+
+def _model_for(study, index: int) -> nn.Module:
+    """The model of step ``index`` to measure: the live one when this thread may use it (no
+    other thread is changing it), else a copy rebuilt from the history."""
+    timeline = study.timeline
+    owner = getattr(getattr(timeline, "_lock", None), "owner", None)
+    if index == study.current and owner in (None, threading.get_ident()):
+        return study.model
+    if index == 0:
+        return study.original   # never changed: the study works on copies
+    return study.model_at(index)
+
+
+def fill_accuracy(study, steps=None, progress=None) -> int:
+    """Measure the accuracy of every step (or of ``steps``) that left it for the first ask.
+
+    ``progress`` follows the progress protocol (``True``: a bar; one unit per evaluation
+    batch, per step); returns how many steps were measured. A step's numbers are those its
+    eager measurement would have recorded (same samples, same MACs).
+
+    Examples
+    --------
+    >>> import xprune_nb as xp
+    >>> from xprune_nb.measure import step as measure
+    >>> measure.ACCURACY_EAGER_MACS, saved = 0, measure.ACCURACY_EAGER_MACS   # all "big"
+    >>> study = xp.Study(xp.zoo.load("toy_mlp"), xp.datasets.load("moons"))
+    >>> _ = study.score("magnitude")
+    >>> step = study.prune(0.3)
+    >>> step.pending, "accuracy" in step.known()
+    (['accuracy'], False)
+    >>> measure.fill_accuracy(study), step.pending, 0 <= step.metrics["accuracy"] <= 1
+    (2, [], True)
+    >>> measure.ACCURACY_EAGER_MACS = saved
+    """
+    from ..core.progress import make_progress
+
+    with _cache(study).filling:
+        todo = [s for s in (study.history if steps is None else steps)
+                if "accuracy" in s.pending]
+        for n, step in enumerate(todo, 1):
+            tick = make_progress(progress, "Study: measure", f"measure step {step.index} "
+                                 f"({n} of {len(todo)})")
+            m = evaluate_model(_model_for(study, step.index), study.data, study.forward,
+                               latency=False, macs=step.known().get("macs"), progress=tick)
+            _record(step, m)
+            step.pending.remove("accuracy")
+            step.measure_on_ask(None)
+    return len(todo)
 
 
 def input_adaptive_measure(model: nn.Module):
@@ -178,7 +289,9 @@ def evaluate(study, *, latency: bool = False, step: int | None = None, progress=
         Time forward passes at batch 1 and 64 (each within a couple of seconds: repeats stop
         when the time budget is spent). ``False`` (the default) measures no time.
     step : int, optional
-        Measure the model of this history step instead of the current one.
+        Measure the model of this history step instead of the current one. A step of a big
+        model whose accuracy was left for the first ask (``"accuracy"`` in ``Step.pending``)
+        keeps what this call measured.
     progress, stop
         The progress protocol (one unit per evaluation batch); ``stop`` ends it between batches
         with :class:`~xprune_nb.core.errors.StoppedError`.
@@ -205,5 +318,14 @@ def evaluate(study, *, latency: bool = False, step: int | None = None, progress=
     structure = study.history[index].structure
     macs = None if type(model).__name__ == "DynamicNet" else _cache(study).macs_for(
         structure, lambda: count_macs(model, study.data.example(1), study.forward))
-    return evaluate_model(model, study.data, study.forward, latency=latency, macs=macs,
-                          progress=tick, adaptive=input_adaptive_measure(model))
+    found = evaluate_model(model, study.data, study.forward, latency=latency, macs=macs,
+                           progress=tick, adaptive=input_adaptive_measure(model))
+    record = study.history[index]
+    with _cache(study).filling:
+        if "accuracy" in record.pending:   # the step's first ask: keep what was measured
+            _record(record, found)
+            record.metrics = {k: v for k, v in record.known().items()
+                              if not k.startswith("latency_")}   # as eager steps hold it
+            record.pending.remove("accuracy")
+            record.measure_on_ask(None)
+    return found

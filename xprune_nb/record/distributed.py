@@ -60,6 +60,7 @@ def broadcast_study(study, src: int = 0) -> None:
     if world_size() == 1:
         return
     from ..core.history import History, Step
+    from ..measure.step import attach_measurer
     from ..pruning.rebuild import rebuild
 
     timeline = study.timeline
@@ -77,5 +78,7 @@ def broadcast_study(study, src: int = 0) -> None:
                         study.env.example, study.forward)
         broadcast_module(model, src)
         timeline.adopt(history, model.eval())
+        for step in history:   # a big model's accuracy left for the first ask still is
+            attach_measurer(study, step)
     else:
         broadcast_module(timeline.model, src)

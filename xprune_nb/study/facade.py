@@ -393,8 +393,8 @@ class Study:
                                  progress=progress, trust_source=trust_source, **study_options)
 
     def __repr__(self) -> str:
-        return study_line(self.current, len(self.history), self.step.metrics)
+        return study_line(self.current, len(self.history), self.step.known(), self.step.pending)
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self) -> str:   # a display: never measures what is pending
         return (f"<b>Study</b>: step {self.current} of {len(self.history)}"
-                + self.history.to_frame().to_html(float_format=lambda x: f"{x:.4g}"))
+                + self.history._repr_html_().removeprefix("<b>History</b>"))

@@ -35,6 +35,7 @@ from ...core.history import History, Step
 from ...core.reading import WHAT_TO_DO, check_finite_state, read_torch_file
 from ...core.scores import Scores
 from ...data.batch import plain
+from ...measure.step import attach_measurer
 from .resolver import build_module
 
 __all__ = ["FORMAT", "VERSION", "read_study_file", "write_study_file", "build_architecture",
@@ -338,6 +339,8 @@ def load_study(cls, path, *, model=None, data=None, trust_source: bool = False,
             states=payload["states"],
             scores={int(i): _scores_from_dict(d) for i, d in payload["scores"].items()},
             current=int(payload["current"]))
+        for step in study.history:   # a big model's accuracy left for the first ask still is
+            attach_measurer(study, step)
     except XPruneError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:

@@ -194,21 +194,24 @@ class SectionActions:
 
     def measure(self, *, block: bool = True):
         """*Measure*: batch-1 latency of the original and the current model (within a time
-        budget) and the drift the current step left for the first ask; the strip shows them."""
+        budget), and the accuracy and drift a big model left for the first ask; the strip shows
+        them."""
         study = self.study
 
         def work(task: Task):
-            from ...measure.step import fill_drift
+            from ...measure.step import fill_accuracy, fill_drift
 
             steps = [study.history[0], study.step]
-            task.progress(0, 3)
+            task.progress(0, 4)
+            fill_accuracy(study, steps)
+            task.progress(1, 4)
             fill_drift(study, steps)
-            task.progress(1, 3)
+            task.progress(2, 4)
             if self._latency_original is None:
                 self._latency_original = self._measure(study.original)[0]
-            task.progress(2, 3)
+            task.progress(3, 4)
             self._latency[study.current] = self._measure(study.model)
-            task.progress(3, 3)
+            task.progress(4, 4)
             return self._latency[study.current]
 
         def done(found) -> str:

@@ -93,7 +93,9 @@ class HistoryView:
         self.draw(study)
 
     def _table(self, study) -> None:
-        frame = study.history.to_frame()
+        frame = study.history.to_frame(measure=False)   # a view: it never measures
+        frame["accuracy"] = [NOT_MEASURED if "accuracy" in s.pending else a
+                             for s, a in zip(study.history, frame["accuracy"], strict=True)]
         # the drift each step recorded on the study's probe set (rank correlation of its
         # saliency maps with the original's); read from the steps, whatever the key's version
         # ("not measured yet" on a big model until the drift is asked for: DESIGN.md)
@@ -127,6 +129,6 @@ class HistoryView:
             self.plot.layout.display = "none"
             return
         fig, ax = figure(5.0, 3.0)
-        study.history.plot(ax=ax)
+        study.history.plot(ax=ax, measure=False)   # a view: it never measures
         self.plot.value = to_png(fig)
         self.plot.layout.display = None

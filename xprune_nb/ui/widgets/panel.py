@@ -13,6 +13,7 @@ from typing import Any
 import ipywidgets as W
 
 from ...core.errors import ConfigError
+from ...core.history import NOT_MEASURED
 from ...measure.metrics import measure_latency
 from ._plots import prewarm
 from ._preview import PrunePreview, preview_prune
@@ -44,10 +45,20 @@ _BUTTONS = {
     "stop": ("Stop", "stop", "danger", "Stop the running work between batches"),
     "undo": ("Undo", "undo", "", "Go back to the step before the current one"),
     "measure": ("Measure", "tachometer", "", "Time the current and the original model "
-                "(batch 1) and measure the drift a big model left for the first ask"),
+                "(batch 1) and measure the accuracy and drift a big model left for the first "
+                "ask"),
     "export": ("Export", "download", "success", "Write a script that reproduces this step"),
 }
 
+
+
+def _accuracy(step) -> str:
+    """A step's test accuracy for a status message; a big model's step that has not measured it
+    yet says so (the panel never measures to talk: *Measure* does)."""
+    if "accuracy" in step.pending:
+        return f"{NOT_MEASURED} (Measure)"
+    acc = step.known().get("accuracy")
+    return f"{acc:.4f}" if isinstance(acc, (int, float)) and acc == acc else "n/a"
 
 class Panel(SectionActions):
     """Interactive panel over a :class:`~xprune_nb.Study` (ipywidgets 8).
@@ -291,14 +302,14 @@ class Panel(SectionActions):
     def prune(self, *, block: bool = True):
         """Prune the current model with the Prune tab's settings (:meth:`Study.prune`)."""
         view = self.prune_view
-        before = self.study.step.metrics
+        parent = self.study.step
 
         def done(step) -> str:
             view.show_step(step)
-            m = step.metrics
+            before, m = parent.known(), step.known()
             return (f"Pruned: step {step.index} ({step.label}), params {before.get('params')} "
                     f"→ {m.get('params')}, MACs {before.get('macs')} → {m.get('macs')}, "
-                    f"accuracy {before.get('accuracy', 0):.4f} → {m.get('accuracy', 0):.4f}.")
+                    f"accuracy {_accuracy(parent)} → {_accuracy(step)}.")
 
         return self._run("prune", f"Pruning {100 * view.amount.value:.0f}%",
                          lambda task: self.study.prune(**view.config()), done, block, "Prune")
@@ -307,7 +318,7 @@ class Panel(SectionActions):
         """Fine-tune with the Retrain tab's settings (:meth:`Study.retrain`), with a live plot;
         :meth:`stop` (or *Stop*) stops between batches and the step is still recorded."""
         view = self.retrain_view
-        before = self.study.step.metrics.get("accuracy", 0.0)
+        parent = self.study.step
 
         def work(task: Task):
             live = view.callback(task.update)
@@ -315,13 +326,13 @@ class Panel(SectionActions):
                                       stop=task.stop)
 
         def done(step) -> str:
-            acc = step.metrics.get("accuracy", 0.0)
+            before, acc = _accuracy(parent), _accuracy(step)
             if step.stopped:
                 return (f"Retraining was stopped by you ({step.note}); step {step.index} "
-                        f"keeps the weights of the last complete batch: accuracy {before:.4f} "
-                        f"→ {acc:.4f}.")
+                        f"keeps the weights of the last complete batch: accuracy {before} "
+                        f"→ {acc}.")
             return (f"Retrained: step {step.index} ({step.note}) in {step.seconds:.1f} s, "
-                    f"accuracy {before:.4f} → {acc:.4f}.")
+                    f"accuracy {before} → {acc}.")
 
         return self._run("retrain", f"Retraining for {view.epochs.value} epoch(s)", work, done,
                          block, "Retrain")
@@ -342,10 +353,9 @@ class Panel(SectionActions):
                          lambda task: self.study.goto(target), self._arrived, block)
 
     def _arrived(self, step) -> str:
-        m = step.metrics
-        return (f"Now at step {step.index} ({step.label}): params {m.get('params')}, "
-                f"accuracy {m.get('accuracy', 0):.4f}. A new action from here starts a branch; "
-                "later steps are kept.")
+        return (f"Now at step {step.index} ({step.label}): params "
+                f"{step.known().get('params')}, accuracy {_accuracy(step)}. A new action from "
+                "here starts a branch; later steps are kept.")
 
     def compare(self, a: int | None = None, b: int | None = None, *, block: bool = True):
         """Metrics of two steps side by side (:meth:`Study.compare`), in the History tab."""

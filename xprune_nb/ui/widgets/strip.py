@@ -84,15 +84,24 @@ class MetricsStrip:
         """Redraw for the current step; ``latency_ms`` is the batch-1 latency (for a dynamic
         step its mean over test examples, and ``worst_latency_ms`` its 95th percentile)."""
         step, first = study.step, study.history[0]
-        m, o = step.metrics, first.metrics
+        # a display: it shows what is measured and never measures (a big model's accuracy is
+        # measured on first ask: Measure)
+        m, o = step.known(), first.known()
         parts = [f"<b>step {step.index}</b> {html.escape(step.label)}"]
         acc, oacc = m.get("accuracy"), o.get("accuracy")
-        if acc is not None:
+        if "accuracy" in step.pending:
+            original = "" if "accuracy" in first.pending or oacc is None else \
+                f" (original {oacc:.4f})"
+            parts.append(f"accuracy <i>{NOT_MEASURED}</i>{original} (Measure)")
+        elif acc is not None:
             delta = 100 * (acc - oacc) if oacc is not None else 0.0
-            parts.append(f"accuracy <b>{acc:.4f}</b> (original {oacc:.4f}, "
-                         f"{delta:+.1f} pt)")
-        if step.per_group_accuracy:
-            parts.append(_groups(step.per_group_accuracy, first.per_group_accuracy))
+            original = (f"original {NOT_MEASURED}" if "accuracy" in first.pending
+                        else "original n/a" if oacc is None
+                        else f"original {oacc:.4f}, {delta:+.1f} pt")
+            parts.append(f"accuracy <b>{acc:.4f}</b> ({original})")
+        if step.known("per_group_accuracy"):
+            parts.append(_groups(step.known("per_group_accuracy"),
+                                 first.known("per_group_accuracy")))
         params, oparams = m.get("params"), o.get("params")
         if params is not None:
             text = f"params <b>{params}</b> ({_pct(params, oparams)} of {oparams})"
