@@ -154,3 +154,38 @@ def test_dynamic_steps_are_measured_at_once(big):
     study.score("magnitude")
     step = study.dynamic(k=2, keep=0.5, epochs=1, finetune=0)
     assert "accuracy" not in step.pending and "accuracy" in step.known()
+
+
+@pytest.mark.parametrize("zoo_name, granularity", [
+    ("digits_resnet", "channel"), ("digits_vit", "head"), ("digits_vit", "block"),
+    ("digits_lstm", "recurrent")])
+def test_the_still_runs_check_counts_the_macs_the_step_records(zoo_name, granularity,
+                                                               monkeypatch):
+    """The surgery's check runs the pruned model once and counts its MACs in the same pass:
+    the step records that count (equal to a fresh one), and no second counting pass runs."""
+    from xprune_nb.measure import metrics
+
+    data = xp.datasets.load("digits")
+    study = xp.Study(xp.zoo.load(zoo_name), data, seed=0)
+    study.score("magnitude", granularity=granularity)
+    counted = []
+    real = measure.count_macs
+    monkeypatch.setattr(measure, "count_macs", lambda *a, **k: counted.append(1) or real(*a, **k))
+    step = study.prune(0.2, recalibrate=False)
+    assert counted == []
+    assert step.metrics["macs"] == metrics.count_macs(study.model, study.data.example(1),
+                                                      study.forward)
+    assert step.metrics["macs"] < study.history[0].metrics["macs"]
+
+
+def test_a_model_the_mac_counter_cannot_run_is_still_checked_and_counted(monkeypatch):
+    from xprune_nb.measure import metrics
+
+    study = _study()
+    study.score("magnitude")
+    real = metrics.macs_of
+    monkeypatch.setattr(metrics, "macs_of", lambda fn: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(measure, "count_macs", lambda m, x, f: real(lambda: f(m, x)))
+    step = study.prune(0.3)                            # the check ran the model plainly
+    assert step.metrics["macs"] == real(lambda: study.forward(study.model,
+                                                              study.data.example(1)))

@@ -87,9 +87,15 @@ def _cache(study) -> MeasureCache:
 
 def structure_macs(study, structure: list, model: nn.Module) -> int:
     """MACs per example of ``model``, whose structure is ``structure``; counted once per
-    structure (the step's measurement reuses the count)."""
-    return _cache(study).macs_for(structure, lambda: count_macs(model, study.data.example(1),
-                                                                study.forward))
+    structure (the step's measurement reuses the count), or taken from the surgery's "still
+    runs" check, which counted them in its own pass over the same input."""
+    def count() -> int:
+        env = getattr(study, "env", None)
+        checked = env.checked_macs(model) if env is not None else None
+        return checked if checked is not None else count_macs(model, study.data.example(1),
+                                                               study.forward)
+
+    return _cache(study).macs_for(structure, count)
 
 
 def drift_is_eager(study, macs: int) -> bool:

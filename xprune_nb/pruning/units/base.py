@@ -13,6 +13,7 @@ Adding a kind is one new module with a :class:`UnitKind` subclass plus one line 
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -59,6 +60,9 @@ class ModelEnv:
     num_logits: int
     analysis: dict[str, Any] = field(default_factory=dict)
     ran: set[str] | None = None
+    #: the last model that passed :meth:`check_runs`, its module layout and its MACs per example
+    #: (counted in the same pass; :meth:`checked_macs` hands them to the step's measurement)
+    _checked: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, original: nn.Module, example: torch.Tensor, forward, num_logits: int, *,
@@ -86,21 +90,45 @@ class ModelEnv:
         return set(self.ran)
 
     def check_runs(self, model: nn.Module, call: str) -> None:
-        """Raise :class:`PruneError` unless ``model`` still runs and keeps its logits."""
+        """Raise :class:`PruneError` unless ``model`` still runs and keeps its logits.
+
+        One input suffices (the opening check ran the original on two, so batching is known to
+        work; surgery changes widths, not batching), and the same pass counts the model's MACs
+        per example, which the step's measurement then takes (:meth:`checked_macs`) instead of
+        a pass of its own. A model that runs but not under the MAC counter is run plainly.
+        """
+        from ...data.batch import take
+        from ...measure.metrics import macs_of
+
+        one, found = take(self.example, slice(0, 1)), {}
+        self._checked = None
         try:
             with torch.no_grad():
                 was = model.training
                 model.eval()
                 try:
-                    out = self.forward(model, self.example)
+                    try:
+                        macs = macs_of(lambda: found.update(out=self.forward(model, one)))
+                    except Exception:  # noqa: BLE001 - e.g. an op the counter cannot dispatch
+                        macs, found["out"] = None, self.forward(model, one)
                 finally:
                     model.train(was)
         except Exception as exc:  # noqa: BLE001 - any failure: the change broke the model
             raise PruneError(f"{call}: the pruned model no longer runs ({exc}); nothing was "
                              "changed. Ignore the layers involved.") from exc
-        if out.shape[1] != self.num_logits:
+        if found["out"].shape[-1] != self.num_logits:
             raise PruneError(f"{call}: pruning changed the number of logits; nothing was "
                              "changed.")
+        if macs is not None:
+            self._checked = (weakref.ref(model), _layout(model), macs)
+
+    def checked_macs(self, model: nn.Module) -> int | None:
+        """MACs per example of ``model`` counted by its :meth:`check_runs`, if no module of it
+        was added, removed or replaced since (values do not change MACs); else ``None``."""
+        if self._checked is None:
+            return None
+        ref, layout, macs = self._checked
+        return macs if ref() is model and _layout(model) == layout else None
 
 
 def _layout(model: nn.Module) -> list[tuple[str, type]]:
