@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import MODEL_FACTORIES, make_study
 
+import xprune_nb as xp
+
 
 @pytest.mark.parametrize("kind", list(MODEL_FACTORIES))
 def test_channel_pruning_shrinks_and_keeps_output_shape(kind, small_digits):
@@ -104,3 +106,40 @@ def test_pruned_indices_are_the_lowest_scores(small_digits):
     removed = set(step.removed["fc1"])
     order = torch.argsort(scores.values["fc1"])[:8].tolist()
     assert removed == set(order)
+
+
+def test_attention_projections_are_tried_together_and_point_to_heads(monkeypatch):
+    """On a transformer, the channel groups of q/k/v projections are tried in one trial, apart
+    from the others: two trials instead of one per group, the same safe groups as trying each
+    alone, and the reason names the head granularity."""
+    transformers = pytest.importorskip("transformers")
+    from xprune_nb.pruning import groups as G
+    from xprune_nb.pruning.units.channel import _head_projections
+
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(transformers.ViTConfig(
+        num_labels=4, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=48, image_size=16, patch_size=8)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    forward = lambda m, inp: m(inp).logits  # noqa: E731
+    trials = []
+    real = G._trial
+    monkeypatch.setattr(G, "_trial", lambda m, e, keys, *a, **k: trials.append(keys)
+                        or real(m, e, keys, *a, **k))
+    heads = _head_projections(model)
+    assert len(heads) == 9 and all(n.split(".")[-1] in ("q_proj", "k_proj", "v_proj",
+                                                         "query", "key", "value") for n in heads)
+    safe, skipped = G.safe_channel_groups(model, x, ignored=["classifier"], forward=forward,
+                                          head_layers=heads)
+    assert len(trials) == 2
+    trials.clear()
+    one_by_one, _ = G.safe_channel_groups(model, x, ignored=["classifier"], forward=forward)
+    assert len(trials) > 2
+    assert [g.key for g in safe] == [g.key for g in one_by_one]
+    bound = [k for k, why in skipped.items() if why == G.HEAD_BOUND]
+    assert bound and all(k in heads for k in bound)
+    assert "granularity='head'" in G.HEAD_BOUND
+
+    study = xp.Study(model, train=(torch.randn(16, 3, 16, 16), torch.arange(16) % 4))
+    study.score("magnitude")
+    assert study.prune(0.3).metrics["params"] < study.history[0].metrics["params"]

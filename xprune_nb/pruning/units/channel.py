@@ -34,12 +34,13 @@ class ChannelUnits(UnitKind):
         found = env.analysis.get("channel")
         if found is None:
             unpruned = _same_shapes(model, env.original)
+            analysed = model if unpruned else env.original
             # made once, on the original architecture; while nothing was removed yet the
             # model has that architecture, so its graph is reused
             safe, skipped = safe_channel_groups(
-                model if unpruned else env.original, env.example,
-                ignored=env.output_layers, graph=graph if unpruned else None,
-                forward=env.forward, shape=_logits_shape(env))
+                analysed, env.example, ignored=env.output_layers,
+                graph=graph if unpruned else None, forward=env.forward,
+                shape=_logits_shape(env), head_layers=_head_projections(analysed))
             found = {"safe": [g.key for g in safe], "skipped": dict(skipped)}
             env.analysis["channel"] = found
         return found
@@ -134,3 +135,17 @@ def _logits_shape(env: ModelEnv) -> torch.Size | None:
     if isinstance(env.example, torch.Tensor):
         return torch.Size([env.example.shape[0], env.num_logits])
     return None
+
+
+def _head_projections(model: nn.Module) -> set[str]:
+    """Names of the ``Linear`` layers whose output rows belong to attention heads (q/k/v)."""
+    from ...models.mechanisms.attention.discovery import find_heads, head_slices
+
+    names = {id(m): n for n, m in model.named_modules()}
+    found = set()
+    for group in find_heads(model, single=True)[0]:
+        for module, _, dim, _ in head_slices(model, group):
+            if dim == 0 and isinstance(module, nn.Linear):
+                found.add(names[id(module)])
+    return found
+
