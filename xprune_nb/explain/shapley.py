@@ -162,10 +162,24 @@ def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "au
                                     "'gradient' or 'deep' for non-tabular inputs", explainer)
     check_nsamples(nsamples)
     nsamples = auto_nsamples(explainer, int(x[0].numel()), nsamples)
-    from ..models.mechanisms.lrp import detached_copy
+    from ..models.mechanisms.lrp import detached_copy, needs_detached_copy
 
     shap = _shap()
-    f = _Output(detached_copy(model), forward, output, classes).eval()
+    # shap's gradient and model-agnostic explainers only run the model and take input
+    # gradients: a plain model is explained as it is (a copy of a ViT-B's weights is 343 MB);
+    # a masked one, or DeepExplainer (it hooks every module), gets a detached copy
+    copied = explainer == "deep" or needs_detached_copy(model)
+    was = model.training
+    f = _Output(detached_copy(model) if copied else model, forward, output, classes).eval()
+    try:
+        return _explain(shap, f, x, bg, explainer, nsamples, permutations, seed)
+    finally:
+        model.train(was)   # shap sets eval mode on what it is given
+
+
+def _explain(shap, f: nn.Module, x: torch.Tensor, bg: torch.Tensor, explainer: str,
+             nsamples: int, permutations: int, seed: int):
+    """Shapley values of ``f`` (the model as shap sees it) with the chosen explainer."""
     dtype = next(iter(f.parameters()), torch.zeros(())).dtype
     x, bg = x.to(dtype), bg.to(dtype)
     with torch.no_grad():

@@ -123,6 +123,33 @@ def import_zennit(feature: str = "LRP") -> types.ModuleType:
     return zennit
 
 
+def needs_detached_copy(model: nn.Module) -> bool:
+    """Whether ``model`` holds what an explainer must not see or touch: pruning masks (a
+    masked ``weight`` recomputed from ``weight_orig``), parametrizations, or a tensor attribute
+    that is part of an autograd graph. A model without any of these can be explained as it is
+    by an explainer that only runs it and takes input gradients (no copy of its weights).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torch.nn.utils import prune
+    >>> plain = needs_detached_copy(nn.Linear(3, 2))
+    >>> masked = needs_detached_copy(prune.random_unstructured(nn.Linear(3, 2), "weight", 0.5))
+    >>> plain, masked
+    (False, True)
+    """
+    from torch.nn.utils import parametrize, prune
+
+    for module in model.modules():
+        if parametrize.is_parametrized(module) or any(
+                isinstance(h, prune.BasePruningMethod) for h in module._forward_pre_hooks.values()):
+            return True
+        if any(isinstance(v, torch.Tensor) and v.grad_fn is not None
+               for v in vars(module).values()):
+            return True
+    return False
+
+
 def detached_copy(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` in eval mode with pruning masks and parametrizations baked in.
 
