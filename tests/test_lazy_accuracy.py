@@ -189,3 +189,53 @@ def test_a_model_the_mac_counter_cannot_run_is_still_checked_and_counted(monkeyp
     step = study.prune(0.3)                            # the check ran the model plainly
     assert step.metrics["macs"] == real(lambda: study.forward(study.model,
                                                               study.data.example(1)))
+
+
+def _fingerprint(model):
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                for m in model.modules())
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return ({k: v.clone() for k, v in model.state_dict().items()}, model.training, hooks,
+            [type(m) for m in model.modules()], attention)
+
+
+def _hf_vit_study():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(transformers.ViTConfig(
+        num_labels=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=48, image_size=16, patch_size=8)).eval()
+    x = torch.randn(24, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return xp.Study(model, train=(x, torch.arange(24) % 4), seed=0)
+
+
+@pytest.mark.parametrize("zoo_name", ["digits_resnet", "digits_vit", "hf_vit"])
+def test_explanations_of_step_zero_read_the_original_itself_and_leave_it_untouched(zoo_name,
+                                                                                   monkeypatch):
+    """Step 0's model is the original itself for every explanation (no rebuilt copy of a big
+    model's weights); no method changes its weights, mode, hooks or modules."""
+    from xprune_nb import explain
+    from xprune_nb.core.errors import XPruneError
+
+    study = _hf_vit_study() if zoo_name == "hf_vit" else xp.Study(
+        xp.zoo.load(zoo_name), xp.datasets.load("digits"), seed=0)
+    study.score("magnitude")
+    study.prune(0.2)
+    rebuilt = []
+    real = study.timeline.model_at
+    monkeypatch.setattr(study.timeline, "model_at", lambda i: rebuilt.append(i) or real(i))
+    before = _fingerprint(study.original)
+    ran = 0
+    for method in explain.METHODS:
+        try:
+            study.saliency(0, -1, method=method, n=2)
+            ran += 1
+        except XPruneError:   # a method this architecture does not have (e.g. attention)
+            continue
+    study.shapley(0, -1, inputs=study.data.test.X[:2], background=study.data.test.X[:4],
+                  nsamples=4)
+    study.forgotten(0, -1)
+    after = _fingerprint(study.original)
+    assert ran >= 3 and rebuilt == []
+    assert before[1:] == after[1:]
+    assert all(torch.equal(v, after[0][k]) for k, v in before[0].items())

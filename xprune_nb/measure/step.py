@@ -185,7 +185,7 @@ def _model_for(study, index: int) -> nn.Module:
     owner = getattr(getattr(timeline, "_lock", None), "owner", None)
     if index == study.current and owner in (None, threading.get_ident()):
         return study.model
-    if index == 0:
+    if study.timeline.is_original(index):
         return study.original   # never changed: the study works on copies
     return study.model_at(index)
 

@@ -96,6 +96,11 @@ class SnapshotStore:
                 torch.save(old_state, path)
                 self._disk[old] = path
 
+    def shares(self, index: int) -> bool:
+        """Whether step ``index`` holds tensors it shares (the untouched original's own)."""
+        with self._guard:
+            return index in self._shared
+
     def get(self, index: int) -> dict:
         with self._guard:
             if index in self._shared:

@@ -151,6 +151,11 @@ class Timeline:
         self._mark(model, step)
         return model.eval()
 
+    def is_original(self, index: int) -> bool:
+        """Whether step ``index``'s model is ``original`` itself (step 0 of a study whose first
+        snapshot is the original's own tensors): a reader can use it without a rebuilt copy."""
+        return index == 0 and self.snapshots.shares(0) and not self.history[0].masked
+
     def _mark(self, model: nn.Module, step: Step) -> None:
         """A pruned Hugging Face model's own ``save_pretrained`` writes a folder that loads
         right (:func:`xprune_nb.record.io.pretrained.mark_pruned`)."""
