@@ -17,7 +17,8 @@ By hand, not in CI (minutes per task on two CPU cores)::
 - ``ig``: ``study.saliency(0, -1, method="integrated_gradients", n=8, n_steps=S,
   internal_batch_size=8)`` on a study pruned by 30 % (untimed) against captum's
   ``IntegratedGradients`` of the same 8 images and targets on the same two models (the
-  original from ``study.model_at(0)`` and the pruned one). Both warm up on one image, 2 steps.
+  original, ``study.original``, and the pruned one, as they are: no copies). Both warm up on
+  one image, 2 steps.
   Ours leaves the deletion/insertion curves for the first ask (``curves="lazy"``, the
   default); ``--curves`` times ``curves=True`` instead (the maps and the curves).
 - ``shapley``: ``study.shapley(0, -1, inputs=X, background=B, nsamples=S)`` (8 images, 8
@@ -131,7 +132,7 @@ def _ig(who: str, name: str, n: int, steps: int, curves: bool = False) -> dict:
         import captum.attr
 
         def run(k, s):
-            for model in (study.model_at(0), study.model):
+            for model in (study.original, study.model):   # the two models as they are
                 model.eval()
                 captum.attr.IntegratedGradients(lambda x, m=model: m(x).logits).attribute(
                     X[:k], target=y[:k], n_steps=s, internal_batch_size=8,
@@ -156,7 +157,7 @@ def _shapley(who: str, name: str, n: int, nsamples: int) -> dict:
         import shap
 
         def run(k, s):
-            models = [study.model_at(0), study.model]
+            models = [study.original, study.model]   # the two models as they are
             with torch.no_grad():   # the classes ours explains: the original's predictions
                 classes = sorted(set(models[0].eval()(X[:k]).logits.argmax(1).tolist()))
             for model in models:
