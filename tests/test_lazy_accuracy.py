@@ -55,6 +55,7 @@ def test_open_and_prune_a_big_model_run_no_evaluation_and_say_not_measured_yet(b
     assert "accuracy" not in steps[1].known() and steps[1].known()["params"] > 0
     assert "not measured yet" in repr(study) and "not measured yet" in repr(steps[1])
     assert "not measured yet" in study.history._repr_html_()
+    assert "step.metrics" in study.history._repr_html_()    # how to get the number
     assert "not measured yet" in study._repr_html_() and "not measured yet" in \
         steps[1]._repr_html_()
     shown = study.history.to_frame(measure=False)

@@ -182,7 +182,8 @@ class Step:
 
         return (f"<b>Step {self.index}</b>: {self.label}"
                 + shown_frame(pd.DataFrame([self.row(measure=False)])).to_html(
-                    index=False, na_rep="n/a", float_format=lambda x: f"{x:.4g}"))
+                    index=False, na_rep="n/a", float_format=lambda x: f"{x:.4g}")
+                + how_to_measure(self.pending))
 
 
 class History(list):
@@ -253,8 +254,31 @@ class History(list):
         return ax
 
     def _repr_html_(self) -> str:   # a display: shows "not measured yet", never measures
-        return "<b>History</b>" + shown_frame(self.to_frame(measure=False)).to_html(
-            float_format=lambda x: f"{x:.4g}", na_rep="n/a")
+        pending = sorted({p for s in self for p in s.pending})
+        return ("<b>History</b>" + shown_frame(self.to_frame(measure=False)).to_html(
+            float_format=lambda x: f"{x:.4g}", na_rep="n/a") + how_to_measure(pending))
+
+
+def how_to_measure(pending) -> str:
+    """The caption under a display with numbers "not measured yet": how to get them.
+
+    Examples
+    --------
+    >>> how_to_measure([])
+    ''
+    >>> "study.drift()" in how_to_measure(["drift"])
+    True
+    """
+    ways = []
+    if "accuracy" in pending:
+        ways.append("the accuracy is measured when you read it (<code>step.metrics</code>, "
+                    "<code>study.history.to_frame()</code>) or press <i>Measure</i> in the panel")
+    if "drift" in pending:
+        ways.append("the drift by <code>study.drift()</code>")
+    if not ways:
+        return ""
+    return (f"<p style='font-size:smaller'><i>{NOT_MEASURED}</i> (a big model measures on "
+            f"first ask): {'; '.join(ways)}.</p>")
 
 
 def shown_frame(frame):
