@@ -153,22 +153,22 @@ def test_a_plain_model_is_explained_without_a_copy_a_masked_one_on_a_copy(monkey
     from torch.nn.utils import prune
 
     from xprune_nb.explain import shapley as shapley_module
-    from xprune_nb.models.mechanisms import lrp
+    from xprune_nb.models.mechanisms import copies
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
                           nn.Linear(3 * 16, 2)).eval()
     x, background = torch.rand(3, 1, 4, 4), torch.rand(10, 1, 4, 4)
-    copies = []
-    real = lrp.detached_copy
-    monkeypatch.setattr(lrp, "detached_copy", lambda m: copies.append(m) or real(m))
+    made = []
+    real = copies.detached_copy
+    monkeypatch.setattr(copies, "detached_copy", lambda m: made.append(m) or real(m))
     phi, *_ = shapley_module.shapley_values(model, x, background, seed=0, nsamples=16)
-    assert copies == []
+    assert made == []
     on_copy, *_ = shapley_module.shapley_values(real(model), x, background, seed=0, nsamples=16)
     np.testing.assert_array_equal(phi, on_copy)
     prune.l1_unstructured(model[0], "weight", amount=0.5)
     shapley_module.shapley_values(model, x, background, seed=0, nsamples=16)
-    assert copies == [model]
+    assert made == [model]
 
 
 def test_image_shapley_explains_the_predicted_classes_with_the_given_sample_budget(monkeypatch):

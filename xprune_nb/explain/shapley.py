@@ -162,7 +162,7 @@ def shapley_values(model: nn.Module, inputs, background, *, explainer: str = "au
                                     "'gradient' or 'deep' for non-tabular inputs", explainer)
     check_nsamples(nsamples)
     nsamples = auto_nsamples(explainer, int(x[0].numel()), nsamples)
-    from ..models.mechanisms.lrp import detached_copy, needs_detached_copy
+    from ..models.mechanisms.copies import detached_copy, needs_detached_copy
 
     shap = _shap()
     # shap's gradient and model-agnostic explainers only run the model and take input

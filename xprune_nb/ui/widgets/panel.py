@@ -13,7 +13,6 @@ from typing import Any
 import ipywidgets as W
 
 from ...core.errors import ConfigError
-from ...core.history import NOT_MEASURED
 from ...measure.metrics import measure_latency
 from ._plots import prewarm
 from ._preview import PrunePreview, preview_prune
@@ -29,7 +28,7 @@ from .prune import PruneView
 from .retrain import RetrainView
 from .score import ScoreView
 from .sensitivity import SensitivityView
-from .strip import MetricsStrip, StatusLine
+from .strip import MetricsStrip, StatusLine, accuracy_text
 
 __all__ = ["Panel"]
 
@@ -50,15 +49,6 @@ _BUTTONS = {
     "export": ("Export", "download", "success", "Write a script that reproduces this step"),
 }
 
-
-
-def _accuracy(step) -> str:
-    """A step's test accuracy for a status message; a big model's step that has not measured it
-    yet says so (the panel never measures to talk: *Measure* does)."""
-    if "accuracy" in step.pending:
-        return f"{NOT_MEASURED} (Measure)"
-    acc = step.known().get("accuracy")
-    return f"{acc:.4f}" if isinstance(acc, (int, float)) and acc == acc else "n/a"
 
 class Panel(SectionActions):
     """Interactive panel over a :class:`~xprune_nb.Study` (ipywidgets 8).
@@ -309,7 +299,7 @@ class Panel(SectionActions):
             before, m = parent.known(), step.known()
             return (f"Pruned: step {step.index} ({step.label}), params {before.get('params')} "
                     f"→ {m.get('params')}, MACs {before.get('macs')} → {m.get('macs')}, "
-                    f"accuracy {_accuracy(parent)} → {_accuracy(step)}.")
+                    f"accuracy {accuracy_text(parent)} → {accuracy_text(step)}.")
 
         return self._run("prune", f"Pruning {100 * view.amount.value:.0f}%",
                          lambda task: self.study.prune(**view.config()), done, block, "Prune")
@@ -326,7 +316,7 @@ class Panel(SectionActions):
                                       stop=task.stop)
 
         def done(step) -> str:
-            before, acc = _accuracy(parent), _accuracy(step)
+            before, acc = accuracy_text(parent), accuracy_text(step)
             if step.stopped:
                 return (f"Retraining was stopped by you ({step.note}); step {step.index} "
                         f"keeps the weights of the last complete batch: accuracy {before} "
@@ -354,7 +344,7 @@ class Panel(SectionActions):
 
     def _arrived(self, step) -> str:
         return (f"Now at step {step.index} ({step.label}): params "
-                f"{step.known().get('params')}, accuracy {_accuracy(step)}. A new action from "
+                f"{step.known().get('params')}, accuracy {accuracy_text(step)}. A new action from "
                 "here starts a branch; later steps are kept.")
 
     def compare(self, a: int | None = None, b: int | None = None, *, block: bool = True):

@@ -12,7 +12,7 @@ from ...explain.numbers import is_missing, shown
 from ...measure.step import NOT_MEASURED
 from ._common import TABLE_CSS
 
-__all__ = ["MetricsStrip", "StatusLine"]
+__all__ = ["MetricsStrip", "StatusLine", "accuracy_text"]
 
 _COLORS = {"ok": "#1b7f3b", "busy": "#1f5fbf", "warn": "#a15c00", "error": "#b00020",
            "info": "#444"}
@@ -66,6 +66,15 @@ def _groups(now: dict[str, float], before: dict[str, float]) -> str:
     return (f"<span class='xprune-groups' title='{html.escape(tip, quote=True)}'>worst group "
             f"<b>{html.escape(worst)} {shown(now[worst])}</b>, gap {shown(gap)} "
             f"({'; '.join(items)})</span>")
+
+
+def accuracy_text(step) -> str:
+    """A step's test accuracy for a status message; a big model's step that has not measured it
+    yet says so (the panel never measures to talk: *Measure* does)."""
+    if "accuracy" in step.pending:
+        return f"{NOT_MEASURED} (Measure)"
+    acc = step.known().get("accuracy")
+    return f"{acc:.4f}" if isinstance(acc, (int, float)) and acc == acc else "n/a"
 
 
 class MetricsStrip:
