@@ -18,64 +18,10 @@ from ..data.batch import batch_size, take
 from ..data.groups import group_summary, per_group_accuracy
 from ..models.mechanisms.device import model_device, to_device
 from ..models.mechanisms.model_tools import eval_mode
+from .weights import count_params, layer_sparsity, param_stats, size_bytes, size_metrics
 
 __all__ = ["Metrics", "count_params", "count_macs", "macs_of", "measure_latency", "layer_sparsity",
            "param_stats", "evaluate_model", "size_metrics"]
-
-
-def _effective_params(model: nn.Module):
-    """(qualified name, effective tensor) for every parameter, masks applied."""
-    for mod_name, module in model.named_modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            if p_name.endswith("_orig") and hasattr(module, p_name[:-5] + "_mask"):
-                p_name = p_name[:-5]
-                p = getattr(module, p_name)
-            yield (f"{mod_name}.{p_name}" if mod_name else p_name), p
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, non-zero) parameter counts; masked weights count as zero.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> count_params(nn.Linear(3, 2))
-    (8, 8)
-    """
-    total, nonzero, _ = param_stats(model)
-    return total, nonzero
-
-
-def param_stats(model: nn.Module) -> tuple[int, int, dict[str, dict]]:
-    """``(total, non-zero, per-layer)``: :func:`count_params` and :func:`layer_sparsity` in
-    one sweep over the weights (a step's measurement needs both; each sweep reads every
-    weight, 340 MB on a ViT-B).
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> total, nonzero, layers = param_stats(nn.Linear(3, 2))
-    >>> total, nonzero, layers["weight"]["sparsity"]
-    (8, 8, 0.0)
-    """
-    total = nonzero = 0
-    layers: dict[str, dict] = {}
-    for name, p in _effective_params(model):
-        nz = int(torch.count_nonzero(p.detach()))   # no boolean copy of the tensor
-        total += p.numel()
-        nonzero += nz
-        if p.dim() >= 2:
-            layers[name] = {"shape": tuple(p.shape), "params": p.numel(), "nonzero": nz,
-                            "sparsity": 1.0 - nz / max(p.numel(), 1)}
-    return total, nonzero, layers
-
-
-def size_bytes(model: nn.Module) -> int:
-    """Bytes of the model's parameters and buffers, stored densely (masks not counted)."""
-    n = sum(p.numel() * p.element_size() for _, p in _effective_params(model))
-    n += sum(b.numel() * b.element_size() for name, b in model.named_buffers()
-             if not name.endswith("_mask"))
-    return int(n)
 
 
 def count_macs(model: nn.Module, example: torch.Tensor, forward) -> int:
@@ -182,32 +128,6 @@ def measure_latency(model: nn.Module, example: torch.Tensor, forward, *, repeats
             if len(times) >= 3 and spent():
                 break
     return 1000.0 * statistics.median(times)
-
-
-def size_metrics(model: nn.Module, macs: int) -> dict:
-    """What a model's weights say without running it: parameters, non-zero parameters, MACs
-    (given), stored bytes and the sparsity of its weight tensors (one sweep over the weights).
-
-    A big model's step records these at once and its accuracy on first ask
-    (:func:`xprune_nb.measure.step.measure_step`).
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> size_metrics(nn.Linear(3, 2), macs=6)
-    {'params': 8, 'nonzero_params': 8, 'macs': 6, 'size_bytes': 32, 'sparsity': 0.0}
-    """
-    total, nonzero, layers = param_stats(model)
-    weights = sum(v["params"] for v in layers.values())
-    zeros = sum(v["params"] - v["nonzero"] for v in layers.values())
-    return {"params": total, "nonzero_params": nonzero, "macs": int(macs),
-            "size_bytes": size_bytes(model), "sparsity": zeros / max(weights, 1)}
-
-
-def layer_sparsity(model: nn.Module) -> dict[str, dict]:
-    """Per parameter tensor: shape, count, non-zero count and sparsity (fraction of zeros)."""
-    return param_stats(model)[2]
-
 
 
 def _out_of_range(exc: IndexError, x, name: str) -> DataError:
