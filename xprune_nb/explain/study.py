@@ -43,18 +43,10 @@ def counting_forward(forward, total: int, tick):
 def step_models(study, before: int, after: int, call: str):
     b = study.timeline.index(before, call, "before")
     a = study.timeline.index(after, call, "after")
-    return (b, _reading_model(study, b)), (a, _reading_model(study, a))
-
-
-def _reading_model(study, index: int):
-    """The model of step ``index`` for an explanation (which never changes it): the current
-    model, the original itself for an untouched step 0 (no copy of a big model's weights, as
-    the drift probe does), else a copy rebuilt from the history."""
-    if index == study.current:
-        return study.model
-    if study.timeline.is_original(index):
-        return study.original
-    return study.model_at(index)
+    # the live model, the original itself for step 0, else a rebuilt copy: explanations
+    # never change a model, so a big model's weights are not copied for them
+    reading = study.timeline.reading_model
+    return (b, reading(b)), (a, reading(a))
 
 
 def saliency(study, before: int = 0, after: int = -1, *, method: str = "saliency", inputs=None,

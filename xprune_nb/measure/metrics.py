@@ -18,7 +18,14 @@ from ..data.batch import batch_size, take
 from ..data.groups import group_summary, per_group_accuracy
 from ..models.mechanisms.device import model_device, to_device
 from ..models.mechanisms.model_tools import eval_mode
-from .weights import count_params, layer_sparsity, param_stats, size_bytes, size_metrics
+from .weights import (
+    count_params,
+    layer_sparsity,
+    param_stats,
+    size_bytes,
+    size_metrics,
+    weight_sparsity,
+)
 
 __all__ = ["Metrics", "count_params", "count_macs", "macs_of", "measure_latency", "layer_sparsity",
            "param_stats", "evaluate_model", "size_metrics"]
@@ -305,8 +312,6 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
         sel = labels == c
         per_class.append(float((preds[sel] == c).float().mean()) if sel.any() else float("nan"))
     total, nonzero, layers = param_stats(model)   # one sweep over the weights, not two
-    weights = sum(v["params"] for v in layers.values())
-    zeros = sum(v["params"] - v["nonzero"] for v in layers.values())
     example = data.example(1)
     lat = {}
     if latency:
@@ -334,7 +339,7 @@ def evaluate_model(model: nn.Module, data: StudyData, forward, *, latency: bool 
     return Metrics(
         accuracy=acc, loss=loss, val_accuracy=val_acc, val_loss=val_loss,
         params=total, nonzero_params=nonzero, macs=macs,
-        size_bytes=size_bytes(model), sparsity=zeros / max(weights, 1), latency_ms=lat,
+        size_bytes=size_bytes(model), sparsity=weight_sparsity(layers), latency_ms=lat,
         per_class_accuracy=per_class, per_layer=layers, dynamic=dynamic,
         per_group_accuracy=by_group, val_per_group_accuracy=val_by_group,
     )

@@ -42,7 +42,7 @@ __all__ = ["measure_step", "fill_drift", "fill_accuracy", "attach_measurer", "Me
 DRIFT_EAGER_MACS = 4e9
 
 #: one evaluation of the measured test and validation samples may cost this many MACs for a
-#: step's accuracy to be measured with it (about a second on one CPU core); bigger: on first ask
+#: step's accuracy to be measured with it (0.2-0.3 s on one core here); bigger: on first ask
 ACCURACY_EAGER_MACS = 1e10
 
 #: the words every display shows for a number that is computed on first ask (its home is
@@ -155,6 +155,16 @@ def _record(step: Step, m) -> None:
     state["val_per_group_accuracy"] = m.val_per_group_accuracy
 
 
+def _settle(step: Step, m) -> None:
+    """Keep the measured :class:`~xprune_nb.measure.metrics.Metrics` of a step whose accuracy
+    was pending (without latency, which steps never hold), and stop measuring on read."""
+    _record(step, m)
+    step.__dict__["metrics"] = {k: v for k, v in step.known().items()
+                                if not k.startswith("latency_")}
+    step.pending.remove("accuracy")
+    step.measure_on_ask(None)
+
+
 class _OnAsk:
     """Measures a step's pending accuracy when it is first read (held weakly: a step kept
     after its study is gone keeps the numbers it has)."""
@@ -176,18 +186,6 @@ def attach_measurer(study, step: Step) -> None:
     """Have reading ``step.metrics`` measure its pending accuracy on ``study`` (a new step, or
     one of a loaded study)."""
     step.measure_on_ask(_OnAsk(study) if "accuracy" in step.pending else None)
-
-
-def _model_for(study, index: int) -> nn.Module:
-    """The model of step ``index`` to measure: the live one when this thread may use it (no
-    other thread is changing it), else a copy rebuilt from the history."""
-    timeline = study.timeline
-    owner = getattr(getattr(timeline, "_lock", None), "owner", None)
-    if index == study.current and owner in (None, threading.get_ident()):
-        return study.model
-    if study.timeline.is_original(index):
-        return study.original   # never changed: the study works on copies
-    return study.model_at(index)
 
 
 def fill_accuracy(study, steps=None, progress=None) -> int:
@@ -219,11 +217,9 @@ def fill_accuracy(study, steps=None, progress=None) -> int:
         for n, step in enumerate(todo, 1):
             tick = make_progress(progress, "Study: measure", f"measure step {step.index} "
                                  f"({n} of {len(todo)})")
-            m = evaluate_model(_model_for(study, step.index), study.data, study.forward,
-                               latency=False, macs=step.known().get("macs"), progress=tick)
-            _record(step, m)
-            step.pending.remove("accuracy")
-            step.measure_on_ask(None)
+            _settle(step, evaluate_model(study.timeline.reading_model(step.index), study.data,
+                                         study.forward, latency=False,
+                                         macs=step.known().get("macs"), progress=tick))
     return len(todo)
 
 
@@ -320,18 +316,13 @@ def evaluate(study, *, latency: bool = False, step: int | None = None, progress=
     check(call, "latency", latency, Options((True, False)))
     tick = make_progress(progress, call, "evaluate", stop)
     index = study.current if step is None else study.timeline.index(step, call)
-    model = study.model if index == study.current else study.model_at(index)
-    structure = study.history[index].structure
-    macs = None if type(model).__name__ == "DynamicNet" else _cache(study).macs_for(
-        structure, lambda: count_macs(model, study.data.example(1), study.forward))
+    model = study.timeline.reading_model(index)
+    record = study.history[index]
+    macs = None if type(model).__name__ == "DynamicNet" else structure_macs(
+        study, record.structure, model)
     found = evaluate_model(model, study.data, study.forward, latency=latency, macs=macs,
                            progress=tick, adaptive=input_adaptive_measure(model))
-    record = study.history[index]
     with _cache(study).filling:
         if "accuracy" in record.pending:   # the step's first ask: keep what was measured
-            _record(record, found)
-            record.metrics = {k: v for k, v in record.known().items()
-                              if not k.startswith("latency_")}   # as eager steps hold it
-            record.pending.remove("accuracy")
-            record.measure_on_ask(None)
+            _settle(record, found)
     return found

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["count_params", "param_stats", "size_bytes", "size_metrics", "layer_sparsity"]
+__all__ = ["count_params", "param_stats", "size_bytes", "size_metrics", "layer_sparsity",
+           "weight_sparsity"]
 
 
 def _effective_params(model: nn.Module):
@@ -82,10 +83,21 @@ def size_metrics(model: nn.Module, macs: int) -> dict:
     {'params': 8, 'nonzero_params': 8, 'macs': 6, 'size_bytes': 32, 'sparsity': 0.0}
     """
     total, nonzero, layers = param_stats(model)
+    return {"params": total, "nonzero_params": nonzero, "macs": int(macs),
+            "size_bytes": size_bytes(model), "sparsity": weight_sparsity(layers)}
+
+
+def weight_sparsity(layers: dict[str, dict]) -> float:
+    """Fraction of zeros over the weight tensors of :func:`param_stats`' per-layer table.
+
+    Examples
+    --------
+    >>> weight_sparsity({"a": {"params": 6, "nonzero": 3}, "b": {"params": 2, "nonzero": 2}})
+    0.375
+    """
     weights = sum(v["params"] for v in layers.values())
     zeros = sum(v["params"] - v["nonzero"] for v in layers.values())
-    return {"params": total, "nonzero_params": nonzero, "macs": int(macs),
-            "size_bytes": size_bytes(model), "sparsity": zeros / max(weights, 1)}
+    return zeros / max(weights, 1)
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, dict]:

@@ -156,6 +156,16 @@ class Timeline:
         snapshot is the original's own tensors): a reader can use it without a rebuilt copy."""
         return index == 0 and self.snapshots.shares(0) and not self.history[0].masked
 
+    def reading_model(self, index: int) -> nn.Module:
+        """The model of step ``index`` for a caller that only reads it (measurement,
+        explanations): the live current model unless another thread is changing it, the
+        original itself for an untouched step 0, else a copy rebuilt from the history."""
+        if index == self.current and self._lock.owner in (None, threading.get_ident()):
+            return self.model
+        if self.is_original(index):
+            return self.original   # never changed: the study works on copies
+        return self.model_at(index)
+
     def _mark(self, model: nn.Module, step: Step) -> None:
         """A pruned Hugging Face model's own ``save_pretrained`` writes a folder that loads
         right (:func:`xprune_nb.record.io.pretrained.mark_pruned`)."""
