@@ -103,6 +103,31 @@ def test_macs_are_counted_once_per_structure(monkeypatch):
     assert m[0] == m[1] > m[2] == m[3]
 
 
+def test_opening_counts_the_originals_macs_in_its_check_pass(monkeypatch):
+    from xprune_nb.models.mechanisms import fit_check
+
+    passes, counts = [], []
+    real_pass, real_count = fit_check._counted_pass, metrics.count_macs
+    monkeypatch.setattr(fit_check, "_counted_pass", lambda *a: passes.append(1) or real_pass(*a))
+    monkeypatch.setattr(measure, "count_macs", lambda *a: counts.append(1) or real_count(*a))
+    study = _study()
+    assert passes == [1] and counts == []            # one pass checked and counted
+    one = study.data.example(1)
+    assert study.history[0].metrics["macs"] == real_count(study.original, one, study.forward)
+
+
+def test_an_opening_the_mac_counter_cannot_run_is_checked_plainly_and_counted_after(
+        monkeypatch):
+    def refuse(fn):   # e.g. an op the counter cannot dispatch
+        raise RuntimeError("no formula for this op")
+
+    monkeypatch.setattr("xprune_nb.study.facade.macs_of", refuse)
+    study = _study()                                  # opens: the check ran plainly
+    one = study.data.example(1)
+    assert study.history[0].metrics["macs"] == metrics.count_macs(study.original, one,
+                                                                  study.forward) > 0
+
+
 def test_evaluate_measures_no_time_unless_asked(monkeypatch):
     study = _study()
 

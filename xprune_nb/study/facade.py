@@ -18,12 +18,13 @@ from ..core.params import check, check_classes, validate
 from ..core.progress import StopSignal, make_progress
 from ..core.scores import Scores
 from ..data import StudyData, draw, resolve_data
+from ..measure.metrics import macs_of
 from ..measure.retraining import retrain_step
 from ..measure.step import MeasureCache, measure_step
 from ..measure.training import Callback, TrainResult
 from ..models.mechanisms import model_tools as _tools
 from ..models.mechanisms.device import call_on, input_device, model_device, resolve_device
-from ..models.mechanisms.model_tools import check_fits, copy_model
+from ..models.mechanisms.fit_check import check_fits
 from ..pruning import units as _units
 from ..pruning.plan import PrunePreview, prune_config, rewind_index, units_for
 from ..pruning.scoring import criterion_and_kind, reference_for, score_units
@@ -41,8 +42,7 @@ class Study:
     model : nn.Module
         The model to prune. It is copied: your object is never modified.
     data : DataBundle, optional
-        A bundle from :func:`xprune_nb.data.public.load` (or anything with
-        ``train``/``val``/``test``).
+        A bundle from :func:`xprune_nb.data.public.load` (or with ``train``/``val``/``test``).
     train, val, test : optional
         Your own splits instead of ``data``: ``(X, y)`` pairs, or a ``DataLoader``, ``Dataset``
         or iterable, kept as given (never copied whole; retraining iterates it).
@@ -91,8 +91,8 @@ class Study:
                                   eval_samples=eval_samples, score_samples=score_samples,
                                   feature_names=feature_names, class_names=class_names,
                                   groups=groups, group_names=group_names)
-        self._setup(copy_model(model).to(self.device), study_data, seed, output_fn, call=call,
-                    max_snapshots=max_snapshots, snapshot_dir=snapshot_dir)
+        self._setup(_tools.copy_model(model).to(self.device), study_data, seed, output_fn,
+                    call=call, max_snapshots=max_snapshots, snapshot_dir=snapshot_dir)
         self.model_source, self.probe_size = _tools.model_source(model), probe_size
         self.probe_x, self.probe_y = draw(self.data.test, probe_size, seed=seed, clip=True,
                                           call=call, param="probe_size")
@@ -110,8 +110,9 @@ class Study:
         self.data, self.seed, self.output_fn = data, seed, output_fn
         _tools.check_finite(original, call)
         example = data.example(2)
-        trace: dict = {}   # output and executed layers, found in the same single pass
-        num_logits = check_fits(original, example, data.num_classes, self.forward, call, trace)
+        trace: dict = {}   # output and executed layers and the MACs, found in one single pass
+        num_logits = check_fits(original, example, data.num_classes, self.forward, call, trace,
+                                count_macs=macs_of)
         if not _tools.prunable_layers(original):
             raise ModelError(f"{call}: the model has no Conv or Linear layer to prune.")
         self.original: nn.Module = original.eval()
@@ -125,7 +126,7 @@ class Study:
         self.model_source: dict = {}
         self.model_spec: dict | None = None   # the recipe's model entry, when built from one
         self.last_train_result: TrainResult | None = None
-        self.measure_cache = MeasureCache()   # MACs per structure, the original's probe saliency
+        self.measure_cache = MeasureCache(trace.get("macs"))   # MACs per structure, probe maps
 
     @classmethod
     def _from_state(cls, *, original: nn.Module, data: StudyData, seed: int, output_fn,
@@ -388,7 +389,6 @@ class Study:
         See docs/recipes.md for an example.
         """
         from ..export.study_ops import study_from_recipe
-
         return study_from_recipe(cls, recipe, model=model, data=data, epochs=epochs,
                                  progress=progress, trust_source=trust_source, **study_options)
 

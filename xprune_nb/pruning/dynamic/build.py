@@ -18,13 +18,8 @@ from torch import nn
 
 from ...core.errors import ConfigError, DataError, ModelError
 from ...data.batch import batch_size, is_mapping, take
-from ...models.mechanisms.model_tools import (
-    call_model,
-    copy_model,
-    eval_mode,
-    find_output_layers,
-    logits_of,
-)
+from ...models.mechanisms.fit_check import find_output_layers
+from ...models.mechanisms.model_tools import call_model, copy_model, eval_mode, logits_of
 from .net import PLAN_VERSION, Branch, DynamicNet
 from .paths import cluster_subsets, normalise_relevance
 from .split import branch_points, check_crossing, slice_tail, split_at, tail_groups

@@ -70,7 +70,7 @@ class ModelEnv:
            analysis: dict | None = None, ran: set[str] | None = None) -> ModelEnv:
         """The environment of ``original``, finding its output and executed layers unless
         given (a loaded study passes the recorded ones)."""
-        from ...models.mechanisms.model_tools import executed_layers, find_output_layers
+        from ...models.mechanisms.fit_check import executed_layers, find_output_layers
 
         return cls(original=original, example=example, forward=forward,
                    output_layers=list(output_layers) if output_layers is not None
