@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from conftest import MODEL_FACTORIES, make_study
 
 import xprune_nb as xp
@@ -108,10 +109,11 @@ def test_pruned_indices_are_the_lowest_scores(small_digits):
     assert removed == set(order)
 
 
-def test_attention_projections_are_tried_together_and_point_to_heads(monkeypatch):
-    """On a transformer, the channel groups of q/k/v projections are tried in one trial, apart
-    from the others: two trials instead of one per group, the same safe groups as trying each
-    alone, and the reason names the head granularity."""
+def test_attention_projections_are_bound_to_heads_without_a_trial(monkeypatch):
+    """On a transformer, the channel groups of q/k/v projections split into several heads are
+    bound to heads without a trial (a channel fewer cannot split into equal heads): one trial
+    for the other groups instead of one per group, the same safe groups as trying each alone,
+    and the reason names the head granularity."""
     transformers = pytest.importorskip("transformers")
     from xprune_nb.pruning import groups as G
     from xprune_nb.pruning.units.channel import _head_projections
@@ -129,9 +131,10 @@ def test_attention_projections_are_tried_together_and_point_to_heads(monkeypatch
     heads = _head_projections(model)
     assert len(heads) == 9 and all(n.split(".")[-1] in ("q_proj", "k_proj", "v_proj",
                                                          "query", "key", "value") for n in heads)
+    assert set(heads.values()) == {4}                 # each projection's rows: 4 heads
     safe, skipped = G.safe_channel_groups(model, x, ignored=["classifier"], forward=forward,
                                           head_layers=heads)
-    assert len(trials) == 2
+    assert len(trials) == 1 and not set(trials[0]) & set(heads)
     trials.clear()
     one_by_one, _ = G.safe_channel_groups(model, x, ignored=["classifier"], forward=forward)
     assert len(trials) > 2
@@ -143,3 +146,45 @@ def test_attention_projections_are_tried_together_and_point_to_heads(monkeypatch
     study = xp.Study(model, train=(torch.randn(16, 3, 16, 16), torch.arange(16) % 4))
     study.score("magnitude")
     assert study.prune(0.3).metrics["params"] < study.history[0].metrics["params"]
+
+
+def test_single_head_projections_are_tried_and_kept_when_they_shrink(monkeypatch):
+    """A single-head attention whose reshape takes any width can lose a channel: its q/k/v
+    groups are tried (together, apart from the others) rather than assumed bound."""
+    from xprune_nb.pruning import groups as G
+    from xprune_nb.pruning.units.channel import _head_projections
+
+    class OneHead(nn.Module):
+        def __init__(self, dim=8):
+            super().__init__()
+            self.num_heads = 1
+            self.q_proj, self.k_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.v_proj, self.out_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q, k, v = (p(x).view(b, t, 1, -1).transpose(1, 2)
+                       for p in (self.q_proj, self.k_proj, self.v_proj))
+            att = nn.functional.scaled_dot_product_attention(q, k, v)
+            return self.out_proj(att.transpose(1, 2).reshape(b, t, -1))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn, self.head = OneHead(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.attn(x).mean(1))
+
+    torch.manual_seed(0)
+    model, x = Net().eval(), torch.randn(2, 5, 8)
+    heads = _head_projections(model)
+    assert heads and set(heads.values()) == {1}
+    trials = []
+    real = G._trial
+    monkeypatch.setattr(G, "_trial", lambda m, e, keys, *a, **k: trials.append(keys)
+                        or real(m, e, keys, *a, **k))
+    safe, skipped = G.safe_channel_groups(model, x, ignored=["head"], head_layers=heads)
+    assert any(set(keys) & set(heads) for keys in trials)   # tried, not assumed
+    assert {n for g in safe for n in g.layers} & set(heads)  # and kept: it shrinks fine
+    assert G.HEAD_BOUND not in skipped.values()

@@ -15,7 +15,7 @@ of the same shape.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -191,7 +191,7 @@ def safe_channel_groups(
     model: nn.Module, example: torch.Tensor, ignored: Iterable[str] = (),
     graph: tp.DependencyGraph | None = None,
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-    shape: torch.Size | None = None, head_layers: Iterable[str] = (),
+    shape: torch.Size | None = None, head_layers: Iterable[str] | Mapping[str, int] = (),
 ) -> tuple[list[ChannelGroup], dict[str, str]]:
     """Channel groups that can lose one unit and leave a model that still runs.
 
@@ -200,11 +200,14 @@ def safe_channel_groups(
     tried alone, so plain CNNs pay for a single trial. ``graph``, if given, is ``model``'s
     dependency graph (saves building it again).
 
-    ``head_layers`` names the q/k/v projections of the model's attention heads: the groups
-    holding one are tried together, apart from the others, and when that trial fails they are
-    all reported as bound to heads (:data:`HEAD_BOUND`) instead of being tried one by one. On a
-    transformer (a ViT-B has 12 such groups among 25) that is two trials instead of 26, each a
-    copy of the model traced and run twice.
+    ``head_layers`` names the q/k/v projections of the model's attention heads (a mapping also
+    gives the number of heads each one's rows are split into). A group holding a projection
+    split into two or more heads is bound to heads (:data:`HEAD_BOUND`) without a trial: a
+    width of ``heads * head_dim - 1`` cannot be split into equal heads. The groups holding only
+    single-head projections are tried together, apart from the others, and reported as bound
+    to heads when that trial fails, instead of being tried one by one. A ViT-B's channels
+    (25 groups, 12 of them attention projections) thus cost one trial, a copy of the model
+    traced and run once, instead of 26.
     """
     ignored = list(ignored)
     if shape is None:   # the logits' shape on ``example`` (a study knows it: no forward)
@@ -219,9 +222,12 @@ def safe_channel_groups(
             skipped[g.key] = "has a single unit"
         else:
             sizable.append(g)
-    heads = set(head_layers)
-    bound = [g for g in sizable if heads.intersection(g.layers)]
-    free = [g for g in sizable if not heads.intersection(g.layers)]
+    heads = dict(head_layers) if isinstance(head_layers, Mapping) else dict.fromkeys(
+        head_layers, 1)   # names alone: the number of heads is unknown, so it is tried
+    split = {g.key for g in sizable if any(heads.get(n, 1) >= 2 for n in g.layers)}
+    skipped.update(dict.fromkeys(split, HEAD_BOUND))
+    bound = [g for g in sizable if heads.keys() & set(g.layers) and g.key not in split]
+    free = [g for g in sizable if not heads.keys() & set(g.layers)]
     if free and _trial(model, example, [g.key for g in free], shape, forward):
         safe = list(free)
     else:

@@ -137,15 +137,17 @@ def _logits_shape(env: ModelEnv) -> torch.Size | None:
     return None
 
 
-def _head_projections(model: nn.Module) -> set[str]:
-    """Names of the ``Linear`` layers whose output rows belong to attention heads (q/k/v)."""
+def _head_projections(model: nn.Module) -> dict[str, int]:
+    """The ``Linear`` layers whose output rows belong to attention heads (q/k/v), each with the
+    number of heads its rows are split into."""
     from ...models.mechanisms.attention.discovery import find_heads, head_slices
 
     names = {id(m): n for n, m in model.named_modules()}
-    found = set()
+    found: dict[str, int] = {}
     for group in find_heads(model, single=True)[0]:
-        for module, _, dim, _ in head_slices(model, group):
+        for module, _, dim, idx in head_slices(model, group):
             if dim == 0 and isinstance(module, nn.Linear):
-                found.add(names[id(module)])
+                name = names[id(module)]
+                found[name] = max(found.get(name, 1), int(idx.shape[0]) if idx.dim() > 1 else 1)
     return found
 
