@@ -23,7 +23,6 @@ import torch_pruning as tp
 from torch import nn
 
 from ..core.errors import ModelError
-from ..data.batch import concat
 from ..models.mechanisms.model_tools import (
     PRUNABLE_TYPES,
     call_model,
@@ -158,15 +157,16 @@ def _logits(model: nn.Module, x: torch.Tensor, forward) -> torch.Tensor:
 
 
 def _runs_like(model: nn.Module, example: torch.Tensor, shape: torch.Size, forward=None) -> bool:
-    """Whether ``model`` runs on twice ``example``'s batch and gives the logits' shape the
-    original gives on ``example`` (``shape``), batch doubled. One pass: the original already
-    ran at ``example``'s own batch, so a reshape hard-coded for one batch size fails here."""
+    """Whether ``model`` runs on ``example`` and gives the logits' shape the original gives on
+    it (``shape``). One pass at the example's own batch, at which the original ran: a width
+    hard-coded in a reshape (``view(-1, C)``) fails at this batch whenever it would at a larger
+    one, and a wrong number of rows is caught by the shape."""
     try:
         with torch.no_grad(), eval_mode(model):
-            out = _logits(model, concat([example, example]), forward)
+            out = _logits(model, example, forward)
     except Exception:  # noqa: BLE001 - any failure means the group is not safe to shrink
         return False
-    return out.shape[0] == 2 * shape[0] and out.shape[1:] == shape[1:]
+    return out.shape == shape
 
 
 def _trial(model: nn.Module, example: torch.Tensor, keys: list[str], shape: torch.Size,
