@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from conftest import MODEL_FACTORIES, make_study
+from torch import nn
 
 import xprune_nb as xp
 

@@ -1,4 +1,5 @@
-"""Copies of a model for the explainers that must not touch it (pruning masks baked in)."""
+"""Copies of a model: for the explainers that must not touch it (pruning masks baked in), and
+shape-only copies on the meta device for trials that only need to know whether it runs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["detached_copy", "needs_detached_copy"]
+__all__ = ["detached_copy", "meta_copy", "needs_detached_copy"]
 
 
 def needs_detached_copy(model: nn.Module) -> bool:
@@ -60,3 +61,34 @@ def detached_copy(model: nn.Module) -> nn.Module:
             for name in list(module.parametrizations):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return clone.eval()
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s structure with every parameter, buffer and tensor attribute on
+    the ``meta`` device: shapes without data. Changing it costs no memory and running it no
+    arithmetic, so a trial that only asks "does it still run, with which output shape" (the
+    channel safety trial) costs milliseconds instead of a copy of the weights and a forward
+    pass. Tied parameters stay tied (one meta tensor per original tensor).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> shell = meta_copy(net)
+    >>> shell[0].weight.device.type, shell(torch.zeros(5, 3, device="meta")).shape
+    ('meta', torch.Size([5, 2]))
+    >>> net[0].weight.device.type          # the model itself is untouched
+    'cpu'
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for p in module._parameters.values():
+            if p is not None and id(p) not in memo:
+                memo[id(p)] = nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
+        for b in module._buffers.values():
+            if b is not None and id(b) not in memo:
+                memo[id(b)] = b.detach().to("meta")
+        for v in vars(module).values():   # e.g. a masked weight, recomputed from weight_orig
+            if isinstance(v, torch.Tensor) and id(v) not in memo:
+                memo[id(v)] = v.detach().to("meta")
+    return copy.deepcopy(model, memo)

@@ -80,9 +80,11 @@ def resolve_device(device: object, model: nn.Module, call: str = "Study") -> tor
 
 def to_device(x, device: torch.device):
     """``x`` (a tensor, or a mapping of tensors such as a tokenizer's ``BatchEncoding``) on
-    ``device``; anything else as it is. A tensor already there is returned unchanged."""
+    ``device``; anything else as it is. A tensor already there is returned unchanged, and so
+    is a ``meta`` tensor (shapes without data, for a shape-only trial on a meta copy of the
+    model: it has no values to move)."""
     if isinstance(x, torch.Tensor):
-        return x if x.device == device else x.to(device)
+        return x if x.device == device or x.device.type == "meta" else x.to(device)
     if isinstance(x, Mapping):
         return type(x)({k: to_device(v, device) for k, v in x.items()}) \
             if not hasattr(x, "to") else x.to(device)
