@@ -348,6 +348,7 @@ def test_live_plot_draws_and_reports_progress(panel):
     seen = []
     live = LivePlot(panel.retrain_view, lambda *a: seen.append(a))
     live.on_train_start(2, 3)
+    assert seen == [(0, 6, "epoch 1/2")]   # the bar shows before the first batch ends
     for b in range(3):
         live.on_batch_end(0, b, 1.0 / (b + 1), 0.5)
     live.on_epoch_end(0, {"epoch": 1, "train_loss": 0.6, "val_accuracy": 0.7})
@@ -355,6 +356,16 @@ def test_live_plot_draws_and_reports_progress(panel):
     assert seen[-1][:2] == (3, 6) and "loss" in seen[-1][2]
     assert panel.retrain_view.plot.value[:4] == b"\x89PNG"
     assert "validation accuracy 0.7000" in panel.retrain_view.live.value
+
+
+def test_a_progress_tick_comes_before_the_first_batch():
+    from xprune_nb.measure.training import TickCallback
+
+    ticks = []
+    tick = TickCallback(lambda done, total: ticks.append((done, total)))
+    tick.on_train_start(2, 3)
+    tick.on_batch_end(0, 0, 1.0, 0.5)
+    assert ticks == [(0, 6), (1, 6)]
 
 
 def test_preview_validates_like_prune(study):

@@ -59,6 +59,9 @@ class TickCallback(Callback):
 
     def on_train_start(self, epochs: int, batches_per_epoch: int) -> None:
         self.total = epochs * batches_per_epoch
+        # 0 of N at once: on a big model the first batch takes seconds, and a panel shows
+        # its bar (and a stop already pressed is honoured) before it, not after
+        self.tick(0, self.total)
 
     def on_batch_end(self, epoch: int, batch: int, loss: float, accuracy: float) -> None:
         self.done += 1

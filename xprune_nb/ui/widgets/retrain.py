@@ -77,6 +77,7 @@ class LivePlot(Callback):
         self.epochs = epochs
         self._next = time.perf_counter() + REDRAW_INTERVAL
         self.view.live.value = ""
+        self.progress(0, self.total, f"epoch 1/{epochs}")   # the bar before the first batch
 
     def on_batch_end(self, epoch: int, batch: int, loss: float, accuracy: float) -> None:
         self.losses.append(loss)
