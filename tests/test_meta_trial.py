@@ -30,6 +30,7 @@ def _verdicts(model, x, ignored, monkeypatch, *, real: bool):
 
     with monkeypatch.context() as patch:
         patch.setattr(G, "_runs_like", spy)
+        patch.setattr(G, "SHAPE_ONLY_PARAMS", 0)   # these models are small: meta all the same
         if real:
             patch.setattr(G, "_shape_only_example", lambda *a, **k: None)
         safe, skipped = G.safe_channel_groups(model, x, ignored=ignored, forward=_logits)
@@ -122,7 +123,15 @@ def test_hard_coded_width_and_tied_weights_are_refused_on_meta_too(monkeypatch):
     assert "enc" not in safe and "tied weights" in skipped["enc"] and "mid" in safe
 
 
+def test_a_small_model_is_tried_for_real():
+    """Meta kernels are largely Python: below SHAPE_ONLY_PARAMS a real trial is cheaper."""
+    model = HardCodedWidth().eval()
+    assert sum(p.numel() for p in model.parameters()) < G.SHAPE_ONLY_PARAMS
+    assert G._shape_only_example(model, torch.randn(2, 8), torch.Size([2, 3]), _logits) is None
+
+
 def test_a_model_that_reads_values_is_tried_for_real(monkeypatch):
+    monkeypatch.setattr(G, "SHAPE_ONLY_PARAMS", 0)
     model = ReadsValues().eval()
     assert G._shape_only_example(model, torch.randn(2, 8), torch.Size([2, 3]), _logits) is None
     safe, _, devices = _verdicts(model, torch.randn(2, 8), ["head"], monkeypatch, real=False)
@@ -162,6 +171,7 @@ def test_meta_trial_on_hugging_face_models(arch, monkeypatch):
 
     heads = _head_projections(model)
     ignored = ["classifier"] if arch != "resnet" else ["classifier.1"]
+    monkeypatch.setattr(G, "SHAPE_ONLY_PARAMS", 0)
     with monkeypatch.context() as patch:
         meta = G.safe_channel_groups(model, x, ignored=ignored, forward=_logits,
                                      head_layers=heads)

@@ -9,9 +9,9 @@ Some groups cannot shrink one unit at a time (attention projections, whose width
 multiple of the number of heads; layers whose width is hard-coded in a ``view``). Rather than
 guess from module types, :func:`safe_channel_groups` removes one channel from each candidate group
 on a copy of the model and keeps the groups after which the model still runs and returns logits
-of the same shape. The copy is a meta copy (shapes without data: no weights copied, no
-arithmetic) whenever the model runs on the meta device with its real logits' shape; otherwise a
-deep copy run for real.
+of the same shape. For a big model the copy is a meta copy (shapes without data: no weights
+copied, no arithmetic) whenever the model runs on the meta device with its real logits' shape;
+otherwise a deep copy run for real.
 """
 
 from __future__ import annotations
@@ -202,9 +202,17 @@ class _StrictConvolution(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+#: Parameters from which the safety trial runs on a meta copy. Meta kernels are largely Python,
+#: so a meta trial costs 20-260 ms whatever the model's size, where a real one costs a copy of
+#: the weights and two forward passes: 5-75 ms for the zoo's models (below 0.3 M parameters),
+#: 0.7 s for a ResNet-50 (23.5 M) and 2 s for a ViT-B/16 (86 M) on one CPU thread.
+SHAPE_ONLY_PARAMS = 2_000_000
+
+
 def _shape_only_example(model: nn.Module, example, shape: torch.Size, forward=None):
-    """``example`` on the meta device when a meta copy of ``model`` (shapes without data) runs
-    on it and gives the logits' shape the model gives for real; else ``None``.
+    """``example`` on the meta device when ``model`` is big enough for a meta trial to pay
+    (:data:`SHAPE_ONLY_PARAMS`) and a meta copy of it (shapes without data) runs on it and
+    gives the logits' shape the model gives for real; else ``None``.
 
     Then a trial on a meta copy decides as a real one would: the ops are the same, only
     shapes are computed, and a pruned copy that fails there fails on its shapes. A model that
@@ -212,6 +220,8 @@ def _shape_only_example(model: nn.Module, example, shape: torch.Size, forward=No
     does not hold as attributes, or uses an op without a meta kernel fails this check and is
     tried for real.
     """
+    if sum(p.numel() for p in model.parameters()) < SHAPE_ONLY_PARAMS:
+        return None
     try:
         shell, meta_x = meta_copy(model), _on_meta(example)
     except Exception:  # noqa: BLE001 - cannot be copied or moved: tried for real
@@ -263,12 +273,13 @@ def safe_channel_groups(
     to heads when that trial fails, instead of being tried one by one. A ViT-B's channels
     (25 groups, 12 of them attention projections) thus cost one trial instead of 26.
 
-    Each trial runs on a meta copy (:func:`_shape_only_example`: shapes without data, so no
-    copy of the weights and no arithmetic) when the model runs on the meta device with its real
-    logits' shape, with the convolution checks the meta kernel leaves out added
-    (:class:`_StrictConvolution`); otherwise on a deep copy, run for real. Both give the same
-    verdicts (tested on the zoo's architectures, Hugging Face ViT, BERT and ResNet, grouped and
-    depthwise convolutions, tied weights and hard-coded widths).
+    Each trial of a model of :data:`SHAPE_ONLY_PARAMS` parameters or more runs on a meta copy
+    (:func:`_shape_only_example`: shapes without data, so no copy of the weights and no
+    arithmetic) when the model runs on the meta device with its real logits' shape, with the
+    convolution checks the meta kernel leaves out added (:class:`_StrictConvolution`);
+    otherwise on a deep copy, run for real. Both give the same verdicts (tested on the test
+    architectures, Hugging Face ViT, BERT and ResNet, grouped and depthwise convolutions, tied
+    weights and hard-coded widths).
     """
     ignored = list(ignored)
     if shape is None:   # the logits' shape on ``example`` (a study knows it: no forward)
