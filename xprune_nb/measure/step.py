@@ -72,15 +72,19 @@ class MeasureCache:
     def __init__(self, original_macs: int | None = None) -> None:
         self._macs: dict[str, int] = {}
         if original_macs is not None:
-            self._macs[json.dumps([])] = int(original_macs)
+            self._macs[self._key([])] = int(original_macs)
         self.reference: tuple[torch.Tensor, torch.Tensor] | None = None
         #: one measurement on first ask at a time (the panel's thread and the kernel's may both
         #: read a step); re-entrant: a measurement reads the study
         self.filling = threading.RLock()
 
+    @staticmethod
+    def _key(structure: list) -> str:
+        return json.dumps(structure, sort_keys=True, default=str)
+
     def macs_for(self, structure: list, count) -> int:
         """MACs of the model with this structure (``count()`` runs only the first time)."""
-        key = json.dumps(structure, sort_keys=True, default=str)
+        key = self._key(structure)
         if key not in self._macs:
             self._macs[key] = int(count())
         return self._macs[key]
